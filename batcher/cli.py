@@ -1,0 +1,227 @@
+"""The `batcher` command: parse options, call the core, turn its errors into exit codes.
+
+Exit codes: 0 every row ok; 1 finished with failed rows; 2 usage, config or
+input error; 3 aborted (key refused, a write failed); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import shlex
+import sys
+from pathlib import Path
+
+import click
+
+from .errors import EXIT_ABORTED, EXIT_INTERRUPTED, EXIT_USAGE, BatcherError
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"batcher: {message}", err=True)
+    sys.exit(code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="batcher", prog_name="batcher")
+def main() -> None:
+    """Send every row of a dataset to an OpenAI-compatible Chat Completions API,
+    under rate limits, with retries and resumable checkpoints.
+
+    \b
+    Try it offline on the embedded simulator:
+      batcher run jobs/classify-reviews.toml
+      batcher status runs/classify-reviews
+    """
+
+
+@main.command()
+@click.argument("source", type=click.Path(dir_okay=False, path_type=Path), required=False)
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path),
+              help="Run directory for results, errors, summary and checkpoint.")
+@click.option("--prompt", help="Prompt template; {column} placeholders are filled from each row.")
+@click.option("--system", help="System message sent before each prompt.")
+@click.option("--id-column", help="Column that names each row.  [default: id]")
+@click.option("--keep-columns", help="Input columns copied into each result, comma-separated.")
+@click.option("--model", help="Model for rows that do not name one.")
+@click.option("--max-tokens", type=int, help="max_tokens for rows that set none.")
+@click.option("--temperature", type=float, help="temperature for rows that set none (0..2).")
+@click.option("--top-p", type=float, help="top_p for rows that set none (0..1).")
+@click.option("--base-url", help="API base URL, e.g. https://api.openai.com/v1, or 'simulator'.  "
+              "[default: $OPENAI_BASE_URL or OpenAI]")
+@click.option("--api-key-env", help="Environment variable holding the API key.  [default: OPENAI_API_KEY]")
+@click.option("--concurrency", type=int, help="Requests in flight at once.  [default: 16]")
+@click.option("--rpm", type=float, help="Requests per minute to stay under.")
+@click.option("--tpm", type=float, help="Tokens per minute to stay under (prompt + max_tokens).")
+@click.option("--max-retries", type=int, help="Retries per row for 429, 5xx, timeouts.  [default: 8]")
+@click.option("--timeout", type=float, help="Seconds per request.  [default: 600]")
+@click.option("--output-format", type=click.Choice(["jsonl", "parquet", "openai-batch"]),
+              help="Format of results and errors.  [default: jsonl]")
+@click.option("--retry-failed/--no-retry-failed", default=None,
+              help="On resume, send rows that failed before again.  [default: retry]")
+@click.option("--force", is_flag=True, default=None, help="Resume into a directory that holds a different job.")
+@click.option("--drain-timeout", type=float,
+              help="Seconds in-flight requests may finish after Ctrl-C.  [default: 30]")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar (cron, overnight runs).")
+@click.option("-v", "--verbose", is_flag=True, help="Log retries and failures to stderr.")
+def run(source: Path | None, quiet: bool, verbose: bool, **options: object) -> None:
+    """Run a job: a TOML job file, or an input file with options.
+
+    SOURCE is a job file (.toml) or an input file (.jsonl, .parquet, or an
+    OpenAI Batch input file). Flags override the job file. Running the same
+    command again into the same output directory resumes where it stopped.
+
+    \b
+    Examples:
+      batcher run jobs/classify-reviews.toml
+      batcher run reviews.jsonl -o runs/reviews --model gpt-4o-mini \\
+          --prompt "Classify the sentiment of this review: {text}" --rpm 500
+      batcher run batch_input.jsonl -o runs/batch --output-format openai-batch
+    """
+    from .job import build_job, load_job_file
+
+    if verbose:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        settings: dict[str, object] = {}
+        if source is not None and source.suffix.lower() == ".toml":
+            settings = load_job_file(source)
+        elif source is not None:
+            settings["input"] = str(source)
+        settings.update({k: v for k, v in options.items() if v is not None})
+        job = build_job(settings)
+        outcome = asyncio.run(_run(job, quiet))
+    except BatcherError as e:
+        _fail(f"error: {e}", e.exit_code)
+    except KeyboardInterrupt:  # before the run's own handlers were in place: nothing was sent
+        _fail("interrupted before sending anything", EXIT_INTERRUPTED)
+    stats = outcome.stats
+    if not quiet or outcome.exit_code:
+        _report(job, outcome)
+    if outcome.status in ("interrupted", "aborted") or stats.remaining:
+        click.echo(f"resume with: {_resume_command()}", err=True)
+    sys.exit(outcome.exit_code)
+
+
+async def _run(job, quiet: bool):
+    from .runner import run_job
+
+    bar = None
+
+    def on_start(stats):
+        nonlocal bar
+        if not quiet:
+            from .progress import ProgressBar
+
+            bar = ProgressBar(stats)
+
+    def on_progress(stats):
+        if bar is not None:
+            bar.update(stats)
+
+    try:
+        return await run_job(job, on_progress=on_progress, on_start=on_start, handle_signals=True)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _report(job, outcome) -> None:
+    s = outcome.summary if hasattr(outcome, "summary") else outcome.stats.summary(outcome.status)
+    session = s["session"]
+    click.echo(
+        f"{outcome.status}: {s['rows_ok']} ok, {s['rows_failed']} failed, {s['rows_remaining']} remaining"
+        f" of {s['rows_total']} rows ({s['rows_skipped']} done before);"
+        f" this session {session['rows_done']} rows in {session['wall_time_s']:.1f} s"
+        f" ({session['rows_per_s'] or 0:.1f} rows/s), {session['requests_sent']} requests,"
+        f" {session['retries']} retries, {session['rate_limited_429']} 429s,"
+        f" {s['total_tokens']} tokens in all", err=True)
+    if outcome.message and outcome.status != "interrupted":
+        click.echo(f"batcher: {outcome.message}", err=True)
+    click.echo(f"output: {job.output}", err=True)
+
+
+def _resume_command() -> str:
+    args = sys.argv[1:]
+    return shlex.join(["batcher", *args])
+
+
+@main.command()
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def status(directory: Path, as_json: bool) -> None:
+    """Show a run directory's progress: done, failed, remaining, tokens.
+
+    Works on finished, interrupted and still-running directories and changes nothing.
+
+    \b
+    Example:
+      batcher status runs/classify-reviews
+    """
+    from .checkpoint import inspect
+
+    try:
+        info = inspect(directory)
+    except BatcherError as e:
+        _fail(f"error: {e}", e.exit_code)
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    state = "running" if info["running"] else "not running"
+    click.echo(f"{info['directory']} ({state})")
+    click.echo(f"  input:     {info['input']}")
+    click.echo(f"  model:     {info['model']}")
+    click.echo(f"  rows:      {info['rows_total']} total, {info['rows_ok']} done, "
+               f"{info['rows_failed']} failed, {info['rows_remaining']} remaining")
+    click.echo(f"  tokens:    {info['prompt_tokens']} prompt + {info['completion_tokens']} completion "
+               f"= {info['total_tokens']}")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=4141, show_default=True, type=int, help="Port (0 picks a free one).")
+@click.option("--rpm", type=float, help="Requests per minute before 429s.")
+@click.option("--tpm", type=float, help="Tokens per minute before 429s.")
+@click.option("--latency-ms", type=float, default=0.0, show_default=True, help="Mean answer latency.")
+@click.option("--error-rate", type=float, default=0.0, show_default=True, help="Fraction answered 500.")
+@click.option("--drop-rate", type=float, default=0.0, show_default=True, help="Fraction of connections dropped.")
+@click.option("--garbage-rate", type=float, default=0.0, show_default=True,
+              help="Fraction answered 200 with a broken body.")
+@click.option("--models", help="Comma-separated model names served (default: any).")
+@click.option("--require-key-env", help="Accept only the key held in this environment variable.")
+@click.option("--reject-marker", help="Answer 400 to prompts containing this text.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the fault generator.")
+def simulate(host: str, port: int, models: str | None, require_key_env: str | None, **options) -> None:
+    """Serve an OpenAI-compatible Chat Completions API for offline tries and tests.
+
+    \b
+    Example:
+      batcher simulate --port 4141 --rpm 600 --latency-ms 200 --error-rate 0.05
+      OPENAI_BASE_URL=http://127.0.0.1:4141/v1 OPENAI_API_KEY=sk-any batcher run ...
+    """
+    from .job import SimulatorConfig
+    from .simulator import serve
+
+    api_key = None
+    if require_key_env:
+        api_key = os.environ.get(require_key_env)
+        if not api_key:
+            _fail(f"error: ${require_key_env} is not set", EXIT_USAGE)
+    try:
+        config = SimulatorConfig(models=tuple(m.strip() for m in (models or "").split(",") if m.strip()),
+                                 api_key=api_key, **options)
+    except BatcherError as e:
+        _fail(f"error: {e}", e.exit_code)
+
+    def ready(base_url: str) -> None:
+        click.echo(f"simulator listening on {base_url}", err=True)
+        sys.stderr.flush()
+
+    try:
+        asyncio.run(serve(config, host, port, ready))
+    except KeyboardInterrupt:
+        pass
+    except OSError as e:
+        _fail(f"error: cannot listen on {host}:{port}: {e.strerror or e}", EXIT_ABORTED)

@@ -1,0 +1,253 @@
+"""One Chat Completions request over aiohttp, and what its answer means.
+
+This is the only module that knows HTTP status codes and aiohttp's exceptions.
+Every failure leaves it as a `RequestFailed` subclass that says what to do next:
+`Retryable` (and `RateLimited`), `BadRequest` (the row fails), or
+`AuthenticationFailed` (the run stops). Redirects are not followed: a POST that
+is redirected is almost always a wrong base URL, and following it could carry
+the key to another host.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from .errors import AuthenticationFailed, BadRequest, RateLimited, RequestFailed, Retryable
+
+#: Bodies larger than this are refused (a broken proxy can send hundreds of MB).
+MAX_BODY_BYTES = 32 * 1024 * 1024
+_RETRYABLE_STATUS = {408, 409, 429}
+
+
+@dataclass(slots=True)
+class Completion:
+    """A successful answer, the same whether it came whole or streamed."""
+
+    content: str | None
+    tool_calls: list[dict[str, Any]] | None
+    finish_reason: str | None
+    usage: dict[str, Any] | None
+    model: str | None
+    request_id: str | None
+    latency_ms: float
+    #: The whole chat.completion object (rebuilt from chunks for a stream).
+    body: dict[str, Any]
+
+
+def retry_after(headers: Any) -> float | None:
+    """Seconds to wait from `retry-after-ms` or `retry-after` (seconds or an HTTP date)."""
+    value = headers.get("retry-after-ms")
+    if value:
+        try:
+            return max(0.0, float(value) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def error_for_status(status: int, payload: Any, text: str, headers: Any) -> RequestFailed:
+    """The exception an HTTP error answer stands for."""
+    error = payload.get("error") if isinstance(payload, dict) else None
+    if isinstance(error, dict):
+        message = str(error.get("message") or f"HTTP {status}")
+        type_ = str(error.get("type") or error.get("code") or f"http_{status}")
+        param = error.get("param")
+        param = str(param) if param is not None else None
+    else:
+        snippet = " ".join(text.split())[:200]
+        message = f"HTTP {status} with a body that is not an OpenAI error object: {snippet!r}"
+        type_, param = f"http_{status}", None
+    kwargs = {"type": type_, "status": status, "param": param}
+    if status == 429:
+        return RateLimited(message, retry_after=retry_after(headers), **kwargs)
+    if status in (401, 403):
+        return AuthenticationFailed(message, **kwargs)
+    if status in _RETRYABLE_STATUS or status >= 500:
+        return Retryable(message, retry_after=retry_after(headers), **kwargs)
+    if 300 <= status < 400:
+        location = headers.get("location", "?")
+        return BadRequest(
+            f"the server redirected (HTTP {status}) to {location}; set the base URL to where it points",
+            type="redirect", status=status,
+        )
+    return BadRequest(message, **kwargs)
+
+
+class ChatClient:
+    """Posts chat requests to `{base_url}/chat/completions` on one aiohttp session."""
+
+    def __init__(self, base_url: str, api_key: str | None, *, timeout: float, connections: int):
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        self._api_key = api_key
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._connections = connections
+        self._session: aiohttp.ClientSession | None = None
+
+    def __repr__(self) -> str:
+        return f"ChatClient(url={self.url!r})"  # never the key
+
+    async def __aenter__(self) -> ChatClient:
+        headers = {"Content-Type": "application/json", "User-Agent": "batcher"}
+        if self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        self._session = aiohttp.ClientSession(
+            headers=headers,
+            timeout=self._timeout,
+            connector=aiohttp.TCPConnector(limit=self._connections),
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def complete(self, body: dict[str, Any]) -> Completion:
+        """Send one request; raise a `RequestFailed` subclass for anything but success."""
+        assert self._session is not None, "use ChatClient as an async context manager"
+        started = time.perf_counter()
+        try:
+            async with self._session.post(self.url, data=json.dumps(body), allow_redirects=False) as resp:
+                request_id = resp.headers.get("x-request-id")
+                if resp.status == 200 and body.get("stream"):
+                    completion = await _read_stream(resp)
+                else:
+                    text = await _read_capped(resp)
+                    payload = _parse(text)
+                    if resp.status != 200:
+                        raise error_for_status(resp.status, payload, text, resp.headers)
+                    completion = _completion(payload, text)
+        except RequestFailed:
+            raise
+        except TimeoutError:
+            raise Retryable("the request timed out", type="timeout") from None
+        except (aiohttp.ClientError, OSError) as e:
+            raise Retryable(f"connection failed: {_describe(e)}", type="connection_error") from None
+        completion.latency_ms = round((time.perf_counter() - started) * 1000, 1)
+        completion.request_id = request_id
+        return completion
+
+
+def _describe(e: BaseException) -> str:
+    # aiohttp's messages name host and port, never headers.
+    return str(e) or type(e).__name__
+
+
+async def _read_capped(resp: aiohttp.ClientResponse) -> str:
+    if (resp.content_length or 0) > MAX_BODY_BYTES:
+        raise Retryable(f"response body of {resp.content_length} bytes is over the {MAX_BODY_BYTES} byte cap",
+                        type="invalid_response", status=resp.status)
+    chunks, size = [], 0
+    async for chunk in resp.content.iter_chunked(1 << 16):
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise Retryable(f"response body is over the {MAX_BODY_BYTES} byte cap",
+                            type="invalid_response", status=resp.status)
+        chunks.append(chunk)
+    return b"".join(chunks).decode("utf-8", errors="replace")
+
+
+def _parse(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+def _completion(payload: Any, text: str) -> Completion:
+    if isinstance(payload, dict) and isinstance(payload.get("error"), dict):
+        # Some gateways answer errors with status 200.
+        raise error_for_status(500, payload, text, {})
+    try:
+        choice = payload["choices"][0]
+        message = choice.get("message") or {}
+    except (TypeError, KeyError, IndexError, AttributeError):
+        snippet = " ".join(text.split())[:200]
+        raise Retryable(f"HTTP 200 with a body that is not a chat completion: {snippet!r}",
+                        type="invalid_response", status=200) from None
+    return Completion(
+        content=message.get("content"),
+        tool_calls=message.get("tool_calls") or None,
+        finish_reason=choice.get("finish_reason"),
+        usage=payload.get("usage"),
+        model=payload.get("model"),
+        request_id=None,
+        latency_ms=0.0,
+        body=payload,
+    )
+
+
+async def _read_stream(resp: aiohttp.ClientResponse) -> Completion:
+    """Read SSE `chat.completion.chunk` events up to `[DONE]` into one Completion."""
+    content: list[str] = []
+    tool_calls: dict[int, dict[str, Any]] = {}
+    finish_reason = usage = model = response_id = None
+    created = None
+    done = False
+    size = 0
+    async for raw in resp.content:
+        size += len(raw)
+        if size > MAX_BODY_BYTES:
+            raise Retryable("streamed response is over the size cap", type="invalid_response", status=200)
+        line = raw.decode("utf-8", errors="replace").strip()
+        if not line.startswith("data:"):
+            continue
+        data = line[5:].strip()
+        if data == "[DONE]":
+            done = True
+            break
+        chunk = _parse(data)
+        if not isinstance(chunk, dict):
+            raise Retryable(f"stream event is not JSON: {data[:200]!r}", type="invalid_response", status=200)
+        if isinstance(chunk.get("error"), dict):
+            raise error_for_status(500, chunk, data, {})
+        model = chunk.get("model") or model
+        response_id = chunk.get("id") or response_id
+        created = chunk.get("created") or created
+        usage = chunk.get("usage") or usage
+        for choice in chunk.get("choices") or ():
+            if choice.get("index", 0) != 0:
+                continue
+            delta = choice.get("delta") or {}
+            if delta.get("content"):
+                content.append(delta["content"])
+            for call in delta.get("tool_calls") or ():
+                merged = tool_calls.setdefault(call.get("index", 0), {"function": {"arguments": ""}})
+                for key in ("id", "type"):
+                    if call.get(key):
+                        merged[key] = call[key]
+                function = call.get("function") or {}
+                if function.get("name"):
+                    merged["function"]["name"] = function["name"]
+                merged["function"]["arguments"] += function.get("arguments") or ""
+            finish_reason = choice.get("finish_reason") or finish_reason
+    if not done:
+        raise Retryable("the stream ended before [DONE]", type="connection_error", status=200)
+    calls = [tool_calls[i] for i in sorted(tool_calls)] or None
+    text = "".join(content) if content or not calls else None
+    message = {"role": "assistant", "content": text}
+    if calls:
+        message["tool_calls"] = calls
+    body = {
+        "id": response_id, "object": "chat.completion", "created": created, "model": model,
+        "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}],
+        "usage": usage,
+    }
+    return Completion(text, calls, finish_reason, usage, model, None, 0.0, body)
+

@@ -1,0 +1,96 @@
+"""The exceptions batcher raises, and the exit code each one maps to.
+
+One root (`BatcherError`), split by who must act: the user fixes an input or a
+configuration (`InputError`, `ConfigError`, exit 2); the provider answered in a
+way that fails one row (`RequestFailed`) or the whole run (`RunAborted`, exit 3).
+Lower libraries' exceptions (aiohttp, OSError, pyarrow) are translated where they
+are caught and never reach the user as a traceback.
+"""
+
+from __future__ import annotations
+
+#: Exit codes, stable and documented in the README.
+EXIT_OK = 0
+EXIT_FAILED_ROWS = 1
+EXIT_USAGE = 2
+EXIT_ABORTED = 3
+EXIT_INTERRUPTED = 130
+
+
+class BatcherError(Exception):
+    """Root of every error batcher reports to a user."""
+
+    exit_code = EXIT_USAGE
+
+
+class ConfigError(BatcherError):
+    """A job file, flag or run directory that cannot be used as given."""
+
+
+class InputError(BatcherError):
+    """An input file, line or row that cannot be read or turned into a request."""
+
+    def __init__(self, message: str, *, path: object = None, where: str | None = None):
+        #: The file, and the place in it ("line 4", "row 12"), when known.
+        self.path = str(path) if path is not None else None
+        self.where = where
+        place = ", ".join(p for p in (self.path, where) if p)
+        # Messages read as predicates: "reviews.jsonl, line 4 is not valid JSON".
+        super().__init__(f"{place} {message}" if place else message)
+
+
+class RunAborted(BatcherError):
+    """The run cannot go on (e.g. the key is refused); nothing is marked failed."""
+
+    exit_code = EXIT_ABORTED
+
+
+class WriteFailed(BatcherError):
+    """A result could not be made durable (disk full, read-only directory)."""
+
+    exit_code = EXIT_ABORTED
+
+
+class RequestFailed(BatcherError):
+    """One request failed; `retryable` says whether another attempt may succeed."""
+
+    retryable = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        type: str,
+        status: int | None = None,
+        param: str | None = None,
+        retry_after: float | None = None,
+    ):
+        super().__init__(message)
+        self.message = message
+        self.type = type
+        self.status = status
+        self.param = param
+        #: Seconds the server asked us to wait (retry-after / retry-after-ms).
+        self.retry_after = retry_after
+
+    def as_record(self) -> dict:
+        """The `error` object written to errors.jsonl."""
+        return {"type": self.type, "message": self.message, "status": self.status, "param": self.param}
+
+
+class Retryable(RequestFailed):
+    """Timeouts, dropped connections, 408/409/5xx, unparseable bodies."""
+
+    retryable = True
+
+
+class RateLimited(Retryable):
+    """HTTP 429: slows every worker, not only the one that got it."""
+
+
+class BadRequest(RequestFailed):
+    """HTTP 400 and other 4xx: this row will fail the same way every time."""
+
+
+class AuthenticationFailed(RequestFailed):
+    """HTTP 401/403: the key is refused, so no row can succeed."""

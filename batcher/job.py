@@ -1,0 +1,216 @@
+"""`Job`: everything one run needs, built once from a TOML job file and flags.
+
+Flags override the job file, which overrides the defaults here. Paths in a job
+file are relative to the job file's own folder, so a job runs the same from any
+working directory. The key is never part of a job: only the *name* of the
+environment variable that holds it (`api_key_env`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+OUTPUT_FORMATS = ("jsonl", "parquet", "openai-batch")
+#: The `base_url` value that runs the embedded simulator inside the run itself.
+SIMULATOR = "simulator"
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+
+@dataclass(frozen=True)
+class SimulatorConfig:
+    """Behaviour of the embedded OpenAI-compatible simulator."""
+
+    #: Requests and tokens per minute the simulator admits before answering 429.
+    rpm: float | None = None
+    tpm: float | None = None
+    #: Seconds of burst its buckets allow (OpenAI-like providers: about one second).
+    burst_seconds: float = 1.0
+    #: Mean latency of an answer, and the +/- fraction it varies by.
+    latency_ms: float = 0.0
+    latency_jitter: float = 0.5
+    #: Fractions of requests answered with a 500, a dropped connection, a broken body.
+    error_rate: float = 0.0
+    drop_rate: float = 0.0
+    garbage_rate: float = 0.0
+    #: Model names it serves; an empty tuple serves any name.
+    models: tuple[str, ...] = ()
+    #: If set, the only Bearer key it accepts; otherwise any non-empty key.
+    api_key: str | None = None
+    #: Rows whose prompt contains this text are answered 400 (a permanently bad row).
+    reject_marker: str | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("error_rate", "drop_rate", "garbage_rate", "latency_jitter"):
+            value = getattr(self, name)
+            if not 0 <= value <= 1:
+                raise ConfigError(f"simulator {name} must be between 0 and 1, got {value}")
+
+    def __repr__(self) -> str:  # never print a key, even a simulator's
+        fields = (f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self) if f.name != "api_key")
+        return f"SimulatorConfig({', '.join(fields)}, api_key={'***' if self.api_key else None})"
+
+
+@dataclass(frozen=True)
+class Job:
+    """A validated run: what to read, how to ask, where to write, how fast."""
+
+    input: Path
+    output: Path
+    model: str | None = None
+    prompt: str | None = None
+    system: str | None = None
+    id_column: str = "id"
+    keep_columns: tuple[str, ...] = ()
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    base_url: str = DEFAULT_BASE_URL
+    api_key_env: str = "OPENAI_API_KEY"
+    concurrency: int = 16
+    rpm: float | None = None
+    tpm: float | None = None
+    max_retries: int = 8
+    timeout: float = 600.0
+    output_format: str = "jsonl"
+    retry_failed: bool = True
+    force: bool = False
+    #: Seconds to let in-flight requests finish after Ctrl-C / SIGTERM.
+    drain_timeout: float = 30.0
+    simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
+
+    @property
+    def uses_simulator(self) -> bool:
+        return self.base_url == SIMULATOR
+
+    def defaults(self) -> dict[str, Any]:
+        """Request parameters the job sets; a row's own values win over these."""
+        values = {"model": self.model, "max_tokens": self.max_tokens,
+                  "temperature": self.temperature, "top_p": self.top_p}
+        return {k: v for k, v in values.items() if v is not None}
+
+    def identity(self) -> dict[str, Any]:
+        """What makes two runs the same job (recorded in the run directory; no key)."""
+        return {
+            "input": str(self.input),
+            "model": self.model,
+            "prompt": self.prompt,
+            "system": self.system,
+            "id_column": self.id_column,
+            "keep_columns": list(self.keep_columns),
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "output_format": self.output_format,
+        }
+
+
+# Keys a job file may hold, with the type each must have.
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "input": (str,), "output": (str,), "model": (str,), "prompt": (str,), "system": (str,),
+    "id_column": (str,), "keep_columns": (list, str), "max_tokens": (int,),
+    "temperature": (int, float), "top_p": (int, float), "base_url": (str,), "api_key_env": (str,),
+    "concurrency": (int,), "rpm": (int, float), "tpm": (int, float), "max_retries": (int,),
+    "timeout": (int, float), "output_format": (str,), "retry_failed": (bool,),
+    "drain_timeout": (int, float), "simulator": (dict,),
+}
+_SECRET_KEYS = {"api_key", "key", "openai_api_key", "token", "secret", "password"}
+
+
+def load_job_file(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a TOML job file into settings, paths made relative to its folder."""
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            settings = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: job file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read job file: {e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    for key, value in settings.items():
+        if key.lower() in _SECRET_KEYS:
+            raise ConfigError(
+                f"{path}: '{key}' looks like a secret; job files never hold keys. "
+                "Put the key in an environment variable and name it with api_key_env."
+            )
+        if key not in _FIELD_TYPES:
+            known = ", ".join(sorted(_FIELD_TYPES))
+            raise ConfigError(f"{path}: unknown setting '{key}' (known: {known})")
+        types = _FIELD_TYPES[key]
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            wanted = " or ".join(t.__name__ for t in types)
+            raise ConfigError(f"{path}: '{key}' must be {wanted}, got {type(value).__name__} {value!r}")
+    for key in ("input", "output"):
+        if key in settings:
+            settings[key] = os.path.normpath(path.parent / settings[key])
+    return settings
+
+
+def build_job(settings: dict[str, Any]) -> Job:
+    """Validate merged settings (job file, then flags) into a `Job`."""
+    settings = {k: v for k, v in settings.items() if v is not None}
+    if "input" not in settings:
+        raise ConfigError("no input given: name a file (`batcher run INPUT`) or set `input` in the job file")
+    if "output" not in settings:
+        raise ConfigError("no output directory given: use -o/--output DIR or set `output` in the job file")
+    keep = settings.get("keep_columns", ())
+    if isinstance(keep, str):
+        keep = [c.strip() for c in keep.split(",") if c.strip()]
+    settings["keep_columns"] = tuple(keep)
+    for key in ("input", "output"):
+        settings[key] = Path(settings[key])
+    settings.setdefault("base_url", os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL)
+    settings["base_url"] = settings["base_url"].rstrip("/")
+    sim = settings.get("simulator", {})
+    if isinstance(sim, dict):
+        unknown = set(sim) - {f.name for f in dataclasses.fields(SimulatorConfig)}
+        if unknown:
+            raise ConfigError(f"unknown simulator setting(s): {', '.join(sorted(unknown))}")
+        if "models" in sim:
+            sim = {**sim, "models": tuple(sim["models"])}
+        settings["simulator"] = SimulatorConfig(**sim)
+    job = Job(**settings)
+    _check(job)
+    return job
+
+
+def _check(job: Job) -> None:
+    def positive(name: str, value: float | None, allow_none: bool = True) -> None:
+        if value is None and allow_none:
+            return
+        if value is None or not math.isfinite(value) or value <= 0:
+            raise ConfigError(f"{name} must be a positive number, got {value}")
+
+    if job.output_format not in OUTPUT_FORMATS:
+        raise ConfigError(f"output_format must be one of {', '.join(OUTPUT_FORMATS)}, got {job.output_format!r}")
+    if job.temperature is not None and not 0 <= job.temperature <= 2:
+        raise ConfigError(f"temperature must be between 0 and 2, got {job.temperature}")
+    if job.top_p is not None and not 0 <= job.top_p <= 1:
+        raise ConfigError(f"top_p must be between 0 and 1, got {job.top_p}")
+    if job.max_tokens is not None and job.max_tokens < 1:
+        raise ConfigError(f"max_tokens must be at least 1, got {job.max_tokens}")
+    if job.concurrency < 1:
+        raise ConfigError(f"concurrency must be at least 1, got {job.concurrency}")
+    if job.max_retries < 0:
+        raise ConfigError(f"max_retries must be 0 or more, got {job.max_retries}")
+    positive("rpm", job.rpm)
+    positive("tpm", job.tpm)
+    positive("timeout", job.timeout, allow_none=False)
+    if job.drain_timeout < 0:
+        raise ConfigError(f"drain_timeout must be 0 or more, got {job.drain_timeout}")
+    if not job.id_column:
+        raise ConfigError("id_column must not be empty")
+    if not job.uses_simulator and not job.base_url.startswith(("http://", "https://")):
+        raise ConfigError(
+            f"base_url must start with http:// or https:// (or be '{SIMULATOR}'), got {job.base_url!r}"
+        )

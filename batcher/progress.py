@@ -1,0 +1,39 @@
+"""The progress bar a terminal user watches (tqdm); the core only reports counters."""
+
+from __future__ import annotations
+
+import sys
+
+from tqdm import tqdm
+
+from .stats import RunStats
+
+
+class ProgressBar:
+    """Rows done of the total, rows/s and ETA (tqdm's own), tokens, errors and 429s."""
+
+    def __init__(self, stats: RunStats):
+        self._shown = stats.ok + stats.failed
+        self._bar = tqdm(total=stats.total, initial=self._shown, unit="row", dynamic_ncols=True,
+                         file=sys.stderr, smoothing=0.1,
+                         disable=None)  # None: no bar when stderr is not a terminal
+        self.update(stats)
+
+    def update(self, stats: RunStats) -> None:
+        tokens = stats.prompt_tokens + stats.completion_tokens
+        self._bar.set_postfix_str(
+            f"tokens={_short(tokens)} errors={stats.failed} 429s={stats.rate_limited}", refresh=False)
+        done = stats.ok + stats.failed
+        # Counts can go down (a failed row retried to success); tqdm's update takes deltas.
+        self._bar.update(done - self._shown)
+        self._shown = done
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+def _short(n: int) -> str:
+    for unit, size in (("M", 1_000_000), ("k", 1_000)):
+        if n >= size:
+            return f"{n / size:.1f}{unit}"
+    return str(n)

@@ -1,0 +1,346 @@
+"""The worker pool: feed rows, send them under the limits, hand outcomes on.
+
+One producer reads rows (skipping those already done), builds their request
+bodies and queues them; `concurrency` workers each take a row, wait for the
+limits, send it, retry what can be retried and append the outcome to the
+checkpoint. Stopping (Ctrl-C, SIGTERM, a refused key) stops the feed, drops
+rows still waiting, lets requests already on the wire finish for up to
+`drain_timeout` seconds, then makes everything finished durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from .checkpoint import Checkpoint, Progress, write_atomically
+from .client import ChatClient
+from .errors import (
+    EXIT_ABORTED,
+    EXIT_FAILED_ROWS,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    AuthenticationFailed,
+    BatcherError,
+    ConfigError,
+    RateLimited,
+    RequestFailed,
+    RunAborted,
+)
+from .job import Job
+from .limits import RateLimits, TokenEstimator
+from .prompts import RequestBuilder
+from .retry import RetryPolicy
+from .sinks import RESERVED_COLUMNS, Sink, error_record, open_sink, result_record
+from .sources import InputRow, Scan, Source
+from .stats import RunStats
+
+#: How long a 429 without retry-after holds every worker back.
+DEFAULT_COOLDOWN = 1.0
+
+
+@dataclass(slots=True)
+class _Item:
+    row_id: str
+    body: dict[str, Any]
+    kept: dict[str, Any]
+    prompt_chars: int
+
+
+@dataclass
+class RunOutcome:
+    """How a session ended, for the CLI to report."""
+
+    status: str  # completed | completed_with_errors | interrupted | aborted
+    exit_code: int
+    stats: RunStats
+    message: str | None = None
+
+
+class Runner:
+    """Runs the rows of one session through its collaborators."""
+
+    def __init__(self, *, job: Job, builder: RequestBuilder, client: ChatClient, limits: RateLimits,
+                 checkpoint: Checkpoint, progress: Progress, stats: RunStats, sink: Sink | None = None,
+                 retry: RetryPolicy | None = None, estimator: TokenEstimator | None = None,
+                 on_progress: Callable[[RunStats], None] | None = None):
+        self.job = job
+        self.builder = builder
+        self.client = client
+        self.limits = limits
+        self.checkpoint = checkpoint
+        self.progress = progress
+        self.stats = stats
+        self.sink = sink
+        self.retry = retry or RetryPolicy(max_retries=job.max_retries)
+        self.estimator = estimator or TokenEstimator()
+        self.on_progress = on_progress or (lambda stats: None)
+        self._with_response = job.output_format == "openai-batch"
+        self._stop = asyncio.Event()
+        self._force = asyncio.Event()
+        self._in_request: set[asyncio.Task] = set()
+        self._abort: BatcherError | None = None
+        self.interrupted = False
+
+    # -- control ---------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Ctrl-C / SIGTERM: the first stops the feed and drains, the second cuts the drain short."""
+        if self._stop.is_set():
+            self._force.set()
+        self.interrupted = True
+        self._stop.set()
+
+    def _fail(self, error: BatcherError) -> None:
+        if self._abort is None:
+            self._abort = error
+        self._stop.set()
+
+    # -- the pool --------------------------------------------------------------
+
+    async def run(self, rows: Iterator[InputRow]) -> RunOutcome:
+        queue: asyncio.Queue[_Item | None] = asyncio.Queue(maxsize=self.job.concurrency * 2)
+        syncer = asyncio.create_task(self.checkpoint.keep_syncing(self._on_durable))
+        syncer.add_done_callback(self._watch)
+        producer = asyncio.create_task(self._feed(rows, queue))
+        producer.add_done_callback(self._watch)
+        workers = {asyncio.create_task(self._work(queue)) for _ in range(self.job.concurrency)}
+        for worker in workers:
+            worker.add_done_callback(self._watch)
+        stopped = asyncio.create_task(self._stop.wait())
+        await asyncio.wait({stopped, *workers}, return_when=asyncio.FIRST_COMPLETED)
+        # Either every worker met the end of the feed, or a stop came first.
+        while not stopped.done() and not all(w.done() for w in workers):
+            await asyncio.wait({stopped, *workers}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        producer.cancel()
+        await self._drain(workers)
+        syncer.cancel()
+        await asyncio.gather(producer, syncer, *workers, return_exceptions=True)
+        try:
+            self._on_durable(await self.checkpoint.sync())
+        except BatcherError as e:
+            self._fail(e)
+        return self._outcome()
+
+    async def _drain(self, workers: set[asyncio.Task]) -> None:
+        """Cancel workers that are not on the wire; give the others `drain_timeout`."""
+        for worker in workers:
+            if not worker.done() and worker not in self._in_request:
+                worker.cancel()
+        waiting = {w for w in workers if not w.done()}
+        if not waiting:
+            return
+        force = asyncio.create_task(self._force.wait())
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.job.drain_timeout
+        while waiting and not force.done() and (left := deadline - loop.time()) > 0:
+            done, _ = await asyncio.wait({*waiting, force}, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+            waiting -= done
+        force.cancel()
+        for worker in waiting:
+            worker.cancel()  # their rows are not done and will be sent on resume
+
+    def _watch(self, task: asyncio.Task) -> None:
+        """A producer, worker or syncer that fails stops the run with its message."""
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is None:
+            return
+        if not isinstance(error, BatcherError):
+            error = BatcherError(f"internal error: {type(error).__name__}: {error}")
+            error.exit_code = EXIT_ABORTED
+        self._fail(error)
+
+    async def _feed(self, rows: Iterator[InputRow], queue: asyncio.Queue) -> None:
+        job, progress, build = self.job, self.progress, self.builder.build
+        try:
+            for row in rows:
+                if self._stop.is_set():
+                    return
+                if row.row_id in progress.done:
+                    continue
+                if row.row_id in progress.failed and not job.retry_failed:
+                    continue
+                body = build(row.row)
+                kept = {name: row.row.get(name) for name in job.keep_columns}
+                await queue.put(_Item(row.row_id, body, kept, self.estimator.prompt_chars(body)))
+        finally:
+            if not self._stop.is_set():
+                for _ in range(job.concurrency):
+                    await queue.put(None)
+
+    async def _work(self, queue: asyncio.Queue) -> None:
+        while not self._stop.is_set():
+            item = await queue.get()
+            if item is None:
+                return
+            await self._process(item)
+
+    async def _process(self, item: _Item) -> None:
+        task = asyncio.current_task()
+        attempts = 0
+        while True:
+            estimate = self.estimator.estimate(item.body, item.prompt_chars)
+            await self.limits.acquire(estimate)
+            if self._stop.is_set():
+                return  # not sent; resume sends it
+            attempts += 1
+            self.stats.requests += 1
+            self._in_request.add(task)
+            try:
+                completion = await self.client.complete(item.body)
+            except RequestFailed as error:
+                failure = error
+            else:
+                failure = None
+            finally:
+                self._in_request.discard(task)
+
+            if failure is None:
+                record = result_record(item.row_id, completion, attempts, item.kept,
+                                       with_response=self._with_response)
+                self.checkpoint.add(True, record)
+                self.stats.latencies_ms.append(completion.latency_ms)
+                self.estimator.observe(item.prompt_chars, completion.usage)
+                await self._charge_overrun(item, estimate, completion.usage)
+                return
+            if isinstance(failure, AuthenticationFailed):
+                self._fail(_auth_abort(failure, self.job))
+                return
+            if isinstance(failure, RateLimited):
+                self.stats.rate_limited += 1
+                self.limits.cool_down(failure.retry_after if failure.retry_after is not None else DEFAULT_COOLDOWN)
+                self.on_progress(self.stats)
+            if self._stop.is_set():
+                return  # stopping: a failed attempt is not a verdict on the row
+            if self.retry.should_retry(failure, attempts):
+                self.stats.retries += 1
+                await asyncio.sleep(self.retry.delay(failure, attempts))
+                continue
+            self.checkpoint.add(False, error_record(item.row_id, failure, attempts, item.kept))
+            return
+
+    async def _charge_overrun(self, item: _Item, estimate: int, usage: dict | None) -> None:
+        """Charge the token bucket for what a request used beyond its estimate."""
+        if not usage:
+            return
+        completion = item.body.get("max_completion_tokens") or item.body.get("max_tokens")
+        used = (usage.get("prompt_tokens") or 0) + (completion or usage.get("completion_tokens") or 0)
+        if used > estimate:
+            await self.limits.charge_tokens(used - estimate)
+
+    def _on_durable(self, batch: list[tuple[bool, dict[str, Any]]]) -> None:
+        if not batch:
+            return
+        progress = self.progress
+        for ok, record in batch:
+            row_id = record["id"]
+            was_failed = row_id in progress.failed
+            self.stats.record_durable(ok, record, retried_failure=was_failed)
+            if ok:
+                progress.done.add(row_id)
+                progress.failed.pop(row_id, None)
+                if self.sink is not None:
+                    self.sink.write_result(record)
+            else:
+                progress.failed[row_id] = record
+        self.on_progress(self.stats)
+
+    def _outcome(self) -> RunOutcome:
+        stats = self.stats
+        if self._abort is not None:
+            return RunOutcome("aborted", self._abort.exit_code, stats, str(self._abort))
+        if self.interrupted:
+            return RunOutcome("interrupted", EXIT_INTERRUPTED, stats, "interrupted")
+        if stats.failed:
+            return RunOutcome("completed_with_errors", EXIT_FAILED_ROWS, stats,
+                              f"{stats.failed} row(s) failed; see errors")
+        return RunOutcome("completed", EXIT_OK, stats)
+
+
+def _auth_abort(error: AuthenticationFailed, job: Job) -> BatcherError:
+    hint = (f"check the key in ${job.api_key_env}" if os.environ.get(job.api_key_env)
+            else f"${job.api_key_env} is not set")
+    return RunAborted(
+        f"the server refused the key (HTTP {error.status}: {error.message}); {hint}. "
+        "No row was marked failed: fix the key and run the same command again to continue."
+    )
+
+
+
+
+async def run_job(job: Job, *, on_progress: Callable[[RunStats], None] | None = None,
+                  on_start: Callable[[RunStats], None] | None = None,
+                  handle_signals: bool = False) -> RunOutcome:
+    """Run one session of `job`: check the input, resume the run directory, send what is left.
+
+    Everything that can be found wrong before sending (input, job, run
+    directory) raises a `BatcherError` before the first request.
+    """
+    clash = [c for c in job.keep_columns if c in RESERVED_COLUMNS]
+    if clash:
+        raise ConfigError(f"keep_columns cannot keep {', '.join(clash)}: results already use that name")
+    source = Source(job.input, id_column=job.id_column, has_template=job.prompt is not None)
+    builder = RequestBuilder(source.kind, template=job.prompt, system=job.system, defaults=job.defaults(),
+                             id_column=job.id_column, keep_columns=job.keep_columns)
+    scan: Scan = await asyncio.to_thread(source.scan, builder)
+    checkpoint = Checkpoint(job.output, hidden_journal=job.output_format != "jsonl")
+    identity = {**job.identity(), "input_kind": scan.kind, "input_fingerprint": scan.fingerprint,
+                "rows": scan.total}
+    progress = checkpoint.open(identity, force=job.force)
+    stats = RunStats(total=scan.total, ok=len(progress.done), failed=len(progress.failed),
+                     prompt_tokens=progress.prompt_tokens, completion_tokens=progress.completion_tokens,
+                     skipped=len(progress.done) + (0 if job.retry_failed else len(progress.failed)))
+    sink = None
+    simulator = None
+    outcome = None
+    try:
+        sink = open_sink(job.output_format, job.output, checkpoint.results_path, scan.kept_types)
+        base_url = job.base_url
+        api_key = os.environ.get(job.api_key_env) or None
+        if job.uses_simulator:
+            from .simulator import Simulator
+
+            simulator = Simulator(job.simulator)
+            base_url = await simulator.start()
+            api_key = api_key or "sk-simulator"
+        limits = RateLimits(job.rpm, job.tpm)
+        async with ChatClient(base_url, api_key, timeout=job.timeout, connections=job.concurrency) as client:
+            runner = Runner(job=job, builder=builder, client=client, limits=limits, checkpoint=checkpoint,
+                            progress=progress, stats=stats, sink=sink, on_progress=on_progress)
+            if on_start is not None:
+                on_start(stats)
+            loop = asyncio.get_running_loop()
+            if handle_signals:
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.add_signal_handler(sig, runner.request_stop)
+            try:
+                outcome = await runner.run(source.rows(builder))
+            finally:
+                if handle_signals:
+                    for sig in (signal.SIGINT, signal.SIGTERM):
+                        loop.remove_signal_handler(sig)
+    finally:
+        stats.finished = time.monotonic()
+        try:
+            if sink is not None:
+                sink.close(progress.failed.values())
+            checkpoint.close(progress)
+            status = outcome.status if outcome is not None else "failed"
+            write_atomically(job.output / "summary.json", _summary_json(stats.summary(status)))
+        finally:
+            if simulator is not None:
+                await simulator.stop()
+    return outcome
+
+
+def _summary_json(summary: dict[str, Any]) -> str:
+    return json.dumps(summary, indent=2) + "\n"

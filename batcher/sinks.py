@@ -1,0 +1,203 @@
+"""Result records, and the output files derived from the journal.
+
+`result_record` and `error_record` shape the lines of results.jsonl and
+errors.jsonl (the journal). For `--output-format parquet` and `openai-batch`,
+a sink writes the chosen files from the same records: each session rewrites
+results from the journal into a temporary file, appends new results as they
+arrive (Parquet in row groups of `ROW_GROUP_ROWS`), and renames it into place
+when the session ends. Errors are written at the end of the session, since a
+row that fails now may still succeed later in it. After a kill -9 the files of
+the last finished session remain; the next session rebuilds them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from .checkpoint import dumps, iter_journal
+from .client import Completion
+from .errors import RequestFailed
+
+#: Names a result line already uses; input columns named so cannot be kept.
+RESERVED_COLUMNS = ("id", "content", "tool_calls", "finish_reason", "usage", "model",
+                    "latency_ms", "attempts", "error", "response")
+ROW_GROUP_ROWS = 1000
+
+
+def result_record(row_id: str, completion: Completion, attempts: int, kept: dict[str, Any],
+                  *, with_response: bool) -> dict[str, Any]:
+    record = {
+        "id": row_id,
+        "content": completion.content,
+        "tool_calls": completion.tool_calls,
+        "finish_reason": completion.finish_reason,
+        "usage": _usage(completion.usage),
+        "model": completion.model,
+        "latency_ms": completion.latency_ms,
+        "attempts": attempts,
+        **kept,
+    }
+    if with_response:
+        record["response"] = {"status_code": 200, "request_id": completion.request_id, "body": completion.body}
+    return record
+
+
+def error_record(row_id: str, error: RequestFailed, attempts: int, kept: dict[str, Any]) -> dict[str, Any]:
+    return {"id": row_id, "error": error.as_record(), "attempts": attempts, **kept}
+
+
+def _usage(usage: dict[str, Any] | None) -> dict[str, int] | None:
+    if not isinstance(usage, dict):
+        return None
+    prompt = usage.get("prompt_tokens") or 0
+    completion = usage.get("completion_tokens") or 0
+    return {"prompt_tokens": prompt, "completion_tokens": completion,
+            "total_tokens": usage.get("total_tokens") or prompt + completion}
+
+
+# -- derived outputs ---------------------------------------------------------------
+
+
+class Sink:
+    """An output format fed with durable records."""
+
+    def write_result(self, record: dict[str, Any]) -> None: ...
+
+    def close(self, errors: Iterable[dict[str, Any]]) -> None: ...
+
+
+class OpenAIBatchSink(Sink):
+    """OpenAI Batch output lines: results.jsonl (200s) and errors.jsonl (the rest)."""
+
+    def __init__(self, directory: Path):
+        self.results_path = directory / "results.jsonl"
+        self.errors_path = directory / "errors.jsonl"
+        self._tmp = self.results_path.with_name("results.jsonl.partial")
+        self._file = self._tmp.open("w", encoding="utf-8")
+
+    def write_result(self, record: dict[str, Any]) -> None:
+        response = record.get("response") or {"status_code": 200, "request_id": None, "body": None}
+        self._file.write(dumps(_batch_line(record["id"], response, None)) + "\n")
+
+    def close(self, errors: Iterable[dict[str, Any]]) -> None:
+        _finish(self._file, self._tmp, self.results_path)
+        tmp = self.errors_path.with_name("errors.jsonl.partial")
+        with tmp.open("w", encoding="utf-8") as f:
+            for record in errors:
+                f.write(dumps(_batch_error_line(record)) + "\n")
+            _finish(f, tmp, self.errors_path)
+
+
+def _batch_line(custom_id: str, response: dict[str, Any] | None, error: dict[str, Any] | None) -> dict:
+    return {"id": f"batch_req_{uuid.uuid4().hex}", "custom_id": custom_id, "response": response, "error": error}
+
+
+def _batch_error_line(record: dict[str, Any]) -> dict[str, Any]:
+    error = record.get("error") or {}
+    if error.get("status"):
+        body = {"error": {"message": error.get("message"), "type": error.get("type"),
+                          "param": error.get("param"), "code": None}}
+        return _batch_line(record["id"], {"status_code": error["status"], "request_id": None, "body": body}, None)
+    return _batch_line(record["id"], None, {"code": error.get("type"), "message": error.get("message")})
+
+
+def _finish(f: Any, tmp: Path, final: Path) -> None:
+    f.flush()
+    os.fsync(f.fileno())
+    f.close()
+    os.replace(tmp, final)
+
+
+def _arrow_type(pa: Any, seen: Any) -> Any:
+    """A kept column's Parquet type: the input's own, or one that fits every JSON value seen."""
+    if not isinstance(seen, set):
+        return seen
+    if seen and seen <= {"bool"}:
+        return pa.bool_()
+    if seen and seen <= {"int"}:
+        return pa.int64()
+    if seen and seen <= {"int", "float"}:
+        return pa.float64()
+    if seen <= {"str"}:
+        return pa.string()
+    return pa.large_string()  # mixed or nested values, kept as JSON text
+
+
+class ParquetSink(Sink):
+    """results.parquet written in row groups as results arrive; errors.parquet at the end."""
+
+    def __init__(self, directory: Path, kept_types: dict[str, Any]):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        self._pa, self._pq = pa, pq
+        self.results_path = directory / "results.parquet"
+        self.errors_path = directory / "errors.parquet"
+        usage = pa.struct([("prompt_tokens", pa.int64()), ("completion_tokens", pa.int64()),
+                           ("total_tokens", pa.int64())])
+        kept = [(name, _arrow_type(pa, seen)) for name, seen in kept_types.items()]
+        self.results_schema = pa.schema([
+            ("id", pa.string()), ("content", pa.string()), ("tool_calls", pa.string()),
+            ("finish_reason", pa.string()), ("usage", usage), ("model", pa.string()),
+            ("latency_ms", pa.float64()), ("attempts", pa.int64()), *kept,
+        ])
+        error = pa.struct([("type", pa.string()), ("message", pa.string()), ("status", pa.int64()),
+                           ("param", pa.string())])
+        self.errors_schema = pa.schema([("id", pa.string()), ("error", error), ("attempts", pa.int64()), *kept])
+        self._json_columns = {"tool_calls"} | {n for n, t in kept if t == pa.large_string()}
+        self._tmp = self.results_path.with_name("results.parquet.partial")
+        self._writer = pq.ParquetWriter(self._tmp, self.results_schema)
+        self._buffer: list[dict[str, Any]] = []
+
+    def _row(self, record: dict[str, Any], schema: Any) -> dict[str, Any]:
+        row = {}
+        for name in schema.names:
+            value = record.get(name)
+            if name in self._json_columns and value is not None and not isinstance(value, str):
+                value = json.dumps(value, ensure_ascii=False)
+            row[name] = value
+        return row
+
+    def write_result(self, record: dict[str, Any]) -> None:
+        self._buffer.append(self._row(record, self.results_schema))
+        if len(self._buffer) >= ROW_GROUP_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._buffer:
+            table = self._pa.Table.from_pylist(self._buffer, schema=self.results_schema)
+            self._writer.write_table(table)
+            self._buffer = []
+
+    def close(self, errors: Iterable[dict[str, Any]]) -> None:
+        self._flush()
+        self._writer.close()
+        os.replace(self._tmp, self.results_path)
+        tmp = self.errors_path.with_name("errors.parquet.partial")
+        with self._pq.ParquetWriter(tmp, self.errors_schema) as writer:
+            batch: list[dict[str, Any]] = []
+            for record in errors:
+                batch.append(self._row(record, self.errors_schema))
+                if len(batch) >= ROW_GROUP_ROWS:
+                    writer.write_table(self._pa.Table.from_pylist(batch, schema=self.errors_schema))
+                    batch = []
+            if batch:
+                writer.write_table(self._pa.Table.from_pylist(batch, schema=self.errors_schema))
+        os.replace(tmp, self.errors_path)
+
+
+def open_sink(output_format: str, directory: Path, results_journal: Path,
+              kept_types: dict[str, Any]) -> Sink | None:
+    """The sink for a derived format, already holding the journal's earlier results."""
+    if output_format == "jsonl":
+        return None
+    sink: Sink = (OpenAIBatchSink(directory) if output_format == "openai-batch"
+                  else ParquetSink(directory, kept_types))
+    for record in iter_journal(results_journal):
+        sink.write_result(record)
+    return sink

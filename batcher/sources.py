@@ -1,0 +1,242 @@
+"""Stream input rows from JSONL, Parquet (by record batch) or OpenAI Batch files.
+
+A run reads its input twice, both times streamed: `scan` checks every row before
+anything is sent (parse, id, duplicate id, template columns, request shape),
+counts the rows and fingerprints the bytes; `rows` then yields them for sending.
+Finding a bad line before spending money is worth a second read of the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError, InputError
+from .prompts import CHAT, OPENAI_BATCH, TEMPLATE, RequestBuilder
+
+PARQUET_SUFFIXES = (".parquet", ".pq")
+#: How many problems a scan lists before it stops looking.
+MAX_PROBLEMS = 20
+_BATCH_ROWS = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class InputRow:
+    row_id: str
+    #: Where the row stands in its file: "line 12" or "row 12".
+    where: str
+    row: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Scan:
+    kind: str
+    total: int
+    #: blake2b of the input's bytes: resuming checks the input has not changed.
+    fingerprint: str
+    #: Per kept column: its Arrow type (Parquet input) or the Python type names seen (JSONL).
+    kept_types: dict[str, Any]
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_json_line(raw: bytes) -> Any:
+    """Parse one JSONL line; ValueError names what is wrong (NaN/Infinity refused)."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"is not valid UTF-8 (byte {e.start})") from None
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise ValueError("is nested too deeply") from None
+    except ValueError as e:
+        raise ValueError(f"is not valid JSON ({e})") from None
+
+
+def _row_id(value: Any, column: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        if value is None:
+            raise ValueError(f"has no '{column}' (--id-column names the column that identifies each row)")
+        raise ValueError(f"has a '{column}' that is not a string or an integer but {type(value).__name__}")
+    row_id = str(value)
+    if not row_id.strip():
+        raise ValueError(f"has an empty '{column}'")
+    return row_id
+
+
+class Source:
+    """One input file, of a kind found by looking at it."""
+
+    def __init__(self, path: Path, *, id_column: str, has_template: bool):
+        self.path = path
+        self.id_column = id_column
+        if not path.exists():
+            raise InputError("was not found", path=path)
+        if path.is_dir():
+            raise InputError("is a directory, not an input file", path=path)
+        self.is_parquet = path.suffix.lower() in PARQUET_SUFFIXES
+        self.kind = self._detect(has_template)
+
+    def _detect(self, has_template: bool) -> str:
+        if self.is_parquet:
+            if not has_template:
+                raise ConfigError(f"{self.path}: a Parquet input needs a prompt template (--prompt)")
+            return TEMPLATE
+        first = None
+        for where, raw in self._lines():
+            try:
+                first = parse_json_line(raw)
+            except ValueError as e:
+                raise InputError(str(e), path=self.path, where=where) from None
+            break
+        if isinstance(first, dict) and "custom_id" in first and "body" in first:
+            if has_template:
+                raise ConfigError(
+                    f"{self.path} is an OpenAI Batch input file (its lines carry their own request "
+                    "bodies), so --prompt does not apply: leave it out"
+                )
+            return OPENAI_BATCH
+        if has_template:
+            return TEMPLATE
+        if isinstance(first, dict) and "messages" in first:
+            return CHAT
+        raise ConfigError(
+            f"{self.path}: rows have no 'messages', so they need a prompt template "
+            "(--prompt 'Summarize: {text}')"
+        )
+
+    # -- reading -----------------------------------------------------------
+
+    def _lines(self, digest: Any = None) -> Iterator[tuple[str, bytes]]:
+        try:
+            with self.path.open("rb") as f:
+                for number, raw in enumerate(f, start=1):
+                    if digest is not None:
+                        digest.update(raw)
+                    if raw.strip():
+                        yield f"line {number}", raw
+        except OSError as e:
+            raise InputError(f"cannot be read: {e.strerror or e}", path=self.path) from None
+
+    def _jsonl_rows(self, digest: Any = None) -> Iterator[tuple[str, Any]]:
+        """(where, parsed row or the ValueError that parsing raised)."""
+        for where, raw in self._lines(digest):
+            try:
+                yield where, parse_json_line(raw)
+            except ValueError as e:
+                yield where, e
+
+    def _parquet_file(self) -> Any:
+        import pyarrow.parquet as pq
+
+        try:
+            return pq.ParquetFile(self.path)
+        except Exception as e:  # pyarrow raises ArrowInvalid, OSError, ...
+            raise InputError(f"is not a readable Parquet file ({e})", path=self.path) from None
+
+    def _parquet_rows(self, columns: list[str] | None) -> Iterator[tuple[str, Any]]:
+        parquet = self._parquet_file()
+        names = parquet.schema_arrow.names
+        if columns is not None:
+            missing = [c for c in columns if c not in names]
+            if missing:
+                raise InputError(
+                    f"has no column {', '.join(repr(c) for c in missing)} (columns: {', '.join(names)})",
+                    path=self.path,
+                )
+        number = 0
+        try:
+            for batch in parquet.iter_batches(batch_size=_BATCH_ROWS, columns=columns):
+                for row in batch.to_pylist():
+                    number += 1
+                    yield f"row {number}", row
+        except Exception as e:
+            raise InputError(f"cannot be read from row {number + 1} on ({e})", path=self.path) from None
+
+    def _records(self, columns: list[str] | None = None, digest: Any = None) -> Iterator[tuple[str, Any]]:
+        if self.is_parquet:
+            return self._parquet_rows(columns)
+        return self._jsonl_rows(digest)
+
+    def _identify(self, record: Any) -> tuple[str, dict[str, Any]]:
+        """The row id and the row; ValueError says what is wrong with it."""
+        if isinstance(record, ValueError):
+            raise record
+        if not isinstance(record, dict):
+            raise ValueError(f"is not a JSON object but {type(record).__name__}")
+        if self.kind == OPENAI_BATCH:
+            if record.get("method", "POST") != "POST":
+                raise ValueError(f"needs method POST, not {record.get('method')!r}")
+            url = record.get("url", "/v1/chat/completions")
+            if not isinstance(url, str) or not url.rstrip("/").endswith("/chat/completions"):
+                raise ValueError(f"needs url /v1/chat/completions, not {url!r}")
+            if not isinstance(record.get("body"), dict):
+                raise ValueError("needs 'body', a JSON object holding the chat request")
+            return _row_id(record.get("custom_id"), "custom_id"), record
+        return _row_id(record.get(self.id_column), self.id_column), record
+
+    # -- the two passes -----------------------------------------------------
+
+    def scan(self, builder: RequestBuilder) -> Scan:
+        """Check every row; raise one InputError listing the problems found."""
+        digest = hashlib.blake2b(digest_size=16)
+        columns = None
+        if self.is_parquet:
+            columns = list(dict.fromkeys([self.id_column, *builder.placeholders, *builder.keep_columns]))
+        seen: dict[str, str] = {}
+        kept_types: dict[str, Any] = {name: set() for name in builder.keep_columns}
+        problems: list[str] = []
+        total = 0
+        for where, record in self._records(columns, digest):
+            total += 1
+            try:
+                row_id, row = self._identify(record)
+                if row_id in seen:
+                    raise ValueError(f"repeats id {row_id!r} (first seen at {seen[row_id]})")
+                seen[row_id] = where
+                builder.build(row)
+                if self.kind != OPENAI_BATCH:
+                    for name, types in kept_types.items():
+                        if name not in row:
+                            raise ValueError(f"has no column {name!r} named in keep_columns")
+                        if row[name] is not None and not self.is_parquet:
+                            types.add(type(row[name]).__name__)
+            except ValueError as e:
+                problems.append(f"{where} {e}")
+                if len(problems) >= MAX_PROBLEMS:
+                    problems.append(f"(stopped after {MAX_PROBLEMS} problems)")
+                    break
+        if problems:
+            listed = "\n  ".join(problems)
+            raise InputError(f"has {len(problems)} problem(s); nothing was sent:\n  {listed}", path=self.path)
+        if total == 0:
+            raise InputError("has no rows", path=self.path)
+        if self.is_parquet:
+            self._hash_file(digest)
+            schema = self._parquet_file().schema_arrow
+            kept_types = {name: schema.field(name).type for name in kept_types}
+        return Scan(kind=self.kind, total=total, fingerprint=digest.hexdigest(), kept_types=kept_types)
+
+    def _hash_file(self, digest: Any) -> None:
+        with self.path.open("rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+
+    def rows(self, builder: RequestBuilder) -> Iterator[InputRow]:
+        """Every row, in file order, for sending (after a clean `scan`)."""
+        columns = None
+        if self.is_parquet:
+            columns = list(dict.fromkeys([self.id_column, *builder.placeholders, *builder.keep_columns]))
+        for where, record in self._records(columns):
+            try:
+                row_id, row = self._identify(record)
+            except ValueError as e:  # the file changed since the scan
+                raise InputError(str(e), path=self.path, where=where) from None
+            yield InputRow(row_id, where, row)

@@ -1,0 +1,93 @@
+"""Counters of a run, latency percentiles, and summary.json.
+
+Row counts (ok, failed) advance only when a row is durable, so what the progress
+bar and the summary report as done is on disk. Token totals cover every session
+of the run directory; requests, retries, 429s and latencies cover this session.
+"""
+
+from __future__ import annotations
+
+import time
+from array import array
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def percentile(values: array, fraction: float) -> float | None:
+    """Nearest-rank percentile of `values` (None when empty)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(0, min(len(ordered) - 1, round(fraction * len(ordered) + 0.5) - 1))
+    return round(ordered[rank], 1)
+
+
+@dataclass
+class RunStats:
+    total: int = 0
+    #: Rows already done (ok or, without retry_failed, failed) when this session began.
+    skipped: int = 0
+    ok: int = 0
+    failed: int = 0
+    #: Rows done (ok or failed) in this session, durable.
+    done_now: int = 0
+    requests: int = 0
+    retries: int = 0
+    rate_limited: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    #: Tokens of this session's durable rows only.
+    session_tokens: int = 0
+    latencies_ms: array = field(default_factory=lambda: array("d"))
+    started: float = field(default_factory=time.monotonic)
+    finished: float | None = None
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.total - self.ok - self.failed)
+
+    @property
+    def wall_time(self) -> float:
+        return (self.finished or time.monotonic()) - self.started
+
+    def record_durable(self, ok: bool, record: dict[str, Any], retried_failure: bool) -> None:
+        """Count a row whose line just became durable."""
+        self.done_now += 1
+        if ok:
+            self.ok += 1
+            if retried_failure:
+                self.failed -= 1
+            usage = record.get("usage") or {}
+            prompt = usage.get("prompt_tokens") or 0
+            completion = usage.get("completion_tokens") or 0
+            self.prompt_tokens += prompt
+            self.completion_tokens += completion
+            self.session_tokens += prompt + completion
+        elif not retried_failure:
+            self.failed += 1
+
+    def summary(self, status: str) -> dict[str, Any]:
+        wall = self.wall_time
+        return {
+            "status": status,
+            "rows_total": self.total,
+            "rows_ok": self.ok,
+            "rows_failed": self.failed,
+            "rows_remaining": self.remaining,
+            "rows_skipped": self.skipped,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+            "session": {
+                "rows_done": self.done_now,
+                "requests_sent": self.requests,
+                "retries": self.retries,
+                "rate_limited_429": self.rate_limited,
+                "tokens": self.session_tokens,
+                "wall_time_s": round(wall, 3),
+                "rows_per_s": round(self.done_now / wall, 2) if wall > 0 else None,
+                "tokens_per_s": round(self.session_tokens / wall, 1) if wall > 0 else None,
+                "latency_ms_p50": percentile(self.latencies_ms, 0.50),
+                "latency_ms_p95": percentile(self.latencies_ms, 0.95),
+            },
+        }
