@@ -19,7 +19,7 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO
 
 from .errors import ConfigError, WriteFailed
 
@@ -121,26 +121,24 @@ def iter_journal(path: Path) -> Iterator[dict[str, Any]]:
 
 
 class Journal:
-    """One append-only JSONL file whose lines become durable on `sync`."""
+    """One append-only JSONL file.
+
+    Each line goes to the OS in one unbuffered write as soon as it is added, so
+    a killed process loses nothing it finished; `fsync` (in batches) then makes
+    lines survive a power cut too.
+    """
 
     def __init__(self, path: Path):
         self.path = path
-        self._file: TextIO | None = None
-
-    def _open(self) -> TextIO:
-        if self._file is None:
-            self._file = self.path.open("a", encoding="utf-8")
-        return self._file
+        self._file: BinaryIO | None = None
 
     def append(self, record: dict[str, Any]) -> None:
-        self._open().write(dumps(record) + "\n")
-
-    def flush(self) -> int | None:
-        """Push buffered lines to the OS; the fd to fsync, if anything is open."""
         if self._file is None:
-            return None
-        self._file.flush()
-        return self._file.fileno()
+            self._file = self.path.open("ab", buffering=0)
+        self._file.write((dumps(record) + "\n").encode("utf-8"))
+
+    def fileno(self) -> int | None:
+        return self._file.fileno() if self._file is not None else None
 
     def close(self) -> None:
         if self._file is not None:
@@ -171,13 +169,13 @@ class Checkpoint:
             self.results_path.parent.mkdir(parents=True, exist_ok=True)
             self._lock()
             self._check_job(identity, force)
-        except PermissionError as e:
-            raise ConfigError(f"{self.directory}: output directory cannot be written ({e.strerror})") from None
-        except OSError as e:
-            if isinstance(e, ConfigError):
-                raise
-            raise ConfigError(f"{self.directory}: output directory cannot be used ({e.strerror or e})") from None
-        return self.load()
+            return self.load()
+        except BaseException as e:
+            self.close()
+            if isinstance(e, OSError):
+                raise ConfigError(
+                    f"{self.directory} cannot be used as the output directory: {e.strerror or e}") from None
+            raise
 
     def _lock(self) -> None:
         fd = os.open(self.directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
@@ -257,7 +255,7 @@ class Checkpoint:
         if not batch:
             return batch
         try:
-            fds = [fd for fd in (self.results.flush(), self.errors.flush()) if fd is not None]
+            fds = [fd for fd in (self.results.fileno(), self.errors.fileno()) if fd is not None]
             for fd in fds:
                 await asyncio.to_thread(os.fsync, fd)
         except OSError as e:

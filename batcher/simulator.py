@@ -20,7 +20,7 @@ import random
 import re
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from typing import Any
 
 from aiohttp import web
@@ -109,6 +109,9 @@ class Simulator:
         self.completions: Counter[str] = Counter()
         self.statuses: Counter[str] = Counter()
         self.requests = 0
+        #: Recent request bodies and arrival times (time.monotonic()), for tests and benchmarks.
+        self.received: deque[Any] = deque(maxlen=1000)
+        self.arrivals: deque[float] = deque(maxlen=100_000)
         self.app = web.Application(client_max_size=64 * 1024 * 1024)
         self.app.add_routes([
             web.post("/v1/chat/completions", self.chat_completions),
@@ -146,6 +149,7 @@ class Simulator:
 
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
         self.requests += 1
+        self.arrivals.append(time.monotonic())
         response = await self._answer(request)
         if response is not None:
             self.statuses[str(response.status)] += 1
@@ -163,6 +167,7 @@ class Simulator:
             body = json.loads(await request.read())
         except ValueError:
             return _error(400, "invalid_request_error", "We could not parse the JSON body of your request.")
+        self.received.append(body)
         try:
             prompt_tokens = self._validate(body)
         except _Invalid as e:

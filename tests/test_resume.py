@@ -1,0 +1,238 @@
+"""Stopping and resuming: kill -9, Ctrl-C, SIGTERM, torn lines, changed jobs, failed rows."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import (
+    PROMPT,
+    batcher_command,
+    prompt_for,
+    read_jsonl,
+    review_rows,
+    run_subprocess,
+    subprocess_env,
+    write_jsonl,
+)
+
+
+def start_run(path, run_dir, base_url, *extra):
+    args = batcher_command("run", path, "-o", run_dir, "--base-url", base_url, "--model", "m",
+                           "--prompt", PROMPT, "--concurrency", "8", *extra)
+    return subprocess.Popen(args, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_results(run_dir, at_least: int, process, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    results = run_dir / "results.jsonl"
+    while time.monotonic() < deadline:
+        if results.exists() and results.read_bytes().count(b"\n") >= at_least:
+            return
+        if process.poll() is not None:
+            raise AssertionError(f"run ended early: {process.communicate()}")
+        time.sleep(0.02)
+    raise AssertionError("no results in time")
+
+
+def assert_complete(run_dir, rows):
+    results = read_jsonl(run_dir / "results.jsonl")
+    ids = [r["id"] for r in results]
+    assert len(ids) == len(set(ids)), "a row was written twice"
+    assert set(ids) == {r["id"] for r in rows}
+    return results
+
+
+def test_resume_after_sigkill_sends_no_finished_row_again(simulator_factory, tmp_path, run_dir):
+    simulator = simulator_factory(latency_ms=40)
+    rows = review_rows(400)
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+
+    process = start_run(path, run_dir, simulator.base_url)
+    wait_for_results(run_dir, 100, process)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=10)
+    done_at_kill = {r["id"] for r in read_jsonl_whole_lines(run_dir / "results.jsonl")}
+
+    resumed = run_subprocess("run", path, "-o", run_dir, "--base-url", simulator.base_url, "--model", "m",
+                             "--prompt", PROMPT, "--concurrency", "8")
+
+    assert resumed.returncode == 0, resumed.stderr
+    assert_complete(run_dir, rows)
+    by_id = {r["id"]: r for r in rows}
+    assert all(simulator.completions_for(prompt_for(by_id[i])) == 1 for i in done_at_kill)
+    paid_twice = sum(simulator.completions_for(prompt_for(r)) - 1 for r in rows)
+    assert paid_twice <= 8  # at most the requests in flight at the kill
+
+
+def read_jsonl_whole_lines(path):
+    lines = path.read_bytes().split(b"\n")[:-1]  # a torn last line is not done
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_lets_in_flight_requests_finish_and_exits_130(simulator_factory, tmp_path, run_dir, sig):
+    simulator = simulator_factory(latency_ms=150)
+    rows = review_rows(300)
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+
+    process = start_run(path, run_dir, simulator.base_url)
+    wait_for_results(run_dir, 20, process)
+    process.send_signal(sig)
+    _, stderr = process.communicate(timeout=30)
+
+    assert process.returncode == 130, stderr
+    assert "resume with: batcher run" in stderr
+    results = read_jsonl(run_dir / "results.jsonl")
+    assert 20 <= len(results) < 300
+    # Every completion the server gave out is on disk: nothing in flight was lost.
+    assert sum(simulator.server.completions.values()) == len(results)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "interrupted"
+    assert summary["rows_ok"] == len(results)
+
+    resumed = run_subprocess("run", path, "-o", run_dir, "--base-url", simulator.base_url, "--model", "m",
+                             "--prompt", PROMPT)
+
+    assert resumed.returncode == 0, resumed.stderr
+    assert_complete(run_dir, rows)
+    assert max(simulator.server.completions.values()) == 1
+
+
+def test_torn_last_line_is_dropped_and_its_row_sent_again(cli, simulator, tmp_path, run_dir):
+    rows = review_rows(20)
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+    args = ("run", path, "-o", run_dir, "--base-url", simulator.base_url, "--model", "m", "--prompt", PROMPT)
+    assert cli(*args).exit_code == 0
+    results = run_dir / "results.jsonl"
+    data = results.read_bytes()
+    last_line_start = data.rstrip(b"\n").rfind(b"\n") + 1
+    torn_id = json.loads(data[last_line_start:])["id"]
+    results.write_bytes(data[: last_line_start + 17])  # a crash in the middle of the last line
+
+    again = cli(*args)
+
+    assert again.exit_code == 0, again.output
+    assert_complete(run_dir, rows)
+    assert simulator.completions_for(prompt_for(next(r for r in rows if r["id"] == torn_id))) == 2
+    assert simulator.requests == 21
+
+
+def test_garbled_line_in_the_middle_is_dropped_without_losing_its_neighbours(cli, simulator, tmp_path,
+                                                                             run_dir):
+    rows = review_rows(10)
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+    args = ("run", path, "-o", run_dir, "--base-url", simulator.base_url, "--model", "m", "--prompt", PROMPT)
+    assert cli(*args).exit_code == 0
+    results = run_dir / "results.jsonl"
+    lines = results.read_bytes().split(b"\n")
+    lines[4] = b"\x00\x00\x00\x00"  # what a power cut can leave behind
+    results.write_bytes(b"\n".join(lines))
+
+    again = cli(*args)
+
+    assert again.exit_code == 0, again.output
+    assert_complete(run_dir, rows)
+    assert simulator.requests == 11
+
+
+def test_a_different_job_is_refused_unless_forced(cli, simulator, reviews, run_dir):
+    base = ("run", reviews, "-o", run_dir, "--base-url", simulator.base_url, "--prompt", PROMPT)
+    assert cli(*base, "--model", "m").exit_code == 0
+
+    refused = cli(*base, "--model", "other-model")
+
+    assert refused.exit_code == 2
+    assert "different job" in refused.output and "model: was 'm', now 'other-model'" in refused.output
+    assert "--force" in refused.output
+
+    forced = cli(*base, "--model", "other-model", "--force")
+
+    assert forced.exit_code == 0, forced.output
+    assert simulator.requests == 30  # rows already done are kept, not sent again
+
+
+def test_a_changed_input_file_is_refused(cli, simulator, tmp_path, run_dir):
+    path = write_jsonl(tmp_path / "in.jsonl", review_rows(5))
+    args = ("run", path, "-o", run_dir, "--base-url", simulator.base_url, "--model", "m", "--prompt", PROMPT)
+    assert cli(*args).exit_code == 0
+    write_jsonl(path, review_rows(6))
+
+    refused = cli(*args)
+
+    assert refused.exit_code == 2
+    assert "input_fingerprint" in refused.output
+
+
+def test_failed_rows_are_retried_on_resume_and_leave_errors_when_they_succeed(cli, simulator_factory,
+                                                                              tmp_path, run_dir):
+    rows = review_rows(8)
+    rows[3]["text"] = "FLAKY today"
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+    first = simulator_factory(reject_marker="FLAKY")
+    args = ("run", path, "-o", run_dir, "--model", "m", "--prompt", PROMPT)
+    assert cli(*args, "--base-url", first.base_url).exit_code == 1
+    assert [e["id"] for e in read_jsonl(run_dir / "errors.jsonl")] == ["r3"]
+
+    healthy = simulator_factory()
+    skipped = cli(*args, "--base-url", healthy.base_url, "--no-retry-failed")
+    assert skipped.exit_code == 1
+    assert healthy.requests == 0
+
+    retried = cli(*args, "--base-url", healthy.base_url, "--retry-failed")
+
+    assert retried.exit_code == 0, retried.output
+    assert healthy.requests == 1
+    assert read_jsonl(run_dir / "errors.jsonl") == []
+    assert_complete(run_dir, rows)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert (summary["rows_ok"], summary["rows_failed"], summary["rows_skipped"]) == (8, 0, 7)
+
+
+def test_status_reports_progress_of_a_stopped_run(cli, simulator_factory, tmp_path, run_dir):
+    rows = review_rows(12)
+    rows[0]["text"] = "BAD row"
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+    simulator = simulator_factory(reject_marker="BAD")
+    cli("run", path, "-o", run_dir, "--base-url", simulator.base_url, "--model", "m", "--prompt", PROMPT)
+    results = run_dir / "results.jsonl"
+    lines = results.read_text().splitlines(keepends=True)
+    results.write_text("".join(lines[:7]))  # as if stopped after 7 results
+
+    shown = cli("status", run_dir)
+    as_json = json.loads(cli("status", run_dir, "--json").output)
+
+    assert shown.exit_code == 0
+    assert "12 total, 7 done, 1 failed, 4 remaining" in shown.output
+    assert (as_json["rows_ok"], as_json["rows_failed"], as_json["rows_remaining"]) == (7, 1, 4)
+    assert as_json["total_tokens"] == sum(json.loads(line)["usage"]["total_tokens"] for line in lines[:7])
+    assert as_json["running"] is False
+
+
+def test_status_of_a_directory_that_is_no_run_says_so(cli, tmp_path):
+    result = cli("status", tmp_path)
+
+    assert result.exit_code == 2
+    assert "not a batcher run directory" in result.output
+
+
+def test_a_directory_held_by_a_live_run_is_refused(cli, simulator, reviews, run_dir):
+    args = ("run", reviews, "-o", run_dir, "--base-url", simulator.base_url, "--model", "m", "--prompt", PROMPT)
+    assert cli(*args).exit_code == 0
+    fd = os.open(run_dir / ".lock", os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # as a live run holds it
+    try:
+        result = cli(*args)
+        status = json.loads(cli("status", run_dir, "--json").output)
+    finally:
+        os.close(fd)
+
+    assert result.exit_code == 2
+    assert "in use by another batcher run" in result.output
+    assert status["running"] is True
