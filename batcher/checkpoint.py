@@ -251,9 +251,9 @@ class Checkpoint:
 
     async def sync(self) -> list[tuple[bool, dict[str, Any]]]:
         """Make every appended row durable; return those that just became so."""
-        batch, self._pending = self._pending, []
-        if not batch:
-            return batch
+        count = len(self._pending)
+        if not count:
+            return []
         try:
             fds = [fd for fd in (self.results.fileno(), self.errors.fileno()) if fd is not None]
             for fd in fds:
@@ -263,15 +263,22 @@ class Checkpoint:
                 f"cannot write to {self.directory}: {e.strerror or e}; "
                 f"the rows not yet on disk will be sent again on resume"
             ) from None
+        # Taken off only now: a sync cancelled mid-fsync leaves them for the final one.
+        batch = self._pending[:count]
+        del self._pending[:count]
         return batch
 
-    async def keep_syncing(self, on_durable: Any) -> None:
+    async def keep_syncing(self, on_durable: Callable[[list], None]) -> None:
         """Sync every `SYNC_SECONDS`, or sooner when `SYNC_ROWS` rows wait; until cancelled."""
+        # No asyncio.wait_for here: on Python 3.11 it can swallow the cancellation
+        # that ends this loop when its timeout fires in the same instant.
+        loop = asyncio.get_running_loop()
         while True:
+            timer = loop.call_later(SYNC_SECONDS, self._wake.set)
             try:
-                await asyncio.wait_for(self._wake.wait(), SYNC_SECONDS)
-            except TimeoutError:
-                pass
+                await self._wake.wait()
+            finally:
+                timer.cancel()
             self._wake.clear()
             on_durable(await self.sync())
 

@@ -321,10 +321,9 @@ class Simulator:
                                     ("tokens", self._tokens, self.config.tpm)):
             if bucket is None:
                 continue
-            # The per-minute view of a bucket that holds `burst_seconds` of it.
-            remaining = limit - (bucket.capacity - bucket.level) * (limit / 60.0 / bucket.rate)
+            # Remaining is what may be sent right now: the bucket holds only a burst of the limit.
             headers[f"x-ratelimit-limit-{kind}"] = f"{limit:g}"
-            headers[f"x-ratelimit-remaining-{kind}"] = str(max(0, int(remaining)))
+            headers[f"x-ratelimit-remaining-{kind}"] = str(max(0, int(bucket.level)))
             headers[f"x-ratelimit-reset-{kind}"] = _duration(bucket.reset_in())
         return headers
 

@@ -1,0 +1,166 @@
+"""Unit specifications of the algorithms: pacing, backoff, estimates, journal repair."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pytest
+
+from batcher.checkpoint import read_journal
+from batcher.client import retry_after
+from batcher.errors import BadRequest, RateLimited, Retryable
+from batcher.limits import RateLimits, TokenEstimator
+from batcher.retry import RetryPolicy
+
+
+def timed(coro) -> float:
+    started = time.monotonic()
+    asyncio.run(coro)
+    return time.monotonic() - started
+
+
+def test_request_pacing_spreads_a_minute_instead_of_bursting_it():
+    async def take(n):
+        limits = RateLimits(rpm=1200, tpm=None)  # 20 a second, a burst of 20
+        for _ in range(n):
+            await limits.acquire(1)
+
+    assert timed(take(20)) < 0.5  # one burst passes at once
+    assert timed(take(50)) >= (50 - 20) / 20 * 0.95  # the rest at the rate, not the whole minute at once
+
+
+def test_slow_rates_still_admit_whole_requests():
+    async def take():
+        limits = RateLimits(rpm=10, tpm=None)  # a bucket of 1/6 request per second would never fit one
+        await limits.acquire(1)
+
+    assert timed(take()) < 0.5
+
+
+def test_a_request_larger_than_the_token_bucket_waits_for_its_share_instead_of_failing():
+    async def take():
+        limits = RateLimits(rpm=None, tpm=60_000)  # 1,000 tokens a second
+        await limits.acquire(2_500)
+        await limits.acquire(1_000)
+
+    assert timed(take()) >= 2.3
+
+
+def test_a_cool_down_holds_every_worker_back():
+    async def go():
+        limits = RateLimits(rpm=None, tpm=None)
+        limits.cool_down(0.4)
+        started = time.monotonic()
+        await asyncio.gather(*(limits.acquire(1) for _ in range(5)))
+        return time.monotonic() - started
+
+    assert asyncio.run(go()) >= 0.4
+
+
+def test_backoff_is_full_jitter_below_an_exponential_cap():
+    policy = RetryPolicy(max_retries=5, base_delay=0.5, max_delay=8)
+    error = Retryable("boom", type="internal_error")
+
+    for attempt, cap in [(1, 0.5), (2, 1.0), (3, 2.0), (6, 8.0), (10, 8.0)]:
+        delays = [policy.delay(error, attempt) for _ in range(300)]
+        assert all(0 <= d <= cap for d in delays)
+        assert max(delays) > cap * 0.8 and min(delays) < cap * 0.2
+
+
+def test_retry_after_is_honoured_up_to_the_cap():
+    policy = RetryPolicy(max_delay=30)
+
+    assert policy.delay(RateLimited("slow", type="rate_limit_error", retry_after=7), 1) >= 7
+    assert policy.delay(RateLimited("slow", type="rate_limit_error", retry_after=900), 1) == 30
+
+
+def test_only_retryable_errors_are_retried_and_only_max_retries_times():
+    policy = RetryPolicy(max_retries=2)
+
+    assert policy.should_retry(Retryable("x", type="timeout"), attempt=2)
+    assert not policy.should_retry(Retryable("x", type="timeout"), attempt=3)
+    assert not policy.should_retry(BadRequest("x", type="invalid_request_error"), attempt=1)
+
+
+@pytest.mark.parametrize("headers, seconds", [
+    ({"retry-after-ms": "250"}, 0.25),
+    ({"retry-after": "3"}, 3.0),
+    ({"retry-after-ms": "100", "retry-after": "9"}, 0.1),
+    ({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}, 0.0),
+    ({"retry-after": "soon"}, None),
+    ({}, None),
+])
+def test_retry_after_headers_are_read_in_seconds(headers, seconds):
+    assert retry_after(headers) == seconds
+
+
+def test_token_estimate_calibrates_itself_from_returned_usage():
+    estimator = TokenEstimator()
+    body = {"messages": [{"role": "user", "content": "x" * 984}], "max_tokens": 10}
+    chars = estimator.prompt_chars(body)
+    first = estimator.estimate(body, chars)
+    for _ in range(50):  # the server counts 2 characters a token, not 4
+        estimator.observe(chars, {"prompt_tokens": chars // 2, "completion_tokens": 10})
+
+    assert first == pytest.approx(chars / 4 + 10, abs=2)
+    assert estimator.estimate(body, chars) == pytest.approx(chars / 2 + 10, rel=0.05)
+
+
+def test_token_estimate_without_max_tokens_learns_the_completion_length():
+    estimator = TokenEstimator()
+    body = {"messages": [{"role": "user", "content": "hi"}]}
+    for _ in range(50):
+        estimator.observe(estimator.prompt_chars(body), {"prompt_tokens": 5, "completion_tokens": 40})
+
+    assert estimator.estimate(body, estimator.prompt_chars(body)) < 60
+
+
+def test_journal_repair_keeps_every_whole_line(tmp_path):
+    path = tmp_path / "results.jsonl"
+    whole = [{"id": str(i), "content": "é" * i} for i in range(5)]
+    data = "".join(json.dumps(r) + "\n" for r in whole).encode()
+    path.write_bytes(data + b'{"id": "5", "cont')
+
+    seen = []
+    broken = read_journal(path, seen.append)
+
+    assert broken == 1
+    assert seen == whole
+    assert path.read_bytes() == data
+
+
+def test_journal_line_whole_but_for_its_newline_counts_as_torn(tmp_path):
+    path = tmp_path / "results.jsonl"
+    path.write_bytes(b'{"id": "1"}\n{"id": "2"}')
+
+    seen = []
+
+    assert read_journal(path, seen.append) == 1
+    assert seen == [{"id": "1"}]
+
+
+def test_syncer_ends_when_cancelled_in_the_same_instant_it_is_woken(tmp_path):
+    # Regression: asyncio.wait_for on Python 3.11 swallowed this cancellation, so a
+    # run whose last rows arrived as it shut down hung for ever.
+    from batcher.checkpoint import SYNC_ROWS, Checkpoint
+
+    async def go():
+        checkpoint = Checkpoint(tmp_path)
+        checkpoint.open({"job": 1}, force=False)
+        durable = []
+        syncer = asyncio.create_task(checkpoint.keep_syncing(durable.extend))
+        await asyncio.sleep(0.01)
+        for i in range(SYNC_ROWS):
+            checkpoint.add(True, {"id": str(i)})  # wakes the syncer...
+        syncer.cancel()  # ...and cancels it in the same tick
+        done, _ = await asyncio.wait({syncer}, timeout=2)
+        remaining = await checkpoint.sync()
+        checkpoint.close()
+        return done, durable, remaining
+
+    done, durable, remaining = asyncio.run(go())
+
+    assert done, "the syncer kept running after it was cancelled"
+    assert len(durable) + len(remaining) == SYNC_ROWS
