@@ -174,7 +174,8 @@ class Checkpoint:
             self.close()
             if isinstance(e, OSError):
                 raise ConfigError(
-                    f"{self.directory} cannot be used as the output directory: {e.strerror or e}") from None
+                    f"{self.directory} cannot be used as the output directory: {e.strerror or e}"
+                ) from None
             raise
 
     def _lock(self) -> None:

@@ -39,8 +39,12 @@ def main() -> None:
 
 @main.command()
 @click.argument("source", type=click.Path(dir_okay=False, path_type=Path), required=False)
-@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path),
-              help="Run directory for results, errors, summary and checkpoint.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Run directory for results, errors, summary and checkpoint.",
+)
 @click.option("--prompt", help="Prompt template; {column} placeholders are filled from each row.")
 @click.option("--system", help="System message sent before each prompt.")
 @click.option("--id-column", help="Column that names each row.  [default: id]")
@@ -49,21 +53,33 @@ def main() -> None:
 @click.option("--max-tokens", type=int, help="max_tokens for rows that set none.")
 @click.option("--temperature", type=float, help="temperature for rows that set none (0..2).")
 @click.option("--top-p", type=float, help="top_p for rows that set none (0..1).")
-@click.option("--base-url", help="API base URL, e.g. https://api.openai.com/v1, or 'simulator'.  "
-              "[default: $OPENAI_BASE_URL or OpenAI]")
+@click.option(
+    "--base-url",
+    help="API base URL, e.g. https://api.openai.com/v1, or 'simulator'.  "
+    "[default: $OPENAI_BASE_URL or OpenAI]",
+)
 @click.option("--api-key-env", help="Environment variable holding the API key.  [default: OPENAI_API_KEY]")
 @click.option("--concurrency", type=int, help="Requests in flight at once.  [default: 16]")
 @click.option("--rpm", type=float, help="Requests per minute to stay under.")
 @click.option("--tpm", type=float, help="Tokens per minute to stay under (prompt + max_tokens).")
 @click.option("--max-retries", type=int, help="Retries per row for 429, 5xx, timeouts.  [default: 8]")
 @click.option("--timeout", type=float, help="Seconds per request.  [default: 600]")
-@click.option("--output-format", type=click.Choice(["jsonl", "parquet", "openai-batch"]),
-              help="Format of results and errors.  [default: jsonl]")
-@click.option("--retry-failed/--no-retry-failed", default=None,
-              help="On resume, send rows that failed before again.  [default: retry]")
-@click.option("--force", is_flag=True, default=None, help="Resume into a directory that holds a different job.")
-@click.option("--drain-timeout", type=float,
-              help="Seconds in-flight requests may finish after Ctrl-C.  [default: 30]")
+@click.option(
+    "--output-format",
+    type=click.Choice(["jsonl", "parquet", "openai-batch"]),
+    help="Format of results and errors.  [default: jsonl]",
+)
+@click.option(
+    "--retry-failed/--no-retry-failed",
+    default=None,
+    help="On resume, send rows that failed before again.  [default: retry]",
+)
+@click.option(
+    "--force", is_flag=True, default=None, help="Resume into a directory that holds a different job."
+)
+@click.option(
+    "--drain-timeout", type=float, help="Seconds in-flight requests may finish after Ctrl-C.  [default: 30]"
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar (cron, overnight runs).")
 @click.option("-v", "--verbose", is_flag=True, help="Log retries and failures to stderr.")
 def run(source: Path | None, quiet: bool, verbose: bool, **options: object) -> None:
@@ -137,7 +153,9 @@ def _report(job, outcome) -> None:
         f" this session {session['rows_done']} rows in {session['wall_time_s']:.1f} s"
         f" ({session['rows_per_s'] or 0:.1f} rows/s), {session['requests_sent']} requests,"
         f" {session['retries']} retries, {session['rate_limited_429']} 429s,"
-        f" {s['total_tokens']} tokens in all", err=True)
+        f" {s['total_tokens']} tokens in all",
+        err=True,
+    )
     if outcome.message and outcome.status != "interrupted":
         click.echo(f"batcher: {outcome.message}", err=True)
     click.echo(f"output: {job.output}", err=True)
@@ -173,10 +191,14 @@ def status(directory: Path, as_json: bool) -> None:
     click.echo(f"{info['directory']} ({state})")
     click.echo(f"  input:     {info['input']}")
     click.echo(f"  model:     {info['model']}")
-    click.echo(f"  rows:      {info['rows_total']} total, {info['rows_ok']} done, "
-               f"{info['rows_failed']} failed, {info['rows_remaining']} remaining")
-    click.echo(f"  tokens:    {info['prompt_tokens']} prompt + {info['completion_tokens']} completion "
-               f"= {info['total_tokens']}")
+    click.echo(
+        f"  rows:      {info['rows_total']} total, {info['rows_ok']} done, "
+        f"{info['rows_failed']} failed, {info['rows_remaining']} remaining"
+    )
+    click.echo(
+        f"  tokens:    {info['prompt_tokens']} prompt + {info['completion_tokens']} completion "
+        f"= {info['total_tokens']}"
+    )
 
 
 @main.command()
@@ -186,9 +208,16 @@ def status(directory: Path, as_json: bool) -> None:
 @click.option("--tpm", type=float, help="Tokens per minute before 429s.")
 @click.option("--latency-ms", type=float, default=0.0, show_default=True, help="Mean answer latency.")
 @click.option("--error-rate", type=float, default=0.0, show_default=True, help="Fraction answered 500.")
-@click.option("--drop-rate", type=float, default=0.0, show_default=True, help="Fraction of connections dropped.")
-@click.option("--garbage-rate", type=float, default=0.0, show_default=True,
-              help="Fraction answered 200 with a broken body.")
+@click.option(
+    "--drop-rate", type=float, default=0.0, show_default=True, help="Fraction of connections dropped."
+)
+@click.option(
+    "--garbage-rate",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Fraction answered 200 with a broken body.",
+)
 @click.option("--models", help="Comma-separated model names served (default: any).")
 @click.option("--require-key-env", help="Accept only the key held in this environment variable.")
 @click.option("--reject-marker", help="Answer 400 to prompts containing this text.")
@@ -210,8 +239,11 @@ def simulate(host: str, port: int, models: str | None, require_key_env: str | No
         if not api_key:
             _fail(f"error: ${require_key_env} is not set", EXIT_USAGE)
     try:
-        config = SimulatorConfig(models=tuple(m.strip() for m in (models or "").split(",") if m.strip()),
-                                 api_key=api_key, **options)
+        config = SimulatorConfig(
+            models=tuple(m.strip() for m in (models or "").split(",") if m.strip()),
+            api_key=api_key,
+            **options,
+        )
     except BatcherError as e:
         _fail(f"error: {e}", e.exit_code)
 

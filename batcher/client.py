@@ -85,7 +85,8 @@ def error_for_status(status: int, payload: Any, text: str, headers: Any) -> Requ
         location = headers.get("location", "?")
         return BadRequest(
             f"the server redirected (HTTP {status}) to {location}; set the base URL to where it points",
-            type="redirect", status=status,
+            type="redirect",
+            status=status,
         )
     return BadRequest(message, **kwargs)
 
@@ -151,14 +152,20 @@ def _describe(e: BaseException) -> str:
 
 async def _read_capped(resp: aiohttp.ClientResponse) -> str:
     if (resp.content_length or 0) > MAX_BODY_BYTES:
-        raise Retryable(f"response body of {resp.content_length} bytes is over the {MAX_BODY_BYTES} byte cap",
-                        type="invalid_response", status=resp.status)
+        raise Retryable(
+            f"response body of {resp.content_length} bytes is over the {MAX_BODY_BYTES} byte cap",
+            type="invalid_response",
+            status=resp.status,
+        )
     chunks, size = [], 0
     async for chunk in resp.content.iter_chunked(1 << 16):
         size += len(chunk)
         if size > MAX_BODY_BYTES:
-            raise Retryable(f"response body is over the {MAX_BODY_BYTES} byte cap",
-                            type="invalid_response", status=resp.status)
+            raise Retryable(
+                f"response body is over the {MAX_BODY_BYTES} byte cap",
+                type="invalid_response",
+                status=resp.status,
+            )
         chunks.append(chunk)
     return b"".join(chunks).decode("utf-8", errors="replace")
 
@@ -179,8 +186,11 @@ def _completion(payload: Any, text: str) -> Completion:
         message = choice.get("message") or {}
     except (TypeError, KeyError, IndexError, AttributeError):
         snippet = " ".join(text.split())[:200]
-        raise Retryable(f"HTTP 200 with a body that is not a chat completion: {snippet!r}",
-                        type="invalid_response", status=200) from None
+        raise Retryable(
+            f"HTTP 200 with a body that is not a chat completion: {snippet!r}",
+            type="invalid_response",
+            status=200,
+        ) from None
     return Completion(
         content=message.get("content"),
         tool_calls=message.get("tool_calls") or None,
@@ -245,9 +255,11 @@ async def _read_stream(resp: aiohttp.ClientResponse) -> Completion:
     if calls:
         message["tool_calls"] = calls
     body = {
-        "id": response_id, "object": "chat.completion", "created": created, "model": model,
+        "id": response_id,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
         "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}],
         "usage": usage,
     }
     return Completion(text, calls, finish_reason, usage, model, None, 0.0, body)
-

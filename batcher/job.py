@@ -55,7 +55,9 @@ class SimulatorConfig:
                 raise ConfigError(f"simulator {name} must be between 0 and 1, got {value}")
 
     def __repr__(self) -> str:  # never print a key, even a simulator's
-        fields = (f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self) if f.name != "api_key")
+        fields = (
+            f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self) if f.name != "api_key"
+        )
         return f"SimulatorConfig({', '.join(fields)}, api_key={'***' if self.api_key else None})"
 
 
@@ -93,8 +95,12 @@ class Job:
 
     def defaults(self) -> dict[str, Any]:
         """Request parameters the job sets; a row's own values win over these."""
-        values = {"model": self.model, "max_tokens": self.max_tokens,
-                  "temperature": self.temperature, "top_p": self.top_p}
+        values = {
+            "model": self.model,
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+        }
         return {k: v for k, v in values.items() if v is not None}
 
     def identity(self) -> dict[str, Any]:
@@ -115,12 +121,27 @@ class Job:
 
 # Keys a job file may hold, with the type each must have.
 _FIELD_TYPES: dict[str, tuple[type, ...]] = {
-    "input": (str,), "output": (str,), "model": (str,), "prompt": (str,), "system": (str,),
-    "id_column": (str,), "keep_columns": (list, str), "max_tokens": (int,),
-    "temperature": (int, float), "top_p": (int, float), "base_url": (str,), "api_key_env": (str,),
-    "concurrency": (int,), "rpm": (int, float), "tpm": (int, float), "max_retries": (int,),
-    "timeout": (int, float), "output_format": (str,), "retry_failed": (bool,),
-    "drain_timeout": (int, float), "simulator": (dict,),
+    "input": (str,),
+    "output": (str,),
+    "model": (str,),
+    "prompt": (str,),
+    "system": (str,),
+    "id_column": (str,),
+    "keep_columns": (list, str),
+    "max_tokens": (int,),
+    "temperature": (int, float),
+    "top_p": (int, float),
+    "base_url": (str,),
+    "api_key_env": (str,),
+    "concurrency": (int,),
+    "rpm": (int, float),
+    "tpm": (int, float),
+    "max_retries": (int,),
+    "timeout": (int, float),
+    "output_format": (str,),
+    "retry_failed": (bool,),
+    "drain_timeout": (int, float),
+    "simulator": (dict,),
 }
 _SECRET_KEYS = {"api_key", "key", "openai_api_key", "token", "secret", "password"}
 
@@ -192,7 +213,9 @@ def _check(job: Job) -> None:
             raise ConfigError(f"{name} must be a positive number, got {value}")
 
     if job.output_format not in OUTPUT_FORMATS:
-        raise ConfigError(f"output_format must be one of {', '.join(OUTPUT_FORMATS)}, got {job.output_format!r}")
+        raise ConfigError(
+            f"output_format must be one of {', '.join(OUTPUT_FORMATS)}, got {job.output_format!r}"
+        )
     if job.temperature is not None and not 0 <= job.temperature <= 2:
         raise ConfigError(f"temperature must be between 0 and 2, got {job.temperature}")
     if job.top_p is not None and not 0 <= job.top_p <= 1:

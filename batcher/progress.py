@@ -14,15 +14,22 @@ class ProgressBar:
 
     def __init__(self, stats: RunStats):
         self._shown = stats.ok + stats.failed
-        self._bar = tqdm(total=stats.total, initial=self._shown, unit="row", dynamic_ncols=True,
-                         file=sys.stderr, smoothing=0.1,
-                         disable=None)  # None: no bar when stderr is not a terminal
+        self._bar = tqdm(
+            total=stats.total,
+            initial=self._shown,
+            unit="row",
+            dynamic_ncols=True,
+            file=sys.stderr,
+            smoothing=0.1,
+            disable=None,
+        )  # None: no bar when stderr is not a terminal
         self.update(stats)
 
     def update(self, stats: RunStats) -> None:
         tokens = stats.prompt_tokens + stats.completion_tokens
         self._bar.set_postfix_str(
-            f"tokens={_short(tokens)} errors={stats.failed} 429s={stats.rate_limited}", refresh=False)
+            f"tokens={_short(tokens)} errors={stats.failed} 429s={stats.rate_limited}", refresh=False
+        )
         done = stats.ok + stats.failed
         # Counts can go down (a failed row retried to success); tqdm's update takes deltas.
         self._bar.update(done - self._shown)

@@ -27,14 +27,14 @@ def template_columns(template: str) -> list[str]:
     try:
         parsed = list(string.Formatter().parse(template))
     except ValueError as e:
-        raise ConfigError(f"prompt template is malformed ({e}); write a literal brace as {{{{ or }}}}") from None
+        raise ConfigError(
+            f"prompt template is malformed ({e}); write a literal brace as {{{{ or }}}}"
+        ) from None
     for _, name, _, _ in parsed:
         if name is None:
             continue
         if name == "" or name.isdigit() or any(c in name for c in ".["):
-            raise ConfigError(
-                f"prompt template placeholder {{{name}}} must be a column name, e.g. {{text}}"
-            )
+            raise ConfigError(f"prompt template placeholder {{{name}}} must be a column name, e.g. {{text}}")
         if name not in names:
             names.append(name)
     return names
@@ -45,8 +45,16 @@ class RequestBuilder:
 
     __slots__ = ("kind", "template", "system", "defaults", "id_column", "keep_columns", "placeholders")
 
-    def __init__(self, kind: str, *, template: str | None, system: str | None,
-                 defaults: dict[str, Any], id_column: str, keep_columns: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        kind: str,
+        *,
+        template: str | None,
+        system: str | None,
+        defaults: dict[str, Any],
+        id_column: str,
+        keep_columns: tuple[str, ...] = (),
+    ):
         self.kind = kind
         self.template = template
         self.system = system

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import time
@@ -41,6 +42,8 @@ from .sinks import RESERVED_COLUMNS, Sink, error_record, open_sink, result_recor
 from .sources import InputRow, Scan, Source
 from .stats import RunStats
 
+log = logging.getLogger("batcher")
+
 #: How long a 429 without retry-after holds every worker back.
 DEFAULT_COOLDOWN = 1.0
 
@@ -66,10 +69,21 @@ class RunOutcome:
 class Runner:
     """Runs the rows of one session through its collaborators."""
 
-    def __init__(self, *, job: Job, builder: RequestBuilder, client: ChatClient, limits: RateLimits,
-                 checkpoint: Checkpoint, progress: Progress, stats: RunStats, sink: Sink | None = None,
-                 retry: RetryPolicy | None = None, estimator: TokenEstimator | None = None,
-                 on_progress: Callable[[RunStats], None] | None = None):
+    def __init__(
+        self,
+        *,
+        job: Job,
+        builder: RequestBuilder,
+        client: ChatClient,
+        limits: RateLimits,
+        checkpoint: Checkpoint,
+        progress: Progress,
+        stats: RunStats,
+        sink: Sink | None = None,
+        retry: RetryPolicy | None = None,
+        estimator: TokenEstimator | None = None,
+        on_progress: Callable[[RunStats], None] | None = None,
+    ):
         self.job = job
         self.builder = builder
         self.client = client
@@ -205,8 +219,9 @@ class Runner:
                 self._in_request.discard(task)
 
             if failure is None:
-                record = result_record(item.row_id, completion, attempts, item.kept,
-                                       with_response=self._with_response)
+                record = result_record(
+                    item.row_id, completion, attempts, item.kept, with_response=self._with_response
+                )
                 self.checkpoint.add(True, record)
                 self.stats.latencies_ms.append(completion.latency_ms)
                 self.estimator.observe(item.prompt_chars, completion.usage)
@@ -217,14 +232,32 @@ class Runner:
                 return
             if isinstance(failure, RateLimited):
                 self.stats.rate_limited += 1
-                self.limits.cool_down(failure.retry_after if failure.retry_after is not None else DEFAULT_COOLDOWN)
+                self.limits.cool_down(
+                    failure.retry_after if failure.retry_after is not None else DEFAULT_COOLDOWN
+                )
                 self.on_progress(self.stats)
             if self._stop.is_set():
                 return  # stopping: a failed attempt is not a verdict on the row
             if self.retry.should_retry(failure, attempts):
                 self.stats.retries += 1
-                await asyncio.sleep(self.retry.delay(failure, attempts))
+                delay = self.retry.delay(failure, attempts)
+                log.info(
+                    "row %s: attempt %d failed (%s: %s); retrying in %.2f s",
+                    item.row_id,
+                    attempts,
+                    failure.type,
+                    failure.message,
+                    delay,
+                )
+                await asyncio.sleep(delay)
                 continue
+            log.warning(
+                "row %s failed after %d attempt(s): %s: %s",
+                item.row_id,
+                attempts,
+                failure.type,
+                failure.message,
+            )
             self.checkpoint.add(False, error_record(item.row_id, failure, attempts, item.kept))
             return
 
@@ -261,25 +294,31 @@ class Runner:
         if self.interrupted:
             return RunOutcome("interrupted", EXIT_INTERRUPTED, stats, "interrupted")
         if stats.failed:
-            return RunOutcome("completed_with_errors", EXIT_FAILED_ROWS, stats,
-                              f"{stats.failed} row(s) failed; see errors")
+            return RunOutcome(
+                "completed_with_errors", EXIT_FAILED_ROWS, stats, f"{stats.failed} row(s) failed; see errors"
+            )
         return RunOutcome("completed", EXIT_OK, stats)
 
 
 def _auth_abort(error: AuthenticationFailed, job: Job) -> BatcherError:
-    hint = (f"check the key in ${job.api_key_env}" if os.environ.get(job.api_key_env)
-            else f"${job.api_key_env} is not set")
+    hint = (
+        f"check the key in ${job.api_key_env}"
+        if os.environ.get(job.api_key_env)
+        else f"${job.api_key_env} is not set"
+    )
     return RunAborted(
         f"the server refused the key (HTTP {error.status}: {error.message}); {hint}. "
         "No row was marked failed: fix the key and run the same command again to continue."
     )
 
 
-
-
-async def run_job(job: Job, *, on_progress: Callable[[RunStats], None] | None = None,
-                  on_start: Callable[[RunStats], None] | None = None,
-                  handle_signals: bool = False) -> RunOutcome:
+async def run_job(
+    job: Job,
+    *,
+    on_progress: Callable[[RunStats], None] | None = None,
+    on_start: Callable[[RunStats], None] | None = None,
+    handle_signals: bool = False,
+) -> RunOutcome:
     """Run one session of `job`: check the input, resume the run directory, send what is left.
 
     Everything that can be found wrong before sending (input, job, run
@@ -289,16 +328,39 @@ async def run_job(job: Job, *, on_progress: Callable[[RunStats], None] | None = 
     if clash:
         raise ConfigError(f"keep_columns cannot keep {', '.join(clash)}: results already use that name")
     source = Source(job.input, id_column=job.id_column, has_template=job.prompt is not None)
-    builder = RequestBuilder(source.kind, template=job.prompt, system=job.system, defaults=job.defaults(),
-                             id_column=job.id_column, keep_columns=job.keep_columns)
+    builder = RequestBuilder(
+        source.kind,
+        template=job.prompt,
+        system=job.system,
+        defaults=job.defaults(),
+        id_column=job.id_column,
+        keep_columns=job.keep_columns,
+    )
     scan: Scan = await asyncio.to_thread(source.scan, builder)
     checkpoint = Checkpoint(job.output, hidden_journal=job.output_format != "jsonl")
-    identity = {**job.identity(), "input_kind": scan.kind, "input_fingerprint": scan.fingerprint,
-                "rows": scan.total}
+    identity = {
+        **job.identity(),
+        "input_kind": scan.kind,
+        "input_fingerprint": scan.fingerprint,
+        "rows": scan.total,
+    }
     progress = checkpoint.open(identity, force=job.force)
-    stats = RunStats(total=scan.total, ok=len(progress.done), failed=len(progress.failed),
-                     prompt_tokens=progress.prompt_tokens, completion_tokens=progress.completion_tokens,
-                     skipped=len(progress.done) + (0 if job.retry_failed else len(progress.failed)))
+    log.info(
+        "%s: %d rows; %d done and %d failed before this session; %d torn line(s) repaired",
+        job.output,
+        scan.total,
+        len(progress.done),
+        len(progress.failed),
+        progress.repaired_lines,
+    )
+    stats = RunStats(
+        total=scan.total,
+        ok=len(progress.done),
+        failed=len(progress.failed),
+        prompt_tokens=progress.prompt_tokens,
+        completion_tokens=progress.completion_tokens,
+        skipped=len(progress.done) + (0 if job.retry_failed else len(progress.failed)),
+    )
     sink = None
     simulator = None
     outcome = None
@@ -314,8 +376,17 @@ async def run_job(job: Job, *, on_progress: Callable[[RunStats], None] | None = 
             api_key = api_key or "sk-simulator"
         limits = RateLimits(job.rpm, job.tpm)
         async with ChatClient(base_url, api_key, timeout=job.timeout, connections=job.concurrency) as client:
-            runner = Runner(job=job, builder=builder, client=client, limits=limits, checkpoint=checkpoint,
-                            progress=progress, stats=stats, sink=sink, on_progress=on_progress)
+            runner = Runner(
+                job=job,
+                builder=builder,
+                client=client,
+                limits=limits,
+                checkpoint=checkpoint,
+                progress=progress,
+                stats=stats,
+                sink=sink,
+                on_progress=on_progress,
+            )
             if on_start is not None:
                 on_start(stats)
             loop = asyncio.get_running_loop()

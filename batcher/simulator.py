@@ -29,12 +29,70 @@ from .job import SimulatorConfig
 
 _WORD = re.compile(r"\w+|[^\w\s]")
 _ROLES = {"system", "user", "assistant", "tool", "developer"}
-_POSITIVE = {"great", "love", "loved", "excellent", "amazing", "good", "perfect", "happy", "best",
-             "wonderful", "fantastic", "recommend", "works", "fast", "comfortable", "delicious"}
-_NEGATIVE = {"bad", "terrible", "awful", "broke", "broken", "poor", "worst", "hate", "disappointed",
-             "slow", "refund", "useless", "waste", "cold", "rude", "never", "not"}
-_FILLER = ("the results show a clear pattern across the sample and the main point is stated "
-           "plainly with the supporting detail following in order of importance").split()
+_POSITIVE = {
+    "great",
+    "love",
+    "loved",
+    "excellent",
+    "amazing",
+    "good",
+    "perfect",
+    "happy",
+    "best",
+    "wonderful",
+    "fantastic",
+    "recommend",
+    "works",
+    "fast",
+    "comfortable",
+    "delicious",
+}
+_NEGATIVE = {
+    "bad",
+    "terrible",
+    "awful",
+    "broke",
+    "broken",
+    "poor",
+    "worst",
+    "hate",
+    "disappointed",
+    "slow",
+    "refund",
+    "useless",
+    "waste",
+    "cold",
+    "rude",
+    "never",
+    "not",
+}
+_FILLER = [
+    "the",
+    "results",
+    "show",
+    "a",
+    "clear",
+    "pattern",
+    "across",
+    "the",
+    "sample",
+    "and",
+    "the",
+    "main",
+    "point",
+    "is",
+    "stated",
+    "plainly",
+    "with",
+    "the",
+    "supporting",
+    "detail",
+    "following",
+    "in",
+    "order",
+    "of",
+    "importance",
+]
 
 
 def count_tokens(text: str) -> int:
@@ -83,8 +141,14 @@ class _Invalid(Exception):
         self.code = code
 
 
-def _error(status: int, type_: str, message: str, param: str | None = None, code: str | None = None,
-           headers: dict[str, str] | None = None) -> web.Response:
+def _error(
+    status: int,
+    type_: str,
+    message: str,
+    param: str | None = None,
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
     body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
     return web.json_response(body, status=status, headers=headers)
 
@@ -113,12 +177,14 @@ class Simulator:
         self.received: deque[Any] = deque(maxlen=1000)
         self.arrivals: deque[float] = deque(maxlen=100_000)
         self.app = web.Application(client_max_size=64 * 1024 * 1024)
-        self.app.add_routes([
-            web.post("/v1/chat/completions", self.chat_completions),
-            web.post("/chat/completions", self.chat_completions),
-            web.get("/v1/models", self.models),
-            web.get("/_simulator/ledger", self.ledger),
-        ])
+        self.app.add_routes(
+            [
+                web.post("/v1/chat/completions", self.chat_completions),
+                web.post("/chat/completions", self.chat_completions),
+                web.get("/v1/models", self.models),
+                web.get("/_simulator/ledger", self.ledger),
+            ]
+        )
         self._runner: web.AppRunner | None = None
         self.base_url: str | None = None
 
@@ -140,12 +206,24 @@ class Simulator:
 
     async def models(self, request: web.Request) -> web.Response:
         names = self.config.models or ("gpt-4o-mini",)
-        return web.json_response({"object": "list", "data": [
-            {"id": name, "object": "model", "created": 0, "owned_by": "batcher-simulator"} for name in names]})
+        return web.json_response(
+            {
+                "object": "list",
+                "data": [
+                    {"id": name, "object": "model", "created": 0, "owned_by": "batcher-simulator"}
+                    for name in names
+                ],
+            }
+        )
 
     async def ledger(self, request: web.Request) -> web.Response:
-        return web.json_response({"requests": self.requests, "statuses": dict(self.statuses),
-                                  "completions": dict(self.completions)})
+        return web.json_response(
+            {
+                "requests": self.requests,
+                "statuses": dict(self.statuses),
+                "completions": dict(self.completions),
+            }
+        )
 
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
         self.requests += 1
@@ -160,9 +238,12 @@ class Simulator:
         auth = request.headers.get("Authorization", "")
         key = auth[7:].strip() if auth.startswith("Bearer ") else ""
         if not key or (config.api_key is not None and key != config.api_key):
-            return _error(401, "authentication_error",
-                          "Incorrect API key provided. You can find your API key in your account settings.",
-                          code="invalid_api_key")
+            return _error(
+                401,
+                "authentication_error",
+                "Incorrect API key provided. You can find your API key in your account settings.",
+                code="invalid_api_key",
+            )
         try:
             body = json.loads(await request.read())
         except ValueError:
@@ -182,8 +263,12 @@ class Simulator:
 
         roll = self._rng.random()
         if roll < config.error_rate:
-            return _error(500, "internal_error", "The server had an error while processing your request.",
-                          headers=headers)
+            return _error(
+                500,
+                "internal_error",
+                "The server had an error while processing your request.",
+                headers=headers,
+            )
         roll -= config.error_rate
         if roll < config.drop_rate:
             request.transport.abort()  # the connection dies with no answer
@@ -195,8 +280,12 @@ class Simulator:
             jitter = config.latency_jitter
             await asyncio.sleep(config.latency_ms / 1000 * self._rng.uniform(1 - jitter, 1 + jitter))
         if garbage:
-            return web.Response(status=200, text='{"id": "chatcmpl-broken", "choices": [{"mess',
-                                content_type="application/json", headers=headers)
+            return web.Response(
+                status=200,
+                text='{"id": "chatcmpl-broken", "choices": [{"mess',
+                content_type="application/json",
+                headers=headers,
+            )
 
         completion = self._complete(body, prompt_tokens)
         headers["x-request-id"] = f"req_{uuid.uuid4().hex[:24]}"
@@ -215,8 +304,11 @@ class Simulator:
         if not isinstance(model, str) or not model:
             raise _Invalid("you must provide a model parameter", "model")
         if self.config.models and model not in self.config.models:
-            raise _Invalid(f"The model `{model}` does not exist or you do not have access to it.",
-                           "model", "model_not_found")
+            raise _Invalid(
+                f"The model `{model}` does not exist or you do not have access to it.",
+                "model",
+                "model_not_found",
+            )
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             raise _Invalid("'messages' must be a non-empty array.", "messages")
@@ -226,36 +318,45 @@ class Simulator:
                 raise _Invalid(f"Invalid value for 'messages[{i}].role'.", f"messages.[{i}].role")
             content = message.get("content")
             if content is None and not (message["role"] == "assistant" and message.get("tool_calls")):
-                raise _Invalid(f"Invalid value for 'messages[{i}].content': expected a string or array.",
-                               f"messages.[{i}].content")
+                raise _Invalid(
+                    f"Invalid value for 'messages[{i}].content': expected a string or array.",
+                    f"messages.[{i}].content",
+                )
             if isinstance(content, list):
                 for part in content:
                     if not isinstance(part, dict) or part.get("type") not in ("text", "image_url"):
-                        raise _Invalid(f"Invalid content part in 'messages[{i}].content'.",
-                                       f"messages.[{i}].content")
+                        raise _Invalid(
+                            f"Invalid content part in 'messages[{i}].content'.", f"messages.[{i}].content"
+                        )
                     tokens += count_tokens(part.get("text", "")) if part["type"] == "text" else 85
             elif content is not None and not isinstance(content, str):
                 raise _Invalid(f"Invalid type for 'messages[{i}].content'.", f"messages.[{i}].content")
             elif isinstance(content, str):
                 tokens += count_tokens(content)
             if message["role"] == "tool" and not message.get("tool_call_id"):
-                raise _Invalid(f"Missing required parameter: 'messages[{i}].tool_call_id'.",
-                               f"messages.[{i}].tool_call_id")
+                raise _Invalid(
+                    f"Missing required parameter: 'messages[{i}].tool_call_id'.",
+                    f"messages.[{i}].tool_call_id",
+                )
             tokens += 4
         self._check_number(body, "temperature", 0, 2)
         self._check_number(body, "top_p", 0, 1)
         for name in ("max_tokens", "max_completion_tokens"):
             value = body.get(name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise _Invalid(f"Invalid '{name}': integer below minimum value. Expected a value >= 1, "
-                               f"but got {value} instead.", name)
+                raise _Invalid(
+                    f"Invalid '{name}': integer below minimum value. Expected a value >= 1, "
+                    f"but got {value} instead.",
+                    name,
+                )
         if "stream" in body and not isinstance(body["stream"], bool):
             raise _Invalid("Invalid type for 'stream': expected a boolean.", "stream")
         tools = body.get("tools")
         if tools is not None:
             if not isinstance(tools, list) or not all(
-                    isinstance(t, dict) and isinstance(t.get("function"), dict) and t["function"].get("name")
-                    for t in tools):
+                isinstance(t, dict) and isinstance(t.get("function"), dict) and t["function"].get("name")
+                for t in tools
+            ):
                 raise _Invalid("Invalid 'tools': each tool needs a function with a name.", "tools")
             tokens += count_tokens(json.dumps(tools))
         self._check_response_format(body, messages)
@@ -270,7 +371,9 @@ class Simulator:
         if value is None:
             return
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-            raise _Invalid(f"Invalid '{name}': expected a number between {low} and {high}, got {value!r}.", name)
+            raise _Invalid(
+                f"Invalid '{name}': expected a number between {low} and {high}, got {value!r}.", name
+            )
 
     @staticmethod
     def _check_response_format(body: dict, messages: list) -> None:
@@ -281,14 +384,22 @@ class Simulator:
         if kind not in ("text", "json_object", "json_schema"):
             raise _Invalid("Invalid 'response_format.type'.", "response_format.type")
         if kind == "json_object" and "json" not in json.dumps(messages).lower():
-            raise _Invalid("'messages' must contain the word 'json' in some form, to use 'response_format' "
-                           "of type 'json_object'.", "messages")
+            raise _Invalid(
+                "'messages' must contain the word 'json' in some form, to use 'response_format' "
+                "of type 'json_object'.",
+                "messages",
+            )
         if kind == "json_schema":
             schema = fmt.get("json_schema")
-            if not isinstance(schema, dict) or not isinstance(schema.get("schema", {}), dict) \
-                    or not schema.get("name"):
-                raise _Invalid("Missing required parameter: 'response_format.json_schema.name'.",
-                               "response_format.json_schema")
+            if (
+                not isinstance(schema, dict)
+                or not isinstance(schema.get("schema", {}), dict)
+                or not schema.get("name")
+            ):
+                raise _Invalid(
+                    "Missing required parameter: 'response_format.json_schema.name'.",
+                    "response_format.json_schema",
+                )
 
     def _admit(self, tokens: int) -> web.Response | None:
         """Take from the buckets, or answer 429 saying how long to wait."""
@@ -305,10 +416,14 @@ class Simulator:
             headers["retry-after"] = str(max(1, math.ceil(wait)))
             limit = self.config.rpm if kind == "requests" else self.config.tpm
             unit = "requests" if kind == "requests" else "tokens"
-            return _error(429, "rate_limit_error",
-                          f"Rate limit reached for {unit} per min (RPM/TPM): Limit {limit:g}. "
-                          f"Please try again in {_duration(wait)}.", code="rate_limit_exceeded",
-                          headers=headers)
+            return _error(
+                429,
+                "rate_limit_error",
+                f"Rate limit reached for {unit} per min (RPM/TPM): Limit {limit:g}. "
+                f"Please try again in {_duration(wait)}.",
+                code="rate_limit_exceeded",
+                headers=headers,
+            )
         if self._requests is not None:
             self._requests.take(1)
         if self._tokens is not None:
@@ -317,8 +432,10 @@ class Simulator:
 
     def _limit_headers(self) -> dict[str, str]:
         headers = {}
-        for kind, bucket, limit in (("requests", self._requests, self.config.rpm),
-                                    ("tokens", self._tokens, self.config.tpm)):
+        for kind, bucket, limit in (
+            ("requests", self._requests, self.config.rpm),
+            ("tokens", self._tokens, self.config.tpm),
+        ):
             if bucket is None:
                 continue
             # Remaining is what may be sent right now: the bucket holds only a burst of the limit.
@@ -330,8 +447,9 @@ class Simulator:
     # -- answers ------------------------------------------------------------------------------
 
     def _complete(self, body: dict, prompt_tokens: int) -> dict[str, Any]:
-        digest = hashlib.sha256(json.dumps([body.get("model"), body.get("messages")], sort_keys=True,
-                                           default=str).encode()).digest()
+        digest = hashlib.sha256(
+            json.dumps([body.get("model"), body.get("messages")], sort_keys=True, default=str).encode()
+        ).digest()
         rng = random.Random(digest)
         message: dict[str, Any] = {"role": "assistant", "content": None}
         finish_reason = "stop"
@@ -356,8 +474,11 @@ class Simulator:
             "model": body["model"],
             "system_fingerprint": "fp_simulator",
             "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                      "total_tokens": prompt_tokens + completion_tokens},
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
         }
 
     @staticmethod
@@ -378,8 +499,11 @@ class Simulator:
                 return None
         params = tool["function"].get("parameters") or {}
         arguments = _instance(params, rng) if params.get("type") == "object" else {}
-        return {"id": f"call_{rng.getrandbits(64):016x}", "type": "function",
-                "function": {"name": tool["function"]["name"], "arguments": json.dumps(arguments)}}
+        return {
+            "id": f"call_{rng.getrandbits(64):016x}",
+            "type": "function",
+            "function": {"name": tool["function"]["name"], "arguments": json.dumps(arguments)},
+        }
 
     @staticmethod
     def _text(body: dict, rng: random.Random) -> str:
@@ -402,17 +526,26 @@ class Simulator:
             return first if first else _sentence(prompt, rng)
         return _sentence(prompt, rng)
 
-    async def _stream(self, request: web.Request, body: dict, completion: dict,
-                      headers: dict[str, str]) -> web.StreamResponse:
+    async def _stream(
+        self, request: web.Request, body: dict, completion: dict, headers: dict[str, str]
+    ) -> web.StreamResponse:
         response = web.StreamResponse(headers={**headers, "Content-Type": "text/event-stream"})
         await response.prepare(request)
         choice = completion["choices"][0]
-        base = {"id": completion["id"], "object": "chat.completion.chunk", "created": completion["created"],
-                "model": completion["model"], "system_fingerprint": "fp_simulator"}
+        base = {
+            "id": completion["id"],
+            "object": "chat.completion.chunk",
+            "created": completion["created"],
+            "model": completion["model"],
+            "system_fingerprint": "fp_simulator",
+        }
 
         async def send(delta: dict, finish_reason: str | None = None, **extra: Any) -> None:
-            chunk = {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None,
-                                          "finish_reason": finish_reason}], **extra}
+            chunk = {
+                **base,
+                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+                **extra,
+            }
             await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
 
         await send({"role": "assistant", "content": ""})
@@ -420,11 +553,26 @@ class Simulator:
         if message.get("tool_calls"):
             for index, call in enumerate(message["tool_calls"]):
                 arguments = call["function"]["arguments"]
-                await send({"tool_calls": [{"index": index, "id": call["id"], "type": "function",
-                                            "function": {"name": call["function"]["name"], "arguments": ""}}]})
+                await send(
+                    {
+                        "tool_calls": [
+                            {
+                                "index": index,
+                                "id": call["id"],
+                                "type": "function",
+                                "function": {"name": call["function"]["name"], "arguments": ""},
+                            }
+                        ]
+                    }
+                )
                 for start in range(0, len(arguments), 16):
-                    await send({"tool_calls": [{"index": index,
-                                                "function": {"arguments": arguments[start:start + 16]}}]})
+                    await send(
+                        {
+                            "tool_calls": [
+                                {"index": index, "function": {"arguments": arguments[start : start + 16]}}
+                            ]
+                        }
+                    )
         else:
             for piece in re.findall(r"\S+\s*", message["content"] or ""):
                 await send({"content": piece})

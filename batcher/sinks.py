@@ -24,13 +24,24 @@ from .client import Completion
 from .errors import RequestFailed
 
 #: Names a result line already uses; input columns named so cannot be kept.
-RESERVED_COLUMNS = ("id", "content", "tool_calls", "finish_reason", "usage", "model",
-                    "latency_ms", "attempts", "error", "response")
+RESERVED_COLUMNS = (
+    "id",
+    "content",
+    "tool_calls",
+    "finish_reason",
+    "usage",
+    "model",
+    "latency_ms",
+    "attempts",
+    "error",
+    "response",
+)
 ROW_GROUP_ROWS = 1000
 
 
-def result_record(row_id: str, completion: Completion, attempts: int, kept: dict[str, Any],
-                  *, with_response: bool) -> dict[str, Any]:
+def result_record(
+    row_id: str, completion: Completion, attempts: int, kept: dict[str, Any], *, with_response: bool
+) -> dict[str, Any]:
     record = {
         "id": row_id,
         "content": completion.content,
@@ -43,7 +54,11 @@ def result_record(row_id: str, completion: Completion, attempts: int, kept: dict
         **kept,
     }
     if with_response:
-        record["response"] = {"status_code": 200, "request_id": completion.request_id, "body": completion.body}
+        record["response"] = {
+            "status_code": 200,
+            "request_id": completion.request_id,
+            "body": completion.body,
+        }
     return record
 
 
@@ -56,8 +71,11 @@ def _usage(usage: dict[str, Any] | None) -> dict[str, int] | None:
         return None
     prompt = usage.get("prompt_tokens") or 0
     completion = usage.get("completion_tokens") or 0
-    return {"prompt_tokens": prompt, "completion_tokens": completion,
-            "total_tokens": usage.get("total_tokens") or prompt + completion}
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": usage.get("total_tokens") or prompt + completion,
+    }
 
 
 # -- derived outputs ---------------------------------------------------------------
@@ -94,15 +112,28 @@ class OpenAIBatchSink(Sink):
 
 
 def _batch_line(custom_id: str, response: dict[str, Any] | None, error: dict[str, Any] | None) -> dict:
-    return {"id": f"batch_req_{uuid.uuid4().hex}", "custom_id": custom_id, "response": response, "error": error}
+    return {
+        "id": f"batch_req_{uuid.uuid4().hex}",
+        "custom_id": custom_id,
+        "response": response,
+        "error": error,
+    }
 
 
 def _batch_error_line(record: dict[str, Any]) -> dict[str, Any]:
     error = record.get("error") or {}
     if error.get("status"):
-        body = {"error": {"message": error.get("message"), "type": error.get("type"),
-                          "param": error.get("param"), "code": None}}
-        return _batch_line(record["id"], {"status_code": error["status"], "request_id": None, "body": body}, None)
+        body = {
+            "error": {
+                "message": error.get("message"),
+                "type": error.get("type"),
+                "param": error.get("param"),
+                "code": None,
+            }
+        }
+        return _batch_line(
+            record["id"], {"status_code": error["status"], "request_id": None, "body": body}, None
+        )
     return _batch_line(record["id"], None, {"code": error.get("type"), "message": error.get("message")})
 
 
@@ -138,17 +169,29 @@ class ParquetSink(Sink):
         self._pa, self._pq = pa, pq
         self.results_path = directory / "results.parquet"
         self.errors_path = directory / "errors.parquet"
-        usage = pa.struct([("prompt_tokens", pa.int64()), ("completion_tokens", pa.int64()),
-                           ("total_tokens", pa.int64())])
+        usage = pa.struct(
+            [("prompt_tokens", pa.int64()), ("completion_tokens", pa.int64()), ("total_tokens", pa.int64())]
+        )
         kept = [(name, _arrow_type(pa, seen)) for name, seen in kept_types.items()]
-        self.results_schema = pa.schema([
-            ("id", pa.string()), ("content", pa.string()), ("tool_calls", pa.string()),
-            ("finish_reason", pa.string()), ("usage", usage), ("model", pa.string()),
-            ("latency_ms", pa.float64()), ("attempts", pa.int64()), *kept,
-        ])
-        error = pa.struct([("type", pa.string()), ("message", pa.string()), ("status", pa.int64()),
-                           ("param", pa.string())])
-        self.errors_schema = pa.schema([("id", pa.string()), ("error", error), ("attempts", pa.int64()), *kept])
+        self.results_schema = pa.schema(
+            [
+                ("id", pa.string()),
+                ("content", pa.string()),
+                ("tool_calls", pa.string()),
+                ("finish_reason", pa.string()),
+                ("usage", usage),
+                ("model", pa.string()),
+                ("latency_ms", pa.float64()),
+                ("attempts", pa.int64()),
+                *kept,
+            ]
+        )
+        error = pa.struct(
+            [("type", pa.string()), ("message", pa.string()), ("status", pa.int64()), ("param", pa.string())]
+        )
+        self.errors_schema = pa.schema(
+            [("id", pa.string()), ("error", error), ("attempts", pa.int64()), *kept]
+        )
         self._json_columns = {"tool_calls"} | {n for n, t in kept if t == pa.large_string()}
         self._tmp = self.results_path.with_name("results.parquet.partial")
         self._writer = pq.ParquetWriter(self._tmp, self.results_schema)
@@ -191,13 +234,15 @@ class ParquetSink(Sink):
         os.replace(tmp, self.errors_path)
 
 
-def open_sink(output_format: str, directory: Path, results_journal: Path,
-              kept_types: dict[str, Any]) -> Sink | None:
+def open_sink(
+    output_format: str, directory: Path, results_journal: Path, kept_types: dict[str, Any]
+) -> Sink | None:
     """The sink for a derived format, already holding the journal's earlier results."""
     if output_format == "jsonl":
         return None
-    sink: Sink = (OpenAIBatchSink(directory) if output_format == "openai-batch"
-                  else ParquetSink(directory, kept_types))
+    sink: Sink = (
+        OpenAIBatchSink(directory) if output_format == "openai-batch" else ParquetSink(directory, kept_types)
+    )
     for record in iter_journal(results_journal):
         sink.write_result(record)
     return sink

@@ -78,8 +78,9 @@ def write_jsonl(path: Path, rows) -> Path:
 
 def review_rows(n: int) -> list[dict]:
     moods = ["I love it, works great", "It broke, terrible", "It is grey"]
-    return [{"id": f"r{i}", "text": f"review number {i}: {moods[i % 3]}", "stars": i % 5 + 1}
-            for i in range(n)]
+    return [
+        {"id": f"r{i}", "text": f"review number {i}: {moods[i % 3]}", "stars": i % 5 + 1} for i in range(n)
+    ]
 
 
 @pytest.fixture
@@ -130,5 +131,6 @@ def subprocess_env(**extra) -> dict:
 
 
 def run_subprocess(*args, timeout: float = 60, **env) -> subprocess.CompletedProcess:
-    return subprocess.run(batcher_command(*args), env=subprocess_env(**env), capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        batcher_command(*args), env=subprocess_env(**env), capture_output=True, text=True, timeout=timeout
+    )

@@ -9,8 +9,8 @@ import time
 import pytest
 
 from batcher.checkpoint import read_journal
-from batcher.client import retry_after
-from batcher.errors import BadRequest, RateLimited, Retryable
+from batcher.client import error_for_status, retry_after
+from batcher.errors import AuthenticationFailed, BadRequest, RateLimited, Retryable
 from batcher.limits import RateLimits, TokenEstimator
 from batcher.retry import RetryPolicy
 
@@ -84,14 +84,17 @@ def test_only_retryable_errors_are_retried_and_only_max_retries_times():
     assert not policy.should_retry(BadRequest("x", type="invalid_request_error"), attempt=1)
 
 
-@pytest.mark.parametrize("headers, seconds", [
-    ({"retry-after-ms": "250"}, 0.25),
-    ({"retry-after": "3"}, 3.0),
-    ({"retry-after-ms": "100", "retry-after": "9"}, 0.1),
-    ({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}, 0.0),
-    ({"retry-after": "soon"}, None),
-    ({}, None),
-])
+@pytest.mark.parametrize(
+    "headers, seconds",
+    [
+        ({"retry-after-ms": "250"}, 0.25),
+        ({"retry-after": "3"}, 3.0),
+        ({"retry-after-ms": "100", "retry-after": "9"}, 0.1),
+        ({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}, 0.0),
+        ({"retry-after": "soon"}, None),
+        ({}, None),
+    ],
+)
 def test_retry_after_headers_are_read_in_seconds(headers, seconds):
     assert retry_after(headers) == seconds
 
@@ -164,3 +167,42 @@ def test_syncer_ends_when_cancelled_in_the_same_instant_it_is_woken(tmp_path):
 
     assert done, "the syncer kept running after it was cancelled"
     assert len(durable) + len(remaining) == SYNC_ROWS
+
+
+@pytest.mark.parametrize(
+    "status, kind",
+    [
+        (400, BadRequest),
+        (404, BadRequest),
+        (422, BadRequest),
+        (302, BadRequest),
+        (401, AuthenticationFailed),
+        (403, AuthenticationFailed),
+        (408, Retryable),
+        (409, Retryable),
+        (429, RateLimited),
+        (500, Retryable),
+        (502, Retryable),
+        (503, Retryable),
+        (529, Retryable),
+    ],
+)
+def test_each_status_means_what_openai_clients_expect(status, kind):
+    payload = {"error": {"message": "why", "type": "some_error", "param": "p"}}
+
+    error = error_for_status(status, payload, json.dumps(payload), {"retry-after": "2"})
+
+    assert type(error) is kind
+    assert error.status == status
+    if kind is not BadRequest or status != 302:
+        assert (error.message, error.type, error.param) == ("why", "some_error", "p")
+
+
+def test_an_html_error_page_is_reported_by_status_and_a_snippet():
+    page = "<html><body><h1>502 Bad Gateway</h1>\n<p>nginx</p></body></html>"
+
+    error = error_for_status(502, None, page, {})
+
+    assert isinstance(error, Retryable)
+    assert error.type == "http_502"
+    assert "502 Bad Gateway" in error.message and "\n" not in error.message

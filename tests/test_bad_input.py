@@ -7,7 +7,6 @@ import os
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import PROMPT, read_jsonl, review_rows, run_subprocess, write_jsonl
 
 
@@ -30,8 +29,15 @@ def test_a_line_that_is_not_json_is_named_by_file_and_line(cli, simulator, tmp_p
 
 
 def test_every_problem_in_a_file_is_listed_at_once(cli, simulator, tmp_path, run_dir):
-    rows = [{"id": "a", "text": "x"}, {"text": "no id"}, {"id": "a", "text": "again"}, {"id": "d", "body": "?"},
-            [1, 2], {"id": "f", "text": None}, {"id": {"nested": 1}, "text": "y"}]
+    rows = [
+        {"id": "a", "text": "x"},
+        {"text": "no id"},
+        {"id": "a", "text": "again"},
+        {"id": "d", "body": "?"},
+        [1, 2],
+        {"id": "f", "text": None},
+        {"id": {"nested": 1}, "text": "y"},
+    ]
     path = write_jsonl(tmp_path / "in.jsonl", rows)
 
     output = refused(cli, simulator, path, run_dir, "--prompt", PROMPT)
@@ -71,10 +77,13 @@ def test_a_placeholder_that_is_no_parquet_column_is_refused(cli, simulator, tmp_
     assert f"{path} has no column 'text'" in output and "(columns: id, body)" in output
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"", "is not a readable Parquet file"),
-    (b"PAR1 this is not parquet at all", "is not a readable Parquet file"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", "is not a readable Parquet file"),
+        (b"PAR1 this is not parquet at all", "is not a readable Parquet file"),
+    ],
+)
 def test_an_empty_or_unreadable_parquet_file_is_refused(cli, simulator, tmp_path, run_dir, content, message):
     path = tmp_path / "in.parquet"
     path.write_bytes(content)
@@ -144,12 +153,18 @@ def test_an_output_directory_that_cannot_be_written_is_refused(cli, simulator, r
 
 def test_a_results_line_is_never_lost_to_a_bad_input_on_resume(cli, simulator, tmp_path, run_dir):
     path = write_jsonl(tmp_path / "in.jsonl", review_rows(5))
-    assert cli("run", path, "-o", run_dir, "--base-url", simulator.base_url, "--model", "m",
-               "--prompt", PROMPT).exit_code == 0
+    assert (
+        cli(
+            "run", path, "-o", run_dir, "--base-url", simulator.base_url, "--model", "m", "--prompt", PROMPT
+        ).exit_code
+        == 0
+    )
     with path.open("a") as f:
         f.write("not json\n")
 
-    result = cli("run", path, "-o", run_dir, "--base-url", simulator.base_url, "--model", "m", "--prompt", PROMPT)
+    result = cli(
+        "run", path, "-o", run_dir, "--base-url", simulator.base_url, "--model", "m", "--prompt", PROMPT
+    )
 
     assert result.exit_code == 2
     assert len(read_jsonl(run_dir / "results.jsonl")) == 5
@@ -164,17 +179,20 @@ def write_job(tmp_path, text):
     return path
 
 
-@pytest.mark.parametrize("text, message", [
-    ("input = 'x.jsonl'\nmodel = \n", "not valid TOML"),
-    ("input = 'x.jsonl'\nmodle = 'm'\n", "unknown setting 'modle'"),
-    ("input = 'x.jsonl'\nrpm = 'fast'\n", "'rpm' must be int or float, got str 'fast'"),
-    ("input = 'x.jsonl'\nconcurrency = true\n", "'concurrency' must be int, got bool True"),
-    ("input = 'x.jsonl'\napi_key = 'sk-secret'\n", "job files never hold keys"),
-    ("input = 'x.jsonl'\noutput = 'o'\ntemperature = 5\n", "temperature must be between 0 and 2"),
-    ("input = 'x.jsonl'\noutput = 'o'\nbase_url = 'api.example.com'\n", "base_url must start with http"),
-    ("input = 'x.jsonl'\noutput = 'o'\noutput_format = 'csv'\n", "output_format must be one of"),
-    ("input = 'x.jsonl'\noutput = 'o'\n[simulator]\nspeed = 3\n", "unknown simulator setting(s): speed"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("input = 'x.jsonl'\nmodel = \n", "not valid TOML"),
+        ("input = 'x.jsonl'\nmodle = 'm'\n", "unknown setting 'modle'"),
+        ("input = 'x.jsonl'\nrpm = 'fast'\n", "'rpm' must be int or float, got str 'fast'"),
+        ("input = 'x.jsonl'\nconcurrency = true\n", "'concurrency' must be int, got bool True"),
+        ("input = 'x.jsonl'\napi_key = 'sk-secret'\n", "job files never hold keys"),
+        ("input = 'x.jsonl'\noutput = 'o'\ntemperature = 5\n", "temperature must be between 0 and 2"),
+        ("input = 'x.jsonl'\noutput = 'o'\nbase_url = 'api.example.com'\n", "base_url must start with http"),
+        ("input = 'x.jsonl'\noutput = 'o'\noutput_format = 'csv'\n", "output_format must be one of"),
+        ("input = 'x.jsonl'\noutput = 'o'\n[simulator]\nspeed = 3\n", "unknown simulator setting(s): speed"),
+    ],
+)
 def test_an_invalid_job_file_is_refused_with_what_is_wrong(cli, tmp_path, text, message):
     path = write_job(tmp_path, text)
 
@@ -196,13 +214,16 @@ def test_a_missing_job_file_is_named(cli, tmp_path):
 def test_job_file_paths_are_relative_to_the_job_file_and_flags_override_it(cli, simulator, tmp_path):
     (tmp_path / "data").mkdir()
     write_jsonl(tmp_path / "data" / "in.jsonl", review_rows(3))
-    path = write_job(tmp_path, f"""
+    path = write_job(
+        tmp_path,
+        f"""
 input = "data/in.jsonl"
 output = "runs/first"
 base_url = "{simulator.base_url}"
 model = "from-file"
 prompt = "{PROMPT}"
-""")
+""",
+    )
 
     result = cli("run", path, "--model", "from-flag")
 
@@ -215,8 +236,18 @@ def test_bad_input_from_a_real_process_prints_no_traceback(tmp_path):
     path = tmp_path / "in.jsonl"
     path.write_text("{oops\n")
 
-    result = run_subprocess("run", path, "-o", tmp_path / "run", "--base-url", "http://127.0.0.1:9/v1",
-                            "--model", "m", "--prompt", PROMPT)
+    result = run_subprocess(
+        "run",
+        path,
+        "-o",
+        tmp_path / "run",
+        "--base-url",
+        "http://127.0.0.1:9/v1",
+        "--model",
+        "m",
+        "--prompt",
+        PROMPT,
+    )
 
     assert result.returncode == 2
     assert "line 1 is not valid JSON" in result.stderr

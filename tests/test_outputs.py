@@ -6,7 +6,6 @@ import json
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-
 from conftest import PROMPT, read_jsonl, review_rows, write_jsonl
 
 
@@ -22,7 +21,11 @@ def test_summary_counts_rows_requests_tokens_and_latency(cli, simulator_factory,
     results = read_jsonl(run_dir / "results.jsonl")
     assert summary["status"] == "completed_with_errors"
     assert (summary["rows_total"], summary["rows_ok"], summary["rows_failed"], summary["rows_remaining"]) == (
-        20, 19, 1, 0)
+        20,
+        19,
+        1,
+        0,
+    )
     assert summary["prompt_tokens"] == sum(r["usage"]["prompt_tokens"] for r in results)
     assert summary["completion_tokens"] == sum(r["usage"]["completion_tokens"] for r in results)
     session = summary["session"]
@@ -33,12 +36,36 @@ def test_summary_counts_rows_requests_tokens_and_latency(cli, simulator_factory,
 
 def test_parquet_output_has_typed_columns(cli, simulator_factory, tmp_path, run_dir):
     simulator = simulator_factory(reject_marker="BAD")
-    rows = [{"id": f"a{i}", "text": "BAD" if i == 2 else f"text {i}", "stars": i, "score": i / 2,
-             "tags": ["x", i]} for i in range(2500)]
+    rows = [
+        {
+            "id": f"a{i}",
+            "text": "BAD" if i == 2 else f"text {i}",
+            "stars": i,
+            "score": i / 2,
+            "tags": ["x", i],
+        }
+        for i in range(2500)
+    ]
     path = write_jsonl(tmp_path / "in.jsonl", rows)
 
-    result = cli("run", path, "-o", run_dir, "--base-url", simulator.base_url, "--model", "m", "--prompt", PROMPT,
-                 "--output-format", "parquet", "--keep-columns", "stars,score,tags", "--concurrency", "32")
+    result = cli(
+        "run",
+        path,
+        "-o",
+        run_dir,
+        "--base-url",
+        simulator.base_url,
+        "--model",
+        "m",
+        "--prompt",
+        PROMPT,
+        "--output-format",
+        "parquet",
+        "--keep-columns",
+        "stars,score,tags",
+        "--concurrency",
+        "32",
+    )
 
     assert result.exit_code == 1, result.output
     table = pq.read_table(run_dir / "results.parquet")
@@ -58,8 +85,22 @@ def test_parquet_output_has_typed_columns(cli, simulator_factory, tmp_path, run_
 def test_parquet_output_is_rebuilt_whole_on_resume(cli, simulator, tmp_path, run_dir):
     path = tmp_path / "in.parquet"
     pq.write_table(pa.Table.from_pylist(review_rows(50)), path)
-    args = ("run", path, "-o", run_dir, "--base-url", simulator.base_url, "--model", "m", "--prompt", PROMPT,
-            "--output-format", "parquet", "--keep-columns", "stars")
+    args = (
+        "run",
+        path,
+        "-o",
+        run_dir,
+        "--base-url",
+        simulator.base_url,
+        "--model",
+        "m",
+        "--prompt",
+        PROMPT,
+        "--output-format",
+        "parquet",
+        "--keep-columns",
+        "stars",
+    )
     assert cli(*args).exit_code == 0
     journal = run_dir / ".batcher" / "results.jsonl"
     journal.write_text("".join(journal.read_text().splitlines(keepends=True)[:20]))  # 30 rows lost
@@ -75,12 +116,23 @@ def test_parquet_output_is_rebuilt_whole_on_resume(cli, simulator, tmp_path, run
 
 def test_openai_batch_output_has_the_batch_api_shape(cli, simulator_factory, tmp_path, run_dir):
     simulator = simulator_factory(reject_marker="BAD")
-    lines = [{"custom_id": f"task-{i}", "method": "POST", "url": "/v1/chat/completions",
-              "body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "BAD" if i == 1 else f"q{i}"}]}}
-             for i in range(4)]
+    lines = [
+        {
+            "custom_id": f"task-{i}",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {
+                "model": "gpt-4o-mini",
+                "messages": [{"role": "user", "content": "BAD" if i == 1 else f"q{i}"}],
+            },
+        }
+        for i in range(4)
+    ]
     path = write_jsonl(tmp_path / "batch.jsonl", lines)
 
-    result = cli("run", path, "-o", run_dir, "--base-url", simulator.base_url, "--output-format", "openai-batch")
+    result = cli(
+        "run", path, "-o", run_dir, "--base-url", simulator.base_url, "--output-format", "openai-batch"
+    )
 
     assert result.exit_code == 1
     output = read_jsonl(run_dir / "results.jsonl")

@@ -8,12 +8,25 @@ from conftest import PROMPT, TEST_KEY, read_jsonl, review_rows, write_jsonl
 
 
 def run(cli, simulator, path, run_dir, *extra, env=None):
-    return cli("run", path, "-o", run_dir, "--base-url", simulator.base_url, "--model", "m",
-               "--prompt", PROMPT, *extra, env=env)
+    return cli(
+        "run",
+        path,
+        "-o",
+        run_dir,
+        "--base-url",
+        simulator.base_url,
+        "--model",
+        "m",
+        "--prompt",
+        PROMPT,
+        *extra,
+        env=env,
+    )
 
 
-def test_bad_request_fails_the_row_at_once_with_the_servers_message_and_param(cli, simulator_factory,
-                                                                                 tmp_path, run_dir):
+def test_bad_request_fails_the_row_at_once_with_the_servers_message_and_param(
+    cli, simulator_factory, tmp_path, run_dir
+):
     simulator = simulator_factory(reject_marker="FORBIDDEN")
     rows = review_rows(6)
     rows[2]["text"] = "FORBIDDEN words here"
@@ -25,8 +38,12 @@ def test_bad_request_fails_the_row_at_once_with_the_servers_message_and_param(cl
     errors = read_jsonl(run_dir / "errors.jsonl")
     assert [e["id"] for e in errors] == ["r2"]
     assert errors[0]["attempts"] == 1
-    assert errors[0]["error"] == {"type": "invalid_request_error", "status": 400, "param": "messages",
-                                  "message": "This request is rejected by the simulator's reject_marker."}
+    assert errors[0]["error"] == {
+        "type": "invalid_request_error",
+        "status": 400,
+        "param": "messages",
+        "message": "This request is rejected by the simulator's reject_marker.",
+    }
     assert len(read_jsonl(run_dir / "results.jsonl")) == 5
     assert simulator.requests == 6
 
@@ -59,8 +76,9 @@ def test_refused_key_stops_the_run_and_marks_no_row_failed(cli, simulator_factor
     assert len(read_jsonl(run_dir / "results.jsonl")) == 30
 
 
-def test_server_errors_dropped_connections_and_broken_bodies_are_retried(cli, simulator_factory, tmp_path,
-                                                                         run_dir):
+def test_server_errors_dropped_connections_and_broken_bodies_are_retried(
+    cli, simulator_factory, tmp_path, run_dir
+):
     simulator = simulator_factory(error_rate=0.2, drop_rate=0.1, garbage_rate=0.1, seed=3)
     path = write_jsonl(tmp_path / "in.jsonl", review_rows(150))
 

@@ -10,7 +10,6 @@ import subprocess
 import time
 
 import pytest
-
 from conftest import (
     PROMPT,
     batcher_command,
@@ -24,9 +23,24 @@ from conftest import (
 
 
 def start_run(path, run_dir, base_url, *extra):
-    args = batcher_command("run", path, "-o", run_dir, "--base-url", base_url, "--model", "m",
-                           "--prompt", PROMPT, "--concurrency", "8", *extra)
-    return subprocess.Popen(args, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    args = batcher_command(
+        "run",
+        path,
+        "-o",
+        run_dir,
+        "--base-url",
+        base_url,
+        "--model",
+        "m",
+        "--prompt",
+        PROMPT,
+        "--concurrency",
+        "8",
+        *extra,
+    )
+    return subprocess.Popen(
+        args, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def wait_for_results(run_dir, at_least: int, process, timeout: float = 30) -> None:
@@ -60,8 +74,20 @@ def test_resume_after_sigkill_sends_no_finished_row_again(simulator_factory, tmp
     process.wait(timeout=10)
     done_at_kill = {r["id"] for r in read_jsonl_whole_lines(run_dir / "results.jsonl")}
 
-    resumed = run_subprocess("run", path, "-o", run_dir, "--base-url", simulator.base_url, "--model", "m",
-                             "--prompt", PROMPT, "--concurrency", "8")
+    resumed = run_subprocess(
+        "run",
+        path,
+        "-o",
+        run_dir,
+        "--base-url",
+        simulator.base_url,
+        "--model",
+        "m",
+        "--prompt",
+        PROMPT,
+        "--concurrency",
+        "8",
+    )
 
     assert resumed.returncode == 0, resumed.stderr
     assert_complete(run_dir, rows)
@@ -97,8 +123,9 @@ def test_interrupt_lets_in_flight_requests_finish_and_exits_130(simulator_factor
     assert summary["status"] == "interrupted"
     assert summary["rows_ok"] == len(results)
 
-    resumed = run_subprocess("run", path, "-o", run_dir, "--base-url", simulator.base_url, "--model", "m",
-                             "--prompt", PROMPT)
+    resumed = run_subprocess(
+        "run", path, "-o", run_dir, "--base-url", simulator.base_url, "--model", "m", "--prompt", PROMPT
+    )
 
     assert resumed.returncode == 0, resumed.stderr
     assert_complete(run_dir, rows)
@@ -124,8 +151,9 @@ def test_torn_last_line_is_dropped_and_its_row_sent_again(cli, simulator, tmp_pa
     assert simulator.requests == 21
 
 
-def test_garbled_line_in_the_middle_is_dropped_without_losing_its_neighbours(cli, simulator, tmp_path,
-                                                                             run_dir):
+def test_garbled_line_in_the_middle_is_dropped_without_losing_its_neighbours(
+    cli, simulator, tmp_path, run_dir
+):
     rows = review_rows(10)
     path = write_jsonl(tmp_path / "in.jsonl", rows)
     args = ("run", path, "-o", run_dir, "--base-url", simulator.base_url, "--model", "m", "--prompt", PROMPT)
@@ -170,8 +198,9 @@ def test_a_changed_input_file_is_refused(cli, simulator, tmp_path, run_dir):
     assert "input_fingerprint" in refused.output
 
 
-def test_failed_rows_are_retried_on_resume_and_leave_errors_when_they_succeed(cli, simulator_factory,
-                                                                              tmp_path, run_dir):
+def test_failed_rows_are_retried_on_resume_and_leave_errors_when_they_succeed(
+    cli, simulator_factory, tmp_path, run_dir
+):
     rows = review_rows(8)
     rows[3]["text"] = "FLAKY today"
     path = write_jsonl(tmp_path / "in.jsonl", rows)
@@ -223,7 +252,18 @@ def test_status_of_a_directory_that_is_no_run_says_so(cli, tmp_path):
 
 
 def test_a_directory_held_by_a_live_run_is_refused(cli, simulator, reviews, run_dir):
-    args = ("run", reviews, "-o", run_dir, "--base-url", simulator.base_url, "--model", "m", "--prompt", PROMPT)
+    args = (
+        "run",
+        reviews,
+        "-o",
+        run_dir,
+        "--base-url",
+        simulator.base_url,
+        "--model",
+        "m",
+        "--prompt",
+        PROMPT,
+    )
     assert cli(*args).exit_code == 0
     fd = os.open(run_dir / ".lock", os.O_RDWR)
     fcntl.flock(fd, fcntl.LOCK_EX)  # as a live run holds it

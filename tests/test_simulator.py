@@ -6,7 +6,6 @@ import json
 
 import openai
 import pytest
-
 from conftest import TEST_KEY
 
 
@@ -15,6 +14,7 @@ def client(simulator_factory):
     def make(key: str = TEST_KEY, **config) -> openai.OpenAI:
         simulator = simulator_factory(**config)
         return openai.OpenAI(base_url=simulator.base_url, api_key=key, max_retries=0, timeout=10)
+
     return make
 
 
@@ -33,8 +33,9 @@ def test_answers_are_deterministic_with_usage(client):
 
 
 def test_max_tokens_truncates_with_finish_reason_length(client):
-    reply = client().chat.completions.create(model="m", max_tokens=3,
-                                             messages=[{"role": "user", "content": "Tell me a long story."}])
+    reply = client().chat.completions.create(
+        model="m", max_tokens=3, messages=[{"role": "user", "content": "Tell me a long story."}]
+    )
 
     assert reply.choices[0].finish_reason == "length"
     assert reply.usage.completion_tokens == 3
@@ -50,16 +51,29 @@ def test_streaming_sends_chunks_up_to_done_with_usage(client):
     assert all(c.object == "chat.completion.chunk" for c in chunks)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == whole.choices[0].message.content
-    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["stop"]
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == [
+        "stop"
+    ]
     assert chunks[-1].usage.total_tokens == whole.usage.total_tokens
 
 
 def test_tools_are_called_with_arguments_matching_their_schema(client):
-    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {
-        "type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}}}}}]
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
+                },
+            },
+        }
+    ]
 
-    reply = client().chat.completions.create(model="m", tools=tools, messages=[
-        {"role": "user", "content": "Call get_weather for Rome"}])
+    reply = client().chat.completions.create(
+        model="m", tools=tools, messages=[{"role": "user", "content": "Call get_weather for Rome"}]
+    )
 
     assert reply.choices[0].finish_reason == "tool_calls"
     call = reply.choices[0].message.tool_calls[0]
@@ -71,26 +85,34 @@ def test_response_format_json_schema_and_json_object(client):
     sdk = client()
     schema = {"type": "object", "properties": {"label": {"enum": ["yes", "no"]}, "score": {"type": "number"}}}
 
-    shaped = sdk.chat.completions.create(model="m", messages=[{"role": "user", "content": "Is it?"}],
-                                         response_format={"type": "json_schema",
-                                                          "json_schema": {"name": "verdict", "schema": schema}})
-    loose = sdk.chat.completions.create(model="m", messages=[{"role": "user", "content": "Answer in json."}],
-                                        response_format={"type": "json_object"})
+    shaped = sdk.chat.completions.create(
+        model="m",
+        messages=[{"role": "user", "content": "Is it?"}],
+        response_format={"type": "json_schema", "json_schema": {"name": "verdict", "schema": schema}},
+    )
+    loose = sdk.chat.completions.create(
+        model="m",
+        messages=[{"role": "user", "content": "Answer in json."}],
+        response_format={"type": "json_object"},
+    )
 
     verdict = json.loads(shaped.choices[0].message.content)
     assert verdict["label"] in ("yes", "no") and isinstance(verdict["score"], float)
     assert isinstance(json.loads(loose.choices[0].message.content), dict)
 
 
-@pytest.mark.parametrize("params, param", [
-    ({"temperature": 2.5}, "temperature"),
-    ({"top_p": 1.5}, "top_p"),
-    ({"max_tokens": 0}, "max_tokens"),
-    ({"model": "no-such-model"}, "model"),
-    ({"messages": []}, "messages"),
-    ({"messages": [{"role": "wizard", "content": "hi"}]}, "messages.[0].role"),
-    ({"response_format": {"type": "json_object"}}, "messages"),
-])
+@pytest.mark.parametrize(
+    "params, param",
+    [
+        ({"temperature": 2.5}, "temperature"),
+        ({"top_p": 1.5}, "top_p"),
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"model": "no-such-model"}, "model"),
+        ({"messages": []}, "messages"),
+        ({"messages": [{"role": "wizard", "content": "hi"}]}, "messages.[0].role"),
+        ({"response_format": {"type": "json_object"}}, "messages"),
+    ],
+)
 def test_invalid_requests_are_answered_400_with_param(client, params, param):
     sdk = client(models=("gpt-4o-mini",))
     request = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], **params}
