@@ -134,3 +134,13 @@ def run_subprocess(*args, timeout: float = 60, **env) -> subprocess.CompletedPro
     return subprocess.run(
         batcher_command(*args), env=subprocess_env(**env), capture_output=True, text=True, timeout=timeout
     )
+
+
+def run_args(path, run_dir, base_url, *extra, model: str | None = "m", prompt: str | None = PROMPT) -> list:
+    """`batcher run` arguments for an input, a run directory and a server; extra flags last."""
+    args = ["run", path, "-o", run_dir, "--base-url", base_url]
+    if model is not None:
+        args += ["--model", model]
+    if prompt is not None:
+        args += ["--prompt", prompt]
+    return [*args, *extra]

@@ -7,7 +7,7 @@ import os
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import PROMPT, read_jsonl, review_rows, run_subprocess, write_jsonl
+from conftest import PROMPT, read_jsonl, review_rows, run_args, run_subprocess, write_jsonl
 
 
 def refused(cli, simulator, path, run_dir, *extra):
@@ -236,18 +236,7 @@ def test_bad_input_from_a_real_process_prints_no_traceback(tmp_path):
     path = tmp_path / "in.jsonl"
     path.write_text("{oops\n")
 
-    result = run_subprocess(
-        "run",
-        path,
-        "-o",
-        tmp_path / "run",
-        "--base-url",
-        "http://127.0.0.1:9/v1",
-        "--model",
-        "m",
-        "--prompt",
-        PROMPT,
-    )
+    result = run_subprocess(*run_args(path, tmp_path / "run", "http://127.0.0.1:9/v1"))
 
     assert result.returncode == 2
     assert "line 1 is not valid JSON" in result.stderr

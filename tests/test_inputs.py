@@ -6,25 +6,21 @@ import json
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from conftest import PROMPT, prompt_for, read_jsonl, review_rows, write_jsonl
+from conftest import prompt_for, read_jsonl, review_rows, run_args, write_jsonl
 
 
 def test_template_rows_are_rendered_sent_and_answered(cli, simulator, reviews, run_dir):
     result = cli(
-        "run",
-        reviews,
-        "-o",
-        run_dir,
-        "--base-url",
-        simulator.base_url,
-        "--model",
-        "gpt-4o-mini",
-        "--prompt",
-        PROMPT,
-        "--system",
-        "Answer in one word.",
-        "--keep-columns",
-        "stars",
+        *run_args(
+            reviews,
+            run_dir,
+            simulator.base_url,
+            "--system",
+            "Answer in one word.",
+            "--keep-columns",
+            "stars",
+            model="gpt-4o-mini",
+        )
     )
 
     assert result.exit_code == 0, result.output
@@ -52,20 +48,16 @@ def test_parquet_rows_are_read_by_record_batch(cli, simulator, tmp_path, run_dir
     pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=1000)
 
     result = cli(
-        "run",
-        path,
-        "-o",
-        run_dir,
-        "--base-url",
-        simulator.base_url,
-        "--model",
-        "m",
-        "--prompt",
-        "Summarize: {text}",
-        "--keep-columns",
-        "year",
-        "--concurrency",
-        "32",
+        *run_args(
+            path,
+            run_dir,
+            simulator.base_url,
+            "--keep-columns",
+            "year",
+            "--concurrency",
+            "32",
+            prompt="Summarize: {text}",
+        )
     )
 
     assert result.exit_code == 0, result.output
@@ -113,18 +105,17 @@ def test_chat_rows_pass_every_parameter_through_unchanged(cli, simulator, tmp_pa
     path = write_jsonl(tmp_path / "chat.jsonl", [row])
 
     result = cli(
-        "run",
-        path,
-        "-o",
-        run_dir,
-        "--base-url",
-        simulator.base_url,
-        "--model",
-        "default-model",
-        "--temperature",
-        "0",
-        "--max-tokens",
-        "5",
+        *run_args(
+            path,
+            run_dir,
+            simulator.base_url,
+            "--temperature",
+            "0",
+            "--max-tokens",
+            "5",
+            model="default-model",
+            prompt=None,
+        )
     )
 
     assert result.exit_code == 0, result.output
@@ -136,20 +127,18 @@ def test_chat_rows_get_the_job_defaults_they_leave_out(cli, simulator, tmp_path,
     path = write_jsonl(tmp_path / "chat.jsonl", [{"id": 1, "messages": [{"role": "user", "content": "hi"}]}])
 
     result = cli(
-        "run",
-        path,
-        "-o",
-        run_dir,
-        "--base-url",
-        simulator.base_url,
-        "--model",
-        "m",
-        "--temperature",
-        "0.3",
-        "--top-p",
-        "0.9",
-        "--max-tokens",
-        "7",
+        *run_args(
+            path,
+            run_dir,
+            simulator.base_url,
+            "--temperature",
+            "0.3",
+            "--top-p",
+            "0.9",
+            "--max-tokens",
+            "7",
+            prompt=None,
+        )
     )
 
     assert result.exit_code == 0, result.output

@@ -6,7 +6,7 @@ import json
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from conftest import PROMPT, read_jsonl, review_rows, write_jsonl
+from conftest import PROMPT, read_jsonl, review_rows, run_args, write_jsonl
 
 
 def test_summary_counts_rows_requests_tokens_and_latency(cli, simulator_factory, tmp_path, run_dir):
@@ -49,22 +49,17 @@ def test_parquet_output_has_typed_columns(cli, simulator_factory, tmp_path, run_
     path = write_jsonl(tmp_path / "in.jsonl", rows)
 
     result = cli(
-        "run",
-        path,
-        "-o",
-        run_dir,
-        "--base-url",
-        simulator.base_url,
-        "--model",
-        "m",
-        "--prompt",
-        PROMPT,
-        "--output-format",
-        "parquet",
-        "--keep-columns",
-        "stars,score,tags",
-        "--concurrency",
-        "32",
+        *run_args(
+            path,
+            run_dir,
+            simulator.base_url,
+            "--output-format",
+            "parquet",
+            "--keep-columns",
+            "stars,score,tags",
+            "--concurrency",
+            "32",
+        )
     )
 
     assert result.exit_code == 1, result.output
@@ -85,21 +80,8 @@ def test_parquet_output_has_typed_columns(cli, simulator_factory, tmp_path, run_
 def test_parquet_output_is_rebuilt_whole_on_resume(cli, simulator, tmp_path, run_dir):
     path = tmp_path / "in.parquet"
     pq.write_table(pa.Table.from_pylist(review_rows(50)), path)
-    args = (
-        "run",
-        path,
-        "-o",
-        run_dir,
-        "--base-url",
-        simulator.base_url,
-        "--model",
-        "m",
-        "--prompt",
-        PROMPT,
-        "--output-format",
-        "parquet",
-        "--keep-columns",
-        "stars",
+    args = run_args(
+        path, run_dir, simulator.base_url, "--output-format", "parquet", "--keep-columns", "stars"
     )
     assert cli(*args).exit_code == 0
     journal = run_dir / ".batcher" / "results.jsonl"

@@ -4,24 +4,11 @@ from __future__ import annotations
 
 import json
 
-from conftest import PROMPT, TEST_KEY, read_jsonl, review_rows, write_jsonl
+from conftest import TEST_KEY, read_jsonl, review_rows, run_args, write_jsonl
 
 
 def run(cli, simulator, path, run_dir, *extra, env=None):
-    return cli(
-        "run",
-        path,
-        "-o",
-        run_dir,
-        "--base-url",
-        simulator.base_url,
-        "--model",
-        "m",
-        "--prompt",
-        PROMPT,
-        *extra,
-        env=env,
-    )
+    return cli(*run_args(path, run_dir, simulator.base_url, *extra), env=env)
 
 
 def test_bad_request_fails_the_row_at_once_with_the_servers_message_and_param(

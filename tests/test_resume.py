@@ -16,6 +16,7 @@ from conftest import (
     prompt_for,
     read_jsonl,
     review_rows,
+    run_args,
     run_subprocess,
     subprocess_env,
     write_jsonl,
@@ -23,21 +24,7 @@ from conftest import (
 
 
 def start_run(path, run_dir, base_url, *extra):
-    args = batcher_command(
-        "run",
-        path,
-        "-o",
-        run_dir,
-        "--base-url",
-        base_url,
-        "--model",
-        "m",
-        "--prompt",
-        PROMPT,
-        "--concurrency",
-        "8",
-        *extra,
-    )
+    args = batcher_command(*run_args(path, run_dir, base_url, "--concurrency", "8", *extra))
     return subprocess.Popen(
         args, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -74,20 +61,7 @@ def test_resume_after_sigkill_sends_no_finished_row_again(simulator_factory, tmp
     process.wait(timeout=10)
     done_at_kill = {r["id"] for r in read_jsonl_whole_lines(run_dir / "results.jsonl")}
 
-    resumed = run_subprocess(
-        "run",
-        path,
-        "-o",
-        run_dir,
-        "--base-url",
-        simulator.base_url,
-        "--model",
-        "m",
-        "--prompt",
-        PROMPT,
-        "--concurrency",
-        "8",
-    )
+    resumed = run_subprocess(*run_args(path, run_dir, simulator.base_url, "--concurrency", "8"))
 
     assert resumed.returncode == 0, resumed.stderr
     assert_complete(run_dir, rows)
@@ -252,18 +226,7 @@ def test_status_of_a_directory_that_is_no_run_says_so(cli, tmp_path):
 
 
 def test_a_directory_held_by_a_live_run_is_refused(cli, simulator, reviews, run_dir):
-    args = (
-        "run",
-        reviews,
-        "-o",
-        run_dir,
-        "--base-url",
-        simulator.base_url,
-        "--model",
-        "m",
-        "--prompt",
-        PROMPT,
-    )
+    args = run_args(reviews, run_dir, simulator.base_url)
     assert cli(*args).exit_code == 0
     fd = os.open(run_dir / ".lock", os.O_RDWR)
     fcntl.flock(fd, fcntl.LOCK_EX)  # as a live run holds it
