@@ -169,19 +169,24 @@ class Runner:
         if error is None:
             return
         if not isinstance(error, BatcherError):
-            error = BatcherError(f"internal error: {type(error).__name__}: {error}")
+            log.error("internal error", exc_info=error)
+            error = BatcherError(
+                f"internal error: {type(error).__name__}: {error} (run with --verbose for details)"
+            )
             error.exit_code = EXIT_ABORTED
         self._fail(error)
 
     async def _feed(self, rows: Iterator[InputRow], queue: asyncio.Queue) -> None:
         job, progress, build = self.job, self.progress, self.builder.build
+        skipped = 0
         try:
             for row in rows:
                 if self._stop.is_set():
                     return
-                if row.row_id in progress.done:
-                    continue
-                if row.row_id in progress.failed and not job.retry_failed:
+                if row.row_id in progress.done or (row.row_id in progress.failed and not job.retry_failed):
+                    skipped += 1
+                    if skipped % 2048 == 0:
+                        await asyncio.sleep(0)  # a long run of done rows must not starve the loop
                     continue
                 body = build(row.row)
                 kept = {name: row.row.get(name) for name in job.keep_columns}

@@ -1,0 +1,20 @@
+"""The benchmarks still run (tiny sizes); their figures are checked by running them, not here."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "bench.py"
+
+
+def test_benchmarks_run_and_print_a_table():
+    result = subprocess.run([sys.executable, BENCH, "--quick"], capture_output=True, text=True, timeout=120)
+
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[1].startswith("| case | measure")
+    cases = {line.split("|")[1].strip() for line in lines[3:]}
+    assert cases == {"overhead", "rpm"}
+    assert all(line.split("|")[3].strip() for line in lines[3:])
