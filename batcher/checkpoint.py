@@ -135,7 +135,9 @@ class Journal:
     def append(self, record: dict[str, Any]) -> None:
         if self._file is None:
             self._file = self.path.open("ab", buffering=0)
-        self._file.write((dumps(record) + "\n").encode("utf-8"))
+        data = memoryview((dumps(record) + "\n").encode("utf-8"))
+        while data:  # a short write (e.g. at a file size limit) is followed by the error that explains it
+            data = data[self._file.write(data) :]
 
     def fileno(self) -> int | None:
         return self._file.fileno() if self._file is not None else None

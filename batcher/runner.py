@@ -33,6 +33,7 @@ from .errors import (
     RateLimited,
     RequestFailed,
     RunAborted,
+    WriteFailed,
 )
 from .job import Job
 from .limits import RateLimits, TokenEstimator
@@ -407,16 +408,29 @@ async def run_job(
     finally:
         stats.finished = time.monotonic()
         try:
-            if sink is not None:
-                sink.close(progress.failed.values())
-            checkpoint.close(progress)
-            status = outcome.status if outcome is not None else "failed"
-            write_atomically(job.output / "summary.json", _summary_json(stats.summary(status)))
+            _finish(job, checkpoint, progress, sink, stats, outcome)
         finally:
             if simulator is not None:
                 await simulator.stop()
     return outcome
 
 
-def _summary_json(summary: dict[str, Any]) -> str:
-    return json.dumps(summary, indent=2) + "\n"
+def _finish(
+    job: Job,
+    checkpoint: Checkpoint,
+    progress: Progress,
+    sink: Sink | None,
+    stats: RunStats,
+    outcome: RunOutcome | None,
+) -> None:
+    """Close the outputs and write summary.json; the lock is released whatever happens."""
+    try:
+        if sink is not None:
+            sink.close(progress.failed.values())
+        checkpoint.close(progress)
+        status = outcome.status if outcome is not None else "failed"
+        summary = json.dumps(stats.summary(status), indent=2) + "\n"
+        write_atomically(job.output / "summary.json", summary)
+    except OSError as e:
+        checkpoint.close()
+        raise WriteFailed(f"cannot finish writing {job.output}: {e.strerror or e}") from None

@@ -239,3 +239,31 @@ def test_a_directory_held_by_a_live_run_is_refused(cli, simulator, reviews, run_
     assert result.exit_code == 2
     assert "in use by another batcher run" in result.output
     assert status["running"] is True
+
+
+def test_a_full_disk_stops_the_run_and_reports_done_only_what_is_on_disk(simulator, tmp_path, run_dir):
+    # Regression: a short write at the size limit counted its half-written row as done.
+    import resource
+
+    rows = [{"id": i, "text": "x" * 60} for i in range(3000)]
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+    args = batcher_command(*run_args(path, run_dir, simulator.base_url, "--quiet"))
+
+    def limit_file_size():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+
+    full = subprocess.run(
+        args, env=subprocess_env(), capture_output=True, text=True, timeout=60, preexec_fn=limit_file_size
+    )
+
+    assert full.returncode == 3, full.stderr
+    assert "cannot write to" in full.stderr and "File too large" in full.stderr
+    assert "Traceback" not in full.stderr
+    whole = read_jsonl_whole_lines(run_dir / "results.jsonl")
+    assert 0 < len(whole) < 3000
+    assert json.loads((run_dir / "summary.json").read_text())["rows_ok"] == len(whole)
+
+    resumed = subprocess.run(args, env=subprocess_env(), capture_output=True, text=True, timeout=60)
+
+    assert resumed.returncode == 0, resumed.stderr
+    assert_complete(run_dir, [{"id": str(i)} for i in range(3000)])
