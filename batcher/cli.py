@@ -80,6 +80,17 @@ def main() -> None:
 @click.option(
     "--drain-timeout", type=float, help="Seconds in-flight requests may finish after Ctrl-C.  [default: 30]"
 )
+@click.option(
+    "--stop-after-identical-failures",
+    type=int,
+    help="Stop when this many rows in a row fail with the same error (0: never).  [default: 10]",
+)
+@click.option(
+    "--allow-insecure-http",
+    is_flag=True,
+    default=None,
+    help="Send the key over plain http to a host other than this machine.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar (cron, overnight runs).")
 @click.option("-v", "--verbose", is_flag=True, help="Log retries and failures to stderr.")
 def run(source: Path | None, quiet: bool, verbose: bool, **options: object) -> None:
@@ -218,6 +229,21 @@ def status(directory: Path, as_json: bool) -> None:
     show_default=True,
     help="Fraction answered 200 with a broken body.",
 )
+@click.option("--error-status", type=int, default=500, show_default=True, help="Status of injected errors.")
+@click.option(
+    "--html-rate", type=float, default=0.0, show_default=True, help="Fraction answered 502 in HTML."
+)
+@click.option(
+    "--slow-rate", type=float, default=0.0, show_default=True, help="Fraction answered after --slow-ms."
+)
+@click.option("--slow-ms", type=float, default=5000.0, show_default=True, help="Latency of slow answers.")
+@click.option("--hang-rate", type=float, default=0.0, show_default=True, help="Fraction never answered.")
+@click.option("--huge-rate", type=float, default=0.0, show_default=True, help="Fraction answered with 64 MB.")
+@click.option(
+    "--storm-every", type=float, default=0.0, show_default=True, help="Seconds between 429 storms (0: none)."
+)
+@click.option("--storm-seconds", type=float, default=1.0, show_default=True, help="Length of a 429 storm.")
+@click.option("--fail-auth-after", type=int, help="Answer 401 to every request after this many.")
 @click.option("--models", help="Comma-separated model names served (default: any).")
 @click.option("--require-key-env", help="Accept only the key held in this environment variable.")
 @click.option("--reject-marker", help="Answer 400 to prompts containing this text.")

@@ -46,10 +46,38 @@ class SimulatorConfig:
     api_key: str | None = None
     #: Rows whose prompt contains this text are answered 400 (a permanently bad row).
     reject_marker: str | None = None
+    #: Status of the injected errors (500; 503 comes with retry-after: 1).
+    error_status: int = 500
+    #: Fractions answered with a proxy's HTML 502 page, slower than `slow_ms`, never,
+    #: or with a 200 body of `huge_bytes`.
+    html_rate: float = 0.0
+    slow_rate: float = 0.0
+    slow_ms: float = 5000.0
+    hang_rate: float = 0.0
+    huge_rate: float = 0.0
+    huge_bytes: int = 64 * 1024 * 1024
+    #: Every `storm_every` seconds, `storm_seconds` of 429s to everything (0: no storms).
+    storm_every: float = 0.0
+    storm_seconds: float = 1.0
+    #: After this many requests, every request is answered 401 (a key revoked mid-run).
+    fail_auth_after: int | None = None
+    #: Answer every request with a 307 redirect to this URL.
+    redirect_to: str | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("error_rate", "drop_rate", "garbage_rate", "latency_jitter"):
+        rates = (
+            "error_rate",
+            "drop_rate",
+            "garbage_rate",
+            "html_rate",
+            "slow_rate",
+            "hang_rate",
+            "huge_rate",
+        )
+        if sum(getattr(self, name) for name in rates) > 1:
+            raise ConfigError("simulator fault rates add up to more than 1")
+        for name in (*rates, "latency_jitter"):
             value = getattr(self, name)
             if not 0 <= value <= 1:
                 raise ConfigError(f"simulator {name} must be between 0 and 1, got {value}")
@@ -87,6 +115,10 @@ class Job:
     force: bool = False
     #: Seconds to let in-flight requests finish after Ctrl-C / SIGTERM.
     drain_timeout: float = 30.0
+    #: Stop the run when this many rows in a row fail with the same error (0: never).
+    stop_after_identical_failures: int = 10
+    #: Send the key over plain http to a host that is not this machine.
+    allow_insecure_http: bool = False
     simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
 
     @property
@@ -141,6 +173,8 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "output_format": (str,),
     "retry_failed": (bool,),
     "drain_timeout": (int, float),
+    "stop_after_identical_failures": (int,),
+    "allow_insecure_http": (bool,),
     "simulator": (dict,),
 }
 _SECRET_KEYS = {"api_key", "key", "openai_api_key", "token", "secret", "password"}
@@ -229,6 +263,10 @@ def _check(job: Job) -> None:
     positive("rpm", job.rpm)
     positive("tpm", job.tpm)
     positive("timeout", job.timeout, allow_none=False)
+    if job.stop_after_identical_failures < 0:
+        raise ConfigError(
+            f"stop_after_identical_failures must be 0 or more, got {job.stop_after_identical_failures}"
+        )
     if job.drain_timeout < 0:
         raise ConfigError(f"drain_timeout must be 0 or more, got {job.drain_timeout}")
     if not job.id_column:

@@ -11,11 +11,13 @@ rows still waiting, lets requests already on the wire finish for up to
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 import os
 import signal
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -102,6 +104,10 @@ class Runner:
         self._in_request: set[asyncio.Task] = set()
         self._abort: BatcherError | None = None
         self.interrupted = False
+        #: Failures held back while they all look alike (see _row_failed).
+        self._streak: list[dict[str, Any]] = []
+        self._streak_signature: tuple | None = None
+        self._systematic = False
 
     # -- control ---------------------------------------------------------------
 
@@ -138,6 +144,8 @@ class Runner:
         await self._drain(workers)
         syncer.cancel()
         await asyncio.gather(producer, syncer, *workers, return_exceptions=True)
+        if not self._systematic:
+            self._release_streak()
         try:
             self._on_durable(await self.checkpoint.sync())
         except BatcherError as e:
@@ -229,6 +237,7 @@ class Runner:
                     item.row_id, completion, attempts, item.kept, with_response=self._with_response
                 )
                 self.checkpoint.add(True, record)
+                self._release_streak()
                 self.stats.latencies_ms.append(completion.latency_ms)
                 self.estimator.observe(item.prompt_chars, completion.usage)
                 await self._charge_overrun(item, estimate, completion.usage)
@@ -264,8 +273,26 @@ class Runner:
                 failure.type,
                 failure.message,
             )
-            self.checkpoint.add(False, error_record(item.row_id, failure, attempts, item.kept))
+            self._row_failed(error_record(item.row_id, failure, attempts, item.kept), failure)
             return
+
+    def _row_failed(self, record: dict[str, Any], failure: RequestFailed) -> None:
+        """Hold failures while they all look alike: many in a row mean the job, not the rows, is wrong."""
+        signature = (failure.status, failure.type, failure.param, failure.message)
+        if self._streak and self._streak_signature != signature:
+            self._release_streak()
+        self._streak_signature = signature
+        self._streak.append(record)
+        limit = self.job.stop_after_identical_failures
+        if limit and len(self._streak) >= limit and not self._stop.is_set():
+            self._systematic = True
+            self._fail(RunAborted(_systematic_message(len(self._streak), failure)))
+
+    def _release_streak(self) -> None:
+        """The held failures are genuine row failures after all: record them."""
+        for record in self._streak:
+            self.checkpoint.add(False, record)
+        self._streak.clear()
 
     async def _charge_overrun(self, item: _Item, estimate: int, usage: dict | None) -> None:
         """Charge the token bucket for what a request used beyond its estimate."""
@@ -333,6 +360,13 @@ async def run_job(
     clash = [c for c in job.keep_columns if c in RESERVED_COLUMNS]
     if clash:
         raise ConfigError(f"keep_columns cannot keep {', '.join(clash)}: results already use that name")
+    api_key = os.environ.get(job.api_key_env) or None
+    if api_key and not job.uses_simulator and not job.allow_insecure_http and _in_clear(job.base_url):
+        raise ConfigError(
+            f"{job.base_url} is plain http to another machine, so the key in ${job.api_key_env} would cross "
+            "the network unencrypted. Use https, or allow it with --allow-insecure-http "
+            "(allow_insecure_http = true) on a network you trust."
+        )
     source = Source(job.input, id_column=job.id_column, has_template=job.prompt is not None)
     builder = RequestBuilder(
         source.kind,
@@ -373,7 +407,6 @@ async def run_job(
     try:
         sink = open_sink(job.output_format, job.output, checkpoint.results_path, scan.kept_types)
         base_url = job.base_url
-        api_key = os.environ.get(job.api_key_env) or None
         if job.uses_simulator:
             from .simulator import Simulator
 
@@ -413,6 +446,29 @@ async def run_job(
             if simulator is not None:
                 await simulator.stop()
     return outcome
+
+
+def _systematic_message(count: int, failure: RequestFailed) -> str:
+    return (
+        f"the last {count} rows all failed alike, so the problem is the job, not the rows "
+        f"(HTTP {failure.status}, {failure.type}: {failure.message}). Stopped early without "
+        "marking them failed: fix the model name, base URL, key or account, then run the "
+        "same command again."
+    )
+
+
+def _in_clear(base_url: str) -> bool:
+    """True when the URL is plain http to a host other than this machine."""
+    parts = urllib.parse.urlsplit(base_url)
+    if parts.scheme != "http":
+        return False
+    host = parts.hostname or ""
+    if host == "localhost":
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True
 
 
 def _finish(

@@ -5,9 +5,11 @@ It keeps the contract a client meets at OpenAI: Bearer-key auth (401
 buckets answering 429 `rate_limit_error` with `retry-after` and `x-ratelimit-*`
 headers, streaming (SSE `chat.completion.chunk` ... `[DONE]`), tools and
 response_format. Answers are deterministic (a function of the request). Faults
-(500s, dropped connections, broken bodies, latency) are drawn from a seeded
-generator. A ledger counts the completions served per request, so tests can see
-whether any row was paid for twice (`GET /_simulator/ledger`).
+(500s, dropped connections, broken bodies, proxy HTML pages, slow and hanging
+answers, huge bodies, 429 storms, a key revoked mid-run, redirects) are drawn
+from a seeded generator. A ledger counts the completions delivered per request
+(not those whose client had already given up), so tests can see whether any row
+was paid for twice (`GET /_simulator/ledger`).
 """
 
 from __future__ import annotations
@@ -186,6 +188,7 @@ class Simulator:
             ]
         )
         self._runner: web.AppRunner | None = None
+        self._started = time.monotonic()
         self.base_url: str | None = None
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
@@ -228,22 +231,31 @@ class Simulator:
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
         self.requests += 1
         self.arrivals.append(time.monotonic())
-        response = await self._answer(request)
-        if response is not None:
-            self.statuses[str(response.status)] += 1
+        try:
+            response = await self._answer(request)
+        except web.HTTPException as e:
+            self.statuses[str(e.status)] += 1
+            raise
+        if response is None:  # the connection was dropped or the client had gone
+            self.statuses["dropped"] += 1
+            return web.Response(status=499)
+        self.statuses[str(response.status)] += 1
         return response
 
     async def _answer(self, request: web.Request) -> web.StreamResponse | None:
         config = self.config
         auth = request.headers.get("Authorization", "")
         key = auth[7:].strip() if auth.startswith("Bearer ") else ""
-        if not key or (config.api_key is not None and key != config.api_key):
+        revoked = config.fail_auth_after is not None and self.requests > config.fail_auth_after
+        if not key or (config.api_key is not None and key != config.api_key) or revoked:
             return _error(
                 401,
                 "authentication_error",
                 "Incorrect API key provided. You can find your API key in your account settings.",
                 code="invalid_api_key",
             )
+        if config.redirect_to:
+            raise web.HTTPTemporaryRedirect(config.redirect_to)
         try:
             body = json.loads(await request.read())
         except ValueError:
@@ -254,6 +266,9 @@ class Simulator:
         except _Invalid as e:
             return _error(400, "invalid_request_error", str(e), e.param, e.code)
 
+        if self._in_storm():
+            headers = {"retry-after": "1", "retry-after-ms": "1000"}
+            return _error(429, "rate_limit_error", "Rate limit reached (a simulated storm).", headers=headers)
         max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
         cost = prompt_tokens + (max_tokens or 256)
         limited = self._admit(cost)
@@ -261,31 +276,39 @@ class Simulator:
             return limited
         headers = self._limit_headers()
 
-        roll = self._rng.random()
-        if roll < config.error_rate:
-            return _error(
-                500,
-                "internal_error",
-                "The server had an error while processing your request.",
-                headers=headers,
-            )
-        roll -= config.error_rate
-        if roll < config.drop_rate:
+        fault = self._fault()
+        if fault == "error":
+            if config.error_status == 503:
+                headers["retry-after"] = "1"
+            message = "The server had an error while processing your request."
+            return _error(config.error_status, "internal_error", message, headers=headers)
+        if fault == "drop":
             request.transport.abort()  # the connection dies with no answer
-            return web.Response(status=500)
-        roll -= config.drop_rate
-        garbage = roll < config.garbage_rate
+            return None
+        if fault == "html":
+            page = "<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1></body>"
+            return web.Response(status=502, text=page, content_type="text/html")
 
-        if config.latency_ms:
-            jitter = config.latency_jitter
-            await asyncio.sleep(config.latency_ms / 1000 * self._rng.uniform(1 - jitter, 1 + jitter))
-        if garbage:
+        delay = (
+            config.latency_ms / 1000 * self._rng.uniform(1 - config.latency_jitter, 1 + config.latency_jitter)
+        )
+        if fault == "slow":
+            delay = config.slow_ms / 1000
+        elif fault == "hang":
+            delay = 3600.0
+        if delay:
+            await asyncio.sleep(delay)
+        if request.transport is None or request.transport.is_closing():
+            return None  # the client gave up (timeout): nothing delivered
+        if fault == "garbage":
             return web.Response(
                 status=200,
                 text='{"id": "chatcmpl-broken", "choices": [{"mess',
                 content_type="application/json",
                 headers=headers,
             )
+        if fault == "huge":
+            return await self._huge(request)
 
         completion = self._complete(body, prompt_tokens)
         headers["x-request-id"] = f"req_{uuid.uuid4().hex[:24]}"
@@ -293,6 +316,42 @@ class Simulator:
             return await self._stream(request, body, completion, headers)
         self.completions[request_key(body)] += 1
         return web.json_response(completion, headers=headers)
+
+    def _fault(self) -> str | None:
+        """Which injected fault (if any) this request meets, drawn from the seeded generator."""
+        roll = self._rng.random()
+        config = self.config
+        for name, rate in (
+            ("error", config.error_rate),
+            ("drop", config.drop_rate),
+            ("garbage", config.garbage_rate),
+            ("html", config.html_rate),
+            ("slow", config.slow_rate),
+            ("hang", config.hang_rate),
+            ("huge", config.huge_rate),
+        ):
+            if roll < rate:
+                return name
+            roll -= rate
+        return None
+
+    def _in_storm(self) -> bool:
+        every = self.config.storm_every
+        return bool(every) and (time.monotonic() - self._started) % every < self.config.storm_seconds
+
+    async def _huge(self, request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        chunk = b" " * (1 << 20)
+        try:
+            await response.write(b'{"padding": "')
+            for _ in range(self.config.huge_bytes >> 20):
+                await response.write(chunk)
+            await response.write(b'"}')
+            await response.write_eof()
+        except (ConnectionError, RuntimeError):
+            pass  # the client stopped reading, as it should
+        return response
 
     # -- the contract ---------------------------------------------------------------------
 
