@@ -110,7 +110,7 @@ def run(source: Path | None, quiet: bool, verbose: bool, **options: object) -> N
     from .job import build_job, load_job_file
 
     if verbose:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", force=True)
     try:
         settings: dict[str, object] = {}
         if source is not None and source.suffix.lower() == ".toml":

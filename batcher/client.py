@@ -75,6 +75,8 @@ def error_for_status(status: int, payload: Any, text: str, headers: Any) -> Requ
         message = f"HTTP {status} with a body that is not an OpenAI error object: {snippet!r}"
         type_, param = f"http_{status}", None
     kwargs = {"type": type_, "status": status, "param": param}
+    if status == 429 and "insufficient_quota" in (type_, str(error.get("code") if error else None)):
+        return AuthenticationFailed(message, **kwargs)  # no credit left: waiting will not help
     if status == 429:
         return RateLimited(message, retry_after=retry_after(headers), **kwargs)
     if status in (401, 403):

@@ -214,7 +214,7 @@ class Runner:
 
     async def _process(self, item: _Item) -> None:
         task = asyncio.current_task()
-        attempts = 0
+        attempts = failures = rate_limited = 0
         while True:
             estimate = self.estimator.estimate(item.body, item.prompt_chars)
             await self.limits.acquire(estimate)
@@ -246,16 +246,19 @@ class Runner:
                 self._fail(_auth_abort(failure, self.job))
                 return
             if isinstance(failure, RateLimited):
+                rate_limited += 1
                 self.stats.rate_limited += 1
                 self.limits.cool_down(
                     failure.retry_after if failure.retry_after is not None else DEFAULT_COOLDOWN
                 )
                 self.on_progress(self.stats)
+            else:
+                failures += 1
             if self._stop.is_set():
                 return  # stopping: a failed attempt is not a verdict on the row
-            if self.retry.should_retry(failure, attempts):
+            if self.retry.should_retry(failure, failures, rate_limited):
                 self.stats.retries += 1
-                delay = self.retry.delay(failure, attempts)
+                delay = self.retry.delay(failure, failures)
                 log.info(
                     "row %s: attempt %d failed (%s: %s); retrying in %.2f s",
                     item.row_id,
@@ -334,14 +337,14 @@ class Runner:
 
 
 def _auth_abort(error: AuthenticationFailed, job: Job) -> BatcherError:
-    hint = (
-        f"check the key in ${job.api_key_env}"
-        if os.environ.get(job.api_key_env)
-        else f"${job.api_key_env} is not set"
-    )
+    if error.status in (401, 403):
+        key = os.environ.get(job.api_key_env)
+        hint = f"check the key in ${job.api_key_env}" if key else f"${job.api_key_env} is not set"
+        cause = f"the server refused the key (HTTP {error.status}: {error.message}); {hint}"
+    else:
+        cause = f"the server refuses this account (HTTP {error.status}, {error.type}: {error.message})"
     return RunAborted(
-        f"the server refused the key (HTTP {error.status}: {error.message}); {hint}. "
-        "No row was marked failed: fix the key and run the same command again to continue."
+        f"{cause}. No row was marked failed: fix it and run the same command again to continue."
     )
 
 

@@ -296,9 +296,7 @@ class Simulator:
             delay = config.slow_ms / 1000
         elif fault == "hang":
             delay = 3600.0
-        if delay:
-            await asyncio.sleep(delay)
-        if request.transport is None or request.transport.is_closing():
+        if not await _wait_unless_gone(request, delay):
             return None  # the client gave up (timeout): nothing delivered
         if fault == "garbage":
             return web.Response(
@@ -643,6 +641,18 @@ class Simulator:
         await response.write_eof()
         self.completions[request_key(body)] += 1
         return response
+
+
+async def _wait_unless_gone(request: web.Request, seconds: float) -> bool:
+    """Sleep `seconds`; False as soon as the client has closed the connection."""
+    deadline = time.monotonic() + seconds
+    while True:
+        if request.transport is None or request.transport.is_closing():
+            return False
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return True
+        await asyncio.sleep(min(left, 0.05))
 
 
 def _join(words: list[str]) -> str:

@@ -63,25 +63,32 @@ def test_backoff_is_full_jitter_below_an_exponential_cap():
     policy = RetryPolicy(max_retries=5, base_delay=0.5, max_delay=8)
     error = Retryable("boom", type="internal_error")
 
-    for attempt, cap in [(1, 0.5), (2, 1.0), (3, 2.0), (6, 8.0), (10, 8.0)]:
-        delays = [policy.delay(error, attempt) for _ in range(300)]
+    for failures, cap in [(1, 0.5), (2, 1.0), (3, 2.0), (6, 8.0), (10, 8.0)]:
+        delays = [policy.delay(error, failures) for _ in range(300)]
         assert all(0 <= d <= cap for d in delays)
         assert max(delays) > cap * 0.8 and min(delays) < cap * 0.2
 
 
-def test_retry_after_is_honoured_up_to_the_cap():
+def test_a_servers_retry_after_is_the_wait_with_a_little_jitter_up_to_the_cap():
     policy = RetryPolicy(max_delay=30)
+    delays = [
+        policy.delay(RateLimited("slow", type="rate_limit_error", retry_after=7), 5) for _ in range(100)
+    ]
 
-    assert policy.delay(RateLimited("slow", type="rate_limit_error", retry_after=7), 1) >= 7
-    assert policy.delay(RateLimited("slow", type="rate_limit_error", retry_after=900), 1) == 30
+    assert all(7 <= d <= 7.7 for d in delays)
+    assert 30 <= policy.delay(RateLimited("slow", type="rate_limit_error", retry_after=900), 1) <= 33
 
 
-def test_only_retryable_errors_are_retried_and_only_max_retries_times():
-    policy = RetryPolicy(max_retries=2)
+def test_rate_limits_have_their_own_allowance_and_other_errors_max_retries():
+    policy = RetryPolicy(max_retries=2, max_rate_limited=20)
+    timeout = Retryable("x", type="timeout")
+    limited = RateLimited("x", type="rate_limit_error")
 
-    assert policy.should_retry(Retryable("x", type="timeout"), attempt=2)
-    assert not policy.should_retry(Retryable("x", type="timeout"), attempt=3)
-    assert not policy.should_retry(BadRequest("x", type="invalid_request_error"), attempt=1)
+    assert policy.should_retry(timeout, failures=2, rate_limited=15)
+    assert not policy.should_retry(timeout, failures=3, rate_limited=0)
+    assert policy.should_retry(limited, failures=2, rate_limited=20)
+    assert not policy.should_retry(limited, failures=0, rate_limited=21)
+    assert not policy.should_retry(BadRequest("x", type="invalid_request_error"), failures=1, rate_limited=0)
 
 
 @pytest.mark.parametrize(
@@ -206,3 +213,18 @@ def test_an_html_error_page_is_reported_by_status_and_a_snippet():
     assert isinstance(error, Retryable)
     assert error.type == "http_502"
     assert "502 Bad Gateway" in error.message and "\n" not in error.message
+
+
+def test_a_429_for_exhausted_quota_stops_the_run_instead_of_being_retried():
+    payload = {
+        "error": {
+            "message": "You exceeded your current quota",
+            "type": "insufficient_quota",
+            "code": "insufficient_quota",
+            "param": None,
+        }
+    }
+
+    error = error_for_status(429, payload, json.dumps(payload), {})
+
+    assert isinstance(error, AuthenticationFailed)
