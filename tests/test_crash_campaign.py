@@ -1,0 +1,21 @@
+"""The short crash campaign: nothing lost, nothing twice, re-paid only what was in flight."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+
+from crash_campaign import run_campaign  # noqa: E402
+
+
+def test_repeated_sigkill_under_a_fault_storm_loses_and_duplicates_nothing(tmp_path):
+    campaign = run_campaign(tmp_path, rows=1500, seed=11, kill_after=(0.5, 1.0), latency_ms=50)
+
+    assert campaign.kills >= 10
+    assert campaign.lost == 0
+    assert campaign.duplicated == 0
+    assert campaign.truncated == 0
+    assert campaign.wrong_errors == 0  # errors hold exactly the permanent-400 rows
+    assert campaign.repaid <= campaign.repaid_bound
