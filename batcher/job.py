@@ -192,12 +192,8 @@ def load_job_file(path: str | os.PathLike) -> dict[str, Any]:
         raise ConfigError(f"{path}: cannot read job file: {e}") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    _refuse_secrets(path, settings)
     for key, value in settings.items():
-        if key.lower() in _SECRET_KEYS:
-            raise ConfigError(
-                f"{path}: '{key}' looks like a secret; job files never hold keys. "
-                "Put the key in an environment variable and name it with api_key_env."
-            )
         if key not in _FIELD_TYPES:
             known = ", ".join(sorted(_FIELD_TYPES))
             raise ConfigError(f"{path}: unknown setting '{key}' (known: {known})")
@@ -209,6 +205,17 @@ def load_job_file(path: str | os.PathLike) -> dict[str, Any]:
         if key in settings:
             settings[key] = os.path.normpath(path.parent / settings[key])
     return settings
+
+
+def _refuse_secrets(path: Path, table: dict[str, Any], prefix: str = "") -> None:
+    for key, value in table.items():
+        if key.lower() in _SECRET_KEYS:
+            raise ConfigError(
+                f"{path}: '{prefix}{key}' looks like a secret; job files never hold keys. "
+                "Put the key in an environment variable and name it with api_key_env."
+            )
+        if isinstance(value, dict):
+            _refuse_secrets(path, value, f"{prefix}{key}.")
 
 
 def build_job(settings: dict[str, Any]) -> Job:

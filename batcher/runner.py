@@ -281,6 +281,11 @@ class Runner:
 
     def _row_failed(self, record: dict[str, Any], failure: RequestFailed) -> None:
         """Hold failures while they all look alike: many in a row mean the job, not the rows, is wrong."""
+        previous = self.progress.failed.get(record["id"])
+        if previous is not None and previous.get("error") == record["error"]:
+            # Failing again exactly as before is the row's own fault, whatever else fails alike.
+            self.checkpoint.add(False, record)
+            return
         signature = (failure.status, failure.type, failure.param, failure.message)
         if self._streak and self._streak_signature != signature:
             self._release_streak()

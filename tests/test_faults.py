@@ -177,3 +177,21 @@ def test_the_key_is_not_sent_over_plain_http_to_another_host(cli, tmp_path, run_
     assert result.exit_code == 2
     assert "plain http to another machine" in result.output and "--allow-insecure-http" in result.output
     assert not run_dir.exists()
+
+
+def test_rows_that_fail_again_as_before_do_not_look_systematic_on_resume(
+    cli, simulator_factory, tmp_path, run_dir
+):
+    # Regression (found by the crash campaign): a resume sends the rows that failed
+    # before first, and a dozen permanent 400s in a row stopped it as "systematic".
+    simulator = simulator_factory(reject_marker="BAD")
+    rows = review_rows(120)
+    for i in range(0, 120, 10):
+        rows[i]["text"] = "BAD row"
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+    assert run(cli, simulator, path, run_dir).exit_code == 1
+
+    again = run(cli, simulator, path, run_dir, "--retry-failed")
+
+    assert again.exit_code == 1, again.output
+    assert len(read_jsonl(run_dir / "errors.jsonl")) == 12
