@@ -267,3 +267,64 @@ def test_a_full_disk_stops_the_run_and_reports_done_only_what_is_on_disk(simulat
 
     assert resumed.returncode == 0, resumed.stderr
     assert_complete(run_dir, [{"id": str(i)} for i in range(3000)])
+
+
+def test_a_second_run_into_a_live_runs_directory_is_refused_and_a_killed_ones_lock_is_not_stale(
+    simulator_factory, tmp_path, run_dir
+):
+    simulator = simulator_factory(latency_ms=100)
+    rows = review_rows(400)
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+    live = start_run(path, run_dir, simulator.base_url)
+    wait_for_results(run_dir, 5, live)
+
+    second = run_subprocess(*run_args(path, run_dir, simulator.base_url), timeout=30)
+    live.send_signal(signal.SIGKILL)
+    live.wait(timeout=10)
+    after_kill = run_subprocess(*run_args(path, run_dir, simulator.base_url))
+
+    assert second.returncode == 2
+    assert "in use by another batcher run" in second.stderr
+    assert after_kill.returncode == 0, after_kill.stderr
+    assert_complete(run_dir, rows)
+
+
+@pytest.fixture
+def read_only_mount(tmp_path):
+    """A small tmpfs that can be made read-only (needs root, as on the CI machines)."""
+    mount_point = tmp_path / "mnt"
+    mount_point.mkdir()
+    if (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", mount_point], capture_output=True
+        ).returncode
+        != 0
+    ):
+        pytest.skip("cannot mount a tmpfs here (not root)")
+
+    def make_read_only():
+        subprocess.run(["mount", "-o", "remount,ro", mount_point], check=True, capture_output=True)
+
+    yield mount_point, make_read_only
+    subprocess.run(["umount", "-l", mount_point], capture_output=True)
+
+
+def test_a_read_only_run_directory_is_refused_before_sending_and_keeps_its_results(
+    cli, simulator, tmp_path, read_only_mount
+):
+    mount_point, make_read_only = read_only_mount
+    run_dir = mount_point / "run"
+    rows = review_rows(10)
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+    assert cli(*run_args(path, run_dir, simulator.base_url)).exit_code == 0
+    results_before = (run_dir / "results.jsonl").read_bytes()
+    make_read_only()
+
+    resumed = cli(*run_args(path, run_dir, simulator.base_url, "--retry-failed"))
+    fresh = cli(*run_args(path, mount_point / "fresh", simulator.base_url))
+
+    assert resumed.exit_code == 2 and fresh.exit_code == 2
+    assert "Read-only file system" in resumed.output and "Read-only file system" in fresh.output
+    assert "cannot be used as the output directory" in resumed.output
+    assert (run_dir / "results.jsonl").read_bytes() == results_before
+    assert simulator.requests == 10
