@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -144,3 +145,15 @@ def run_args(path, run_dir, base_url, *extra, model: str | None = "m", prompt: s
     if prompt is not None:
         args += ["--prompt", prompt]
     return [*args, *extra]
+
+
+def wait_for_results(run_dir, at_least: int, process, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    results = run_dir / "results.jsonl"
+    while time.monotonic() < deadline:
+        if results.exists() and results.read_bytes().count(b"\n") >= at_least:
+            return
+        if process.poll() is not None:
+            raise AssertionError(f"run ended early: {process.communicate()}")
+        time.sleep(0.02)
+    raise AssertionError("no results in time")

@@ -18,3 +18,16 @@ def test_benchmarks_run_and_print_a_table():
     cases = {line.split("|")[1].strip() for line in lines[3:]}
     assert cases == {"overhead", "rpm"}
     assert all(line.split("|")[3].strip() for line in lines[3:])
+
+
+def test_soak_runs_and_prints_its_memory_figures():
+    soak = BENCH.parent / "soak.py"
+
+    result = subprocess.run(
+        [sys.executable, soak, "--rows", "3000"], capture_output=True, text=True, timeout=120
+    )
+
+    assert result.returncode == 0, result.stderr
+    header, _, figures = result.stdout.splitlines()
+    assert "peak / at 10%" in header
+    assert figures.startswith("| 3,000 | 3,000 |")

@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 
 import pytest
 from conftest import (
@@ -19,6 +18,7 @@ from conftest import (
     run_args,
     run_subprocess,
     subprocess_env,
+    wait_for_results,
     write_jsonl,
 )
 
@@ -28,18 +28,6 @@ def start_run(path, run_dir, base_url, *extra):
     return subprocess.Popen(
         args, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-
-
-def wait_for_results(run_dir, at_least: int, process, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    results = run_dir / "results.jsonl"
-    while time.monotonic() < deadline:
-        if results.exists() and results.read_bytes().count(b"\n") >= at_least:
-            return
-        if process.poll() is not None:
-            raise AssertionError(f"run ended early: {process.communicate()}")
-        time.sleep(0.02)
-    raise AssertionError("no results in time")
 
 
 def assert_complete(run_dir, rows):
@@ -328,3 +316,27 @@ def test_a_read_only_run_directory_is_refused_before_sending_and_keeps_its_resul
     assert "cannot be used as the output directory" in resumed.output
     assert (run_dir / "results.jsonl").read_bytes() == results_before
     assert simulator.requests == 10
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_results_cut_at_a_random_byte_keep_every_earlier_row(cli, simulator, tmp_path, seed):
+    import random
+
+    rows = review_rows(40)
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+    run_dir = tmp_path / f"run{seed}"
+    args = run_args(path, run_dir, simulator.base_url)
+    assert cli(*args).exit_code == 0
+    results = run_dir / "results.jsonl"
+    data = results.read_bytes()
+    cut = random.Random(seed).randrange(1, len(data))
+    results.write_bytes(data[:cut])
+    whole_before_cut = [json.loads(line) for line in data[:cut].split(b"\n")[:-1]]
+
+    again = cli(*args)
+
+    assert again.exit_code == 0, again.output
+    after = read_jsonl(results)
+    assert after[: len(whole_before_cut)] == whole_before_cut  # earlier rows untouched, in place
+    assert_complete(run_dir, rows)
+    assert simulator.requests == 40 + (40 - len(whole_before_cut))

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import time
 
-from conftest import batcher_command, review_rows, run_args, subprocess_env, write_jsonl
+from conftest import batcher_command, review_rows, run_args, subprocess_env, wait_for_results, write_jsonl
 
 from batcher.client import ChatClient
 from batcher.job import SimulatorConfig, build_job
@@ -26,7 +25,7 @@ def run_with_key(args, key=KEY, **popen):
 
 
 def test_whole_jobs_of_every_kind_leave_no_trace_of_the_key(simulator_factory, tmp_path):
-    rows = review_rows(300)
+    rows = review_rows(120)
     for i in (5, 77):
         rows[i]["text"] = "BAD row"
     path = write_jsonl(tmp_path / "in.jsonl", rows)
@@ -50,7 +49,7 @@ def test_whole_jobs_of_every_kind_leave_no_trace_of_the_key(simulator_factory, t
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(2)
+    wait_for_results(run_dir, 20, crashed)
     crashed.send_signal(signal.SIGKILL)
     outputs += crashed.communicate()
     resumed = run_with_key(run_args(path, run_dir, faulty.base_url, "--verbose"))
@@ -64,8 +63,9 @@ def test_whole_jobs_of_every_kind_leave_no_trace_of_the_key(simulator_factory, t
     assert refused.returncode == 3
 
     # the other output formats, and status
+    healthy = simulator_factory(reject_marker="BAD", api_key=KEY)
     for fmt in ("parquet", "openai-batch"):
-        done = run_with_key(run_args(path, tmp_path / fmt, faulty.base_url, "--output-format", fmt, "-v"))
+        done = run_with_key(run_args(path, tmp_path / fmt, healthy.base_url, "--output-format", fmt, "-v"))
         outputs += [done.stdout, done.stderr]
     status = run_with_key(["status", run_dir, "--json"])
     outputs.append(status.stdout)
