@@ -13,6 +13,7 @@ from __future__ import annotations
 import email.utils
 import json
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,9 +97,19 @@ def error_for_status(status: int, payload: Any, text: str, headers: Any) -> Requ
 class ChatClient:
     """Posts chat requests to `{base_url}/chat/completions` on one aiohttp session."""
 
-    def __init__(self, base_url: str, api_key: str | None, *, timeout: float, connections: int):
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None,
+        *,
+        timeout: float,
+        connections: int,
+        on_headers: Callable[[Mapping[str, str]], None] | None = None,
+    ):
         self.url = base_url.rstrip("/") + "/chat/completions"
         self._api_key = api_key
+        #: Called with every answer's headers (the limiter learns limits from them).
+        self._on_headers = on_headers
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._connections = connections
         self._session: aiohttp.ClientSession | None = None
@@ -128,6 +139,8 @@ class ChatClient:
         try:
             async with self._session.post(self.url, data=json.dumps(body), allow_redirects=False) as resp:
                 request_id = resp.headers.get("x-request-id")
+                if self._on_headers is not None:
+                    self._on_headers(resp.headers)
                 if resp.status == 200 and body.get("stream"):
                     completion = await _read_stream(resp)
                 else:

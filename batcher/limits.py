@@ -4,15 +4,18 @@ Each limit is an aiolimiter bucket holding about one second of the per-minute
 rate (`burst_seconds`), so admissions are spread evenly over the minute instead
 of a full minute's worth at once. A request larger than the token bucket waits
 for its whole share in bucket-sized steps rather than being refused. A 429 sets a
-cool-down that every worker waits out before its next request. See
+cool-down that every worker waits out before its next request. Limits the user
+does not give are learned from the server's `x-ratelimit-limit-*` headers. See
 docs/rate-limits.md for the trade-offs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from aiolimiter import AsyncLimiter
@@ -20,6 +23,14 @@ from aiolimiter import AsyncLimiter
 #: Tokens a request is assumed to generate when it sets no max_tokens, until
 #: the usage coming back says otherwise.
 DEFAULT_COMPLETION_TOKENS = 256
+
+
+def _limit(value: str | None) -> float | None:
+    try:
+        limit = float(value) if value else None
+    except ValueError:
+        return None
+    return limit if limit and limit > 0 and math.isfinite(limit) else None
 
 
 def _bucket(per_minute: float, burst_seconds: float) -> AsyncLimiter:
@@ -30,14 +41,43 @@ def _bucket(per_minute: float, burst_seconds: float) -> AsyncLimiter:
 
 
 class RateLimits:
-    """RPM and TPM buckets plus a shared cool-down after 429s."""
+    """RPM and TPM buckets plus a shared cool-down after 429s.
 
-    __slots__ = ("_requests", "_tokens", "_cooldown_until")
+    A limit the user did not give is learned from the server's
+    `x-ratelimit-limit-requests` / `-tokens` headers as answers arrive.
+    """
+
+    __slots__ = (
+        "_requests",
+        "_tokens",
+        "_cooldown_until",
+        "_burst",
+        "_learn_rpm",
+        "_learn_tpm",
+        "rpm",
+        "tpm",
+    )
 
     def __init__(self, rpm: float | None, tpm: float | None, *, burst_seconds: float = 1.0):
+        self._burst = burst_seconds
+        self.rpm, self.tpm = rpm, tpm
+        self._learn_rpm, self._learn_tpm = rpm is None, tpm is None
         self._requests = _bucket(rpm, burst_seconds) if rpm else None
         self._tokens = _bucket(tpm, burst_seconds) if tpm else None
         self._cooldown_until = 0.0
+
+    def learn(self, headers: Mapping[str, str]) -> None:
+        """Adopt the limits a server announces, for those the user left open."""
+        if self._learn_rpm:
+            limit = _limit(headers.get("x-ratelimit-limit-requests"))
+            if limit and limit != self.rpm:
+                self.rpm = limit
+                self._requests = _bucket(limit, self._burst)
+        if self._learn_tpm:
+            limit = _limit(headers.get("x-ratelimit-limit-tokens"))
+            if limit and limit != self.tpm:
+                self.tpm = limit
+                self._tokens = _bucket(limit, self._burst)
 
     async def acquire(self, tokens: int) -> None:
         """Wait until one request of about `tokens` tokens may be sent."""

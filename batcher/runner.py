@@ -422,7 +422,10 @@ async def run_job(
             base_url = await simulator.start()
             api_key = api_key or "sk-simulator"
         limits = RateLimits(job.rpm, job.tpm)
-        async with ChatClient(base_url, api_key, timeout=job.timeout, connections=job.concurrency) as client:
+        client = ChatClient(
+            base_url, api_key, timeout=job.timeout, connections=job.concurrency, on_headers=limits.learn
+        )
+        async with client:
             runner = Runner(
                 job=job,
                 builder=builder,

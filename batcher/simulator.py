@@ -175,6 +175,8 @@ class Simulator:
         self.completions: Counter[str] = Counter()
         self.statuses: Counter[str] = Counter()
         self.requests = 0
+        #: Tokens charged at admission (prompt + max_tokens), as OpenAI-like limits count them.
+        self.admitted_tokens = 0
         #: Recent request bodies and arrival times (time.monotonic()), for tests and benchmarks.
         self.received: deque[Any] = deque(maxlen=1000)
         self.arrivals: deque[float] = deque(maxlen=100_000)
@@ -222,6 +224,9 @@ class Simulator:
     async def ledger(self, request: web.Request) -> web.Response:
         return web.json_response(
             {
+                "admitted_tokens": self.admitted_tokens,
+                "first_arrival": self.arrivals[0] if self.arrivals else None,
+                "last_arrival": self.arrivals[-1] if self.arrivals else None,
                 "requests": self.requests,
                 "statuses": dict(self.statuses),
                 "completions": dict(self.completions),
@@ -485,6 +490,7 @@ class Simulator:
             self._requests.take(1)
         if self._tokens is not None:
             self._tokens.take(tokens)
+        self.admitted_tokens += tokens
         return None
 
     def _limit_headers(self) -> dict[str, str]:

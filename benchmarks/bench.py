@@ -9,6 +9,12 @@ Cases:
             aiohttp loop posting the same bodies with the same concurrency
   rpm       simulator limit 3,000 RPM, latency 200 ms +/- 50%; client --rpm 3000:
             achieved requests/min over the whole run, share of 429s
+  tpm       long prompts so that tokens/min binds; client --tpm = the server's:
+            tokens/min as the server counts them (prompt + max_tokens), 429s
+  unknown   server limit 3,000 RPM, client given no limits: what it reaches
+  startup   `batcher --help`
+  resume    1,000,000 rows done, 1,000 left: time to the first new request
+  memory    1,000,000 and 100,000-row JSONL and Parquet inputs: peak RSS
 Prints one table; figures go in benchmarks/README.md with the machine they came from.
 """
 
@@ -156,7 +162,7 @@ def case_overhead(tmp: Path, quick: bool) -> list[tuple[str, str, str]]:
 
 def case_rpm(tmp: Path, quick: bool) -> list[tuple[str, str, str]]:
     limit = 3000
-    n = 300 if quick else 3000
+    n = 120 if quick else 3000
     sim = SimulatorProcess("--rpm", limit, "--latency-ms", 200)
     try:
         path = write_rows(tmp / "rpm.jsonl", n)
@@ -179,7 +185,200 @@ def case_rpm(tmp: Path, quick: bool) -> list[tuple[str, str, str]]:
     ]
 
 
-CASES = {"overhead": case_overhead, "rpm": case_rpm}
+def write_long_rows(path: Path, n: int, words: int) -> Path:
+    filler = "the harbour committee met again to discuss the new plan for the river bank and its paths"
+    text = " ".join((filler.split() * (words // 16 + 1))[:words])
+    with path.open("w") as f:
+        for i in range(n):
+            f.write(json.dumps({"id": f"r{i}", "text": f"{i} {text}"}) + "\n")
+    return path
+
+
+def case_tpm(tmp: Path, quick: bool) -> list[tuple[str, str, str]]:
+    limit = 600_000
+    n = 60 if quick else 1500
+    sim = SimulatorProcess("--tpm", limit, "--latency-ms", 200)
+    try:
+        path = write_long_rows(tmp / "tpm.jsonl", n, words=400)
+        summary = run_batcher(
+            path, tmp / "tpm-run", sim.base_url, "--tpm", limit, "--max-tokens", 100, "--concurrency", 64
+        )
+        ledger = sim.ledger()
+    finally:
+        sim.stop()
+    session = summary["session"]
+    window = (ledger["last_arrival"] - ledger["first_arrival"]) or 1e-9
+    # Tokens as the server's limit counts them (prompt + max_tokens at admission), per minute of sending.
+    per_minute = ledger["admitted_tokens"] / window * 60
+    requests = session["requests_sent"]
+    return [
+        (
+            "tpm",
+            f"limit {limit:,} TPM, ~500-token prompts + max_tokens 100, {n} rows",
+            f"{per_minute:,.0f} tokens/min",
+        ),
+        ("tpm", "utilisation of the limit", f"{per_minute / limit:.1%}"),
+        ("tpm", "429s / requests", f"{session['rate_limited_429'] / requests:.2%}"),
+    ]
+
+
+def case_unknown(tmp: Path, quick: bool) -> list[tuple[str, str, str]]:
+    limit = 3000
+    n = 120 if quick else 3000
+    sim = SimulatorProcess("--rpm", limit, "--latency-ms", 200)
+    try:
+        path = write_rows(tmp / "unknown.jsonl", n)
+        summary = run_batcher(path, tmp / "unknown-run", sim.base_url, "--concurrency", 64)
+    finally:
+        sim.stop()
+    session = summary["session"]
+    requests = session["requests_sent"]
+    per_minute = summary["rows_ok"] / session["wall_time_s"] * 60
+    return [
+        ("unknown", f"server limit {limit} RPM, client given none, {n} rows", f"{per_minute:,.0f} rows/min"),
+        ("unknown", "utilisation of the server's limit", f"{per_minute / limit:.1%}"),
+        ("unknown", "429s / requests", f"{session['rate_limited_429'] / requests:.2%}"),
+    ]
+
+
+def case_startup(tmp: Path, quick: bool) -> list[tuple[str, str, str]]:
+    times = []
+    for _ in range(3 if quick else 10):
+        started = time.perf_counter()
+        subprocess.run(batcher("--help"), capture_output=True, check=True)
+        times.append(time.perf_counter() - started)
+    return [("startup", "`batcher --help`, best of runs", f"{min(times):.3f} s")]
+
+
+def case_resume(tmp: Path, quick: bool) -> list[tuple[str, str, str]]:
+    done, left = (20_000, 100) if quick else (1_000_000, 1_000)
+    path = write_rows(tmp / "resume.jsonl", done + left)
+    out = tmp / "resume-run"
+    out.mkdir()
+    with (out / "results.jsonl").open("w") as f:
+        for i in range(done):
+            f.write(
+                json.dumps(
+                    {
+                        "id": f"r{i}",
+                        "content": "positive",
+                        "tool_calls": None,
+                        "finish_reason": "stop",
+                        "usage": {"prompt_tokens": 20, "completion_tokens": 1, "total_tokens": 21},
+                        "model": "m",
+                        "latency_ms": 1.0,
+                        "attempts": 1,
+                    }
+                )
+                + "\n"
+            )
+    sim = SimulatorProcess()
+    try:
+        env = {**os.environ, "OPENAI_API_KEY": "sk-bench"}
+        started = time.perf_counter()
+        run = subprocess.Popen(
+            batcher(
+                "run",
+                path,
+                "-o",
+                out,
+                "--base-url",
+                sim.base_url,
+                "--model",
+                "m",
+                "--prompt",
+                PROMPT,
+                "--quiet",
+                "--force",
+            ),
+            env=env,
+        )
+        first = None
+        while run.poll() is None and first is None:
+            if sim.ledger()["requests"]:
+                first = time.perf_counter() - started
+            time.sleep(0.05)
+        run.wait()
+        total = time.perf_counter() - started
+    finally:
+        sim.stop()
+    return [
+        ("resume", f"{done:,} rows done, {left:,} left: first new request after", f"{first:.2f} s"),
+        ("resume", "whole resumed run", f"{total:.2f} s"),
+    ]
+
+
+def peak_rss_of(command: list[str], env: dict) -> tuple[float, int]:
+    """Run a command, sampling its VmRSS; return the peak in MB and its exit code."""
+    process = subprocess.Popen(command, env=env)
+    peak = 0.0
+    while process.poll() is None:
+        try:
+            status = Path(f"/proc/{process.pid}/status").read_text()
+            peak = max(peak, int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) / 1024)
+        except (OSError, AttributeError):
+            pass
+        time.sleep(0.1)
+    return peak, process.returncode
+
+
+def case_memory(tmp: Path, quick: bool) -> list[tuple[str, str, str]]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sizes = (10_000, 100_000) if quick else (100_000, 1_000_000)
+    sim = SimulatorProcess()
+    rows = []
+    try:
+        env = {**os.environ, "OPENAI_API_KEY": "sk-bench"}
+        for kind in ("jsonl", "parquet"):
+            peaks = []
+            for n in sizes:
+                path = write_rows(tmp / f"mem-{n}.jsonl", n)
+                if kind == "parquet":
+                    table = pa.Table.from_pylist([json.loads(line) for line in path.open()])
+                    path = tmp / f"mem-{n}.parquet"
+                    pq.write_table(table, path, row_group_size=50_000)
+                    del table
+                peak, code = peak_rss_of(
+                    batcher(
+                        "run",
+                        path,
+                        "-o",
+                        tmp / f"mem-{kind}-{n}",
+                        "--base-url",
+                        sim.base_url,
+                        "--model",
+                        "m",
+                        "--prompt",
+                        PROMPT,
+                        "--quiet",
+                        "--concurrency",
+                        64,
+                    ),
+                    env,
+                )
+                if code != 0:
+                    raise RuntimeError(f"memory run exited {code}")
+                peaks.append(peak)
+                rows.append(("memory", f"{kind}, {n:,} rows: peak RSS", f"{peak:.0f} MB"))
+            rows.append(
+                ("memory", f"{kind}: RSS at {sizes[1]:,} / at {sizes[0]:,}", f"{peaks[1] / peaks[0]:.2f}")
+            )
+    finally:
+        sim.stop()
+    return rows
+
+
+CASES = {
+    "overhead": case_overhead,
+    "rpm": case_rpm,
+    "tpm": case_tpm,
+    "unknown": case_unknown,
+    "startup": case_startup,
+    "resume": case_resume,
+    "memory": case_memory,
+}
 
 
 def main() -> None:
