@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from .errors import ConfigError, WriteFailed
+from .idset import IdSet
 
 SYNC_ROWS = 64
 SYNC_SECONDS = 0.2
@@ -37,7 +38,8 @@ STATE_DIR = ".batcher"
 class Progress:
     """What a run directory holds: done and failed ids, tokens so far."""
 
-    done: set[str] = field(default_factory=set)
+    #: Ids whose result was on disk when the session began (compact: see idset.py).
+    done: IdSet = field(default_factory=IdSet)
     #: Latest error record of each row that failed and has not succeeded since.
     failed: dict[str, dict[str, Any]] = field(default_factory=dict)
     prompt_tokens: int = 0
@@ -229,6 +231,7 @@ class Checkpoint:
                 progress.failed[record["id"]] = record
 
         broken_results = read_journal(self.results_path, on_result)
+        progress.done.freeze()
         broken_errors = read_journal(self.errors_path, on_error)
         progress.repaired_lines = broken_results + broken_errors
         if len(progress.failed) != errors_seen:

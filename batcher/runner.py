@@ -238,7 +238,7 @@ class Runner:
                 )
                 self.checkpoint.add(True, record)
                 self._release_streak()
-                self.stats.latencies_ms.append(completion.latency_ms)
+                self.stats.latency.add(completion.latency_ms)
                 self.estimator.observe(item.prompt_chars, completion.usage)
                 await self._charge_overrun(item, estimate, completion.usage)
                 return
@@ -320,7 +320,6 @@ class Runner:
             was_failed = row_id in progress.failed
             self.stats.record_durable(ok, record, retried_failure=was_failed)
             if ok:
-                progress.done.add(row_id)
                 progress.failed.pop(row_id, None)
                 if self.sink is not None:
                     self.sink.write_result(record)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, InputError
+from .idset import IdSet
 from .prompts import CHAT, OPENAI_BATCH, TEMPLATE, RequestBuilder
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -187,20 +188,16 @@ class Source:
     def scan(self, builder: RequestBuilder) -> Scan:
         """Check every row; raise one InputError listing the problems found."""
         digest = hashlib.blake2b(digest_size=16)
-        columns = None
-        if self.is_parquet:
-            columns = list(dict.fromkeys([self.id_column, *builder.placeholders, *builder.keep_columns]))
-        seen: dict[str, str] = {}
+        columns = self._columns(builder)
+        ids = IdSet()
         kept_types: dict[str, Any] = {name: set() for name in builder.keep_columns}
-        problems: list[str] = []
+        problems: list[tuple[int, str]] = []
         total = 0
-        for where, record in self._records(columns, digest):
+        for number, (where, record) in enumerate(self._records(columns, digest), start=1):
             total += 1
             try:
                 row_id, row = self._identify(record)
-                if row_id in seen:
-                    raise ValueError(f"repeats id {row_id!r} (first seen at {seen[row_id]})")
-                seen[row_id] = where
+                ids.add(row_id)
                 builder.build(row)
                 if self.kind != OPENAI_BATCH:
                     for name, types in kept_types.items():
@@ -209,13 +206,20 @@ class Source:
                         if row[name] is not None and not self.is_parquet:
                             types.add(type(row[name]).__name__)
             except ValueError as e:
-                problems.append(f"{where} {e}")
+                problems.append((number, f"{where} {e}"))
                 if len(problems) >= MAX_PROBLEMS:
-                    problems.append(f"(stopped after {MAX_PROBLEMS} problems)")
                     break
+        repeated = ids.repeated_hashes()
+        if repeated and len(problems) < MAX_PROBLEMS:
+            problems += self._duplicates(columns, repeated)
         if problems:
-            listed = "\n  ".join(problems)
-            raise InputError(f"has {len(problems)} problem(s); nothing was sent:\n  {listed}", path=self.path)
+            problems.sort()
+            listed = [text for _, text in problems[:MAX_PROBLEMS]]
+            if len(problems) >= MAX_PROBLEMS:
+                listed.append(f"(stopped after {MAX_PROBLEMS} problems)")
+            raise InputError(
+                f"has {len(listed)} problem(s); nothing was sent:\n  " + "\n  ".join(listed), path=self.path
+            )
         if total == 0:
             raise InputError("has no rows", path=self.path)
         if self.is_parquet:
@@ -224,6 +228,28 @@ class Source:
             kept_types = {name: schema.field(name).type for name in kept_types}
         return Scan(kind=self.kind, total=total, fingerprint=digest.hexdigest(), kept_types=kept_types)
 
+    def _columns(self, builder: RequestBuilder) -> list[str] | None:
+        if not self.is_parquet:
+            return None
+        return list(dict.fromkeys([self.id_column, *builder.placeholders, *builder.keep_columns]))
+
+    def _duplicates(self, columns: list[str] | None, repeated: set[int]) -> list[tuple[int, str]]:
+        """A second read, only when hashes repeat: which ids really repeat, and where."""
+        first_seen: dict[str, str] = {}
+        found = []
+        for number, (where, record) in enumerate(self._records(columns), start=1):
+            try:
+                row_id, _ = self._identify(record)
+            except ValueError:
+                continue
+            if IdSet.hash_of(row_id) not in repeated:
+                continue
+            if row_id in first_seen:
+                found.append((number, f"{where} repeats id {row_id!r} (first seen at {first_seen[row_id]})"))
+            else:
+                first_seen[row_id] = where
+        return found
+
     def _hash_file(self, digest: Any) -> None:
         with self.path.open("rb") as f:
             while chunk := f.read(1 << 20):
@@ -231,10 +257,7 @@ class Source:
 
     def rows(self, builder: RequestBuilder) -> Iterator[InputRow]:
         """Every row, in file order, for sending (after a clean `scan`)."""
-        columns = None
-        if self.is_parquet:
-            columns = list(dict.fromkeys([self.id_column, *builder.placeholders, *builder.keep_columns]))
-        for where, record in self._records(columns):
+        for where, record in self._records(self._columns(builder)):
             try:
                 row_id, row = self._identify(record)
             except ValueError as e:  # the file changed since the scan

@@ -1,25 +1,45 @@
 """Counters of a run, latency percentiles, and summary.json.
 
 Row counts (ok, failed) advance only when a row is durable, so what the progress
-bar and the summary report as done is on disk. Token totals cover every session
+bar and the summary report as done is on disk. Nothing here grows with the rows:
+latencies go into a histogram. Token totals cover every session
 of the run directory; requests, retries, 429s and latencies cover this session.
 """
 
 from __future__ import annotations
 
+import math
 import time
-from array import array
 from dataclasses import dataclass, field
 from typing import Any
 
 
-def percentile(values: array, fraction: float) -> float | None:
-    """Nearest-rank percentile of `values` (None when empty)."""
-    if not values:
+class LatencyHistogram:
+    """Latencies in log-spaced bins 2% wide: percentiles within 2%, in constant memory."""
+
+    __slots__ = ("_counts", "count")
+    _BASE = math.log(1.02)
+
+    def __init__(self) -> None:
+        self._counts: dict[int, int] = {}
+        self.count = 0
+
+    def add(self, ms: float) -> None:
+        slot = int(math.log1p(max(ms, 0.0)) / self._BASE)
+        self._counts[slot] = self._counts.get(slot, 0) + 1
+        self.count += 1
+
+    def percentile(self, fraction: float) -> float | None:
+        """The nearest-rank percentile, as the middle of its bin (None when empty)."""
+        if not self.count:
+            return None
+        rank = max(1, math.ceil(fraction * self.count))
+        seen = 0
+        for slot in sorted(self._counts):
+            seen += self._counts[slot]
+            if seen >= rank:
+                return round(math.expm1((slot + 0.5) * self._BASE), 1)
         return None
-    ordered = sorted(values)
-    rank = max(0, min(len(ordered) - 1, round(fraction * len(ordered) + 0.5) - 1))
-    return round(ordered[rank], 1)
 
 
 @dataclass
@@ -38,7 +58,7 @@ class RunStats:
     completion_tokens: int = 0
     #: Tokens of this session's durable rows only.
     session_tokens: int = 0
-    latencies_ms: array = field(default_factory=lambda: array("d"))
+    latency: LatencyHistogram = field(default_factory=LatencyHistogram)
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
 
@@ -87,7 +107,7 @@ class RunStats:
                 "wall_time_s": round(wall, 3),
                 "rows_per_s": round(self.done_now / wall, 2) if wall > 0 else None,
                 "tokens_per_s": round(self.session_tokens / wall, 1) if wall > 0 else None,
-                "latency_ms_p50": percentile(self.latencies_ms, 0.50),
-                "latency_ms_p95": percentile(self.latencies_ms, 0.95),
+                "latency_ms_p50": self.latency.percentile(0.50),
+                "latency_ms_p95": self.latency.percentile(0.95),
             },
         }

@@ -228,3 +228,28 @@ def test_a_429_for_exhausted_quota_stops_the_run_instead_of_being_retried():
     error = error_for_status(429, payload, json.dumps(payload), {})
 
     assert isinstance(error, AuthenticationFailed)
+
+
+def test_latency_percentiles_are_within_two_percent_in_constant_memory():
+    from batcher.stats import LatencyHistogram
+
+    histogram = LatencyHistogram()
+    values = [float(v) for v in range(1, 10_001)]
+    for v in values:
+        histogram.add(v)
+
+    assert histogram.percentile(0.50) == pytest.approx(5000, rel=0.02)
+    assert histogram.percentile(0.95) == pytest.approx(9500, rel=0.02)
+    assert LatencyHistogram().percentile(0.5) is None
+
+
+def test_idset_finds_members_and_repeats_in_compact_form():
+    from batcher.idset import IdSet
+
+    ids = IdSet(f"row-{i}" for i in range(50_000))
+    ids.add("row-17")
+
+    assert "row-49999" in ids and "row-0" in ids
+    assert "row-50000" not in ids and "" not in ids
+    assert ids.repeated_hashes() == {IdSet.hash_of("row-17")}
+    assert len(ids) == 50_001
