@@ -29,7 +29,7 @@ SYNC_SECONDS = 0.2
 JOB_FILE = "job.json"
 #: Job record fields shown for information but not compared on resume: the
 #: input is recognised by its fingerprint, wherever the file now lives.
-_INFORMATIONAL = ("input", "rows")
+_INFORMATIONAL = ("input", "rows", "kept_types")
 LOCK_FILE = ".lock"
 STATE_DIR = ".batcher"
 
@@ -192,6 +192,19 @@ class Checkpoint:
                 f"{self.directory} is in use by another batcher run; wait for it to finish or stop it first"
             ) from None
         self._lock_fd = fd  # released by close(), or by the OS when the process dies
+
+    def recorded_job(self) -> dict[str, Any] | None:
+        """The job record of an earlier session, if there is a readable one."""
+        try:
+            recorded = json.loads((self.directory / JOB_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return recorded if isinstance(recorded, dict) else None
+
+    def same_job(self, identity: dict[str, Any], recorded: dict[str, Any] | None) -> bool:
+        return recorded is not None and all(
+            recorded.get(k) == v for k, v in identity.items() if k not in _INFORMATIONAL
+        )
 
     def _check_job(self, identity: dict[str, Any], force: bool) -> None:
         path = self.directory / JOB_FILE

@@ -340,6 +340,22 @@ class Runner:
         return RunOutcome("completed", EXIT_OK, stats)
 
 
+def _scan_unless_recorded(job: Job, source: Source, builder: RequestBuilder, checkpoint: Checkpoint) -> Scan:
+    """Scan the input, unless this directory recorded a scan of the very same job and bytes."""
+    fingerprint = source.fingerprint()
+    recorded = checkpoint.recorded_job()
+    identity = {**job.identity(), "input_kind": source.kind, "input_fingerprint": fingerprint}
+    if checkpoint.same_job(identity, recorded) and isinstance(recorded.get("rows"), int):
+        if source.is_parquet:
+            kept = source.parquet_types(list(job.keep_columns))
+        else:
+            kept = {name: set(types) for name, types in (recorded.get("kept_types") or {}).items()}
+        if set(kept) == set(job.keep_columns):
+            log.info("%s: unchanged since its scan; not scanned again", job.input)
+            return Scan(source.kind, recorded["rows"], fingerprint, kept)
+    return source.scan(builder, fingerprint)
+
+
 def _auth_abort(error: AuthenticationFailed, job: Job) -> BatcherError:
     if error.status in (401, 403):
         key = os.environ.get(job.api_key_env)
@@ -383,13 +399,14 @@ async def run_job(
         id_column=job.id_column,
         keep_columns=job.keep_columns,
     )
-    scan: Scan = await asyncio.to_thread(source.scan, builder)
     checkpoint = Checkpoint(job.output, hidden_journal=job.output_format != "jsonl")
+    scan = await asyncio.to_thread(_scan_unless_recorded, job, source, builder, checkpoint)
     identity = {
         **job.identity(),
         "input_kind": scan.kind,
         "input_fingerprint": scan.fingerprint,
         "rows": scan.total,
+        "kept_types": None if source.is_parquet else {k: sorted(v) for k, v in scan.kept_types.items()},
     }
     progress = checkpoint.open(identity, force=job.force)
     log.info(

@@ -1,9 +1,10 @@
 """Stream input rows from JSONL, Parquet (by record batch) or OpenAI Batch files.
 
-A run reads its input twice, both times streamed: `scan` checks every row before
-anything is sent (parse, id, duplicate id, template columns, request shape),
-counts the rows and fingerprints the bytes; `rows` then yields them for sending.
-Finding a bad line before spending money is worth a second read of the file.
+A new run reads its input twice, both times streamed: `scan` checks every row
+before anything is sent (parse, id, duplicate id, template columns, request
+shape) and counts them; `rows` then yields them for sending. Finding a bad line
+before spending money is worth a second read of the file. A resume whose input
+has the fingerprint (a hash of the bytes) of the scan it recorded skips the scan.
 """
 
 from __future__ import annotations
@@ -115,20 +116,18 @@ class Source:
 
     # -- reading -----------------------------------------------------------
 
-    def _lines(self, digest: Any = None) -> Iterator[tuple[str, bytes]]:
+    def _lines(self) -> Iterator[tuple[str, bytes]]:
         try:
             with self.path.open("rb") as f:
                 for number, raw in enumerate(f, start=1):
-                    if digest is not None:
-                        digest.update(raw)
                     if raw.strip():
                         yield f"line {number}", raw
         except OSError as e:
             raise InputError(f"cannot be read: {e.strerror or e}", path=self.path) from None
 
-    def _jsonl_rows(self, digest: Any = None) -> Iterator[tuple[str, Any]]:
+    def _jsonl_rows(self) -> Iterator[tuple[str, Any]]:
         """(where, parsed row or the ValueError that parsing raised)."""
-        for where, raw in self._lines(digest):
+        for where, raw in self._lines():
             try:
                 yield where, parse_json_line(raw)
             except ValueError as e:
@@ -161,10 +160,10 @@ class Source:
         except Exception as e:
             raise InputError(f"cannot be read from row {number + 1} on ({e})", path=self.path) from None
 
-    def _records(self, columns: list[str] | None = None, digest: Any = None) -> Iterator[tuple[str, Any]]:
+    def _records(self, columns: list[str] | None = None) -> Iterator[tuple[str, Any]]:
         if self.is_parquet:
             return self._parquet_rows(columns)
-        return self._jsonl_rows(digest)
+        return self._jsonl_rows()
 
     def _identify(self, record: Any) -> tuple[str, dict[str, Any]]:
         """The row id and the row; ValueError says what is wrong with it."""
@@ -185,15 +184,25 @@ class Source:
 
     # -- the two passes -----------------------------------------------------
 
-    def scan(self, builder: RequestBuilder) -> Scan:
-        """Check every row; raise one InputError listing the problems found."""
+    def fingerprint(self) -> str:
+        """blake2b of the input's bytes (a fast read: no parsing)."""
         digest = hashlib.blake2b(digest_size=16)
+        try:
+            with self.path.open("rb") as f:
+                while chunk := f.read(1 << 20):
+                    digest.update(chunk)
+        except OSError as e:
+            raise InputError(f"cannot be read: {e.strerror or e}", path=self.path) from None
+        return digest.hexdigest()
+
+    def scan(self, builder: RequestBuilder, fingerprint: str) -> Scan:
+        """Check every row; raise one InputError listing the problems found."""
         columns = self._columns(builder)
         ids = IdSet()
         kept_types: dict[str, Any] = {name: set() for name in builder.keep_columns}
         problems: list[tuple[int, str]] = []
         total = 0
-        for number, (where, record) in enumerate(self._records(columns, digest), start=1):
+        for number, (where, record) in enumerate(self._records(columns), start=1):
             total += 1
             try:
                 row_id, row = self._identify(record)
@@ -223,10 +232,12 @@ class Source:
         if total == 0:
             raise InputError("has no rows", path=self.path)
         if self.is_parquet:
-            self._hash_file(digest)
-            schema = self._parquet_file().schema_arrow
-            kept_types = {name: schema.field(name).type for name in kept_types}
-        return Scan(kind=self.kind, total=total, fingerprint=digest.hexdigest(), kept_types=kept_types)
+            kept_types = self.parquet_types(list(kept_types))
+        return Scan(kind=self.kind, total=total, fingerprint=fingerprint, kept_types=kept_types)
+
+    def parquet_types(self, columns: list[str]) -> dict[str, Any]:
+        schema = self._parquet_file().schema_arrow
+        return {name: schema.field(name).type for name in columns}
 
     def _columns(self, builder: RequestBuilder) -> list[str] | None:
         if not self.is_parquet:
@@ -249,11 +260,6 @@ class Source:
             else:
                 first_seen[row_id] = where
         return found
-
-    def _hash_file(self, digest: Any) -> None:
-        with self.path.open("rb") as f:
-            while chunk := f.read(1 << 20):
-                digest.update(chunk)
 
     def rows(self, builder: RequestBuilder) -> Iterator[InputRow]:
         """Every row, in file order, for sending (after a clean `scan`)."""

@@ -32,7 +32,7 @@ def scan(path: Path, prompt: str | None = "Say {text}", id_column: str = "id"):
     builder = RequestBuilder(
         source.kind, template=prompt, system=None, defaults={"model": "m"}, id_column=id_column
     )
-    return source.scan(builder), list(source.rows(builder))
+    return source.scan(builder, source.fingerprint()), list(source.rows(builder))
 
 
 def accepted_or_refused(path: Path, **kwargs) -> None:

@@ -340,3 +340,19 @@ def test_results_cut_at_a_random_byte_keep_every_earlier_row(cli, simulator, tmp
     assert after[: len(whole_before_cut)] == whole_before_cut  # earlier rows untouched, in place
     assert_complete(run_dir, rows)
     assert simulator.requests == 40 + (40 - len(whole_before_cut))
+
+
+def test_an_unchanged_input_is_not_scanned_again_on_resume(cli, simulator, tmp_path, run_dir):
+    path = write_jsonl(tmp_path / "in.jsonl", review_rows(30))
+    args = run_args(path, run_dir, simulator.base_url, "--keep-columns", "stars", "--verbose")
+    first = cli(*args)
+    results = run_dir / "results.jsonl"
+    results.write_text("".join(results.read_text().splitlines(keepends=True)[:10]))
+
+    again = cli(*args)
+
+    assert "not scanned again" not in first.output
+    assert "not scanned again" in again.output
+    assert again.exit_code == 0, again.output
+    assert_complete(run_dir, review_rows(30))
+    assert read_jsonl(results)[-1]["stars"] in range(1, 6)
