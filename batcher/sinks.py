@@ -22,6 +22,7 @@ from typing import Any
 from .checkpoint import dumps, iter_journal
 from .client import Completion
 from .errors import RequestFailed
+from .sources import arrow
 
 #: Names a result line already uses; input columns named so cannot be kept.
 RESERVED_COLUMNS = (
@@ -163,9 +164,7 @@ class ParquetSink(Sink):
     """results.parquet written in row groups as results arrive; errors.parquet at the end."""
 
     def __init__(self, directory: Path, kept_types: dict[str, Any]):
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
+        pa, pq = arrow()
         self._pa, self._pq = pa, pq
         self.results_path = directory / "results.parquet"
         self.errors_path = directory / "errors.parquet"

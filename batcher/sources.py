@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,20 @@ class Scan:
     fingerprint: str
     #: Per kept column: its Arrow type (Parquet input) or the Python type names seen (JSONL).
     kept_types: dict[str, Any]
+
+
+def arrow() -> tuple[Any, Any]:
+    """pyarrow and pyarrow.parquet, imported only when a Parquet file is involved.
+
+    Arrow's default allocator (mimalloc) keeps freed memory for reuse, which
+    showed as +40 MB of resident memory on a 100k-row Parquet run; the system
+    allocator gives it back. A user's own ARROW_DEFAULT_MEMORY_POOL wins.
+    """
+    os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")  # read when pyarrow loads
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    return pa, pq
 
 
 def _reject_constant(name: str) -> None:
@@ -134,8 +149,7 @@ class Source:
                 yield where, e
 
     def _parquet_file(self) -> Any:
-        import pyarrow.parquet as pq
-
+        _, pq = arrow()
         try:
             return pq.ParquetFile(self.path)
         except Exception as e:  # pyarrow raises ArrowInvalid, OSError, ...

@@ -254,7 +254,16 @@ def case_resume(tmp: Path, quick: bool) -> list[tuple[str, str, str]]:
     done, left = (20_000, 100) if quick else (1_000_000, 1_000)
     path = write_rows(tmp / "resume.jsonl", done + left)
     out = tmp / "resume-run"
-    out.mkdir()
+    args = ("run", path, "-o", out, "--model", "m", "--prompt", PROMPT, "--quiet")
+    env = {**os.environ, "OPENAI_API_KEY": "sk-bench"}
+    # A first session that stops at once (every request refused) leaves the job record of its scan...
+    refusing = SimulatorProcess("--fail-auth-after", 0)
+    try:
+        first = subprocess.run(batcher(*args, "--base-url", refusing.base_url), env=env, capture_output=True)
+        assert first.returncode == 3, first.stderr
+    finally:
+        refusing.stop()
+    # ...then the rows it would have done are put on disk, as a long run would have left them.
     with (out / "results.jsonl").open("w") as f:
         for i in range(done):
             f.write(
@@ -274,36 +283,21 @@ def case_resume(tmp: Path, quick: bool) -> list[tuple[str, str, str]]:
             )
     sim = SimulatorProcess()
     try:
-        env = {**os.environ, "OPENAI_API_KEY": "sk-bench"}
         started = time.perf_counter()
-        run = subprocess.Popen(
-            batcher(
-                "run",
-                path,
-                "-o",
-                out,
-                "--base-url",
-                sim.base_url,
-                "--model",
-                "m",
-                "--prompt",
-                PROMPT,
-                "--quiet",
-                "--force",
-            ),
-            env=env,
-        )
-        first = None
-        while run.poll() is None and first is None:
+        run = subprocess.Popen(batcher(*args, "--base-url", sim.base_url), env=env)
+        first_request = None
+        while run.poll() is None and first_request is None:
             if sim.ledger()["requests"]:
-                first = time.perf_counter() - started
+                first_request = time.perf_counter() - started
             time.sleep(0.05)
         run.wait()
         total = time.perf_counter() - started
     finally:
         sim.stop()
+    if run.returncode != 0:
+        raise RuntimeError(f"resumed run exited {run.returncode}")
     return [
-        ("resume", f"{done:,} rows done, {left:,} left: first new request after", f"{first:.2f} s"),
+        ("resume", f"{done:,} rows done, {left:,} left: first new request after", f"{first_request:.2f} s"),
         ("resume", "whole resumed run", f"{total:.2f} s"),
     ]
 
