@@ -253,3 +253,24 @@ def test_idset_finds_members_and_repeats_in_compact_form():
     assert "row-50000" not in ids and "" not in ids
     assert ids.repeated_hashes() == {IdSet.hash_of("row-17")}
     assert len(ids) == 50_001
+
+
+def test_journal_lines_of_any_shape_load_alike_by_the_fast_path_or_the_full_parse(tmp_path):
+    from batcher.checkpoint import Checkpoint, dumps
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    records = [
+        {"id": "plain", "content": "x", "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}},
+        {"id": 'quo"te', "content": "y", "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}},
+        {"id": "no-usage", "content": 'says "usage":{"prompt_tokens":99}', "usage": None},
+        {"id": "spaced", "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20}},
+    ]
+    text = "".join(dumps(r) + "\n" for r in records[:3]) + json.dumps(records[3]) + "\n"
+    (run_dir / "results.jsonl").write_text(text)
+
+    progress = Checkpoint(run_dir).load()
+
+    assert len(progress.done) == 4
+    assert all(r["id"] in progress.done for r in records)
+    assert (progress.prompt_tokens, progress.completion_tokens) == (14, 13)
