@@ -185,14 +185,18 @@ class Runner:
             error.exit_code = EXIT_ABORTED
         self._fail(error)
 
-    async def _feed(self, rows: Iterator[InputRow], queue: asyncio.Queue) -> None:
-        job, progress, build = self.job, self.progress, self.builder.build
+    def already_done(self, row_id: str) -> bool:
+        """Whether a row needs no request this session (done, or failed and not to be retried)."""
+        return row_id in self.progress.done or (row_id in self.progress.failed and not self.job.retry_failed)
+
+    async def _feed(self, rows: Iterator[InputRow | None], queue: asyncio.Queue) -> None:
+        job, build, already_done = self.job, self.builder.build, self.already_done
         skipped = 0
         try:
             for row in rows:
                 if self._stop.is_set():
                     return
-                if row.row_id in progress.done or (row.row_id in progress.failed and not job.retry_failed):
+                if row is None or already_done(row.row_id):
                     skipped += 1
                     if skipped % 2048 == 0:
                         await asyncio.sleep(0)  # a long run of done rows must not starve the loop
@@ -460,7 +464,7 @@ async def run_job(
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     loop.add_signal_handler(sig, runner.request_stop)
             try:
-                outcome = await runner.run(source.rows(builder))
+                outcome = await runner.run(source.rows(builder, skip=runner.already_done))
             finally:
                 if handle_signals:
                     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -12,7 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterator
+import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -275,11 +276,51 @@ class Source:
                 first_seen[row_id] = where
         return found
 
-    def rows(self, builder: RequestBuilder) -> Iterator[InputRow]:
-        """Every row, in file order, for sending (after a clean `scan`)."""
+    def rows(
+        self, builder: RequestBuilder, skip: Callable[[str], bool] | None = None
+    ) -> Iterator[InputRow | None]:
+        """Every row, in file order, for sending (after a clean `scan`).
+
+        A row whose id `skip` accepts comes as None; on JSONL lines whose first
+        key is the id, that is decided without parsing the line (resume's hot path).
+        """
+        if skip is not None and not self.is_parquet and self.kind != OPENAI_BATCH:
+            yield from self._rows_skipping(skip)
+            return
         for where, record in self._records(self._columns(builder)):
             try:
                 row_id, row = self._identify(record)
             except ValueError as e:  # the file changed since the scan
                 raise InputError(str(e), path=self.path, where=where) from None
+            if skip is not None and skip(row_id):
+                yield None
+                continue
+            yield InputRow(row_id, where, row)
+
+    def _rows_skipping(self, skip: Callable[[str], bool]) -> Iterator[InputRow | None]:
+        leading_id = re.compile(
+            rb"\{\s*"
+            + re.escape(json.dumps(self.id_column).encode())
+            + rb'\s*:\s*("(?:[^"\\]|\\.)*"|-?\d+)\s*[,}]'
+        )
+        for where, raw in self._lines():
+            match = leading_id.match(raw)
+            if match is not None:
+                token = match[1]
+                if not token.startswith(b'"'):
+                    row_id = str(int(token))
+                elif b"\\" in token:
+                    row_id = json.loads(token)
+                else:
+                    row_id = token[1:-1].decode("utf-8", errors="replace")
+                if skip(row_id):
+                    yield None
+                    continue
+            try:
+                row_id, row = self._identify(parse_json_line(raw))
+            except ValueError as e:  # the file changed since the scan
+                raise InputError(str(e), path=self.path, where=where) from None
+            if skip(row_id):
+                yield None
+                continue
             yield InputRow(row_id, where, row)

@@ -261,8 +261,16 @@ def test_journal_lines_of_any_shape_load_alike_by_the_fast_path_or_the_full_pars
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     records = [
-        {"id": "plain", "content": "x", "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}},
-        {"id": 'quo"te', "content": "y", "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}},
+        {
+            "id": "plain",
+            "content": "x",
+            "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
+        },
+        {
+            "id": 'quo"te',
+            "content": "y",
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+        },
         {"id": "no-usage", "content": 'says "usage":{"prompt_tokens":99}', "usage": None},
         {"id": "spaced", "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20}},
     ]

@@ -356,3 +356,27 @@ def test_an_unchanged_input_is_not_scanned_again_on_resume(cli, simulator, tmp_p
     assert again.exit_code == 0, again.output
     assert_complete(run_dir, review_rows(30))
     assert read_jsonl(results)[-1]["stars"] in range(1, 6)
+
+
+def test_resume_skips_done_rows_whatever_the_layout_of_their_lines(cli, simulator, tmp_path, run_dir):
+    lines = [
+        '{"id": "a1", "text": "first key is the id"}',
+        '{"text": "id comes later", "id": "a2"}',
+        '{ "id" : 3 , "text": "spaced, an integer id"}',
+        '{"id": "a\\"4", "text": "an escaped quote in the id"}',
+        '{"meta": {"id": "a1"}, "id": "a5", "text": "a nested id that names a done row"}',
+        '{"id": "a6", "text": "not done yet"}',
+    ]
+    path = tmp_path / "in.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    args = run_args(path, run_dir, simulator.base_url)
+    assert cli(*args).exit_code == 0
+    results = run_dir / "results.jsonl"
+    kept = [r for r in read_jsonl(results) if r["id"] != "a6" and r["id"] != "a5"]
+    results.write_text("".join(json.dumps(r) + "\n" for r in kept))
+
+    again = cli(*args)
+
+    assert again.exit_code == 0, again.output
+    assert sorted(r["id"] for r in read_jsonl(results)) == sorted(["a1", "a2", "3", 'a"4', "a5", "a6"])
+    assert simulator.requests == 6 + 2
