@@ -152,7 +152,8 @@ class Source:
     def _parquet_file(self) -> Any:
         _, pq = arrow()
         try:
-            return pq.ParquetFile(self.path)
+            # Read a column chunk at a time through a small buffer, not whole row groups at once.
+            return pq.ParquetFile(self.path, pre_buffer=False, buffer_size=1 << 20)
         except Exception as e:  # pyarrow raises ArrowInvalid, OSError, ...
             raise InputError(f"is not a readable Parquet file ({e})", path=self.path) from None
 
