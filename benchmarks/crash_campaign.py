@@ -18,11 +18,9 @@ rows paid for twice, which must stay within the requests in flight at the kills
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import random
-import re
 import signal
 import subprocess
 import sys
@@ -31,14 +29,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import aiohttp
+from common import SimulatorProcess, batcher
 
 PROMPT = "Summarize this note: {text}"
 PERMANENT = "PERMANENT-400"
-
-
-def batcher(*args: object) -> list[str]:
-    return [sys.executable, "-m", "batcher", *[str(a) for a in args]]
 
 
 @dataclass
@@ -58,15 +52,6 @@ class Campaign:
         return not (self.lost or self.duplicated or self.truncated or self.wrong_errors) and (
             self.repaid <= self.repaid_bound
         )
-
-
-def _ledger(base_url: str) -> dict:
-    async def get() -> dict:
-        url = base_url.removesuffix("/v1") + "/_simulator/ledger"
-        async with aiohttp.ClientSession() as session, session.get(url) as resp:
-            return await resp.json()
-
-    return asyncio.run(get())
 
 
 def run_campaign(
@@ -92,37 +77,29 @@ def run_campaign(
             f.write(json.dumps({"id": i, "text": text}) + "\n")
     prompts = {str(i): PROMPT.format(text=json.loads(line)["text"]) for i, line in enumerate(source.open())}
 
-    server = subprocess.Popen(
-        batcher(
-            "simulate",
-            "--port",
-            "0",
-            "--seed",
-            seed,
-            "--latency-ms",
-            latency_ms,
-            "--error-rate",
-            0.10,
-            "--drop-rate",
-            0.05,
-            "--garbage-rate",
-            0.02,
-            "--slow-rate",
-            0.01,
-            "--slow-ms",
-            3000,
-            "--storm-every",
-            7,
-            "--storm-seconds",
-            1,
-            "--reject-marker",
-            PERMANENT,
-        ),
-        stderr=subprocess.PIPE,
-        text=True,
+    server = SimulatorProcess(
+        "--seed",
+        seed,
+        "--latency-ms",
+        latency_ms,
+        "--error-rate",
+        0.10,
+        "--drop-rate",
+        0.05,
+        "--garbage-rate",
+        0.02,
+        "--slow-rate",
+        0.01,
+        "--slow-ms",
+        3000,
+        "--storm-every",
+        7,
+        "--storm-seconds",
+        1,
+        "--reject-marker",
+        PERMANENT,
     )
     try:
-        base_url = re.search(r"listening on (\S+)", server.stderr.readline()).group(1)
         out = workdir / "run"
         command = batcher(
             "run",
@@ -130,7 +107,7 @@ def run_campaign(
             "-o",
             out,
             "--base-url",
-            base_url,
+            server.base_url,
             "--model",
             "m",
             "--prompt",
@@ -161,10 +138,9 @@ def run_campaign(
         else:
             raise RuntimeError(f"no run finished in {max_sessions} sessions")
         seconds = time.monotonic() - started
-        ledger = _ledger(base_url)
+        ledger = server.ledger()
     finally:
-        server.terminate()
-        server.wait(timeout=10)
+        server.stop()
 
     raw = (out / "results.jsonl").read_bytes()
     truncated = 0 if raw.endswith(b"\n") or not raw else 1

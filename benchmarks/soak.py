@@ -17,16 +17,13 @@ import json
 import os
 import re
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from common import SimulatorProcess, batcher
+
 PROMPT = "Classify the sentiment of this review: {text}"
-
-
-def batcher(*args: object) -> list[str]:
-    return [sys.executable, "-m", "batcher", *[str(a) for a in args]]
 
 
 def rss_mb(pid: int) -> float | None:
@@ -51,25 +48,10 @@ def soak(workdir: Path, rows: int) -> dict:
     with source.open("w") as f:
         for i in range(rows):
             f.write(json.dumps({"id": i, "text": f"review {i}: it works great, I love it"}) + "\n")
-    server = subprocess.Popen(
-        batcher(
-            "simulate",
-            "--port",
-            "0",
-            "--latency-ms",
-            5,
-            "--error-rate",
-            0.05,
-            "--drop-rate",
-            0.02,
-            "--garbage-rate",
-            0.01,
-        ),
-        stderr=subprocess.PIPE,
-        text=True,
+    server = SimulatorProcess(
+        "--latency-ms", 5, "--error-rate", 0.05, "--drop-rate", 0.02, "--garbage-rate", 0.01
     )
     try:
-        base_url = re.search(r"listening on (\S+)", server.stderr.readline()).group(1)
         out = workdir / "run"
         started = time.monotonic()
         run = subprocess.Popen(
@@ -79,7 +61,7 @@ def soak(workdir: Path, rows: int) -> dict:
                 "-o",
                 out,
                 "--base-url",
-                base_url,
+                server.base_url,
                 "--model",
                 "m",
                 "--prompt",
@@ -100,8 +82,7 @@ def soak(workdir: Path, rows: int) -> dict:
             time.sleep(0.2)
         seconds = time.monotonic() - started
     finally:
-        server.terminate()
-        server.wait(timeout=10)
+        server.stop()
     if run.returncode != 0:
         raise RuntimeError(f"batcher exited {run.returncode}")
     summary = json.loads((out / "summary.json").read_text())
