@@ -304,8 +304,10 @@ class Source:
             + re.escape(json.dumps(self.id_column).encode())
             + rb'\s*:\s*("(?:[^"\\]|\\.)*"|-?\d+)\s*[,}]'
         )
+        key = json.dumps(self.id_column).encode()
         for where, raw in self._lines():
-            match = leading_id.match(raw)
+            # Only when the key stands once: json.loads keeps the *last* of repeated keys.
+            match = leading_id.match(raw) if raw.count(key) == 1 else None
             if match is not None:
                 token = match[1]
                 if not token.startswith(b'"'):

@@ -366,17 +366,18 @@ def test_resume_skips_done_rows_whatever_the_layout_of_their_lines(cli, simulato
         '{"id": "a\\"4", "text": "an escaped quote in the id"}',
         '{"meta": {"id": "a1"}, "id": "a5", "text": "a nested id that names a done row"}',
         '{"id": "a6", "text": "not done yet"}',
+        '{"id": "a1", "text": "a repeated key: JSON keeps the last", "id": "a7"}',
     ]
     path = tmp_path / "in.jsonl"
     path.write_text("\n".join(lines) + "\n")
     args = run_args(path, run_dir, simulator.base_url)
     assert cli(*args).exit_code == 0
     results = run_dir / "results.jsonl"
-    kept = [r for r in read_jsonl(results) if r["id"] != "a6" and r["id"] != "a5"]
+    kept = [r for r in read_jsonl(results) if r["id"] not in ("a5", "a6", "a7")]
     results.write_text("".join(json.dumps(r) + "\n" for r in kept))
 
     again = cli(*args)
 
     assert again.exit_code == 0, again.output
-    assert sorted(r["id"] for r in read_jsonl(results)) == sorted(["a1", "a2", "3", 'a"4', "a5", "a6"])
-    assert simulator.requests == 6 + 2
+    assert sorted(r["id"] for r in read_jsonl(results)) == sorted(["a1", "a2", "3", 'a"4', "a5", "a6", "a7"])
+    assert simulator.requests == 7 + 3
