@@ -86,7 +86,7 @@ def _parse_line(raw: bytes) -> dict[str, Any] | None:
 # inside JSON strings are escaped, so an unescaped `"usage":` is always a key.
 _RESULT_LINE = re.compile(
     rb'\{"id":"([^"\\]*)",.*?"usage":(?:null|\{"prompt_tokens":(\d+),"completion_tokens":(\d+),'
-    rb'"total_tokens":\d+\}),.*\}\n\Z',
+    rb'"total_tokens":\d+\}),',
     re.S,
 )
 
@@ -105,7 +105,7 @@ def read_journal(
     broken = 0
     with path.open("rb") as f:
         for raw in f:
-            if fast is not None and (match := _RESULT_LINE.match(raw)):
+            if fast is not None and raw.endswith(b"}\n") and (match := _RESULT_LINE.match(raw)):
                 fast(match)  # a whole line of ours: no need to parse all of it
                 continue
             record = _parse_line(raw)
@@ -258,13 +258,19 @@ class Checkpoint:
             if record["id"] not in progress.done:
                 progress.failed[record["id"]] = record
 
+        add_done = progress.done.add
+        tokens = [0, 0]
+
         def on_fast_result(match: re.Match) -> None:
-            progress.done.add(match[1].decode("utf-8"))
-            if match[2] is not None:
-                progress.prompt_tokens += int(match[2])
-                progress.completion_tokens += int(match[3])
+            row_id, prompt, completion = match.groups()
+            add_done(row_id.decode("utf-8"))
+            if prompt is not None:
+                tokens[0] += int(prompt)
+                tokens[1] += int(completion)
 
         broken_results = read_journal(self.results_path, on_result, fast=on_fast_result)
+        progress.prompt_tokens += tokens[0]
+        progress.completion_tokens += tokens[1]
         progress.done.freeze()
         broken_errors = read_journal(self.errors_path, on_error)
         progress.repaired_lines = broken_results + broken_errors
