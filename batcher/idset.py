@@ -54,7 +54,7 @@ class IdSet:
     def __contains__(self, row_id: str) -> bool:
         if not self._frozen:
             self.freeze()
-        h = _hash(row_id)
+        h = hash(row_id) & _MASK  # _hash, inlined: this runs once per row on resume
         shard = self._shards[h & 0xFF]
         i = bisect_left(shard, h)
         return i < len(shard) and shard[i] == h

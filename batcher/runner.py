@@ -189,17 +189,22 @@ class Runner:
         """Whether a row needs no request this session (done, or failed and not to be retried)."""
         return row_id in self.progress.done or (row_id in self.progress.failed and not self.job.retry_failed)
 
+    def skip_function(self) -> Callable[[str], bool]:
+        """`already_done`, at its cheapest: the source calls it once per row of the input."""
+        if self.job.retry_failed:
+            return self.progress.done.__contains__
+        return self.already_done
+
     async def _feed(self, rows: Iterator[InputRow | None], queue: asyncio.Queue) -> None:
         job, build, already_done = self.job, self.builder.build, self.already_done
-        skipped = 0
         try:
             for row in rows:
                 if self._stop.is_set():
                     return
-                if row is None or already_done(row.row_id):
-                    skipped += 1
-                    if skipped % 2048 == 0:
-                        await asyncio.sleep(0)  # a long run of done rows must not starve the loop
+                if row is None:
+                    await asyncio.sleep(0)  # a long run of done rows must not starve the loop
+                    continue
+                if already_done(row.row_id):
                     continue
                 body = build(row.row)
                 kept = {name: row.row.get(name) for name in job.keep_columns}
@@ -464,7 +469,7 @@ async def run_job(
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     loop.add_signal_handler(sig, runner.request_stop)
             try:
-                outcome = await runner.run(source.rows(builder, skip=runner.already_done))
+                outcome = await runner.run(source.rows(builder, skip=runner.skip_function()))
             finally:
                 if handle_signals:
                     for sig in (signal.SIGINT, signal.SIGTERM):

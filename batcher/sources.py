@@ -23,6 +23,8 @@ from .idset import IdSet
 from .prompts import CHAT, OPENAI_BATCH, TEMPLATE, RequestBuilder
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
+#: `rows` yields a None for every this many rows it passes over.
+SKIP_CHUNK = 1024
 #: How many problems a scan lists before it stops looking.
 MAX_PROBLEMS = 20
 _BATCH_ROWS = 4096
@@ -282,48 +284,62 @@ class Source:
     ) -> Iterator[InputRow | None]:
         """Every row, in file order, for sending (after a clean `scan`).
 
-        A row whose id `skip` accepts comes as None; on JSONL lines whose first
-        key is the id, that is decided without parsing the line (resume's hot path).
+        Rows whose id `skip` accepts are passed over; a None comes for every
+        `SKIP_CHUNK` of them, so a consumer can yield to its event loop. On JSONL
+        lines whose first key is the id (and stands once), that is decided
+        without parsing the line: resume's hot path.
         """
         if skip is not None and not self.is_parquet and self.kind != OPENAI_BATCH:
             yield from self._rows_skipping(skip)
             return
+        skipped = 0
         for where, record in self._records(self._columns(builder)):
             try:
                 row_id, row = self._identify(record)
             except ValueError as e:  # the file changed since the scan
                 raise InputError(str(e), path=self.path, where=where) from None
             if skip is not None and skip(row_id):
-                yield None
+                skipped += 1
+                if skipped % SKIP_CHUNK == 0:
+                    yield None
                 continue
             yield InputRow(row_id, where, row)
 
     def _rows_skipping(self, skip: Callable[[str], bool]) -> Iterator[InputRow | None]:
-        leading_id = re.compile(
-            rb"\{\s*"
-            + re.escape(json.dumps(self.id_column).encode())
-            + rb'\s*:\s*("(?:[^"\\]|\\.)*"|-?\d+)\s*[,}]'
-        )
         key = json.dumps(self.id_column).encode()
-        for where, raw in self._lines():
-            # Only when the key stands once: json.loads keeps the *last* of repeated keys.
-            match = leading_id.match(raw) if raw.count(key) == 1 else None
-            if match is not None:
-                token = match[1]
-                if not token.startswith(b'"'):
-                    row_id = str(int(token))
-                elif b"\\" in token:
-                    row_id = json.loads(token)
-                else:
-                    row_id = token[1:-1].decode("utf-8", errors="replace")
-                if skip(row_id):
-                    yield None
-                    continue
-            try:
-                row_id, row = self._identify(parse_json_line(raw))
-            except ValueError as e:  # the file changed since the scan
-                raise InputError(str(e), path=self.path, where=where) from None
-            if skip(row_id):
-                yield None
-                continue
-            yield InputRow(row_id, where, row)
+        pattern = rb"\{\s*" + re.escape(key) + rb'\s*:\s*("(?:[^"\\]|\\.)*"|-?\d+)\s*[,}]'
+        leading_id = re.compile(pattern).match
+        skipped = 0
+        try:
+            with self.path.open("rb") as f:
+                for number, raw in enumerate(f, start=1):
+                    # Only when the key stands once: json.loads keeps the *last* of repeated keys.
+                    match = leading_id(raw) if raw.count(key) == 1 else None
+                    if match is not None:
+                        token = match[1]
+                        if not token.startswith(b'"'):
+                            row_id = str(int(token))
+                        elif b"\\" in token:
+                            row_id = json.loads(token)
+                        else:
+                            row_id = token[1:-1].decode("utf-8", errors="replace")
+                        if skip(row_id):
+                            skipped += 1
+                            if skipped % SKIP_CHUNK == 0:
+                                yield None
+                            continue
+                    if not raw.strip():
+                        continue
+                    where = f"line {number}"
+                    try:
+                        row_id, row = self._identify(parse_json_line(raw))
+                    except ValueError as e:  # the file changed since the scan
+                        raise InputError(str(e), path=self.path, where=where) from None
+                    if skip(row_id):
+                        skipped += 1
+                        if skipped % SKIP_CHUNK == 0:
+                            yield None
+                        continue
+                    yield InputRow(row_id, where, row)
+        except OSError as e:
+            raise InputError(f"cannot be read: {e.strerror or e}", path=self.path) from None
