@@ -28,19 +28,77 @@ from .idset import IdSet
 SYNC_ROWS = 64
 SYNC_SECONDS = 0.2
 JOB_FILE = "job.json"
+#: The job record's word that every journal line's row number points into the input as it is.
+POSITIONS = "row_numbers_match_input"
 #: Job record fields shown for information but not compared on resume: the
 #: input is recognised by its fingerprint, wherever the file now lives.
-_INFORMATIONAL = ("input", "rows", "kept_types")
+_INFORMATIONAL = ("input", "rows", "kept_types", POSITIONS)
 LOCK_FILE = ".lock"
 STATE_DIR = ".batcher"
 
 
+class DoneRows:
+    """The rows with a result on disk.
+
+    Known by position (a byte per input line or row number, so 1 MB for a
+    million rows, and resume passes over them without reading their ids) when
+    every journal line was written against the input as it is now; otherwise
+    (after --force onto a changed input, or a journal from before row numbers)
+    by id, in an `IdSet`.
+    """
+
+    def __init__(self, *, by_position: bool):
+        self.positions: bytearray | None = bytearray() if by_position else None
+        self.ids: IdSet | None = None if by_position else IdSet()
+        self._count = 0
+
+    def add(self, row_id: str, number: int | None) -> None:
+        if self.ids is not None:
+            self.ids.add(row_id)
+            return
+        if not isinstance(number, int) or number < 1:
+            raise _Unplaced
+        self.mark(number)
+
+    def mark(self, number: int) -> None:
+        self.mark_all([number])
+
+    def mark_all(self, numbers: list[int]) -> None:
+        positions = self.positions
+        if numbers and (top := max(numbers)) >= len(positions):
+            positions.extend(bytes(top - len(positions) + 4096))
+        for number in numbers:
+            positions[number] = 1
+        if positions:
+            positions[0] = 0  # numbers start at 1; a 0 is no row's
+
+    def freeze(self) -> None:
+        if self.ids is not None:
+            self.ids.freeze()
+            self._count = len(self.ids)
+        else:
+            self._count = self.positions.count(1)
+
+    def has(self, row_id: str, number: int | None) -> bool:
+        if self.ids is not None:
+            return row_id in self.ids
+        return isinstance(number, int) and 0 < number < len(self.positions) and bool(self.positions[number])
+
+    def __len__(self) -> int:
+        """Distinct rows done (a row paid twice after a crash has two lines)."""
+        return self._count
+
+
+class _Unplaced(Exception):
+    """A journal line without a row number where every line should have one."""
+
+
 @dataclass
 class Progress:
-    """What a run directory holds: done and failed ids, tokens so far."""
+    """What a run directory holds: done and failed rows, tokens so far."""
 
-    #: Ids whose result was on disk when the session began (compact: see idset.py).
-    done: IdSet = field(default_factory=IdSet)
+    #: Rows whose result was on disk when the session began.
+    done: DoneRows = field(default_factory=lambda: DoneRows(by_position=True))
     #: Latest error record of each row that failed and has not succeeded since.
     failed: dict[str, dict[str, Any]] = field(default_factory=dict)
     prompt_tokens: int = 0
@@ -82,38 +140,66 @@ def _parse_line(raw: bytes) -> dict[str, Any] | None:
     return record if isinstance(record, dict) and "id" in record else None
 
 
-# A results line as `dumps` writes it: the id first, usage in a fixed layout. Quotes
-# inside JSON strings are escaped, so an unescaped `"usage":` is always a key.
-_RESULT_LINE = re.compile(
-    rb'\{"id":"([^"\\]*)",.*?"usage":(?:null|\{"prompt_tokens":(\d+),"completion_tokens":(\d+),'
-    rb'"total_tokens":\d+\}),',
-    re.S,
+# The start of a results line as `dumps` writes `result_record`: id, row number,
+# usage, after the newline that ends the line before. Quotes and newlines inside
+# JSON strings are escaped, so these keys cannot be text and a raw newline ends a
+# line. (A leading literal lets the regex engine skip ahead; `^` would not.)
+_RESULT_START = re.compile(
+    rb'\n\{"id":"([^"\\\n]*(?:\\.[^"\\\n]*)*)","row_number":(\d+),"usage":(?:null|\{"prompt_tokens":(\d+),'
+    rb'"completion_tokens":(\d+),"total_tokens":\d+\})[,}]'
 )
+_READ_CHUNK = 1 << 22
+#: (id, row number, prompt tokens, completion tokens) as the bytes of a results line.
+FastLine = tuple[bytes, bytes, bytes | None, bytes | None]
 
 
 def read_journal(
-    path: Path, on_record: Callable[[dict[str, Any]], None], fast: Callable[[re.Match], None] | None = None
+    path: Path,
+    on_record: Callable[[dict[str, Any]], None],
+    on_lines: Callable[[list[FastLine]], None] | None = None,
+    *,
+    repair: bool = True,
 ) -> int:
-    """Stream a journal file's whole records to `on_record`; return how many lines were broken.
+    """Stream a journal file's whole records; return how many lines were broken.
 
-    Broken lines are those a crash tore (no newline at the end, or bytes that do
-    not parse). They were never reported done; the file is rewritten without them
-    so that appends start on a clean line.
+    With `on_lines`, results lines in batcher's own layout go to it in bulk, read
+    from their first bytes by one regex search a chunk (resume's hot path); any
+    other line is parsed and goes to `on_record`. Broken lines are those a crash
+    tore (no newline at the end, or bytes that do not parse). They were never
+    reported done; with `repair` the file is rewritten without them so that
+    appends start on a clean line.
     """
     if not path.exists():
         return 0
     broken = 0
     with path.open("rb") as f:
-        for raw in f:
-            if fast is not None and raw.endswith(b"}\n") and (match := _RESULT_LINE.match(raw)):
-                fast(match)  # a whole line of ours: no need to parse all of it
-                continue
-            record = _parse_line(raw)
-            if record is not None:
-                on_record(record)
-            elif raw.strip():
-                broken += 1
-    if broken:
+        tail = b""
+        while True:
+            data = f.read(_READ_CHUNK)
+            chunk = tail + data
+            cut = chunk.rfind(b"\n") + 1 if data else len(chunk)
+            chunk, tail = chunk[:cut], chunk[cut:]
+            if on_lines is not None:
+                found = _RESULT_START.findall(b"\n" + chunk)
+                if len(found) == chunk.count(b"\n") and chunk.endswith(b"\n"):
+                    on_lines(found)  # every line of the chunk is a whole line of ours
+                    chunk = b""
+            for raw in chunk.splitlines(keepends=True):
+                if (
+                    on_lines is not None
+                    and raw.endswith(b"\n")
+                    and (match := _RESULT_START.match(b"\n" + raw))
+                ):
+                    on_lines([match.groups()])
+                    continue
+                record = _parse_line(raw)
+                if record is not None:
+                    on_record(record)
+                elif raw.strip():
+                    broken += 1
+            if not data:
+                break
+    if broken and repair:
         tmp = path.with_name(path.name + ".tmp")
         with path.open("rb") as src, tmp.open("wb") as dst:
             for raw in src:
@@ -187,8 +273,8 @@ class Checkpoint:
         try:
             self.results_path.parent.mkdir(parents=True, exist_ok=True)
             self._lock()
-            self._check_job(identity, force)
-            return self.load()
+            by_position = self._check_job(identity, force)
+            return self.load(by_position=by_position)
         except BaseException as e:
             self.close()
             if isinstance(e, OSError):
@@ -221,14 +307,12 @@ class Checkpoint:
             recorded.get(k) == v for k, v in identity.items() if k not in _INFORMATIONAL
         )
 
-    def _check_job(self, identity: dict[str, Any], force: bool) -> None:
+    def _check_job(self, identity: dict[str, Any], force: bool) -> bool:
+        """Refuse a different job (unless forced); record this one; say whether row numbers hold."""
         path = self.directory / JOB_FILE
+        recorded = self.recorded_job()
         if path.exists() and not force:
-            try:
-                recorded = json.loads(path.read_text(encoding="utf-8"))
-            except ValueError:
-                recorded = None
-            if not isinstance(recorded, dict):
+            if recorded is None:
                 raise ConfigError(f"{path} is damaged; re-run with --force to replace it")
             changed = [k for k in identity if k not in _INFORMATIONAL and recorded.get(k) != identity[k]]
             if changed:
@@ -238,45 +322,68 @@ class Checkpoint:
                     "Use another --output directory, or --force to continue this one anyway "
                     "(rows already done are kept and not sent again)."
                 )
-        write_atomically(path, json.dumps(identity, indent=2) + "\n")
+        if recorded is not None:
+            # Forced onto other input bytes, earlier lines' row numbers point into the old file.
+            by_position = recorded.get(POSITIONS) is True and all(
+                recorded.get(k) == identity.get(k) for k in ("input_kind", "input_fingerprint")
+            )
+        else:
+            by_position = not _has_lines(self.results_path) and not _has_lines(self.errors_path)
+        write_atomically(path, json.dumps({**identity, POSITIONS: by_position}, indent=2) + "\n")
+        return by_position
 
-    def load(self) -> Progress:
-        """Read the journal (repairing a torn tail) into done and failed ids."""
-        progress = Progress()
+    def load(self, *, by_position: bool = True, repair: bool = True) -> Progress:
+        """Read the journal into done and failed rows, repairing a torn tail unless told not to.
 
-        def on_result(record: dict[str, Any]) -> None:
-            progress.done.add(record["id"])
-            usage = record.get("usage") or {}
-            progress.prompt_tokens += usage.get("prompt_tokens") or 0
-            progress.completion_tokens += usage.get("completion_tokens") or 0
-
+        `by_position`: the journal's row numbers can be trusted (see `open`).
+        """
+        try:
+            progress = Progress(done=DoneRows(by_position=by_position))
+            broken = self._load_results(progress, repair)
+        except _Unplaced:  # a line from before row numbers: go by ids
+            progress = Progress(done=DoneRows(by_position=False))
+            broken = self._load_results(progress, repair)
+        progress.done.freeze()
+        done, failed = progress.done, progress.failed
         errors_seen = 0
 
         def on_error(record: dict[str, Any]) -> None:
             nonlocal errors_seen
             errors_seen += 1
-            if record["id"] not in progress.done:
-                progress.failed[record["id"]] = record
+            if not done.has(record["id"], record.get("row_number")):
+                failed[record["id"]] = record
 
-        add_done = progress.done.add
+        broken += read_journal(self.errors_path, on_error, repair=repair)
+        progress.repaired_lines = broken
+        if repair and len(failed) != errors_seen:
+            self._rewrite_errors(failed)
+        return progress
+
+    def _load_results(self, progress: Progress, repair: bool) -> int:
+        done = progress.done
         tokens = [0, 0]
 
-        def on_fast_result(match: re.Match) -> None:
-            row_id, prompt, completion = match.groups()
-            add_done(row_id.decode("utf-8"))
-            if prompt is not None:
-                tokens[0] += int(prompt)
-                tokens[1] += int(completion)
+        def on_record(record: dict[str, Any]) -> None:
+            done.add(record["id"], record.get("row_number"))
+            usage = record.get("usage") or {}
+            tokens[0] += usage.get("prompt_tokens") or 0
+            tokens[1] += usage.get("completion_tokens") or 0
 
-        broken_results = read_journal(self.results_path, on_result, fast=on_fast_result)
-        progress.prompt_tokens += tokens[0]
-        progress.completion_tokens += tokens[1]
-        progress.done.freeze()
-        broken_errors = read_journal(self.errors_path, on_error)
-        progress.repaired_lines = broken_results + broken_errors
-        if len(progress.failed) != errors_seen:
-            self._rewrite_errors(progress.failed)
-        return progress
+        def on_lines(lines: list[FastLine]) -> None:
+            if not lines:
+                return
+            ids, numbers, prompts, completions = zip(*lines, strict=True)
+            if done.positions is not None:
+                done.mark_all(list(map(int, numbers)))
+            else:
+                for row_id in ids:
+                    done.add(json.loads(b'"' + row_id + b'"') if b"\\" in row_id else row_id.decode(), None)
+            tokens[0] += sum(map(int, filter(None, prompts)))
+            tokens[1] += sum(map(int, filter(None, completions)))
+
+        broken = read_journal(self.results_path, on_record, on_lines, repair=repair)
+        progress.prompt_tokens, progress.completion_tokens = tokens
+        return broken
 
     def _rewrite_errors(self, failed: dict[str, dict[str, Any]]) -> None:
         """Keep one line per row that still stands failed (its latest)."""
@@ -333,7 +440,7 @@ class Checkpoint:
         self.results.close()
         self.errors.close()
         if progress is not None:
-            self._rewrite_errors({k: v for k, v in progress.failed.items() if k not in progress.done})
+            self._rewrite_errors(progress.failed)
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
@@ -348,17 +455,10 @@ def inspect(directory: Path) -> dict[str, Any]:
         job = json.loads(job_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise ConfigError(f"{job_path} cannot be read: {e}") from None
-    journal_dir = directory if job.get("output_format", "jsonl") == "jsonl" else directory / STATE_DIR
-    done: set[str] = set()
-    prompt_tokens = completion_tokens = 0
-    for record in iter_journal(journal_dir / "results.jsonl"):
-        if record["id"] in done:
-            continue
-        done.add(record["id"])
-        usage = record.get("usage") or {}
-        prompt_tokens += usage.get("prompt_tokens") or 0
-        completion_tokens += usage.get("completion_tokens") or 0
-    failed = {r["id"] for r in iter_journal(journal_dir / "errors.jsonl")} - done
+    checkpoint = Checkpoint(directory, hidden_journal=job.get("output_format", "jsonl") != "jsonl")
+    progress = checkpoint.load(by_position=job.get(POSITIONS) is True, repair=False)
+    done, failed = progress.done, progress.failed
+    prompt_tokens, completion_tokens = progress.prompt_tokens, progress.completion_tokens
     total = job.get("rows") or 0
     return {
         "directory": str(directory),
@@ -373,6 +473,13 @@ def inspect(directory: Path) -> dict[str, Any]:
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
     }
+
+
+def _has_lines(path: Path) -> bool:
+    try:
+        return path.stat().st_size > 0
+    except FileNotFoundError:
+        return False
 
 
 def _is_locked(directory: Path) -> bool:

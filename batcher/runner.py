@@ -54,6 +54,7 @@ DEFAULT_COOLDOWN = 1.0
 @dataclass(slots=True)
 class _Item:
     row_id: str
+    row_number: int
     body: dict[str, Any]
     kept: dict[str, Any]
     prompt_chars: int
@@ -185,18 +186,21 @@ class Runner:
             error.exit_code = EXIT_ABORTED
         self._fail(error)
 
-    def already_done(self, row_id: str) -> bool:
-        """Whether a row needs no request this session (done, or failed and not to be retried)."""
-        return row_id in self.progress.done or (row_id in self.progress.failed and not self.job.retry_failed)
-
-    def skip_function(self) -> Callable[[str], bool]:
-        """`already_done`, at its cheapest: the source calls it once per row of the input."""
-        if self.job.retry_failed:
-            return self.progress.done.__contains__
-        return self.already_done
+    def rows(self, source: Source) -> Iterator[InputRow | None]:
+        """The rows this session sends: all but those done, and those failed unless retried."""
+        done, failed = self.progress.done, self.progress.failed
+        skip_failed = bool(failed) and not self.job.retry_failed
+        if done.ids is None:
+            skip = failed.__contains__ if skip_failed else None
+        elif skip_failed:
+            ids = done.ids
+            skip = lambda row_id: row_id in ids or row_id in failed  # noqa: E731
+        else:
+            skip = done.ids.__contains__
+        return source.rows(self.builder, done=done.positions, skip=skip)
 
     async def _feed(self, rows: Iterator[InputRow | None], queue: asyncio.Queue) -> None:
-        job, build, already_done = self.job, self.builder.build, self.already_done
+        job, build = self.job, self.builder.build
         try:
             for row in rows:
                 if self._stop.is_set():
@@ -204,11 +208,9 @@ class Runner:
                 if row is None:
                     await asyncio.sleep(0)  # a long run of done rows must not starve the loop
                     continue
-                if already_done(row.row_id):
-                    continue
                 body = build(row.row)
                 kept = {name: row.row.get(name) for name in job.keep_columns}
-                await queue.put(_Item(row.row_id, body, kept, self.estimator.prompt_chars(body)))
+                await queue.put(_Item(row.row_id, row.number, body, kept, self.estimator.prompt_chars(body)))
         finally:
             if not self._stop.is_set():
                 for _ in range(job.concurrency):
@@ -243,7 +245,12 @@ class Runner:
 
             if failure is None:
                 record = result_record(
-                    item.row_id, completion, attempts, item.kept, with_response=self._with_response
+                    item.row_id,
+                    item.row_number,
+                    completion,
+                    attempts,
+                    item.kept,
+                    with_response=self._with_response,
                 )
                 self.checkpoint.add(True, record)
                 self._release_streak()
@@ -285,7 +292,9 @@ class Runner:
                 failure.type,
                 failure.message,
             )
-            self._row_failed(error_record(item.row_id, failure, attempts, item.kept), failure)
+            self._row_failed(
+                error_record(item.row_id, item.row_number, failure, attempts, item.kept), failure
+            )
             return
 
     def _row_failed(self, record: dict[str, Any], failure: RequestFailed) -> None:
@@ -469,7 +478,7 @@ async def run_job(
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     loop.add_signal_handler(sig, runner.request_stop)
             try:
-                outcome = await runner.run(source.rows(builder, skip=runner.skip_function()))
+                outcome = await runner.run(runner.rows(source))
             finally:
                 if handle_signals:
                     for sig in (signal.SIGINT, signal.SIGTERM):

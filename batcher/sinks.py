@@ -27,6 +27,7 @@ from .sources import arrow
 #: Names a result line already uses; input columns named so cannot be kept.
 RESERVED_COLUMNS = (
     "id",
+    "row_number",
     "content",
     "tool_calls",
     "finish_reason",
@@ -41,14 +42,22 @@ ROW_GROUP_ROWS = 1000
 
 
 def result_record(
-    row_id: str, completion: Completion, attempts: int, kept: dict[str, Any], *, with_response: bool
+    row_id: str,
+    row_number: int,
+    completion: Completion,
+    attempts: int,
+    kept: dict[str, Any],
+    *,
+    with_response: bool,
 ) -> dict[str, Any]:
+    """A results line. Its first keys (id, row_number, usage) stay in this order: resume reads them fast."""
     record = {
         "id": row_id,
+        "row_number": row_number,
+        "usage": _usage(completion.usage),
         "content": completion.content,
         "tool_calls": completion.tool_calls,
         "finish_reason": completion.finish_reason,
-        "usage": _usage(completion.usage),
         "model": completion.model,
         "latency_ms": completion.latency_ms,
         "attempts": attempts,
@@ -63,8 +72,10 @@ def result_record(
     return record
 
 
-def error_record(row_id: str, error: RequestFailed, attempts: int, kept: dict[str, Any]) -> dict[str, Any]:
-    return {"id": row_id, "error": error.as_record(), "attempts": attempts, **kept}
+def error_record(
+    row_id: str, row_number: int, error: RequestFailed, attempts: int, kept: dict[str, Any]
+) -> dict[str, Any]:
+    return {"id": row_id, "row_number": row_number, "error": error.as_record(), "attempts": attempts, **kept}
 
 
 def _usage(usage: dict[str, Any] | None) -> dict[str, int] | None:
@@ -175,6 +186,7 @@ class ParquetSink(Sink):
         self.results_schema = pa.schema(
             [
                 ("id", pa.string()),
+                ("row_number", pa.int64()),
                 ("content", pa.string()),
                 ("tool_calls", pa.string()),
                 ("finish_reason", pa.string()),
@@ -189,7 +201,13 @@ class ParquetSink(Sink):
             [("type", pa.string()), ("message", pa.string()), ("status", pa.int64()), ("param", pa.string())]
         )
         self.errors_schema = pa.schema(
-            [("id", pa.string()), ("error", error), ("attempts", pa.int64()), *kept]
+            [
+                ("id", pa.string()),
+                ("row_number", pa.int64()),
+                ("error", error),
+                ("attempts", pa.int64()),
+                *kept,
+            ]
         )
         self._json_columns = {"tool_calls"} | {n for n, t in kept if t == pa.large_string()}
         self._tmp = self.results_path.with_name("results.parquet.partial")

@@ -12,19 +12,21 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from .errors import ConfigError, InputError
 from .idset import IdSet
 from .prompts import CHAT, OPENAI_BATCH, TEMPLATE, RequestBuilder
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
-#: `rows` yields a None for every this many rows it passes over.
+#: `rows` yields a None for every this many rows it passes over by id.
 SKIP_CHUNK = 1024
+#: Runs of at least this many done lines are passed over by counting newlines.
+_BULK_SKIP = 32
+_SKIP_READ = 1 << 20
 #: How many problems a scan lists before it stops looking.
 MAX_PROBLEMS = 20
 _BATCH_ROWS = 4096
@@ -33,8 +35,8 @@ _BATCH_ROWS = 4096
 @dataclass(frozen=True, slots=True)
 class InputRow:
     row_id: str
-    #: Where the row stands in its file: "line 12" or "row 12".
-    where: str
+    #: Where the row stands in its file, from 1: its line number (JSONL) or row number (Parquet).
+    number: int
     row: dict[str, Any]
 
 
@@ -102,6 +104,8 @@ class Source:
         if path.is_dir():
             raise InputError("is a directory, not an input file", path=path)
         self.is_parquet = path.suffix.lower() in PARQUET_SUFFIXES
+        #: What a position in the file is called in messages and in `row_number`.
+        self.unit = "row" if self.is_parquet else "line"
         self.kind = self._detect(has_template)
 
     def _detect(self, has_template: bool) -> str:
@@ -110,11 +114,11 @@ class Source:
                 raise ConfigError(f"{self.path}: a Parquet input needs a prompt template (--prompt)")
             return TEMPLATE
         first = None
-        for where, raw in self._lines():
+        for number, raw in self._lines():
             try:
                 first = parse_json_line(raw)
             except ValueError as e:
-                raise InputError(str(e), path=self.path, where=where) from None
+                raise InputError(str(e), path=self.path, where=f"line {number}") from None
             break
         if isinstance(first, dict) and "custom_id" in first and "body" in first:
             if has_template:
@@ -134,22 +138,22 @@ class Source:
 
     # -- reading -----------------------------------------------------------
 
-    def _lines(self) -> Iterator[tuple[str, bytes]]:
+    def _lines(self) -> Iterator[tuple[int, bytes]]:
         try:
             with self.path.open("rb") as f:
                 for number, raw in enumerate(f, start=1):
                     if raw.strip():
-                        yield f"line {number}", raw
+                        yield number, raw
         except OSError as e:
             raise InputError(f"cannot be read: {e.strerror or e}", path=self.path) from None
 
-    def _jsonl_rows(self) -> Iterator[tuple[str, Any]]:
-        """(where, parsed row or the ValueError that parsing raised)."""
-        for where, raw in self._lines():
+    def _jsonl_rows(self) -> Iterator[tuple[int, Any]]:
+        """(line number, parsed row or the ValueError that parsing raised)."""
+        for number, raw in self._lines():
             try:
-                yield where, parse_json_line(raw)
+                yield number, parse_json_line(raw)
             except ValueError as e:
-                yield where, e
+                yield number, e
 
     def _parquet_file(self) -> Any:
         _, pq = arrow()
@@ -159,7 +163,7 @@ class Source:
         except Exception as e:  # pyarrow raises ArrowInvalid, OSError, ...
             raise InputError(f"is not a readable Parquet file ({e})", path=self.path) from None
 
-    def _parquet_rows(self, columns: list[str] | None) -> Iterator[tuple[str, Any]]:
+    def _parquet_rows(self, columns: list[str] | None) -> Iterator[tuple[int, Any]]:
         parquet = self._parquet_file()
         names = parquet.schema_arrow.names
         if columns is not None:
@@ -174,11 +178,11 @@ class Source:
             for batch in parquet.iter_batches(batch_size=_BATCH_ROWS, columns=columns):
                 for row in batch.to_pylist():
                     number += 1
-                    yield f"row {number}", row
+                    yield number, row
         except Exception as e:
             raise InputError(f"cannot be read from row {number + 1} on ({e})", path=self.path) from None
 
-    def _records(self, columns: list[str] | None = None) -> Iterator[tuple[str, Any]]:
+    def _records(self, columns: list[str] | None = None) -> Iterator[tuple[int, Any]]:
         if self.is_parquet:
             return self._parquet_rows(columns)
         return self._jsonl_rows()
@@ -220,8 +224,9 @@ class Source:
         kept_types: dict[str, Any] = {name: set() for name in builder.keep_columns}
         problems: list[tuple[int, str]] = []
         total = 0
-        for number, (where, record) in enumerate(self._records(columns), start=1):
+        for number, (position, record) in enumerate(self._records(columns), start=1):
             total += 1
+            where = f"{self.unit} {position}"
             try:
                 row_id, row = self._identify(record)
                 ids.add(row_id)
@@ -266,7 +271,8 @@ class Source:
         """A second read, only when hashes repeat: which ids really repeat, and where."""
         first_seen: dict[str, str] = {}
         found = []
-        for number, (where, record) in enumerate(self._records(columns), start=1):
+        for number, (position, record) in enumerate(self._records(columns), start=1):
+            where = f"{self.unit} {position}"
             try:
                 row_id, _ = self._identify(record)
             except ValueError:
@@ -280,66 +286,107 @@ class Source:
         return found
 
     def rows(
-        self, builder: RequestBuilder, skip: Callable[[str], bool] | None = None
+        self,
+        builder: RequestBuilder,
+        *,
+        done: bytearray | None = None,
+        skip: Callable[[str], bool] | None = None,
     ) -> Iterator[InputRow | None]:
         """Every row, in file order, for sending (after a clean `scan`).
 
-        Rows whose id `skip` accepts are passed over; a None comes for every
-        `SKIP_CHUNK` of them, so a consumer can yield to its event loop. On JSONL
-        lines whose first key is the id (and stands once), that is decided
-        without parsing the line: resume's hot path.
+        Rows marked in `done` (a byte per line or row number, see checkpoint.py)
+        are passed over without being parsed, long runs of them by counting
+        newlines: resume's hot path. Rows whose id `skip` accepts are passed over
+        after parsing. A None comes now and then while rows are passed over, so a
+        consumer can yield to its event loop.
         """
-        if skip is not None and not self.is_parquet and self.kind != OPENAI_BATCH:
-            yield from self._rows_skipping(skip)
+        done = done if done is not None else bytearray()
+        if self.is_parquet:
+            yield from self._parquet_rows_left(builder, done, skip)
             return
-        skipped = 0
-        for where, record in self._records(self._columns(builder)):
-            try:
-                row_id, row = self._identify(record)
-            except ValueError as e:  # the file changed since the scan
-                raise InputError(str(e), path=self.path, where=where) from None
-            if skip is not None and skip(row_id):
-                skipped += 1
-                if skipped % SKIP_CHUNK == 0:
-                    yield None
-                continue
-            yield InputRow(row_id, where, row)
-
-    def _rows_skipping(self, skip: Callable[[str], bool]) -> Iterator[InputRow | None]:
-        key = json.dumps(self.id_column).encode()
-        pattern = rb"\{\s*" + re.escape(key) + rb'\s*:\s*("(?:[^"\\]|\\.)*"|-?\d+)\s*[,}]'
-        leading_id = re.compile(pattern).match
-        skipped = 0
         try:
             with self.path.open("rb") as f:
-                for number, raw in enumerate(f, start=1):
-                    # Only when the key stands once: json.loads keeps the *last* of repeated keys.
-                    match = leading_id(raw) if raw.count(key) == 1 else None
-                    if match is not None:
-                        token = match[1]
-                        if not token.startswith(b'"'):
-                            row_id = str(int(token))
-                        elif b"\\" in token:
-                            row_id = json.loads(token)
-                        else:
-                            row_id = token[1:-1].decode("utf-8", errors="replace")
-                        if skip(row_id):
-                            skipped += 1
-                            if skipped % SKIP_CHUNK == 0:
-                                yield None
-                            continue
-                    if not raw.strip():
+                number = skipped = 0  # lines read, rows passed over by id
+                while True:
+                    run = _done_run(done, number + 1)
+                    if run >= _BULK_SKIP:
+                        number += yield from _skip_lines(f, run)
+                    raw = f.readline()
+                    if not raw:
+                        return
+                    number += 1
+                    if number < len(done) and done[number] or not raw.strip():
                         continue
-                    where = f"line {number}"
-                    try:
-                        row_id, row = self._identify(parse_json_line(raw))
-                    except ValueError as e:  # the file changed since the scan
-                        raise InputError(str(e), path=self.path, where=where) from None
-                    if skip(row_id):
-                        skipped += 1
-                        if skipped % SKIP_CHUNK == 0:
-                            yield None
-                        continue
-                    yield InputRow(row_id, where, row)
+                    row = self._input_row(number, parse_json_line, raw, skip)
+                    if row is not None:
+                        yield row
+                    elif (skipped := skipped + 1) % SKIP_CHUNK == 0:
+                        yield None
         except OSError as e:
             raise InputError(f"cannot be read: {e.strerror or e}", path=self.path) from None
+
+    def _parquet_rows_left(
+        self, builder: RequestBuilder, done: bytearray, skip: Callable[[str], bool] | None
+    ) -> Iterator[InputRow | None]:
+        parquet = self._parquet_file()
+        number = skipped = 0  # rows read, rows passed over by id
+        try:
+            batches = parquet.iter_batches(batch_size=_BATCH_ROWS, columns=self._columns(builder))
+            for batch in batches:
+                if _done_run(done, number + 1) >= batch.num_rows:
+                    number += batch.num_rows
+                    yield None
+                    continue
+                for record in batch.to_pylist():
+                    number += 1
+                    if number < len(done) and done[number]:
+                        continue
+                    row = self._input_row(number, None, record, skip)
+                    if row is not None:
+                        yield row
+                    elif (skipped := skipped + 1) % SKIP_CHUNK == 0:
+                        yield None
+        except InputError:
+            raise
+        except Exception as e:
+            raise InputError(f"cannot be read from row {number + 1} on ({e})", path=self.path) from None
+
+    def _input_row(
+        self, number: int, parse: Callable[[bytes], Any] | None, raw: Any, skip: Callable[[str], bool] | None
+    ) -> InputRow | None:
+        try:
+            row_id, row = self._identify(parse(raw) if parse is not None else raw)
+        except ValueError as e:  # the file changed since the scan
+            raise InputError(str(e), path=self.path, where=f"{self.unit} {number}") from None
+        if skip is not None and skip(row_id):
+            return None
+        return InputRow(row_id, number, row)
+
+
+def _done_run(done: bytearray, start: int) -> int:
+    """How many numbers from `start` on are marked done (a C-speed search)."""
+    if start >= len(done):
+        return 0
+    end = done.find(0, start)
+    return (len(done) if end == -1 else end) - start
+
+
+def _skip_lines(f: BinaryIO, count: int) -> Generator[None, None, int]:
+    """Move `f` past `count` lines by counting newlines a chunk at a time; return how many it passed."""
+    passed = 0
+    while passed < count:
+        start = f.tell()
+        chunk = f.read(_SKIP_READ)
+        if not chunk:
+            break
+        newlines = chunk.count(b"\n")
+        if passed + newlines < count:
+            passed += newlines
+            yield None
+            continue
+        end = -1
+        for _ in range(count - passed):
+            end = chunk.index(b"\n", end + 1)
+        f.seek(start + end + 1)
+        passed = count
+    return passed

@@ -235,17 +235,17 @@ def case_resume(tmp: Path, quick: bool) -> list[tuple[str, str, str]]:
         refusing.stop()
     # ...then the rows it would have done are put on disk, as a long run would have left them.
     line = {
+        "usage": {"prompt_tokens": 20, "completion_tokens": 1, "total_tokens": 21},
         "content": "positive",
         "tool_calls": None,
         "finish_reason": "stop",
         "model": "m",
-        "usage": {"prompt_tokens": 20, "completion_tokens": 1, "total_tokens": 21},
         "latency_ms": 1.0,
         "attempts": 1,
     }
     with (out / "results.jsonl").open("w") as f:
-        for i in range(done):  # written as batcher writes them: compact, id first
-            f.write(json.dumps({"id": f"r{i}", **line}, separators=(",", ":")) + "\n")
+        for i in range(done):  # written as batcher writes them: compact, in its key order
+            f.write(json.dumps({"id": f"r{i}", "row_number": i + 1, **line}, separators=(",", ":")) + "\n")
     sim = SimulatorProcess()
     try:
         started = time.perf_counter()

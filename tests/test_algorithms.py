@@ -255,30 +255,50 @@ def test_idset_finds_members_and_repeats_in_compact_form():
     assert len(ids) == 50_001
 
 
+def _usage(prompt, completion):
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
 def test_journal_lines_of_any_shape_load_alike_by_the_fast_path_or_the_full_parse(tmp_path):
     from batcher.checkpoint import Checkpoint, dumps
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     records = [
-        {
-            "id": "plain",
-            "content": "x",
-            "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
+        {"id": "plain", "row_number": 1, "usage": _usage(3, 2), "content": "x"},
+        {"id": 'quo"te', "row_number": 2, "usage": _usage(1, 1), "content": "y"},
+        {"id": "no-usage", "row_number": 4, "usage": None, "content": 'says "usage":{"prompt_tokens":99}'},
+        {  # an answer that looks like the start of a line must not be read as one
+            "id": "nested",
+            "row_number": 5,
+            "usage": _usage(2, 2),
+            "response": {"body": {"id": "x", "row_number": 9, "usage": None}},
         },
-        {
-            "id": 'quo"te',
-            "content": "y",
-            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-        },
-        {"id": "no-usage", "content": 'says "usage":{"prompt_tokens":99}', "usage": None},
-        {"id": "spaced", "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20}},
+        {"id": "spaced", "row_number": 7, "usage": _usage(10, 10)},  # not batcher's own layout
     ]
-    text = "".join(dumps(r) + "\n" for r in records[:3]) + json.dumps(records[3]) + "\n"
+    text = "".join(dumps(r) + "\n" for r in records[:4]) + json.dumps(records[4]) + "\n"
     (run_dir / "results.jsonl").write_text(text)
 
-    progress = Checkpoint(run_dir).load()
+    by_position = Checkpoint(run_dir).load(by_position=True)
+    by_id = Checkpoint(run_dir).load(by_position=False)
 
-    assert len(progress.done) == 4
-    assert all(r["id"] in progress.done for r in records)
-    assert (progress.prompt_tokens, progress.completion_tokens) == (14, 13)
+    for progress in (by_position, by_id):
+        assert len(progress.done) == 5
+        assert all(progress.done.has(r["id"], r["row_number"]) for r in records)
+        assert (progress.prompt_tokens, progress.completion_tokens) == (16, 15)
+    assert [n for n in range(12) if by_position.done.has("?", n)] == [1, 2, 4, 5, 7]
+    assert not by_id.done.has("other", 1)
+
+
+def test_a_journal_line_without_a_row_number_makes_the_load_go_by_id(tmp_path):
+    from batcher.checkpoint import Checkpoint, dumps
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    lines = [{"id": "a", "row_number": 1, "usage": None}, {"id": "b", "usage": None}]
+    (run_dir / "results.jsonl").write_text("".join(dumps(r) + "\n" for r in lines))
+
+    progress = Checkpoint(run_dir).load(by_position=True)
+
+    assert progress.done.positions is None
+    assert progress.done.has("a", None) and progress.done.has("b", None)

@@ -358,26 +358,74 @@ def test_an_unchanged_input_is_not_scanned_again_on_resume(cli, simulator, tmp_p
     assert read_jsonl(results)[-1]["stars"] in range(1, 6)
 
 
-def test_resume_skips_done_rows_whatever_the_layout_of_their_lines(cli, simulator, tmp_path, run_dir):
+def test_resume_passes_over_done_rows_by_line_number_blank_lines_and_all(cli, simulator, tmp_path, run_dir):
     lines = [
-        '{"id": "a1", "text": "first key is the id"}',
+        '{"id": "a1", "text": "first"}',
+        "",
         '{"text": "id comes later", "id": "a2"}',
+        "   ",
         '{ "id" : 3 , "text": "spaced, an integer id"}',
         '{"id": "a\\"4", "text": "an escaped quote in the id"}',
-        '{"meta": {"id": "a1"}, "id": "a5", "text": "a nested id that names a done row"}',
-        '{"id": "a6", "text": "not done yet"}',
-        '{"id": "a1", "text": "a repeated key: JSON keeps the last", "id": "a7"}',
+        '{"id": "a5", "text": "not done yet"}',
+        "",
+        '{"id": "a6", "text": "not done yet either"}',
     ]
     path = tmp_path / "in.jsonl"
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text("\n".join(lines))  # and no newline at the end
     args = run_args(path, run_dir, simulator.base_url)
     assert cli(*args).exit_code == 0
     results = run_dir / "results.jsonl"
-    kept = [r for r in read_jsonl(results) if r["id"] not in ("a5", "a6", "a7")]
-    results.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    first = read_jsonl(results)
+    results.write_text("".join(json.dumps(r) + "\n" for r in first if r["id"] not in ("a5", "a6")))
 
     again = cli(*args)
 
     assert again.exit_code == 0, again.output
-    assert sorted(r["id"] for r in read_jsonl(results)) == sorted(["a1", "a2", "3", 'a"4', "a5", "a6", "a7"])
-    assert simulator.requests == 7 + 3
+    assert {r["id"]: r["row_number"] for r in read_jsonl(results)} == {
+        "a1": 1, "a2": 3, "3": 5, 'a"4': 6, "a5": 7, "a6": 9
+    }  # fmt: skip
+    assert simulator.requests == 6 + 2
+
+
+def test_a_forced_resume_onto_changed_input_goes_by_id_from_then_on(cli, simulator, tmp_path, run_dir):
+    rows = review_rows(12)
+    path = write_jsonl(tmp_path / "in.jsonl", rows[:6])
+    args = run_args(path, run_dir, simulator.base_url)
+    assert cli(*args).exit_code == 0  # r0..r5 done, on lines 1..6
+    # The same rows at other lines, after six new ones: line numbers no longer say what is done.
+    write_jsonl(path, rows[6:] + rows[:6])
+
+    forced = cli(*args, "--force")
+    results = read_jsonl(run_dir / "results.jsonl")
+    lost = {r["id"] for r in results[9:]}  # as if stopped after three of the six new rows
+    (run_dir / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in results[:9]))
+    again = cli(*args)
+
+    assert forced.exit_code == 0 and again.exit_code == 0, forced.output + again.output
+    assert_complete(run_dir, rows)
+    assert simulator.requests == 6 + 6 + 3
+    for row in rows:
+        assert simulator.completions_for(prompt_for(row)) == (2 if row["id"] in lost else 1)
+
+
+def test_a_parquet_resume_passes_over_whole_done_batches_and_sends_the_rest(
+    cli, simulator, tmp_path, run_dir
+):
+    pa, pq = pytest.importorskip("pyarrow"), pytest.importorskip("pyarrow.parquet")
+    rows = review_rows(4_300)  # read in record batches of 4,096 rows: rows 1-4096, 4097-4300
+    path = tmp_path / "in.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=1_000)
+    args = run_args(path, run_dir, simulator.base_url, "--concurrency", "32")
+    assert cli(*args).exit_code == 0
+    results = read_jsonl(run_dir / "results.jsonl")
+    lost_numbers = {4_097, 4_200, 4_300}  # the first batch stays whole
+    lost = {r["id"] for r in results if r["row_number"] in lost_numbers}
+    kept = [r for r in results if r["row_number"] not in lost_numbers]
+    (run_dir / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
+
+    again = cli(*args)
+
+    assert again.exit_code == 0, again.output
+    assert_complete(run_dir, rows)
+    assert simulator.requests == 4_300 + 3
+    assert {r["id"] for r in rows if simulator.completions_for(prompt_for(r)) == 2} == lost
