@@ -2,10 +2,11 @@
 
 Each limit is an aiolimiter bucket holding about one second of the per-minute
 rate (`burst_seconds`), so admissions are spread evenly over the minute instead
-of a full minute's worth at once. A request larger than the token bucket waits
-for its whole share in bucket-sized steps rather than being refused. A 429 sets a
-cool-down that every worker waits out before its next request. Limits the user
-does not give are learned from the server's `x-ratelimit-limit-*` headers. See
+of a full minute's worth at once. Tokens are admitted first come, first served.
+A request larger than the token bucket waits for its whole share in
+bucket-sized steps rather than being refused. A 429 sets a cool-down that every
+worker waits out before its next request. Limits the user does not give are
+learned from the server's `x-ratelimit-limit-*` headers. See
 docs/rate-limits.md for the trade-offs.
 """
 
@@ -50,6 +51,7 @@ class RateLimits:
     __slots__ = (
         "_requests",
         "_tokens",
+        "_token_turn",
         "_cooldown_until",
         "_burst",
         "_learn_rpm",
@@ -64,6 +66,9 @@ class RateLimits:
         self._learn_rpm, self._learn_tpm = rpm is None, tpm is None
         self._requests = _bucket(rpm, burst_seconds) if rpm else None
         self._tokens = _bucket(tpm, burst_seconds) if tpm else None
+        # aiolimiter wakes its smallest waiter first, so a stream of short requests
+        # could hold a long one back for good; asyncio.Lock hands turns out in order.
+        self._token_turn = asyncio.Lock()
         self._cooldown_until = 0.0
 
     def learn(self, headers: Mapping[str, str]) -> None:
@@ -91,10 +96,11 @@ class RateLimits:
         """Take `tokens` from the token bucket, in bucket-sized steps if needed."""
         if self._tokens is None:
             return
-        while tokens > 0:
-            step = min(tokens, self._tokens.max_rate)
-            await self._tokens.acquire(step)
-            tokens -= step
+        async with self._token_turn:  # first come, first served
+            while tokens > 0:
+                step = min(tokens, self._tokens.max_rate)
+                await self._tokens.acquire(step)
+                tokens -= step
 
     def cool_down(self, seconds: float) -> None:
         """Hold every worker back for `seconds` (after a 429)."""

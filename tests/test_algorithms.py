@@ -48,6 +48,26 @@ def test_a_request_larger_than_the_token_bucket_waits_for_its_share_instead_of_f
     assert timed(take()) >= 2.3
 
 
+def test_token_admission_is_first_come_first_served_so_a_long_request_is_not_starved():
+    async def go():
+        limits = RateLimits(rpm=None, tpm=60_000, burst_seconds=0.2)  # a bucket of 200 tokens
+        await limits.acquire(200)  # empty it
+        admitted = []
+
+        async def request(name, tokens):
+            await limits.acquire(tokens)
+            admitted.append(name)
+
+        long = asyncio.create_task(request("long", 200))
+        await asyncio.sleep(0.01)
+        # Short requests keep coming after it; each would fit the bucket sooner.
+        shorts = [asyncio.create_task(request(f"short{i}", 20)) for i in range(8)]
+        await asyncio.gather(long, *shorts)
+        return admitted
+
+    assert asyncio.run(go())[0] == "long"
+
+
 def test_a_cool_down_holds_every_worker_back():
     async def go():
         limits = RateLimits(rpm=None, tpm=None)
