@@ -24,6 +24,7 @@ from typing import Any, BinaryIO
 
 from .errors import ConfigError, WriteFailed
 from .idset import IdSet
+from .jsoncodec import dumpb, dumps
 
 SYNC_ROWS = 64
 SYNC_SECONDS = 0.2
@@ -107,10 +108,6 @@ class Progress:
     repaired_lines: int = 0
 
 
-def dumps(record: dict[str, Any]) -> str:
-    return json.dumps(record, ensure_ascii=False, default=str, separators=(",", ":"))
-
-
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -140,7 +137,7 @@ def _parse_line(raw: bytes) -> dict[str, Any] | None:
     return record if isinstance(record, dict) and "id" in record else None
 
 
-# The start of a results line as `dumps` writes `result_record`: id, row number,
+# The start of a results line as jsoncodec writes `result_record`: id, row number,
 # usage, after the newline that ends the line before. Quotes and newlines inside
 # JSON strings are escaped, so these keys cannot be text and a raw newline ends a
 # line. (A leading literal lets the regex engine skip ahead; `^` would not.)
@@ -238,7 +235,7 @@ class Journal:
     def append(self, record: dict[str, Any]) -> None:
         if self._file is None:
             self._file = self.path.open("ab", buffering=0)
-        data = memoryview((dumps(record) + "\n").encode("utf-8"))
+        data = memoryview(dumpb(record) + b"\n")
         while data:  # a short write (e.g. at a file size limit) is followed by the error that explains it
             data = data[self._file.write(data) :]
 

@@ -11,7 +11,6 @@ the key to another host.
 from __future__ import annotations
 
 import email.utils
-import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from typing import Any
 
 import aiohttp
 
+from . import jsoncodec
 from .errors import AuthenticationFailed, BadRequest, RateLimited, RequestFailed, Retryable
 
 #: Bodies larger than this are refused (a broken proxy can send hundreds of MB).
@@ -137,7 +137,9 @@ class ChatClient:
         assert self._session is not None, "use ChatClient as an async context manager"
         started = time.perf_counter()
         try:
-            async with self._session.post(self.url, data=json.dumps(body), allow_redirects=False) as resp:
+            async with self._session.post(
+                self.url, data=jsoncodec.dumpb(body), allow_redirects=False
+            ) as resp:
                 request_id = resp.headers.get("x-request-id")
                 if self._on_headers is not None:
                     self._on_headers(resp.headers)
@@ -187,7 +189,7 @@ async def _read_capped(resp: aiohttp.ClientResponse) -> str:
 
 def _parse(text: str) -> Any:
     try:
-        return json.loads(text)
+        return jsoncodec.loads(text)
     except ValueError:
         return None
 

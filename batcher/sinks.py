@@ -19,9 +19,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import dumps, iter_journal
+from .checkpoint import iter_journal
 from .client import Completion
 from .errors import RequestFailed
+from .jsoncodec import dumps
 from .sources import arrow
 
 #: Names a result line already uses; input columns named so cannot be kept.

@@ -280,7 +280,8 @@ def _usage(prompt, completion):
 
 
 def test_journal_lines_of_any_shape_load_alike_by_the_fast_path_or_the_full_parse(tmp_path):
-    from batcher.checkpoint import Checkpoint, dumps
+    from batcher.checkpoint import Checkpoint
+    from batcher.jsoncodec import dumps
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -311,7 +312,8 @@ def test_journal_lines_of_any_shape_load_alike_by_the_fast_path_or_the_full_pars
 
 
 def test_a_journal_line_without_a_row_number_makes_the_load_go_by_id(tmp_path):
-    from batcher.checkpoint import Checkpoint, dumps
+    from batcher.checkpoint import Checkpoint
+    from batcher.jsoncodec import dumps
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -322,3 +324,40 @@ def test_a_journal_line_without_a_row_number_makes_the_load_go_by_id(tmp_path):
 
     assert progress.done.positions is None
     assert progress.done.has("a", None) and progress.done.has("b", None)
+
+
+@pytest.fixture
+def codecs(monkeypatch):
+    """batcher.jsoncodec loaded with orjson (installed by the test extra), and as if without it."""
+    import importlib
+    import sys
+
+    import orjson  # noqa: F401  (the test extra installs it: fail loudly if not)
+
+    import batcher.jsoncodec as codec
+
+    fast_dumpb = importlib.reload(codec).dumpb
+    monkeypatch.setitem(sys.modules, "orjson", None)  # an import of it now fails
+    stdlib = importlib.reload(codec)  # the same module object, reloaded
+    yield fast_dumpb, stdlib.dumpb, stdlib.orjson
+    monkeypatch.undo()
+    importlib.reload(codec)
+
+
+JSON_VALUES = [
+    {"id": "r1", "row_number": 1, "usage": None, "content": 'héllo \u2028 "quoted"\n', "n": [1, 2.5, -0.0]},
+    {"big": 2**70, "small": -(2**63), "flags": [True, False, None], "nested": {"a": {"b": []}}},
+    {"when": __import__("datetime").date(2026, 11, 25), "emoji": "\U0001f600", "ctrl": "\x00\x1f"},
+    [1e300, 1e-300, 0.1, 12345678901234567890.0],
+]
+
+
+@pytest.mark.parametrize("value", JSON_VALUES)
+def test_json_codec_writes_the_same_bytes_with_orjson_or_the_stdlib(codecs, value):
+    fast_dumpb, stdlib_dumpb, orjson_without = codecs
+    fast_bytes = fast_dumpb(value)  # the functions were bound when each module version loaded
+
+    assert orjson_without is None
+    assert fast_bytes == stdlib_dumpb(value)
+    # The one documented difference, which also shows each is what it claims to be:
+    assert (fast_dumpb(float("nan")), stdlib_dumpb(float("nan"))) == (b"null", b"NaN")
