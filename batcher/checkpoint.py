@@ -116,11 +116,11 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """Replace `path` with `text` so that a crash leaves the old or the new file whole."""
+def write_atomically(path: Path, data: str | bytes) -> None:
+    """Replace `path` with `data` so that a crash leaves the old or the new file whole."""
     tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        f.write(text)
+    with tmp.open("wb") as f:
+        f.write(data.encode("utf-8") if isinstance(data, str) else data)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -291,6 +291,15 @@ class Checkpoint:
             ) from None
         self._lock_fd = fd  # released by close(), or by the OS when the process dies
 
+    def positions_hold(self, identity: dict[str, Any], recorded: dict[str, Any] | None) -> bool:
+        """Whether every journal line's row number points into the input `identity` names."""
+        if recorded is None:
+            return not _has_lines(self.results_path) and not _has_lines(self.errors_path)
+        # Forced onto other input bytes, earlier lines' row numbers point into the old file.
+        return recorded.get(POSITIONS) is True and all(
+            recorded.get(k) == identity.get(k) for k in ("input_kind", "input_fingerprint")
+        )
+
     def recorded_job(self) -> dict[str, Any] | None:
         """The job record of an earlier session, if there is a readable one."""
         try:
@@ -304,28 +313,30 @@ class Checkpoint:
             recorded.get(k) == v for k, v in identity.items() if k not in _INFORMATIONAL
         )
 
+    def refusal(self, identity: dict[str, Any], recorded: dict[str, Any] | None) -> ConfigError | None:
+        """Why this directory cannot take `identity` without --force, if it cannot."""
+        path = self.directory / JOB_FILE
+        if not path.exists():
+            return None
+        if recorded is None:
+            return ConfigError(f"{path} is damaged; re-run with --force to replace it")
+        changed = [k for k in identity if k not in _INFORMATIONAL and recorded.get(k) != identity[k]]
+        if not changed:
+            return None
+        lines = "\n  ".join(f"{k}: was {recorded.get(k)!r}, now {identity[k]!r}" for k in changed)
+        return ConfigError(
+            f"{self.directory} holds a different job, so resuming into it is refused:\n  {lines}\n"
+            "Use another --output directory, or --force to continue this one anyway "
+            "(rows already done are kept and not sent again)."
+        )
+
     def _check_job(self, identity: dict[str, Any], force: bool) -> bool:
         """Refuse a different job (unless forced); record this one; say whether row numbers hold."""
         path = self.directory / JOB_FILE
         recorded = self.recorded_job()
-        if path.exists() and not force:
-            if recorded is None:
-                raise ConfigError(f"{path} is damaged; re-run with --force to replace it")
-            changed = [k for k in identity if k not in _INFORMATIONAL and recorded.get(k) != identity[k]]
-            if changed:
-                lines = "\n  ".join(f"{k}: was {recorded.get(k)!r}, now {identity[k]!r}" for k in changed)
-                raise ConfigError(
-                    f"{self.directory} holds a different job, so resuming into it is refused:\n  {lines}\n"
-                    "Use another --output directory, or --force to continue this one anyway "
-                    "(rows already done are kept and not sent again)."
-                )
-        if recorded is not None:
-            # Forced onto other input bytes, earlier lines' row numbers point into the old file.
-            by_position = recorded.get(POSITIONS) is True and all(
-                recorded.get(k) == identity.get(k) for k in ("input_kind", "input_fingerprint")
-            )
-        else:
-            by_position = not _has_lines(self.results_path) and not _has_lines(self.errors_path)
+        if not force and (refused := self.refusal(identity, recorded)):
+            raise refused
+        by_position = self.positions_hold(identity, recorded)
         write_atomically(path, json.dumps({**identity, POSITIONS: by_position}, indent=2) + "\n")
         return by_position
 

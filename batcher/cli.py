@@ -91,9 +91,14 @@ def main() -> None:
     default=None,
     help="Send the key over plain http to a host other than this machine.",
 )
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Check the whole job, show the first requests, count rows and estimate tokens; send nothing.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar (cron, overnight runs).")
 @click.option("-v", "--verbose", is_flag=True, help="Log retries and failures to stderr.")
-def run(source: Path | None, quiet: bool, verbose: bool, **options: object) -> None:
+def run(source: Path | None, dry_run: bool, quiet: bool, verbose: bool, **options: object) -> None:
     """Run a job: a TOML job file, or an input file with options.
 
     SOURCE is a job file (.toml) or an input file (.jsonl, .parquet, or an
@@ -119,6 +124,11 @@ def run(source: Path | None, quiet: bool, verbose: bool, **options: object) -> N
             settings["input"] = str(source)
         settings.update({k: v for k, v in options.items() if v is not None})
         job = build_job(settings)
+        if dry_run:
+            from .dryrun import plan
+
+            _print_plan(plan(job))
+            return
         outcome = asyncio.run(_run(job, quiet))
     except BatcherError as e:
         _fail(f"error: {e}", e.exit_code)
@@ -137,12 +147,12 @@ async def _run(job, quiet: bool):
 
     bar = None
 
-    def on_start(stats):
+    def on_start(runner):
         nonlocal bar
         if not quiet:
             from .progress import ProgressBar
 
-            bar = ProgressBar(stats)
+            bar = ProgressBar(runner.stats)
 
     def on_progress(stats):
         if bar is not None:
@@ -170,6 +180,36 @@ def _report(job, outcome) -> None:
     if outcome.message and outcome.status != "interrupted":
         click.echo(f"batcher: {outcome.message}", err=True)
     click.echo(f"output: {job.output}", err=True)
+
+
+def _print_plan(plan) -> None:
+    from .jsoncodec import dumps
+
+    job = plan.job
+    where = "a new run directory" if plan.directory == "new" else "resumes its earlier sessions"
+    lines = [
+        "dry run: nothing was sent and nothing written.",
+        f"input:    {job.input}: {plan.rows:,} rows ({plan.input_kind})",
+        f"output:   {job.output}: {where}",
+    ]
+    if plan.directory != "new":
+        retried = "sent again" if job.retry_failed else "left failed (--no-retry-failed)"
+        lines.append(f"          {plan.done:,} rows done, {plan.failed:,} failed ({retried})")
+    endpoint = "the embedded simulator" if job.uses_simulator else job.base_url
+    lines.append(f"to send:  {plan.to_send:,} requests to {endpoint}, model {job.model or '(per row)'}")
+    guessed = (
+        f" ({plan.completion_guessed:,} rows set no max_tokens: 256 each)" if plan.completion_guessed else ""
+    )
+    lines.append(
+        f"tokens:   about {plan.prompt_tokens:,} prompt + {plan.completion_tokens:,} completion at most"
+        f" = {plan.prompt_tokens + plan.completion_tokens:,}{guessed}"
+    )
+    if plan.samples:
+        lines.append("first requests:")
+        for where, body in plan.samples:
+            text = dumps(body)
+            lines.append(f"  {where}: {text if len(text) <= 600 else text[:600] + ' ...'}")
+    click.echo("\n".join(lines))
 
 
 def _resume_command() -> str:

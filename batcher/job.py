@@ -193,18 +193,23 @@ def load_job_file(path: str | os.PathLike) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
     _refuse_secrets(path, settings)
-    for key, value in settings.items():
-        if key not in _FIELD_TYPES:
-            known = ", ".join(sorted(_FIELD_TYPES))
-            raise ConfigError(f"{path}: unknown setting '{key}' (known: {known})")
-        types = _FIELD_TYPES[key]
-        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
-            wanted = " or ".join(t.__name__ for t in types)
-            raise ConfigError(f"{path}: '{key}' must be {wanted}, got {type(value).__name__} {value!r}")
+    check_settings(settings, str(path))
     for key in ("input", "output"):
         if key in settings:
             settings[key] = os.path.normpath(path.parent / settings[key])
     return settings
+
+
+def check_settings(settings: dict[str, Any], origin: str) -> None:
+    """Refuse unknown settings and values of the wrong type, naming where they came from."""
+    for key, value in settings.items():
+        if key not in _FIELD_TYPES:
+            known = ", ".join(sorted(_FIELD_TYPES))
+            raise ConfigError(f"{origin}: unknown setting '{key}' (known: {known})")
+        types = _FIELD_TYPES[key]
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            wanted = " or ".join(t.__name__ for t in types)
+            raise ConfigError(f"{origin}: '{key}' must be {wanted}, got {type(value).__name__} {value!r}")
 
 
 def _refuse_secrets(path: Path, table: dict[str, Any], prefix: str = "") -> None:

@@ -87,6 +87,7 @@ class Runner:
         retry: RetryPolicy | None = None,
         estimator: TokenEstimator | None = None,
         on_progress: Callable[[RunStats], None] | None = None,
+        on_record: Callable[[bool, dict[str, Any]], None] | None = None,
     ):
         self.job = job
         self.builder = builder
@@ -99,6 +100,7 @@ class Runner:
         self.retry = retry or RetryPolicy(max_retries=job.max_retries)
         self.estimator = estimator or TokenEstimator()
         self.on_progress = on_progress or (lambda stats: None)
+        self.on_record = on_record
         self._with_response = job.output_format == "openai-batch"
         self._stop = asyncio.Event()
         self._force = asyncio.Event()
@@ -343,6 +345,8 @@ class Runner:
                     self.sink.write_result(record)
             else:
                 progress.failed[row_id] = record
+            if self.on_record is not None:
+                self.on_record(ok, record)
         self.on_progress(self.stats)
 
     def _outcome(self) -> RunOutcome:
@@ -386,23 +390,17 @@ def _auth_abort(error: AuthenticationFailed, job: Job) -> BatcherError:
     )
 
 
-async def run_job(
-    job: Job,
-    *,
-    on_progress: Callable[[RunStats], None] | None = None,
-    on_start: Callable[[RunStats], None] | None = None,
-    handle_signals: bool = False,
-) -> RunOutcome:
-    """Run one session of `job`: check the input, resume the run directory, send what is left.
-
-    Everything that can be found wrong before sending (input, job, run
-    directory) raises a `BatcherError` before the first request.
-    """
+def prepare(job: Job) -> tuple[Source, RequestBuilder]:
+    """The job's input and request builder, after the checks that need no input read."""
     clash = [c for c in job.keep_columns if c in RESERVED_COLUMNS]
     if clash:
         raise ConfigError(f"keep_columns cannot keep {', '.join(clash)}: results already use that name")
-    api_key = os.environ.get(job.api_key_env) or None
-    if api_key and not job.uses_simulator and not job.allow_insecure_http and _in_clear(job.base_url):
+    if (
+        os.environ.get(job.api_key_env)
+        and not job.uses_simulator
+        and not job.allow_insecure_http
+        and _in_clear(job.base_url)
+    ):
         raise ConfigError(
             f"{job.base_url} is plain http to another machine, so the key in ${job.api_key_env} would cross "
             "the network unencrypted. Use https, or allow it with --allow-insecure-http "
@@ -417,16 +415,41 @@ async def run_job(
         id_column=job.id_column,
         keep_columns=job.keep_columns,
     )
-    checkpoint = Checkpoint(job.output, hidden_journal=job.output_format != "jsonl")
-    scan = await asyncio.to_thread(_scan_unless_recorded, job, source, builder, checkpoint)
-    identity = {
+    return source, builder
+
+
+def identity_of(job: Job, scan: Scan, source: Source) -> dict[str, Any]:
+    """The job record of this job on this input (see checkpoint.py)."""
+    return {
         **job.identity(),
         "input_kind": scan.kind,
         "input_fingerprint": scan.fingerprint,
         "rows": scan.total,
         "kept_types": None if source.is_parquet else {k: sorted(v) for k, v in scan.kept_types.items()},
     }
-    progress = checkpoint.open(identity, force=job.force)
+
+
+async def run_job(
+    job: Job,
+    *,
+    on_progress: Callable[[RunStats], None] | None = None,
+    on_start: Callable[[Runner], None] | None = None,
+    on_record: Callable[[bool, dict[str, Any]], None] | None = None,
+    handle_signals: bool = False,
+) -> RunOutcome:
+    """Run one session of `job`: check the input, resume the run directory, send what is left.
+
+    Everything that can be found wrong before sending (input, job, run
+    directory) raises a `BatcherError` before the first request. `on_start`
+    gets the runner just before the first request (its `stats`, and
+    `request_stop` to end the session early); `on_record(ok, record)` gets
+    each result or error record once it is durable.
+    """
+    source, builder = prepare(job)
+    api_key = os.environ.get(job.api_key_env) or None
+    checkpoint = Checkpoint(job.output, hidden_journal=job.output_format != "jsonl")
+    scan = await asyncio.to_thread(_scan_unless_recorded, job, source, builder, checkpoint)
+    progress = checkpoint.open(identity_of(job, scan, source), force=job.force)
     log.info(
         "%s: %d rows; %d done and %d failed before this session; %d torn line(s) repaired",
         job.output,
@@ -470,9 +493,10 @@ async def run_job(
                 stats=stats,
                 sink=sink,
                 on_progress=on_progress,
+                on_record=on_record,
             )
             if on_start is not None:
-                on_start(stats)
+                on_start(runner)
             loop = asyncio.get_running_loop()
             if handle_signals:
                 for sig in (signal.SIGINT, signal.SIGTERM):

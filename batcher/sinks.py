@@ -172,19 +172,16 @@ def _arrow_type(pa: Any, seen: Any) -> Any:
     return pa.large_string()  # mixed or nested values, kept as JSON text
 
 
-class ParquetSink(Sink):
-    """results.parquet written in row groups as results arrive; errors.parquet at the end."""
+class Schemas:
+    """The Arrow schemas of results and errors, with the kept columns typed (see `_arrow_type`)."""
 
-    def __init__(self, directory: Path, kept_types: dict[str, Any]):
-        pa, pq = arrow()
-        self._pa, self._pq = pa, pq
-        self.results_path = directory / "results.parquet"
-        self.errors_path = directory / "errors.parquet"
+    def __init__(self, kept_types: dict[str, Any]):
+        pa, _ = arrow()
         usage = pa.struct(
             [("prompt_tokens", pa.int64()), ("completion_tokens", pa.int64()), ("total_tokens", pa.int64())]
         )
         kept = [(name, _arrow_type(pa, seen)) for name, seen in kept_types.items()]
-        self.results_schema = pa.schema(
+        self.results = pa.schema(
             [
                 ("id", pa.string()),
                 ("row_number", pa.int64()),
@@ -198,31 +195,46 @@ class ParquetSink(Sink):
                 *kept,
             ]
         )
-        error = pa.struct(
+        self.error = pa.struct(
             [("type", pa.string()), ("message", pa.string()), ("status", pa.int64()), ("param", pa.string())]
         )
-        self.errors_schema = pa.schema(
+        self.errors = pa.schema(
             [
                 ("id", pa.string()),
                 ("row_number", pa.int64()),
-                ("error", error),
+                ("error", self.error),
                 ("attempts", pa.int64()),
                 *kept,
             ]
         )
-        self._json_columns = {"tool_calls"} | {n for n, t in kept if t == pa.large_string()}
-        self._tmp = self.results_path.with_name("results.parquet.partial")
-        self._writer = pq.ParquetWriter(self._tmp, self.results_schema)
-        self._buffer: list[dict[str, Any]] = []
+        #: Columns held as JSON text: tool calls, and kept values of mixed or nested types.
+        self.json_columns = {"tool_calls"} | {n for n, t in kept if t == pa.large_string()}
 
-    def _row(self, record: dict[str, Any], schema: Any) -> dict[str, Any]:
+    def row(self, record: dict[str, Any], schema: Any) -> dict[str, Any]:
+        """A journal record as a row of `schema`."""
         row = {}
         for name in schema.names:
             value = record.get(name)
-            if name in self._json_columns and value is not None and not isinstance(value, str):
+            if name in self.json_columns and value is not None and not isinstance(value, str):
                 value = json.dumps(value, ensure_ascii=False)
             row[name] = value
         return row
+
+
+class ParquetSink(Sink):
+    """results.parquet written in row groups as results arrive; errors.parquet at the end."""
+
+    def __init__(self, directory: Path, kept_types: dict[str, Any]):
+        pa, pq = arrow()
+        self._pa, self._pq = pa, pq
+        self.results_path = directory / "results.parquet"
+        self.errors_path = directory / "errors.parquet"
+        self._schemas = Schemas(kept_types)
+        self.results_schema, self.errors_schema = self._schemas.results, self._schemas.errors
+        self._row = self._schemas.row
+        self._tmp = self.results_path.with_name("results.parquet.partial")
+        self._writer = pq.ParquetWriter(self._tmp, self.results_schema)
+        self._buffer: list[dict[str, Any]] = []
 
     def write_result(self, record: dict[str, Any]) -> None:
         self._buffer.append(self._row(record, self.results_schema))

@@ -217,8 +217,16 @@ class Source:
             raise InputError(f"cannot be read: {e.strerror or e}", path=self.path) from None
         return digest.hexdigest()
 
-    def scan(self, builder: RequestBuilder, fingerprint: str) -> Scan:
-        """Check every row; raise one InputError listing the problems found."""
+    def scan(
+        self,
+        builder: RequestBuilder,
+        fingerprint: str,
+        on_body: Callable[[int, str, dict[str, Any]], None] | None = None,
+    ) -> Scan:
+        """Check every row; raise one InputError listing the problems found.
+
+        `on_body(number, row_id, body)` sees the request body of every good row.
+        """
         columns = self._columns(builder)
         ids = IdSet()
         kept_types: dict[str, Any] = {name: set() for name in builder.keep_columns}
@@ -230,13 +238,15 @@ class Source:
             try:
                 row_id, row = self._identify(record)
                 ids.add(row_id)
-                builder.build(row)
+                body = builder.build(row)
                 if self.kind != OPENAI_BATCH:
                     for name, types in kept_types.items():
                         if name not in row:
                             raise ValueError(f"has no column {name!r} named in keep_columns")
                         if row[name] is not None and not self.is_parquet:
                             types.add(type(row[name]).__name__)
+                if on_body is not None:
+                    on_body(position, row_id, body)
             except ValueError as e:
                 problems.append((number, f"{where} {e}"))
                 if len(problems) >= MAX_PROBLEMS:

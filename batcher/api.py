@@ -1,0 +1,300 @@
+"""The Python API: the engine the CLI runs, called from scripts and notebooks.
+
+    import batcher
+
+    table = batcher.run(
+        [{"id": 1, "text": "Great lamp"}, {"id": 2, "text": "Broke in a week"}],
+        model="gpt-4o-mini",
+        prompt="Classify the sentiment of this review: {text}",
+        output="runs/reviews",  # checkpointed: run it again to resume
+        rpm=500,
+    )
+    table.to_pandas()  # where pandas is installed
+
+`source` is a path (JSONL, Parquet, OpenAI Batch input), a list of dicts (or of
+strings: each one the whole prompt), a `pyarrow.Table` or a pandas DataFrame.
+In-memory data is written once into the run directory (`.batcher/input.*`),
+so a second call with the same data resumes and one with other data is refused
+like any changed input. Rows without an `id` column are numbered from 0.
+
+`run` works in plain scripts and inside a running event loop (Jupyter: the run
+gets a thread and a loop of its own); `arun` is the same for `await`;
+`iter_results` yields each row's record as soon as it is durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import queue
+import tempfile
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, suppress
+from pathlib import Path
+from typing import Any
+
+from .checkpoint import STATE_DIR, Checkpoint, iter_journal, write_atomically
+from .errors import ConfigError, RunAborted
+from .job import Job, build_job, check_settings
+from .jsoncodec import dumps
+from .sinks import Schemas
+from .sources import arrow
+
+Record = dict[str, Any]
+
+
+def run(
+    source: Any,
+    *,
+    model: str | None = None,
+    prompt: str | None = None,
+    base_url: str | None = None,
+    output: str | os.PathLike | None = None,
+    progress: bool = False,
+    **options: Any,
+) -> Any:
+    """Send every row of `source`; return one `pyarrow.Table` row per input row, in input order.
+
+    The table has the columns of results.parquet (id, row_number, content,
+    tool_calls, finish_reason, usage, model, latency_ms, attempts, kept
+    columns) and `error` (type, message, status, param) for rows that failed.
+
+    `output` is the run directory: results, errors, summary and checkpoint, so
+    that calling again resumes. Without one, the run happens in a temporary
+    directory that is removed afterwards (nothing to resume). `options` are the
+    job-file settings: system, id_column, keep_columns, max_tokens,
+    temperature, top_p, api_key_env, concurrency, rpm, tpm, max_retries,
+    timeout, output_format, retry_failed, force, ... (see the README).
+    The key is read from the environment variable `api_key_env` names.
+
+    Raises `batcher.BatcherError` (a `ConfigError` or `InputError` before
+    anything is sent; `RunAborted` when the run stops, e.g. the key refused).
+    Failed rows do not raise: they come back with `error` set.
+    """
+    call = _Call(source, model, prompt, base_url, output, progress, options)
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(call.table())
+    # Called from inside a running loop (a notebook cell): give the run its own.
+    with ThreadPoolExecutor(1, thread_name_prefix="batcher") as pool:
+        return pool.submit(asyncio.run, call.table()).result()
+
+
+async def arun(
+    source: Any,
+    *,
+    model: str | None = None,
+    prompt: str | None = None,
+    base_url: str | None = None,
+    output: str | os.PathLike | None = None,
+    progress: bool = False,
+    **options: Any,
+) -> Any:
+    """`run`, awaited in the caller's event loop."""
+    return await _Call(source, model, prompt, base_url, output, progress, options).table()
+
+
+def iter_results(
+    source: Any,
+    *,
+    model: str | None = None,
+    prompt: str | None = None,
+    base_url: str | None = None,
+    output: str | os.PathLike | None = None,
+    progress: bool = False,
+    **options: Any,
+) -> Iterator[Record]:
+    """Yield each row's record (a results or errors line as a dict) as soon as it is durable.
+
+    Records come in the order rows finish. A row that fails carries `error`;
+    one retried within the session comes once, when it is settled. Rows done in
+    an earlier session of `output` are not yielded again (`run` returns them
+    all). Leaving the loop early stops the run as Ctrl-C would: requests on the
+    wire finish and are kept, and calling again resumes.
+    """
+    call = _Call(source, model, prompt, base_url, output, progress, options)
+    records: queue.Queue = queue.Queue()
+    done = object()
+    state: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            asyncio.run(call.session(on_record=lambda ok, record: records.put(record), state=state))
+        except BaseException as e:  # handed to the consumer's thread
+            state["error"] = e
+        finally:
+            records.put(done)
+
+    thread = threading.Thread(target=work, name="batcher", daemon=True)
+    thread.start()
+    try:
+        while (record := records.get()) is not done:
+            yield record
+    finally:
+        if thread.is_alive() and (stop := state.get("stop")) is not None:
+            with suppress(RuntimeError):  # the run's loop closed in the meantime
+                stop()
+        thread.join()
+    if "error" in state:
+        raise state["error"]
+
+
+class _Call:
+    """One call of the API: its job, its run directory and what it leaves behind."""
+
+    def __init__(
+        self,
+        source: Any,
+        model: str | None,
+        prompt: str | None,
+        base_url: str | None,
+        output: str | os.PathLike | None,
+        progress: bool,
+        options: dict[str, Any],
+    ):
+        check_settings(options, "batcher options")
+        for name in ("input", "output"):
+            if name in options:
+                raise ConfigError(f"batcher options: pass the {name} as the `source`/`output` argument")
+        self.source = source
+        self.settings = {"model": model, "prompt": prompt, "base_url": base_url, **options}
+        self.output = Path(output) if output is not None else None
+        self.progress = progress
+
+    async def table(self) -> Any:
+        with ExitStack() as stack:
+            job = await self._job(stack)
+            await self._run(job)
+            return results_table(job)
+
+    async def session(self, *, on_record: Callable[[bool, Record], None], state: dict[str, Any]) -> None:
+        with ExitStack() as stack:
+            job = await self._job(stack)
+            await self._run(job, on_record=on_record, state=state)
+
+    async def _job(self, stack: ExitStack) -> Job:
+        directory = self.output
+        if directory is None:
+            directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="batcher-")))
+        settings = {**self.settings, "output": directory}
+        path, implied = await asyncio.to_thread(_input_file, self.source, directory)
+        for key, value in implied.items():
+            if settings.get(key) is None:
+                settings[key] = value
+        return build_job({**settings, "input": path})
+
+    async def _run(
+        self,
+        job: Job,
+        *,
+        on_record: Callable[[bool, Record], None] | None = None,
+        state: dict[str, Any] | None = None,
+    ) -> None:
+        from .runner import run_job
+
+        bar = None
+        loop = asyncio.get_running_loop()
+
+        def on_start(runner: Any) -> None:
+            nonlocal bar
+            if state is not None:
+                state["stop"] = lambda: loop.call_soon_threadsafe(runner.request_stop)
+            if self.progress:
+                from .progress import ProgressBar
+
+                bar = ProgressBar(runner.stats)
+
+        try:
+            outcome = await run_job(
+                job,
+                on_start=on_start,
+                on_record=on_record,
+                on_progress=(lambda stats: bar.update(stats) if bar is not None else None),
+            )
+        finally:
+            if bar is not None:
+                bar.close()
+        if outcome.status == "aborted":
+            error = RunAborted(outcome.message or "the run stopped")
+            error.exit_code = outcome.exit_code
+            raise error
+
+
+def _input_file(source: Any, directory: Path) -> tuple[Path, dict[str, Any]]:
+    """A path for `source`, writing in-memory data into the run directory; settings it implies."""
+    if isinstance(source, (str, os.PathLike)):
+        return Path(source), {}
+    pa, pq = arrow()
+    if type(source).__module__.split(".")[0] == "pandas":
+        source = pa.Table.from_pandas(source, preserve_index=False)
+    if isinstance(source, pa.Table):
+        if "id" not in source.column_names:
+            source = source.append_column("id", pa.array(range(source.num_rows), pa.int64()))
+        sink = pa.BufferOutputStream()
+        pq.write_table(source, sink)
+        return _write_if_changed(directory, "input.parquet", sink.getvalue().to_pybytes()), {}
+    if isinstance(source, Iterable) and not isinstance(source, (bytes, Mapping)):
+        rows, implied = [], {}
+        for number, row in enumerate(source):
+            if isinstance(row, str):
+                row, implied = {"id": number, "text": row}, {"prompt": "{text}"}
+            elif not isinstance(row, Mapping):
+                raise ConfigError(
+                    f"source item {number} is a {type(row).__name__}; give dicts (rows) or strings (prompts)"
+                )
+            elif "id" not in row:
+                row = {"id": number, **row}
+            rows.append(dumps(dict(row)))
+        data = ("\n".join(rows) + "\n").encode("utf-8") if rows else b""
+        return _write_if_changed(directory, "input.jsonl", data), implied
+    raise ConfigError(
+        f"cannot read a {type(source).__name__} as input: give a path, a list of dicts or strings, "
+        "a pyarrow.Table or a pandas DataFrame"
+    )
+
+
+def _write_if_changed(directory: Path, name: str, data: bytes) -> Path:
+    """Keep the file of an earlier call when the data is the same, so its run resumes."""
+    path = directory / STATE_DIR / name
+    try:
+        if path.read_bytes() == data:
+            return path
+    except OSError:
+        pass
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(path, data)
+    except OSError as e:
+        raise ConfigError(f"{directory} cannot be used as the output directory: {e.strerror or e}") from None
+    return path
+
+
+def results_table(job: Job) -> Any:
+    """Every row's latest outcome in the run directory, in input order, as a `pyarrow.Table`."""
+    pa, _ = arrow()
+    checkpoint = Checkpoint(job.output, hidden_journal=job.output_format != "jsonl")
+    results: dict[str, Record] = {}
+    for record in iter_journal(checkpoint.results_path):
+        results[record["id"]] = record
+    failed: dict[str, Record] = {}
+    for record in iter_journal(checkpoint.errors_path):
+        if record["id"] not in results:
+            failed[record["id"]] = record
+    schemas = Schemas(_kept_types(job, checkpoint))
+    schema = schemas.results.append(pa.field("error", schemas.error))
+    rows = [schemas.row(r, schema) for r in (*results.values(), *failed.values())]
+    rows.sort(key=lambda row: row["row_number"] or 0)
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+def _kept_types(job: Job, checkpoint: Checkpoint) -> dict[str, Any]:
+    recorded = checkpoint.recorded_job() or {}
+    kept = recorded.get("kept_types")
+    if isinstance(kept, dict):
+        return {name: set(kept.get(name) or ()) for name in job.keep_columns}
+    _, pq = arrow()  # a Parquet input: its own column types
+    schema = pq.read_schema(job.input)
+    return {name: schema.field(name).type for name in job.keep_columns}

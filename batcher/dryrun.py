@@ -1,0 +1,94 @@
+"""`run --dry-run`: every check a run makes before its first request, and what it would send.
+
+A dry run reads the whole input (the same scan a run makes), checks the output
+directory as the run would (a different job is refused, an unwritable
+directory too) without writing to it, and estimates the tokens of the rows a
+run would still send: the prompt from its characters (4 a token, the ratio a
+run starts from before the server's `usage` corrects it) and the completion as
+`max_tokens`, or a guess of 256 where a row sets none. Nothing is sent and no
+file is written.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .checkpoint import Checkpoint, DoneRows
+from .errors import ConfigError
+from .job import Job
+from .limits import DEFAULT_COMPLETION_TOKENS, TokenEstimator
+from .runner import prepare
+
+#: How many request bodies a dry run shows.
+SAMPLES = 3
+
+
+@dataclass
+class Plan:
+    """What `batcher run` would do with a job, found without sending anything."""
+
+    job: Job
+    input_kind: str
+    rows: int
+    #: "new", or "resume" into a directory holding this job's earlier sessions.
+    directory: str
+    done: int = 0
+    failed: int = 0
+    to_send: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    #: Rows that set no max_tokens, whose completion was counted at DEFAULT_COMPLETION_TOKENS.
+    completion_guessed: int = 0
+    #: (where, request body) of the first rows to send.
+    samples: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+
+def plan(job: Job) -> Plan:
+    """Check everything a run checks before sending; estimate what it would send."""
+    source, builder = prepare(job)
+    _check_writable(job.output)
+    checkpoint = Checkpoint(job.output, hidden_journal=job.output_format != "jsonl")
+    recorded = checkpoint.recorded_job()
+    done, failed = DoneRows(by_position=True), {}
+    if recorded is not None:
+        identity = {**job.identity(), "input_kind": source.kind, "input_fingerprint": source.fingerprint()}
+        if not job.force and (refused := checkpoint.refusal(identity, recorded)):
+            raise refused
+        progress = checkpoint.load(by_position=checkpoint.positions_hold(identity, recorded), repair=False)
+        done, failed = progress.done, progress.failed
+    retry_failed = job.retry_failed
+    estimator = TokenEstimator()
+    result = Plan(job, source.kind, 0, "resume" if recorded is not None else "new")
+
+    def on_body(number: int, row_id: str, body: dict[str, Any]) -> None:
+        if done.has(row_id, number) or (row_id in failed and not retry_failed):
+            return
+        result.to_send += 1
+        result.prompt_tokens += round(estimator.prompt_chars(body) / estimator.chars_per_token)
+        completion = body.get("max_completion_tokens") or body.get("max_tokens")
+        if not completion:
+            completion = DEFAULT_COMPLETION_TOKENS
+            result.completion_guessed += 1
+        result.completion_tokens += completion
+        if len(result.samples) < SAMPLES:
+            result.samples.append((f"{source.unit} {number}", body))
+
+    scan = source.scan(builder, source.fingerprint(), on_body)
+    result.input_kind, result.rows = scan.kind, scan.total
+    result.done, result.failed = len(done), len(failed)
+    return result
+
+
+def _check_writable(directory: Path) -> None:
+    existing = directory
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(
+            f"{directory} cannot be used as the output directory: {existing} is not a directory"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{directory} cannot be used as the output directory: {existing} is not writable")
