@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging as _logging
 from typing import Any
 
-from .errors import BatcherError, ConfigError, InputError, RunAborted, WriteFailed
+from .errors import BatcherError, BudgetReached, ConfigError, InputError, RunAborted, WriteFailed
 
 __version__ = "0.1.0"
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "ConfigError",
     "InputError",
     "RunAborted",
+    "BudgetReached",
     "WriteFailed",
 ]
 

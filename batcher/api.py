@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from .checkpoint import STATE_DIR, Checkpoint, iter_journal, write_atomically
-from .errors import ConfigError, RunAborted
+from .errors import BudgetReached, ConfigError, RunAborted
 from .job import Job, build_job, check_settings
 from .jsoncodec import dumps
 from .sinks import Schemas
@@ -217,8 +217,10 @@ class _Call:
         finally:
             if bar is not None:
                 bar.close()
-        if outcome.status == "aborted":
-            error = RunAborted(outcome.message or "the run stopped")
+        if outcome.status in ("aborted", "budget_reached"):
+            error = (BudgetReached if outcome.status == "budget_reached" else RunAborted)(
+                outcome.message or "the run stopped"
+            )
             error.exit_code = outcome.exit_code
             raise error
 
@@ -283,7 +285,8 @@ def results_table(job: Job) -> Any:
     for record in iter_journal(checkpoint.errors_path):
         if record["id"] not in results:
             failed[record["id"]] = record
-    schemas = Schemas(_kept_types(job, checkpoint))
+    answer_types = job.answer_format.column_types() if job.answer_format else None
+    schemas = Schemas(_kept_types(job, checkpoint), answer_types)
     schema = schemas.results.append(pa.field("error", schemas.error))
     rows = [schemas.row(r, schema) for r in (*results.values(), *failed.values())]
     rows.sort(key=lambda row: row["row_number"] or 0)

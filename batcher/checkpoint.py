@@ -102,8 +102,12 @@ class Progress:
     done: DoneRows = field(default_factory=lambda: DoneRows(by_position=True))
     #: Latest error record of each row that failed and has not succeeded since.
     failed: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Tokens and USD of each row's latest answer (a result, or one that did not parse).
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cost_usd: float = 0.0
+    #: Answers whose model has no price (their cost is unknown, not 0).
+    unpriced: int = 0
     #: Lines dropped on load because a crash had torn or garbled them.
     repaired_lines: int = 0
 
@@ -143,11 +147,11 @@ def _parse_line(raw: bytes) -> dict[str, Any] | None:
 # line. (A leading literal lets the regex engine skip ahead; `^` would not.)
 _RESULT_START = re.compile(
     rb'\n\{"id":"([^"\\\n]*(?:\\.[^"\\\n]*)*)","row_number":(\d+),"usage":(?:null|\{"prompt_tokens":(\d+),'
-    rb'"completion_tokens":(\d+),"total_tokens":\d+\})[,}]'
+    rb'"completion_tokens":(\d+),"total_tokens":\d+\}),"cost_usd":(null|[-+.\deE]+)[,}]'
 )
 _READ_CHUNK = 1 << 22
-#: (id, row number, prompt tokens, completion tokens) as the bytes of a results line.
-FastLine = tuple[bytes, bytes, bytes | None, bytes | None]
+#: (id, row number, prompt tokens, completion tokens, cost) as the bytes of a results line.
+FastLine = tuple[bytes, bytes, bytes | None, bytes | None, bytes]
 
 
 def read_journal(
@@ -362,6 +366,8 @@ class Checkpoint:
                 failed[record["id"]] = record
 
         broken += read_journal(self.errors_path, on_error, repair=repair)
+        for record in failed.values():  # answers that did not parse were paid for too
+            _add_spend(progress, record.get("usage"), record.get("cost_usd"))
         progress.repaired_lines = broken
         if repair and len(failed) != errors_seen:
             self._rewrite_errors(failed)
@@ -369,29 +375,26 @@ class Checkpoint:
 
     def _load_results(self, progress: Progress, repair: bool) -> int:
         done = progress.done
-        tokens = [0, 0]
 
         def on_record(record: dict[str, Any]) -> None:
             done.add(record["id"], record.get("row_number"))
-            usage = record.get("usage") or {}
-            tokens[0] += usage.get("prompt_tokens") or 0
-            tokens[1] += usage.get("completion_tokens") or 0
+            _add_spend(progress, record.get("usage"), record.get("cost_usd"))
 
         def on_lines(lines: list[FastLine]) -> None:
             if not lines:
                 return
-            ids, numbers, prompts, completions = zip(*lines, strict=True)
+            ids, numbers, prompts, completions, costs = zip(*lines, strict=True)
             if done.positions is not None:
                 done.mark_all(list(map(int, numbers)))
             else:
                 for row_id in ids:
                     done.add(json.loads(b'"' + row_id + b'"') if b"\\" in row_id else row_id.decode(), None)
-            tokens[0] += sum(map(int, filter(None, prompts)))
-            tokens[1] += sum(map(int, filter(None, completions)))
+            progress.prompt_tokens += sum(map(int, filter(None, prompts)))
+            progress.completion_tokens += sum(map(int, filter(None, completions)))
+            progress.cost_usd += sum(float(c) for c in costs if c != b"null")
+            progress.unpriced += sum(1 for p, c in zip(prompts, costs, strict=True) if p and c == b"null")
 
-        broken = read_journal(self.results_path, on_record, on_lines, repair=repair)
-        progress.prompt_tokens, progress.completion_tokens = tokens
-        return broken
+        return read_journal(self.results_path, on_record, on_lines, repair=repair)
 
     def _rewrite_errors(self, failed: dict[str, dict[str, Any]]) -> None:
         """Keep one line per row that still stands failed (its latest)."""
@@ -480,7 +483,20 @@ def inspect(directory: Path) -> dict[str, Any]:
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
+        "cost_usd": round(progress.cost_usd, 6),
+        "answers_unpriced": progress.unpriced,
     }
+
+
+def _add_spend(progress: Progress, usage: dict[str, Any] | None, cost: float | None) -> None:
+    if not isinstance(usage, dict):
+        return
+    progress.prompt_tokens += usage.get("prompt_tokens") or 0
+    progress.completion_tokens += usage.get("completion_tokens") or 0
+    if isinstance(cost, (int, float)):
+        progress.cost_usd += cost
+    else:
+        progress.unpriced += 1
 
 
 def _has_lines(path: Path) -> bool:

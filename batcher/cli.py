@@ -92,6 +92,23 @@ def main() -> None:
     help="Send the key over plain http to a host other than this machine.",
 )
 @click.option(
+    "--json-schema",
+    type=click.Path(dir_okay=False, path_type=str),
+    help="JSON Schema file each answer must meet; its properties become result columns.",
+)
+@click.option(
+    "--labels", help="Comma-separated labels a classification answer must be one of (a 'label' column)."
+)
+@click.option(
+    "--parse-retries", type=int, help="Times an answer that does not parse is asked again.  [default: 2]"
+)
+@click.option("--max-cost", type=float, help="Stop before spending more than this many USD (all sessions).")
+@click.option("--max-total-tokens", type=int, help="Stop before using more tokens than this (all sessions).")
+@click.option(
+    "--price",
+    help="USD per million input,output tokens for --model, over the built-in table, e.g. 0.15,0.60.",
+)
+@click.option(
     "--dry-run",
     is_flag=True,
     help="Check the whole job, show the first requests, count rows and estimate tokens; send nothing.",
@@ -122,7 +139,10 @@ def run(source: Path | None, dry_run: bool, quiet: bool, verbose: bool, **option
             settings = load_job_file(source)
         elif source is not None:
             settings["input"] = str(source)
+        price = options.pop("price")
         settings.update({k: v for k, v in options.items() if v is not None})
+        if price is not None:
+            settings["prices"] = {**settings.get("prices", {}), **_price_option(price, settings.get("model"))}
         job = build_job(settings)
         if dry_run:
             from .dryrun import plan
@@ -137,7 +157,13 @@ def run(source: Path | None, dry_run: bool, quiet: bool, verbose: bool, **option
     stats = outcome.stats
     if not quiet or outcome.exit_code:
         _report(job, outcome)
-    if outcome.status in ("interrupted", "aborted") or stats.remaining:
+    if stats.cut:  # even when quiet: the most common silent failure
+        click.echo(
+            f"batcher: warning: {stats.cut} answer(s) were cut at max_tokens (finish_reason: length);"
+            " raise --max-tokens if they should be whole",
+            err=True,
+        )
+    if outcome.status in ("interrupted", "aborted", "budget_reached") or stats.remaining:
         click.echo(f"resume with: {_resume_command()}", err=True)
     sys.exit(outcome.exit_code)
 
@@ -165,6 +191,20 @@ async def _run(job, quiet: bool):
             bar.close()
 
 
+def _price_option(text: str, model: object) -> dict:
+    from .errors import ConfigError
+
+    if not isinstance(model, str):
+        raise ConfigError("--price needs --model (or `model` in the job file): it prices that model")
+    try:
+        prompt, completion = (float(part) for part in text.split(","))
+    except ValueError:
+        raise ConfigError(
+            f"--price takes input,output USD per million tokens, e.g. 0.15,0.60; got {text!r}"
+        ) from None
+    return {model: {"input": prompt, "output": completion}}
+
+
 def _report(job, outcome) -> None:
     s = outcome.summary if hasattr(outcome, "summary") else outcome.stats.summary(outcome.status)
     session = s["session"]
@@ -174,7 +214,7 @@ def _report(job, outcome) -> None:
         f" this session {session['rows_done']} rows in {session['wall_time_s']:.1f} s"
         f" ({session['rows_per_s'] or 0:.1f} rows/s), {session['requests_sent']} requests,"
         f" {session['retries']} retries, {session['rate_limited_429']} 429s,"
-        f" {s['total_tokens']} tokens in all",
+        f" {s['total_tokens']} tokens, {_cost_text(s['cost_usd'], s['answers_unpriced'])} in all",
         err=True,
     )
     if outcome.message and outcome.status != "interrupted":
@@ -204,6 +244,10 @@ def _print_plan(plan) -> None:
         f"tokens:   about {plan.prompt_tokens:,} prompt + {plan.completion_tokens:,} completion at most"
         f" = {plan.prompt_tokens + plan.completion_tokens:,}{guessed}"
     )
+    cost = f"about ${plan.cost_usd:.4f} at most"
+    if plan.unpriced:
+        cost += f", and {plan.unpriced:,} rows of a model with no price (set prices or --price)"
+    lines.append(f"cost:     {cost}")
     if plan.samples:
         lines.append("first requests:")
         for where, body in plan.samples:
@@ -250,6 +294,14 @@ def status(directory: Path, as_json: bool) -> None:
         f"  tokens:    {info['prompt_tokens']} prompt + {info['completion_tokens']} completion "
         f"= {info['total_tokens']}"
     )
+    click.echo(f"  cost:      {_cost_text(info['cost_usd'], info['answers_unpriced'])}")
+
+
+def _cost_text(cost: float, unpriced: int) -> str:
+    text = f"${cost:.4f}"
+    if unpriced:
+        text += f" (and {unpriced} answer(s) of a model with no price: set prices in the job file or --price)"
+    return text
 
 
 @main.command()
@@ -279,6 +331,13 @@ def status(directory: Path, as_json: bool) -> None:
 @click.option("--slow-ms", type=float, default=5000.0, show_default=True, help="Latency of slow answers.")
 @click.option("--hang-rate", type=float, default=0.0, show_default=True, help="Fraction never answered.")
 @click.option("--huge-rate", type=float, default=0.0, show_default=True, help="Fraction answered with 64 MB.")
+@click.option(
+    "--invalid-answer-rate",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Fraction answered with text that ignores the response_format asked for.",
+)
 @click.option(
     "--storm-every", type=float, default=0.0, show_default=True, help="Seconds between 429 storms (0: none)."
 )

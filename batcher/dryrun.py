@@ -42,6 +42,9 @@ class Plan:
     completion_tokens: int = 0
     #: Rows that set no max_tokens, whose completion was counted at DEFAULT_COMPLETION_TOKENS.
     completion_guessed: int = 0
+    #: USD at most for the rows to send (completions at max_tokens), and rows with no price.
+    cost_usd: float = 0.0
+    unpriced: int = 0
     #: (where, request body) of the first rows to send.
     samples: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
@@ -59,7 +62,7 @@ def plan(job: Job) -> Plan:
             raise refused
         progress = checkpoint.load(by_position=checkpoint.positions_hold(identity, recorded), repair=False)
         done, failed = progress.done, progress.failed
-    retry_failed = job.retry_failed
+    retry_failed, prices = job.retry_failed, job.price_table
     estimator = TokenEstimator()
     result = Plan(job, source.kind, 0, "resume" if recorded is not None else "new")
 
@@ -67,12 +70,18 @@ def plan(job: Job) -> Plan:
         if done.has(row_id, number) or (row_id in failed and not retry_failed):
             return
         result.to_send += 1
-        result.prompt_tokens += round(estimator.prompt_chars(body) / estimator.chars_per_token)
+        prompt = round(estimator.prompt_chars(body) / estimator.chars_per_token)
         completion = body.get("max_completion_tokens") or body.get("max_tokens")
         if not completion:
             completion = DEFAULT_COMPLETION_TOKENS
             result.completion_guessed += 1
+        result.prompt_tokens += prompt
         result.completion_tokens += completion
+        cost = prices.cost(body.get("model"), {"prompt_tokens": prompt, "completion_tokens": completion})
+        if cost is None:
+            result.unpriced += 1
+        else:
+            result.cost_usd += cost
         if len(result.samples) < SAMPLES:
             result.samples.append((f"{source.unit} {number}", body))
 

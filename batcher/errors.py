@@ -45,6 +45,10 @@ class RunAborted(BatcherError):
     exit_code = EXIT_ABORTED
 
 
+class BudgetReached(RunAborted):
+    """The next request would go over --max-cost or --max-total-tokens; raising it resumes."""
+
+
 class WriteFailed(BatcherError):
     """A result could not be made durable (disk full, read-only directory)."""
 

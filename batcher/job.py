@@ -9,6 +9,7 @@ environment variable that holds it (`api_key_env`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import tomllib
@@ -16,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .answers import AnswerFormat
+from .costs import Prices
 from .errors import ConfigError
 
 OUTPUT_FORMATS = ("jsonl", "parquet", "openai-batch")
@@ -56,6 +59,8 @@ class SimulatorConfig:
     hang_rate: float = 0.0
     huge_rate: float = 0.0
     huge_bytes: int = 64 * 1024 * 1024
+    #: Fraction answered 200 with text that ignores the response_format asked for.
+    invalid_answer_rate: float = 0.0
     #: Every `storm_every` seconds, `storm_seconds` of 429s to everything (0: no storms).
     storm_every: float = 0.0
     storm_seconds: float = 1.0
@@ -74,6 +79,7 @@ class SimulatorConfig:
             "slow_rate",
             "hang_rate",
             "huge_rate",
+            "invalid_answer_rate",
         )
         if sum(getattr(self, name) for name in rates) > 1:
             raise ConfigError("simulator fault rates add up to more than 1")
@@ -119,6 +125,17 @@ class Job:
     stop_after_identical_failures: int = 10
     #: Send the key over plain http to a host that is not this machine.
     allow_insecure_http: bool = False
+    #: The JSON Schema each answer must meet (a file's path, or the schema itself), or the labels
+    #: a classification answer must be one of: parsed into result columns (see answers.py).
+    json_schema: str | dict | None = None
+    labels: tuple[str, ...] = ()
+    #: How many times an answer that does not parse or validate is asked for again.
+    parse_retries: int = 2
+    #: USD per million tokens by model, over the built-in table: {"model": {"input": .., "output": ..}}.
+    prices: dict | None = None
+    #: Budgets over every session of the run directory (see costs.py).
+    max_cost: float | None = None
+    max_total_tokens: int | None = None
     simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
 
     @property
@@ -132,6 +149,7 @@ class Job:
             "max_tokens": self.max_tokens,
             "temperature": self.temperature,
             "top_p": self.top_p,
+            "response_format": self.answer_format.response_format() if self.answer_format else None,
         }
         return {k: v for k, v in values.items() if v is not None}
 
@@ -148,7 +166,16 @@ class Job:
             "temperature": self.temperature,
             "top_p": self.top_p,
             "output_format": self.output_format,
+            "answer_schema": self.answer_format.schema if self.answer_format else None,
         }
+
+    @functools.cached_property
+    def price_table(self) -> Prices:
+        return Prices.from_settings(self.prices)
+
+    @functools.cached_property
+    def answer_format(self) -> AnswerFormat | None:
+        return AnswerFormat.from_settings(json_schema=self.json_schema, labels=self.labels)
 
 
 # Keys a job file may hold, with the type each must have.
@@ -175,6 +202,12 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "drain_timeout": (int, float),
     "stop_after_identical_failures": (int,),
     "allow_insecure_http": (bool,),
+    "json_schema": (str, dict),
+    "labels": (list, str),
+    "parse_retries": (int,),
+    "prices": (dict,),
+    "max_cost": (int, float),
+    "max_total_tokens": (int,),
     "simulator": (dict,),
 }
 _SECRET_KEYS = {"api_key", "key", "openai_api_key", "token", "secret", "password"}
@@ -194,8 +227,8 @@ def load_job_file(path: str | os.PathLike) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
     _refuse_secrets(path, settings)
     check_settings(settings, str(path))
-    for key in ("input", "output"):
-        if key in settings:
+    for key in ("input", "output", "json_schema"):
+        if isinstance(settings.get(key), str):
             settings[key] = os.path.normpath(path.parent / settings[key])
     return settings
 
@@ -230,10 +263,11 @@ def build_job(settings: dict[str, Any]) -> Job:
         raise ConfigError("no input given: name a file (`batcher run INPUT`) or set `input` in the job file")
     if "output" not in settings:
         raise ConfigError("no output directory given: use -o/--output DIR or set `output` in the job file")
-    keep = settings.get("keep_columns", ())
-    if isinstance(keep, str):
-        keep = [c.strip() for c in keep.split(",") if c.strip()]
-    settings["keep_columns"] = tuple(keep)
+    for key in ("keep_columns", "labels"):
+        names = settings.get(key, ())
+        if isinstance(names, str):
+            names = [c.strip() for c in names.split(",") if c.strip()]
+        settings[key] = tuple(str(name) for name in names)
     for key in ("input", "output"):
         settings[key] = Path(settings[key])
     settings.setdefault("base_url", os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL)
@@ -248,6 +282,8 @@ def build_job(settings: dict[str, Any]) -> Job:
         settings["simulator"] = SimulatorConfig(**sim)
     job = Job(**settings)
     _check(job)
+    job.answer_format  # noqa: B018  (a bad schema or label set is refused here, once)
+    job.price_table  # noqa: B018
     return job
 
 
@@ -272,6 +308,10 @@ def _check(job: Job) -> None:
         raise ConfigError(f"concurrency must be at least 1, got {job.concurrency}")
     if job.max_retries < 0:
         raise ConfigError(f"max_retries must be 0 or more, got {job.max_retries}")
+    positive("max_cost", job.max_cost)
+    positive("max_total_tokens", job.max_total_tokens)
+    if job.parse_retries < 0:
+        raise ConfigError(f"parse_retries must be 0 or more, got {job.parse_retries}")
     positive("rpm", job.rpm)
     positive("tpm", job.tpm)
     positive("timeout", job.timeout, allow_none=False)

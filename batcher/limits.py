@@ -149,8 +149,13 @@ class TokenEstimator:
         return chars
 
     def estimate(self, body: dict[str, Any], prompt_chars: int) -> int:
+        prompt, completion = self.parts(body, prompt_chars)
+        return prompt + completion + 1
+
+    def parts(self, body: dict[str, Any], prompt_chars: int) -> tuple[int, int]:
+        """(prompt, completion) tokens expected: the completion at its max_tokens where set."""
         completion = body.get("max_completion_tokens") or body.get("max_tokens") or self.mean_completion
-        return int(prompt_chars / self.chars_per_token + completion) + 1
+        return int(prompt_chars / self.chars_per_token), int(completion)
 
     def observe(self, prompt_chars: int, usage: dict[str, Any] | None) -> None:
         """Fold one response's usage into the estimates (exponential moving average)."""

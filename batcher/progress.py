@@ -27,8 +27,9 @@ class ProgressBar:
 
     def update(self, stats: RunStats) -> None:
         tokens = stats.prompt_tokens + stats.completion_tokens
+        cost = f" cost=${stats.cost_usd:.2f}" if stats.cost_usd else ""
         self._bar.set_postfix_str(
-            f"tokens={_short(tokens)} errors={stats.failed} 429s={stats.rate_limited}", refresh=False
+            f"tokens={_short(tokens)}{cost} errors={stats.failed} 429s={stats.rate_limited}", refresh=False
         )
         done = stats.ok + stats.failed
         # Counts can go down (a failed row retried to success); tqdm's update takes deltas.

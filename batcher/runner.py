@@ -22,8 +22,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from .answers import AnswerInvalid
 from .checkpoint import Checkpoint, Progress, write_atomically
 from .client import ChatClient
+from .costs import Budget
 from .errors import (
     EXIT_ABORTED,
     EXIT_FAILED_ROWS,
@@ -31,6 +33,7 @@ from .errors import (
     EXIT_OK,
     AuthenticationFailed,
     BatcherError,
+    BudgetReached,
     ConfigError,
     RateLimited,
     RequestFailed,
@@ -64,7 +67,7 @@ class _Item:
 class RunOutcome:
     """How a session ended, for the CLI to report."""
 
-    status: str  # completed | completed_with_errors | interrupted | aborted
+    status: str  # completed | completed_with_errors | interrupted | aborted | budget_reached
     exit_code: int
     stats: RunStats
     message: str | None = None
@@ -102,6 +105,12 @@ class Runner:
         self.on_progress = on_progress or (lambda stats: None)
         self.on_record = on_record
         self._with_response = job.output_format == "openai-batch"
+        self.budget = Budget(
+            job.max_cost,
+            job.max_total_tokens,
+            spent_cost=stats.cost_usd,
+            spent_tokens=stats.prompt_tokens + stats.completion_tokens,
+        )
         self._stop = asyncio.Event()
         self._force = asyncio.Event()
         self._in_request: set[asyncio.Task] = set()
@@ -227,39 +236,62 @@ class Runner:
 
     async def _process(self, item: _Item) -> None:
         task = asyncio.current_task()
-        attempts = failures = rate_limited = 0
+        attempts = failures = rate_limited = parse_failures = 0
+        answers, prices, budget = self.job.answer_format, self.job.price_table, self.budget
+        model = item.body.get("model")
         while True:
             estimate = self.estimator.estimate(item.body, item.prompt_chars)
             await self.limits.acquire(estimate)
             if self._stop.is_set():
                 return  # not sent; resume sends it
+            reserved = None
+            if budget.limited:
+                prompt, most = self.estimator.parts(item.body, item.prompt_chars)
+                reserved = prices.cost(model, {"prompt_tokens": prompt, "completion_tokens": most})
+                if not budget.reserve(estimate, reserved):
+                    self._fail(BudgetReached(budget.exhausted_message()))
+                    return  # not sent; a resume with a larger budget sends it
             attempts += 1
             self.stats.requests += 1
             self._in_request.add(task)
+            completion = cost = None
             try:
                 completion = await self.client.complete(item.body)
             except RequestFailed as error:
                 failure = error
             else:
                 failure = None
+                cost = prices.cost(completion.model or model, completion.usage)
             finally:
                 self._in_request.discard(task)
+                if budget.limited:
+                    usage = (completion.usage if completion is not None else None) or {}
+                    used = (usage.get("prompt_tokens") or 0) + (usage.get("completion_tokens") or 0)
+                    budget.settle(estimate, reserved, used_tokens=used, used_cost=cost)
 
             if failure is None:
-                record = result_record(
-                    item.row_id,
-                    item.row_number,
-                    completion,
-                    attempts,
-                    item.kept,
-                    with_response=self._with_response,
-                )
-                self.checkpoint.add(True, record)
-                self._release_streak()
                 self.stats.latency.add(completion.latency_ms)
                 self.estimator.observe(item.prompt_chars, completion.usage)
+                try:
+                    parsed = answers.parse(completion.content, completion.finish_reason) if answers else {}
+                except AnswerInvalid as invalid:
+                    failure, invalid.usage, invalid.cost = invalid, completion.usage, cost
+                else:
+                    record = result_record(
+                        item.row_id,
+                        item.row_number,
+                        completion,
+                        attempts,
+                        item.kept,
+                        parsed,
+                        cost=cost,
+                        with_response=self._with_response,
+                    )
+                    self.checkpoint.add(True, record)
+                    self._release_streak()
                 await self._charge_overrun(item, estimate, completion.usage)
-                return
+                if failure is None:
+                    return
             if isinstance(failure, AuthenticationFailed):
                 self._fail(_auth_abort(failure, self.job))
                 return
@@ -270,13 +302,19 @@ class Runner:
                     failure.retry_after if failure.retry_after is not None else DEFAULT_COOLDOWN
                 )
                 self.on_progress(self.stats)
+            elif isinstance(failure, AnswerInvalid):
+                parse_failures += 1
             else:
                 failures += 1
             if self._stop.is_set():
                 return  # stopping: a failed attempt is not a verdict on the row
-            if self.retry.should_retry(failure, failures, rate_limited):
+            if isinstance(failure, AnswerInvalid):
+                retry = failure.retryable and parse_failures <= self.job.parse_retries
+            else:
+                retry = self.retry.should_retry(failure, failures, rate_limited)
+            if retry:
                 self.stats.retries += 1
-                delay = self.retry.delay(failure, failures)
+                delay = 0.0 if isinstance(failure, AnswerInvalid) else self.retry.delay(failure, failures)
                 log.info(
                     "row %s: attempt %d failed (%s: %s); retrying in %.2f s",
                     item.row_id,
@@ -294,9 +332,15 @@ class Runner:
                 failure.type,
                 failure.message,
             )
-            self._row_failed(
-                error_record(item.row_id, item.row_number, failure, attempts, item.kept), failure
+            record = error_record(
+                item.row_id,
+                item.row_number,
+                failure,
+                attempts,
+                item.kept,
+                cost=getattr(failure, "cost", None),
             )
+            self._row_failed(record, failure)
             return
 
     def _row_failed(self, record: dict[str, Any], failure: RequestFailed) -> None:
@@ -352,7 +396,8 @@ class Runner:
     def _outcome(self) -> RunOutcome:
         stats = self.stats
         if self._abort is not None:
-            return RunOutcome("aborted", self._abort.exit_code, stats, str(self._abort))
+            status = "budget_reached" if isinstance(self._abort, BudgetReached) else "aborted"
+            return RunOutcome(status, self._abort.exit_code, stats, str(self._abort))
         if self.interrupted:
             return RunOutcome("interrupted", EXIT_INTERRUPTED, stats, "interrupted")
         if stats.failed:
@@ -395,6 +440,12 @@ def prepare(job: Job) -> tuple[Source, RequestBuilder]:
     clash = [c for c in job.keep_columns if c in RESERVED_COLUMNS]
     if clash:
         raise ConfigError(f"keep_columns cannot keep {', '.join(clash)}: results already use that name")
+    answer_columns = job.answer_format.columns if job.answer_format else []
+    clash = [c for c in answer_columns if c in RESERVED_COLUMNS or c in job.keep_columns]
+    if clash:
+        raise ConfigError(
+            f"the answer schema's {', '.join(clash)} would clash with a result column of that name: rename it"
+        )
     if (
         os.environ.get(job.api_key_env)
         and not job.uses_simulator
@@ -464,13 +515,18 @@ async def run_job(
         failed=len(progress.failed),
         prompt_tokens=progress.prompt_tokens,
         completion_tokens=progress.completion_tokens,
+        cost_usd=progress.cost_usd,
+        unpriced=progress.unpriced,
         skipped=len(progress.done) + (0 if job.retry_failed else len(progress.failed)),
     )
     sink = None
     simulator = None
     outcome = None
     try:
-        sink = open_sink(job.output_format, job.output, checkpoint.results_path, scan.kept_types)
+        answer_types = job.answer_format.column_types() if job.answer_format else None
+        sink = open_sink(
+            job.output_format, job.output, checkpoint.results_path, scan.kept_types, answer_types
+        )
         base_url = job.base_url
         if job.uses_simulator:
             from .simulator import Simulator

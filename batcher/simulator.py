@@ -313,7 +313,7 @@ class Simulator:
         if fault == "huge":
             return await self._huge(request)
 
-        completion = self._complete(body, prompt_tokens)
+        completion = self._complete(body, prompt_tokens, invalid=fault == "invalid")
         headers["x-request-id"] = f"req_{uuid.uuid4().hex[:24]}"
         if body.get("stream"):
             return await self._stream(request, body, completion, headers)
@@ -332,6 +332,7 @@ class Simulator:
             ("slow", config.slow_rate),
             ("hang", config.hang_rate),
             ("huge", config.huge_rate),
+            ("invalid", config.invalid_answer_rate),
         ):
             if roll < rate:
                 return name
@@ -509,7 +510,7 @@ class Simulator:
 
     # -- answers ------------------------------------------------------------------------------
 
-    def _complete(self, body: dict, prompt_tokens: int) -> dict[str, Any]:
+    def _complete(self, body: dict, prompt_tokens: int, *, invalid: bool = False) -> dict[str, Any]:
         digest = hashlib.sha256(
             json.dumps([body.get("model"), body.get("messages")], sort_keys=True, default=str).encode()
         ).digest()
@@ -522,7 +523,7 @@ class Simulator:
             finish_reason = "tool_calls"
             completion_tokens = count_tokens(json.dumps(call))
         else:
-            text = self._text(body, rng)
+            text = "Sure! I think the answer is probably fine." if invalid else self._text(body, rng)
             limit = body.get("max_completion_tokens") or body.get("max_tokens")
             words = _WORD.findall(text)
             if limit is not None and len(words) > limit:
@@ -571,18 +572,17 @@ class Simulator:
     @staticmethod
     def _text(body: dict, rng: random.Random) -> str:
         fmt = body.get("response_format") or {}
-        if fmt.get("type") == "json_schema":
-            schema = (fmt.get("json_schema") or {}).get("schema") or {"type": "object"}
-            return json.dumps(_instance(schema, rng))
         last = body["messages"][-1].get("content")
         prompt = last if isinstance(last, str) else json.dumps(last)
+        lowered = prompt.lower()
+        sentiment = _sentiment(lowered) if "sentiment" in lowered else None
+        if fmt.get("type") == "json_schema":
+            schema = (fmt.get("json_schema") or {}).get("schema") or {"type": "object"}
+            return json.dumps(_instance(schema, rng, sentiment))
         if fmt.get("type") == "json_object":
             return json.dumps({"answer": _sentence(prompt, rng)})
-        lowered = prompt.lower()
-        if "sentiment" in lowered:
-            words = set(re.findall(r"[a-z']+", lowered.split(":", 1)[-1]))
-            score = len(words & _POSITIVE) - len(words & _NEGATIVE)
-            return "positive" if score > 0 else "negative" if score < 0 else "neutral"
+        if sentiment is not None:
+            return sentiment
         if "summar" in lowered:
             subject = prompt.split(":", 1)[-1].strip()
             first = re.split(r"(?<=[.!?])\s", subject, maxsplit=1)[0]
@@ -673,18 +673,25 @@ def _sentence(prompt: str, rng: random.Random) -> str:
     return "Simulated answer: " + " ".join(words) + "."
 
 
-def _instance(schema: dict, rng: random.Random) -> Any:
-    """A value that satisfies a (simple) JSON Schema."""
+def _sentiment(lowered_prompt: str) -> str:
+    words = set(re.findall(r"[a-z']+", lowered_prompt.split(":", 1)[-1]))
+    score = len(words & _POSITIVE) - len(words & _NEGATIVE)
+    return "positive" if score > 0 else "negative" if score < 0 else "neutral"
+
+
+def _instance(schema: dict, rng: random.Random, sentiment: str | None = None) -> Any:
+    """A value that satisfies a (simple) JSON Schema; an enum naming `sentiment` gets it."""
     if "enum" in schema:
-        return rng.choice(schema["enum"])
+        named = [v for v in schema["enum"] if isinstance(v, str) and v.casefold() == sentiment]
+        return named[0] if named else rng.choice(schema["enum"])
     kind = schema.get("type")
     if isinstance(kind, list):
         kind = next((k for k in kind if k != "null"), "null")
     if kind == "object":
         props = schema.get("properties") or {}
-        return {name: _instance(sub, rng) for name, sub in props.items()}
+        return {name: _instance(sub, rng, sentiment) for name, sub in props.items()}
     if kind == "array":
-        return [_instance(schema.get("items") or {"type": "string"}, rng)]
+        return [_instance(schema.get("items") or {"type": "string"}, rng, sentiment)]
     if kind == "integer":
         return rng.randint(int(schema.get("minimum", 0)), int(schema.get("maximum", 10)))
     if kind == "number":

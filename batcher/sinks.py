@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from .answers import AnswerInvalid
 from .checkpoint import iter_journal
 from .client import Completion
 from .errors import RequestFailed
@@ -29,6 +30,7 @@ from .sources import arrow
 RESERVED_COLUMNS = (
     "id",
     "row_number",
+    "cost_usd",
     "content",
     "tool_calls",
     "finish_reason",
@@ -48,20 +50,25 @@ def result_record(
     completion: Completion,
     attempts: int,
     kept: dict[str, Any],
+    answer: dict[str, Any] | None = None,
     *,
+    cost: float | None,
     with_response: bool,
 ) -> dict[str, Any]:
-    """A results line. Its first keys (id, row_number, usage) stay in this order: resume reads them fast."""
+    """A results line. Its first keys (id, row_number, usage, cost_usd) keep this order: resume
+    reads them fast."""
     record = {
         "id": row_id,
         "row_number": row_number,
         "usage": _usage(completion.usage),
+        "cost_usd": cost,
         "content": completion.content,
         "tool_calls": completion.tool_calls,
         "finish_reason": completion.finish_reason,
         "model": completion.model,
         "latency_ms": completion.latency_ms,
         "attempts": attempts,
+        **(answer or {}),
         **kept,
     }
     if with_response:
@@ -74,9 +81,20 @@ def result_record(
 
 
 def error_record(
-    row_id: str, row_number: int, error: RequestFailed, attempts: int, kept: dict[str, Any]
+    row_id: str,
+    row_number: int,
+    error: RequestFailed,
+    attempts: int,
+    kept: dict[str, Any],
+    *,
+    cost: float | None = None,
 ) -> dict[str, Any]:
-    return {"id": row_id, "row_number": row_number, "error": error.as_record(), "attempts": attempts, **kept}
+    record = {"id": row_id, "row_number": row_number, "error": error.as_record(), "attempts": attempts}
+    if isinstance(error, AnswerInvalid):  # the server answered: keep what it said, and what it cost
+        record["usage"] = _usage(error.usage)
+        record["cost_usd"] = cost
+        record["content"] = error.content
+    return {**record, **kept}
 
 
 def _usage(usage: dict[str, Any] | None) -> dict[str, int] | None:
@@ -175,12 +193,16 @@ def _arrow_type(pa: Any, seen: Any) -> Any:
 class Schemas:
     """The Arrow schemas of results and errors, with the kept columns typed (see `_arrow_type`)."""
 
-    def __init__(self, kept_types: dict[str, Any]):
+    def __init__(self, kept_types: dict[str, Any], answer_types: dict[str, str] | None = None):
         pa, _ = arrow()
         usage = pa.struct(
             [("prompt_tokens", pa.int64()), ("completion_tokens", pa.int64()), ("total_tokens", pa.int64())]
         )
         kept = [(name, _arrow_type(pa, seen)) for name, seen in kept_types.items()]
+        answer = [
+            (name, pa.large_string() if kind == "json" else pa.type_for_alias(kind))
+            for name, kind in (answer_types or {}).items()
+        ]
         self.results = pa.schema(
             [
                 ("id", pa.string()),
@@ -189,9 +211,11 @@ class Schemas:
                 ("tool_calls", pa.string()),
                 ("finish_reason", pa.string()),
                 ("usage", usage),
+                ("cost_usd", pa.float64()),
                 ("model", pa.string()),
                 ("latency_ms", pa.float64()),
                 ("attempts", pa.int64()),
+                *answer,
                 *kept,
             ]
         )
@@ -204,11 +228,14 @@ class Schemas:
                 ("row_number", pa.int64()),
                 ("error", self.error),
                 ("attempts", pa.int64()),
+                ("usage", usage),  # of an answer that did not parse
+                ("cost_usd", pa.float64()),
+                ("content", pa.string()),
                 *kept,
             ]
         )
-        #: Columns held as JSON text: tool calls, and kept values of mixed or nested types.
-        self.json_columns = {"tool_calls"} | {n for n, t in kept if t == pa.large_string()}
+        #: Columns held as JSON text: tool calls, and values of mixed or nested types.
+        self.json_columns = {"tool_calls"} | {n for n, t in [*answer, *kept] if t == pa.large_string()}
 
     def row(self, record: dict[str, Any], schema: Any) -> dict[str, Any]:
         """A journal record as a row of `schema`."""
@@ -224,12 +251,12 @@ class Schemas:
 class ParquetSink(Sink):
     """results.parquet written in row groups as results arrive; errors.parquet at the end."""
 
-    def __init__(self, directory: Path, kept_types: dict[str, Any]):
+    def __init__(self, directory: Path, schemas: Schemas):
         pa, pq = arrow()
         self._pa, self._pq = pa, pq
         self.results_path = directory / "results.parquet"
         self.errors_path = directory / "errors.parquet"
-        self._schemas = Schemas(kept_types)
+        self._schemas = schemas
         self.results_schema, self.errors_schema = self._schemas.results, self._schemas.errors
         self._row = self._schemas.row
         self._tmp = self.results_path.with_name("results.parquet.partial")
@@ -265,14 +292,19 @@ class ParquetSink(Sink):
 
 
 def open_sink(
-    output_format: str, directory: Path, results_journal: Path, kept_types: dict[str, Any]
+    output_format: str,
+    directory: Path,
+    results_journal: Path,
+    kept_types: dict[str, Any],
+    answer_types: dict[str, str] | None = None,
 ) -> Sink | None:
     """The sink for a derived format, already holding the journal's earlier results."""
     if output_format == "jsonl":
         return None
-    sink: Sink = (
-        OpenAIBatchSink(directory) if output_format == "openai-batch" else ParquetSink(directory, kept_types)
-    )
+    if output_format == "openai-batch":
+        sink: Sink = OpenAIBatchSink(directory)
+    else:
+        sink = ParquetSink(directory, Schemas(kept_types, answer_types))
     for record in iter_journal(results_journal):
         sink.write_result(record)
     return sink

@@ -54,10 +54,16 @@ class RunStats:
     requests: int = 0
     retries: int = 0
     rate_limited: int = 0
+    #: Answers of this session cut at max_tokens (finish_reason: length): the silent failure.
+    cut: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    #: Tokens of this session's durable rows only.
+    #: USD of the answers kept, all sessions; answers of a model with no price are counted apart.
+    cost_usd: float = 0.0
+    unpriced: int = 0
+    #: Tokens and USD of this session's durable rows only.
     session_tokens: int = 0
+    session_cost_usd: float = 0.0
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
@@ -77,14 +83,22 @@ class RunStats:
             self.ok += 1
             if retried_failure:
                 self.failed -= 1
-            usage = record.get("usage") or {}
-            prompt = usage.get("prompt_tokens") or 0
-            completion = usage.get("completion_tokens") or 0
-            self.prompt_tokens += prompt
-            self.completion_tokens += completion
-            self.session_tokens += prompt + completion
+            if record.get("finish_reason") == "length":
+                self.cut += 1
         elif not retried_failure:
             self.failed += 1
+        usage = record.get("usage")
+        if isinstance(usage, dict):  # a result, or an answer that did not parse: both paid for
+            tokens = (usage.get("prompt_tokens") or 0) + (usage.get("completion_tokens") or 0)
+            self.prompt_tokens += usage.get("prompt_tokens") or 0
+            self.completion_tokens += usage.get("completion_tokens") or 0
+            self.session_tokens += tokens
+            cost = record.get("cost_usd")
+            if isinstance(cost, (int, float)):
+                self.cost_usd += cost
+                self.session_cost_usd += cost
+            else:
+                self.unpriced += 1
 
     def summary(self, status: str) -> dict[str, Any]:
         wall = self.wall_time
@@ -98,12 +112,16 @@ class RunStats:
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.prompt_tokens + self.completion_tokens,
+            "cost_usd": round(self.cost_usd, 6),
+            "answers_unpriced": self.unpriced,
             "session": {
                 "rows_done": self.done_now,
                 "requests_sent": self.requests,
                 "retries": self.retries,
                 "rate_limited_429": self.rate_limited,
+                "answers_cut_at_max_tokens": self.cut,
                 "tokens": self.session_tokens,
+                "cost_usd": round(self.session_cost_usd, 6),
                 "wall_time_s": round(wall, 3),
                 "rows_per_s": round(self.done_now / wall, 2) if wall > 0 else None,
                 "tokens_per_s": round(self.session_tokens / wall, 1) if wall > 0 else None,

@@ -246,6 +246,7 @@ def case_resume(tmp: Path, quick: bool) -> list[tuple[str, str, str]]:
     # ...then the rows it would have done are put on disk, as a long run would have left them.
     line = {
         "usage": {"prompt_tokens": 20, "completion_tokens": 1, "total_tokens": 21},
+        "cost_usd": 3.6e-06,
         "content": "positive",
         "tool_calls": None,
         "finish_reason": "stop",

@@ -286,27 +286,32 @@ def test_journal_lines_of_any_shape_load_alike_by_the_fast_path_or_the_full_pars
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     records = [
-        {"id": "plain", "row_number": 1, "usage": _usage(3, 2), "content": "x"},
-        {"id": 'quo"te', "row_number": 2, "usage": _usage(1, 1), "content": "y"},
-        {"id": "no-usage", "row_number": 4, "usage": None, "content": 'says "usage":{"prompt_tokens":99}'},
+        {"id": "plain", "row_number": 1, "usage": _usage(3, 2), "cost_usd": 0.25, "content": "x"},
+        {"id": 'quo"te', "row_number": 2, "usage": _usage(1, 1), "cost_usd": 1e-05, "content": "y"},
+        {"id": "no-usage", "row_number": 4, "usage": None, "cost_usd": None, "content": '"usage":{"x":9}'},
         {  # an answer that looks like the start of a line must not be read as one
             "id": "nested",
             "row_number": 5,
             "usage": _usage(2, 2),
-            "response": {"body": {"id": "x", "row_number": 9, "usage": None}},
+            "cost_usd": None,  # a model with no price
+            "response": {"body": {"id": "x", "row_number": 9, "usage": None, "cost_usd": 5}},
         },
-        {"id": "spaced", "row_number": 7, "usage": _usage(10, 10)},  # not batcher's own layout
+        {"id": "spaced", "row_number": 7, "usage": _usage(10, 10), "cost_usd": 2},  # not batcher's layout
     ]
     text = "".join(dumps(r) + "\n" for r in records[:4]) + json.dumps(records[4]) + "\n"
     (run_dir / "results.jsonl").write_text(text)
+    fast = []
+    read_journal(run_dir / "results.jsonl", lambda record: None, fast.extend, repair=False)
 
     by_position = Checkpoint(run_dir).load(by_position=True)
     by_id = Checkpoint(run_dir).load(by_position=False)
 
+    assert [line[0] for line in fast] == [b"plain", b'quo\\"te', b"no-usage", b"nested"]
     for progress in (by_position, by_id):
         assert len(progress.done) == 5
         assert all(progress.done.has(r["id"], r["row_number"]) for r in records)
         assert (progress.prompt_tokens, progress.completion_tokens) == (16, 15)
+        assert progress.cost_usd == pytest.approx(2.25001) and progress.unpriced == 1
     assert [n for n in range(12) if by_position.done.has("?", n)] == [1, 2, 4, 5, 7]
     assert not by_id.done.has("other", 1)
 

@@ -31,8 +31,9 @@ def test_both_shipped_jobs_run_out_of_the_box(tmp_path):
     _, classify_err = classify.communicate(timeout=120)
 
     assert classify.returncode == 0, classify_err
-    labels = {r["content"] for r in read_jsonl(tmp_path / "classify" / "results.jsonl")}
-    assert labels == {"positive", "negative", "neutral"}
+    results = read_jsonl(tmp_path / "classify" / "results.jsonl")
+    assert {r["label"] for r in results} == {"positive", "negative", "neutral"}
+    assert all(json.loads(r["content"]) == {"label": r["label"]} for r in results)
     assert json.loads((tmp_path / "classify" / "summary.json").read_text())["rows_ok"] == 300
     assert summarize.returncode == 0, summarize.stderr
     table = pq.read_table(tmp_path / "summarize" / "results.parquet")

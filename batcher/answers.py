@@ -1,0 +1,180 @@
+"""Structured answers: a JSON Schema (or a set of labels) each answer must meet, parsed into columns.
+
+A schema is sent as `response_format: {"type": "json_schema", ...}` (OpenAI's
+structured outputs; vLLM and most gateways take it too). Each answer is parsed
+as JSON and validated with `jsonschema` (the reference implementation; a
+validator of our own would cover less of the standard, worse). The schema
+must describe an object: its properties become columns of the results, typed
+in Parquet from their schema types.
+
+Labels (`--labels positive,negative,neutral`) are the common case of one enum:
+sent as a schema `{"label": {"enum": [...]}}`, and read leniently: the
+answer's label, or its whole text where a server ignores the schema, is
+normalised (case, whitespace, surrounding punctuation and quotes) and matched
+to the label as the user wrote it, into a `label` column.
+
+An answer that does not parse or validate is asked again, up to
+`parse_retries` times, then recorded in errors.jsonl as `parse_error` with
+the raw text kept. One cut at max_tokens (`finish_reason: length`) is not
+asked again: the same limit would cut it again; the error says to raise
+max_tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import string
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError, RequestFailed
+
+#: Schema types and the Arrow type of their column (anything else: JSON text).
+_COLUMN_TYPES = {"string": "string", "integer": "int64", "number": "float64", "boolean": "bool"}
+_STRIP = string.whitespace + string.punctuation + "“”‘’«»"
+
+
+class AnswerInvalid(RequestFailed):
+    """The server answered, but not in the shape asked for."""
+
+    retryable = True
+
+    def __init__(self, message: str, content: str | None, *, cut: bool = False):
+        super().__init__(message, type="parse_error", status=200)
+        self.content = content
+        #: What the answer cost (set by the runner).
+        self.usage: dict[str, Any] | None = None
+        self.cost: float | None = None
+        #: Cut at max_tokens: asking again would cut it again.
+        self.cut = cut
+        if cut:
+            self.retryable = False
+
+
+@dataclass(frozen=True)
+class AnswerFormat:
+    """What every answer must be: an object meeting `schema`, or one of `labels`."""
+
+    schema: dict[str, Any]
+    labels: tuple[str, ...] = ()
+    name: str = "answer"
+
+    @classmethod
+    def from_settings(
+        cls, *, json_schema: dict[str, Any] | str | Path | None, labels: tuple[str, ...]
+    ) -> AnswerFormat | None:
+        if json_schema is not None and labels:
+            raise ConfigError("give json_schema or labels, not both (labels are a one-field schema)")
+        if labels:
+            if len(set(map(_normal, labels))) != len(labels) or not all(_normal(x) for x in labels):
+                raise ConfigError(
+                    f"labels must differ after normalising case and punctuation: {list(labels)}"
+                )
+            schema = {
+                "type": "object",
+                "properties": {"label": {"type": "string", "enum": list(labels)}},
+                "required": ["label"],
+                "additionalProperties": False,
+            }
+            return cls(schema, labels, "label")
+        if json_schema is None:
+            return None
+        if not isinstance(json_schema, dict):
+            json_schema = _read_schema(Path(json_schema))
+        if json_schema.get("type") != "object" or not isinstance(json_schema.get("properties"), dict):
+            raise ConfigError(
+                'json_schema must describe an object ("type": "object" with "properties"): '
+                "its properties become the result columns"
+            )
+        from jsonschema import Draft202012Validator
+        from jsonschema.exceptions import SchemaError
+
+        try:
+            Draft202012Validator.check_schema(json_schema)
+        except SchemaError as e:
+            raise ConfigError(f"json_schema is not a valid JSON Schema: {e.message}") from None
+        return cls(json_schema)
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.schema["properties"])
+
+    def column_types(self) -> dict[str, str]:
+        """Each column's Arrow type name: string, int64, float64, bool, or json (kept as JSON text)."""
+        types = {}
+        for name, spec in self.schema["properties"].items():
+            kind = spec.get("type") if isinstance(spec, dict) else None
+            if isinstance(kind, list):  # ["string", "null"]: nullable anyway
+                kinds = [k for k in kind if k != "null"]
+                kind = kinds[0] if len(kinds) == 1 else None
+            if kind is None and isinstance(spec, dict) and "enum" in spec:
+                kind = "string" if all(isinstance(v, str) for v in spec["enum"]) else None
+            types[name] = _COLUMN_TYPES.get(kind, "json")
+        return types
+
+    def response_format(self) -> dict[str, Any]:
+        return {
+            "type": "json_schema",
+            "json_schema": {"name": self.name, "schema": self.schema, "strict": True},
+        }
+
+    def parse(self, content: str | None, finish_reason: str | None) -> dict[str, Any]:
+        """The answer's columns; AnswerInvalid says what is wrong with it."""
+        if finish_reason == "length":
+            raise AnswerInvalid(
+                "the answer was cut at max_tokens (finish_reason: length); raise max_tokens",
+                content,
+                cut=True,
+            )
+        if content is None:
+            raise AnswerInvalid("the answer has no text content", content)
+        try:
+            value = json.loads(content)
+        except ValueError as e:
+            if self.labels:
+                return {"label": self._label(content)}
+            raise AnswerInvalid(f"the answer is not JSON ({e})", content) from None
+        if self.labels:
+            text = value.get("label") if isinstance(value, dict) else value
+            return {"label": self._label(text if isinstance(text, str) else content)}
+        error = _first_error(self.schema, value)
+        if error is not None:
+            raise AnswerInvalid(f"the answer does not match json_schema: {error}", content)
+        return {name: value.get(name) for name in self.columns}
+
+    def _label(self, text: str) -> str:
+        wanted = _normal(text)
+        for label in self.labels:
+            if _normal(label) == wanted:
+                return label
+        raise AnswerInvalid(f"the answer {text[:80]!r} is none of the labels {list(self.labels)}", text)
+
+
+def _normal(text: str) -> str:
+    return " ".join(text.strip(_STRIP).casefold().split())
+
+
+def _first_error(schema: dict[str, Any], value: Any) -> str | None:
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import best_match
+
+    error = best_match(Draft202012Validator(schema).iter_errors(value))
+    if error is None:
+        return None
+    where = "/".join(str(p) for p in error.absolute_path)
+    return f"{where + ': ' if where else ''}{error.message}"
+
+
+def _read_schema(path: Path) -> dict[str, Any]:
+    try:
+        schema = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: json_schema file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read json_schema file: {e}") from None
+    except ValueError as e:
+        raise ConfigError(f"{path}: json_schema file is not valid JSON ({e})") from None
+    if not isinstance(schema, dict):
+        raise ConfigError(f"{path}: json_schema must be a JSON object")
+    return schema

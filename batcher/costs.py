@@ -1,0 +1,144 @@
+"""What a run costs, and the budgets that stop it.
+
+Prices are US dollars per million tokens, input (prompt) and output
+(completion), per model. A small built-in table covers well-known OpenAI
+models at their published list prices (checked 2025; providers change them, so
+a job's own `prices` table wins). A model name is matched exactly, else by its
+name without its snapshot date, so `gpt-4o-mini-2024-07-18` is priced as
+`gpt-4o-mini`; other variants (`gpt-4o-audio-preview`) need their own price.
+Each result line carries its own `cost_usd`, so a run's cost is exact across
+sessions, models and price changes; a line whose model has no price has
+`cost_usd: null` and the summary says how many.
+
+Budgets (`max_cost`, `max_total_tokens`) count every session of the run
+directory, so raising one and running again continues. Before a request is
+sent, its worst case (the prompt estimate plus max_tokens) is reserved
+against the budget; a request that would not fit is not sent and the run
+stops with exit 3 while the requests already on the wire finish and are kept.
+The reservation is replaced by what the answer really used when it arrives, so
+the budget is only exceeded if answers use more than their estimate (prompts
+are estimated from characters, corrected as answers come in).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ConfigError
+
+_SNAPSHOT = re.compile(r"-(\d{4}-\d{2}-\d{2}|\d{4})$")
+
+#: USD per million tokens (input, output): OpenAI list prices, standard tier.
+BUILT_IN_PRICES: dict[str, tuple[float, float]] = {
+    "gpt-4o-mini": (0.15, 0.60),
+    "gpt-4o": (2.50, 10.00),
+    "gpt-4.1-nano": (0.10, 0.40),
+    "gpt-4.1-mini": (0.40, 1.60),
+    "gpt-4.1": (2.00, 8.00),
+    "gpt-4-turbo": (10.00, 30.00),
+    "gpt-3.5-turbo": (0.50, 1.50),
+    "o1-mini": (1.10, 4.40),
+    "o1": (15.00, 60.00),
+    "o3-mini": (1.10, 4.40),
+    "o3": (2.00, 8.00),
+    "o4-mini": (1.10, 4.40),
+}
+
+
+@dataclass(frozen=True)
+class Prices:
+    """The price table of a job: the built-in one, overridden entry by entry by the job's."""
+
+    table: Mapping[str, tuple[float, float]]
+
+    @classmethod
+    def from_settings(cls, prices: Mapping[str, Any] | None) -> Prices:
+        table = dict(BUILT_IN_PRICES)
+        for model, entry in (prices or {}).items():
+            if not isinstance(entry, Mapping) or set(entry) != {"input", "output"}:
+                raise ConfigError(
+                    f"prices.{model} needs input and output, USD per million tokens, "
+                    f"e.g. {{ input = 0.15, output = 0.60 }}; got {entry!r}"
+                )
+            values = (entry["input"], entry["output"])
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values) or not all(
+                math.isfinite(v) and v >= 0 for v in values
+            ):
+                raise ConfigError(
+                    f"prices.{model}: input and output must be numbers of 0 or more, got {entry!r}"
+                )
+            table[str(model)] = (float(values[0]), float(values[1]))
+        return cls(table)
+
+    def of(self, model: str | None) -> tuple[float, float] | None:
+        """(input, output) USD per million tokens for `model`, or None when unknown."""
+        if not model:
+            return None
+        if model in self.table:
+            return self.table[model]
+        family = _SNAPSHOT.sub("", model)  # gpt-4o-mini-2024-07-18 -> gpt-4o-mini
+        return self.table.get(family)
+
+    def cost(self, model: str | None, usage: Mapping[str, Any] | None) -> float | None:
+        """USD for one answer's usage, or None when the model has no price."""
+        price = self.of(model)
+        if price is None or not usage:
+            return None
+        prompt = usage.get("prompt_tokens") or 0
+        completion = usage.get("completion_tokens") or 0
+        return round((prompt * price[0] + completion * price[1]) / 1_000_000, 9)
+
+
+class Budget:
+    """Spend so far (all sessions) against `max_cost` and `max_total_tokens`, with reservations."""
+
+    __slots__ = ("max_cost", "max_tokens", "spent_cost", "spent_tokens", "_reserved_cost", "_reserved_tokens")
+
+    def __init__(
+        self, max_cost: float | None, max_tokens: int | None, *, spent_cost: float, spent_tokens: int
+    ):
+        self.max_cost, self.max_tokens = max_cost, max_tokens
+        self.spent_cost, self.spent_tokens = spent_cost, spent_tokens
+        self._reserved_cost = 0.0
+        self._reserved_tokens = 0
+
+    @property
+    def limited(self) -> bool:
+        return self.max_cost is not None or self.max_tokens is not None
+
+    def reserve(self, tokens: int, cost: float | None) -> bool:
+        """Hold a request's worst case against the budgets; False (nothing held) if it would not fit."""
+        cost = cost or 0.0
+        if (
+            self.max_tokens is not None
+            and self.spent_tokens + self._reserved_tokens + tokens > self.max_tokens
+        ):
+            return False
+        if self.max_cost is not None and self.spent_cost + self._reserved_cost + cost > self.max_cost:
+            return False
+        self._reserved_tokens += tokens
+        self._reserved_cost += cost
+        return True
+
+    def settle(self, tokens: int, cost: float | None, *, used_tokens: int, used_cost: float | None) -> None:
+        """Replace a reservation with what the request really used (0 if it got no answer)."""
+        self._reserved_tokens -= tokens
+        self._reserved_cost -= cost or 0.0
+        self.spent_tokens += used_tokens
+        self.spent_cost += used_cost or 0.0
+
+    def exhausted_message(self) -> str:
+        parts = []
+        if self.max_cost is not None:
+            parts.append(f"${self.spent_cost:.4f} of max_cost ${self.max_cost:g}")
+        if self.max_tokens is not None:
+            parts.append(f"{self.spent_tokens:,} of max_total_tokens {self.max_tokens:,}")
+        return (
+            f"budget reached: {' and '.join(parts)} spent over all sessions; the next request would go over. "
+            "Requests already sent were finished and kept. Raise the budget and run the same command "
+            "again to continue."
+        )
