@@ -1,7 +1,8 @@
 """The `batcher` command: parse options, call the core, turn its errors into exit codes.
 
 Exit codes: 0 every row ok; 1 finished with failed rows; 2 usage, config or
-input error; 3 aborted (key refused, a write failed); 130 interrupted.
+input error; 3 aborted (key refused, a write failed, rows failing alike, a
+budget reached); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -107,6 +108,16 @@ def main() -> None:
 @click.option(
     "--price",
     help="USD per million input,output tokens for --model, over the built-in table, e.g. 0.15,0.60.",
+)
+@click.option(
+    "--dedupe/--no-dedupe",
+    default=None,
+    help="Send identical requests of a run once and share the answer.  [default: dedupe]",
+)
+@click.option(
+    "--cache",
+    type=click.Path(file_okay=False, path_type=str),
+    help="Reuse answers across runs for identical requests at temperature 0, kept in this directory.",
 )
 @click.option(
     "--dry-run",

@@ -136,6 +136,10 @@ class Job:
     #: Budgets over every session of the run directory (see costs.py).
     max_cost: float | None = None
     max_total_tokens: int | None = None
+    #: Send identical requests of a session once (see reuse.py); off for independent samples.
+    dedupe: bool = True
+    #: Directory of an answer cache shared across runs (requests at temperature 0).
+    cache: str | None = None
     simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
 
     @property
@@ -208,6 +212,8 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "prices": (dict,),
     "max_cost": (int, float),
     "max_total_tokens": (int,),
+    "dedupe": (bool,),
+    "cache": (str,),
     "simulator": (dict,),
 }
 _SECRET_KEYS = {"api_key", "key", "openai_api_key", "token", "secret", "password"}
@@ -227,7 +233,7 @@ def load_job_file(path: str | os.PathLike) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
     _refuse_secrets(path, settings)
     check_settings(settings, str(path))
-    for key in ("input", "output", "json_schema"):
+    for key in ("input", "output", "json_schema", "cache"):
         if isinstance(settings.get(key), str):
             settings[key] = os.path.normpath(path.parent / settings[key])
     return settings

@@ -20,11 +20,12 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from .answers import AnswerInvalid
 from .checkpoint import Checkpoint, Progress, write_atomically
-from .client import ChatClient
+from .client import ChatClient, Completion
 from .costs import Budget
 from .errors import (
     EXIT_ABORTED,
@@ -44,6 +45,7 @@ from .job import Job
 from .limits import RateLimits, TokenEstimator
 from .prompts import RequestBuilder
 from .retry import RetryPolicy
+from .reuse import AnswerCache, Reuse
 from .sinks import RESERVED_COLUMNS, Sink, error_record, open_sink, result_record
 from .sources import InputRow, Scan, Source
 from .stats import RunStats
@@ -91,6 +93,7 @@ class Runner:
         estimator: TokenEstimator | None = None,
         on_progress: Callable[[RunStats], None] | None = None,
         on_record: Callable[[bool, dict[str, Any]], None] | None = None,
+        reuse: Reuse | None = None,
     ):
         self.job = job
         self.builder = builder
@@ -105,6 +108,7 @@ class Runner:
         self.on_progress = on_progress or (lambda stats: None)
         self.on_record = on_record
         self._with_response = job.output_format == "openai-batch"
+        self.reuse = reuse
         self.budget = Budget(
             job.max_cost,
             job.max_total_tokens,
@@ -235,6 +239,40 @@ class Runner:
             await self._process(item)
 
     async def _process(self, item: _Item) -> None:
+        """Reuse an identical request's answer where there is one; send the row otherwise."""
+        reuse = self.reuse
+        key = reuse.key(item.body) if reuse is not None else None
+        if key is None:
+            await self._send(item)
+            return
+        found = await reuse.find(key, item.body)
+        if found is not None:
+            self._write_reused(item, *found)
+            return
+        completion = None
+        try:
+            completion = await self._send(item)
+        finally:
+            reuse.settle(key, item.body, completion, item.row_id)
+
+    def _write_reused(self, item: _Item, completion: Completion, source: str) -> None:
+        answers = self.job.answer_format
+        parsed = answers.parse(completion.content, completion.finish_reason) if answers else {}
+        record = result_record(
+            item.row_id,
+            item.row_number,
+            completion,
+            0,
+            item.kept,
+            parsed,
+            cost=0.0,
+            with_response=self._with_response,
+            reused_from=source,
+        )
+        self.checkpoint.add(True, record)
+
+    async def _send(self, item: _Item) -> Completion | None:
+        """Send one row until it succeeds or fails for good; the accepted answer, if any."""
         task = asyncio.current_task()
         attempts = failures = rate_limited = parse_failures = 0
         answers, prices, budget = self.job.answer_format, self.job.price_table, self.budget
@@ -243,14 +281,14 @@ class Runner:
             estimate = self.estimator.estimate(item.body, item.prompt_chars)
             await self.limits.acquire(estimate)
             if self._stop.is_set():
-                return  # not sent; resume sends it
+                return None  # not sent; resume sends it
             reserved = None
             if budget.limited:
                 prompt, most = self.estimator.parts(item.body, item.prompt_chars)
                 reserved = prices.cost(model, {"prompt_tokens": prompt, "completion_tokens": most})
                 if not budget.reserve(estimate, reserved):
                     self._fail(BudgetReached(budget.exhausted_message()))
-                    return  # not sent; a resume with a larger budget sends it
+                    return None  # not sent; a resume with a larger budget sends it
             attempts += 1
             self.stats.requests += 1
             self._in_request.add(task)
@@ -291,10 +329,10 @@ class Runner:
                     self._release_streak()
                 await self._charge_overrun(item, estimate, completion.usage)
                 if failure is None:
-                    return
+                    return completion
             if isinstance(failure, AuthenticationFailed):
                 self._fail(_auth_abort(failure, self.job))
-                return
+                return None
             if isinstance(failure, RateLimited):
                 rate_limited += 1
                 self.stats.rate_limited += 1
@@ -307,7 +345,7 @@ class Runner:
             else:
                 failures += 1
             if self._stop.is_set():
-                return  # stopping: a failed attempt is not a verdict on the row
+                return None  # stopping: a failed attempt is not a verdict on the row
             if isinstance(failure, AnswerInvalid):
                 retry = failure.retryable and parse_failures <= self.job.parse_retries
             else:
@@ -341,7 +379,7 @@ class Runner:
                 cost=getattr(failure, "cost", None),
             )
             self._row_failed(record, failure)
-            return
+            return None
 
     def _row_failed(self, record: dict[str, Any], failure: RequestFailed) -> None:
         """Hold failures while they all look alike: many in a row mean the job, not the rows, is wrong."""
@@ -522,7 +560,9 @@ async def run_job(
     sink = None
     simulator = None
     outcome = None
+    cache = None
     try:
+        cache = AnswerCache(Path(job.cache)) if job.cache else None
         answer_types = job.answer_format.column_types() if job.answer_format else None
         sink = open_sink(
             job.output_format, job.output, checkpoint.results_path, scan.kept_types, answer_types
@@ -550,6 +590,11 @@ async def run_job(
                 sink=sink,
                 on_progress=on_progress,
                 on_record=on_record,
+                reuse=(
+                    Reuse(within_run=job.dedupe, cache=cache, keep_body=job.output_format == "openai-batch")
+                    if job.dedupe or cache
+                    else None
+                ),
             )
             if on_start is not None:
                 on_start(runner)
@@ -565,6 +610,8 @@ async def run_job(
                         loop.remove_signal_handler(sig)
     finally:
         stats.finished = time.monotonic()
+        if cache is not None:
+            cache.close()
         try:
             _finish(job, checkpoint, progress, sink, stats, outcome)
         finally:

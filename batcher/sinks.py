@@ -40,6 +40,7 @@ RESERVED_COLUMNS = (
     "attempts",
     "error",
     "response",
+    "reused_from",
 )
 ROW_GROUP_ROWS = 1000
 
@@ -54,13 +55,14 @@ def result_record(
     *,
     cost: float | None,
     with_response: bool,
+    reused_from: str | None = None,
 ) -> dict[str, Any]:
     """A results line. Its first keys (id, row_number, usage, cost_usd) keep this order: resume
     reads them fast."""
     record = {
         "id": row_id,
         "row_number": row_number,
-        "usage": _usage(completion.usage),
+        "usage": None if reused_from else _usage(completion.usage),  # a reused answer cost nothing
         "cost_usd": cost,
         "content": completion.content,
         "tool_calls": completion.tool_calls,
@@ -71,6 +73,8 @@ def result_record(
         **(answer or {}),
         **kept,
     }
+    if reused_from:
+        record["reused_from"] = reused_from
     if with_response:
         record["response"] = {
             "status_code": 200,
@@ -215,6 +219,7 @@ class Schemas:
                 ("model", pa.string()),
                 ("latency_ms", pa.float64()),
                 ("attempts", pa.int64()),
+                ("reused_from", pa.string()),
                 *answer,
                 *kept,
             ]

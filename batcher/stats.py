@@ -54,6 +54,9 @@ class RunStats:
     requests: int = 0
     retries: int = 0
     rate_limited: int = 0
+    #: Rows of this session answered by an identical request's answer, or from the cache.
+    deduplicated: int = 0
+    from_cache: int = 0
     #: Answers of this session cut at max_tokens (finish_reason: length): the silent failure.
     cut: int = 0
     prompt_tokens: int = 0
@@ -85,6 +88,11 @@ class RunStats:
                 self.failed -= 1
             if record.get("finish_reason") == "length":
                 self.cut += 1
+            if reused := record.get("reused_from"):
+                if reused == "cache":
+                    self.from_cache += 1
+                else:
+                    self.deduplicated += 1
         elif not retried_failure:
             self.failed += 1
         usage = record.get("usage")
@@ -120,6 +128,8 @@ class RunStats:
                 "retries": self.retries,
                 "rate_limited_429": self.rate_limited,
                 "answers_cut_at_max_tokens": self.cut,
+                "rows_deduplicated": self.deduplicated,
+                "rows_from_cache": self.from_cache,
                 "tokens": self.session_tokens,
                 "cost_usd": round(self.session_cost_usd, 6),
                 "wall_time_s": round(wall, 3),

@@ -135,7 +135,7 @@ def test_client_limit_keeps_the_server_within_its_limit(cli, simulator_factory, 
 
 
 def test_tokens_per_minute_limit_paces_long_requests(cli, simulator, tmp_path, run_dir):
-    rows = [{"id": i, "text": "word " * 400} for i in range(6)]  # ~500 tokens each with max_tokens
+    rows = [{"id": i, "text": f"{i} " + "word " * 400} for i in range(6)]  # ~500 tokens each with max_tokens
     path = write_jsonl(tmp_path / "in.jsonl", rows)
 
     result = run(cli, simulator, path, run_dir, "--tpm", "60000", "--max-tokens", "100")

@@ -1,0 +1,153 @@
+"""Answers reused instead of bought again: identical requests within a session, and a cache across runs.
+
+Classification datasets repeat themselves. Within a session, a request whose
+body is byte-for-byte the same as another's (compared by a blake2b hash of its
+canonical JSON) is sent once: rows asking while it is on the wire wait for it,
+rows asking later take it from a memory of the last `RECENT` answers, and
+every one of them gets its own result line, with `reused_from` naming the row
+whose answer it is, `usage: null` and `cost_usd: 0` (nothing was paid for it).
+If the request fails, the rows that waited for it are sent themselves. Rows
+that should be sampled independently (temperature above 0, on purpose) want
+`--no-dedupe`.
+
+`--cache DIR` keeps answers to requests at temperature 0 in an SQLite file
+(`DIR/answers.sqlite3`) and reuses them in later runs, with `reused_from:
+"cache"`. Only answers that were accepted are kept (not errors, not answers
+that failed to parse). Entries are committed every `COMMIT_EVERY` answers and
+when the session ends: a crash loses at most the last few, which are then
+simply asked again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import sqlite3
+from collections import OrderedDict
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+from .client import Completion
+from .errors import ConfigError
+
+log = logging.getLogger("batcher")
+
+#: Answers kept in memory for rows that repeat a request already answered.
+RECENT = 20_000
+COMMIT_EVERY = 100
+CACHE_FILE = "answers.sqlite3"
+
+
+def request_key(body: dict[str, Any]) -> bytes:
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
+
+
+class Reuse:
+    """Finds an answer a row can reuse, and records answers for the rows after it."""
+
+    def __init__(self, *, within_run: bool, cache: AnswerCache | None, keep_body: bool = False):
+        self.within_run = within_run
+        #: Whether reused answers need the whole response (OpenAI Batch output); memory otherwise.
+        self.keep_body = keep_body
+        self.cache = cache
+        self._recent: OrderedDict[bytes, tuple[Completion, str]] = OrderedDict()
+        self._in_flight: dict[bytes, asyncio.Future] = {}
+
+    def key(self, body: dict[str, Any]) -> bytes | None:
+        """The body's key, or None when nothing could reuse its answer."""
+        if self.within_run or (self.cache is not None and _cacheable(body)):
+            return request_key(body)
+        return None
+
+    async def find(self, key: bytes, body: dict[str, Any]) -> tuple[Completion, str] | None:
+        """An answer to reuse and where it comes from (a row id, or "cache"); None: send it yourself.
+
+        Waits for an identical request on the wire; a None from it means it failed.
+        """
+        while self.within_run:
+            if (recent := self._recent.get(key)) is not None:
+                self._recent.move_to_end(key)
+                return recent
+            if (pending := self._in_flight.get(key)) is None:
+                break
+            found = await asyncio.shield(pending)
+            if found is not None:
+                return found
+            # It failed: the first row to get here sends it again, the others wait for that.
+        if self.cache is not None and _cacheable(body):
+            cached = self.cache.get(key)
+            if cached is not None:
+                return cached, "cache"
+        if self.within_run:
+            self._in_flight[key] = asyncio.get_running_loop().create_future()
+        return None
+
+    def settle(self, key: bytes, body: dict[str, Any], completion: Completion | None, row_id: str) -> None:
+        """The request of `key` is over: its accepted answer, or None when it failed or was stopped."""
+        pending = self._in_flight.pop(key, None)
+        found = (completion, row_id) if completion is not None else None
+        if pending is not None and not pending.done():
+            pending.set_result(found)
+        if completion is None:
+            return
+        if self.within_run:
+            self._recent[key] = found if self.keep_body else (replace(completion, body={}), row_id)
+            if len(self._recent) > RECENT:
+                self._recent.popitem(last=False)
+        if self.cache is not None and _cacheable(body):
+            self.cache.put(key, completion)
+
+
+def _cacheable(body: dict[str, Any]) -> bool:
+    temperature = body.get("temperature")
+    return temperature == 0 and not isinstance(temperature, bool)
+
+
+class AnswerCache:
+    """Accepted answers by request key, in one SQLite file shared by every run that names it."""
+
+    def __init__(self, directory: Path):
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(directory / CACHE_FILE, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("CREATE TABLE IF NOT EXISTS answers (key BLOB PRIMARY KEY, completion TEXT)")
+        except (OSError, sqlite3.Error) as e:
+            raise ConfigError(f"{directory} cannot be used as an answer cache: {e}") from None
+        self._unsaved: list[tuple[bytes, str]] = []
+
+    def get(self, key: bytes) -> Completion | None:
+        row = self._db.execute("SELECT completion FROM answers WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        try:
+            return Completion(**json.loads(row[0]))
+        except (ValueError, TypeError):
+            return None  # an entry of another version: ask again
+
+    def put(self, key: bytes, completion: Completion) -> None:
+        self._unsaved.append((key, json.dumps(asdict(completion), ensure_ascii=False, default=str)))
+        if len(self._unsaved) >= COMMIT_EVERY:
+            self.save()
+
+    def save(self) -> None:
+        if not self._unsaved:
+            return
+        try:
+            self._db.execute("BEGIN")
+            self._db.executemany("INSERT OR REPLACE INTO answers VALUES (?, ?)", self._unsaved)
+            self._db.execute("COMMIT")
+        except sqlite3.Error as e:  # a cache that cannot be written costs only what it would have kept
+            log.warning("answer cache: %d answers not kept: %s", len(self._unsaved), e)
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+        self._unsaved.clear()
+
+    def close(self) -> None:
+        self.save()
+        self._db.close()
