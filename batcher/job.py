@@ -19,6 +19,7 @@ from typing import Any
 
 from .answers import AnswerFormat
 from .costs import Prices
+from .endpoints import EndpointConfig, endpoint_configs
 from .errors import ConfigError
 
 OUTPUT_FORMATS = ("jsonl", "parquet", "openai-batch")
@@ -140,6 +141,8 @@ class Job:
     dedupe: bool = True
     #: Directory of an answer cache shared across runs (requests at temperature 0).
     cache: str | None = None
+    #: Several endpoints serving the model, each with its own key and limits (see endpoints.py).
+    endpoints: tuple[EndpointConfig, ...] = ()
     simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
 
     @property
@@ -172,6 +175,13 @@ class Job:
             "output_format": self.output_format,
             "answer_schema": self.answer_format.schema if self.answer_format else None,
         }
+
+    @property
+    def endpoint_configs(self) -> tuple[EndpointConfig, ...]:
+        """Where requests go: the job's endpoints, or the one its base_url names."""
+        if self.endpoints:
+            return self.endpoints
+        return (EndpointConfig("default", self.base_url, self.api_key_env, self.rpm, self.tpm),)
 
     @functools.cached_property
     def price_table(self) -> Prices:
@@ -214,6 +224,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "max_total_tokens": (int,),
     "dedupe": (bool,),
     "cache": (str,),
+    "endpoints": (list,),
     "simulator": (dict,),
 }
 _SECRET_KEYS = {"api_key", "key", "openai_api_key", "token", "secret", "password"}
@@ -269,6 +280,15 @@ def build_job(settings: dict[str, Any]) -> Job:
         raise ConfigError("no input given: name a file (`batcher run INPUT`) or set `input` in the job file")
     if "output" not in settings:
         raise ConfigError("no output directory given: use -o/--output DIR or set `output` in the job file")
+    if "endpoints" in settings:
+        given = [k for k in ("base_url", "api_key_env", "rpm", "tpm") if k in settings]
+        if given:
+            raise ConfigError(
+                f"with endpoints, set {', '.join(given)} in each endpoint, not for the whole job"
+            )
+        settings["endpoints"] = endpoint_configs(settings["endpoints"])
+        if not settings["endpoints"]:
+            raise ConfigError("endpoints is empty: name at least one, or use base_url")
     for key in ("keep_columns", "labels"):
         names = settings.get(key, ())
         if isinstance(names, str):
@@ -329,7 +349,7 @@ def _check(job: Job) -> None:
         raise ConfigError(f"drain_timeout must be 0 or more, got {job.drain_timeout}")
     if not job.id_column:
         raise ConfigError("id_column must not be empty")
-    if not job.uses_simulator and not job.base_url.startswith(("http://", "https://")):
-        raise ConfigError(
-            f"base_url must start with http:// or https:// (or be '{SIMULATOR}'), got {job.base_url!r}"
-        )
+    for endpoint in job.endpoint_configs:
+        if not endpoint.uses_simulator and not endpoint.base_url.startswith(("http://", "https://")):
+            wanted = f"base_url must start with http:// or https:// (or be '{SIMULATOR}')"
+            raise ConfigError(f"{wanted}, got {endpoint.base_url!r}")

@@ -102,6 +102,14 @@ class RateLimits:
                 await self._tokens.acquire(step)
                 tokens -= step
 
+    def has_room(self, tokens: int) -> bool:
+        """Whether a request of about `tokens` could be admitted right now."""
+        if time.monotonic() < self._cooldown_until:
+            return False
+        if self._requests is not None and not self._requests.has_capacity(1):
+            return False
+        return self._tokens is None or self._tokens.has_capacity(min(tokens, self._tokens.max_rate))
+
     def cool_down(self, seconds: float) -> None:
         """Hold every worker back for `seconds` (after a 429)."""
         self._cooldown_until = max(self._cooldown_until, time.monotonic() + seconds)

@@ -11,6 +11,7 @@ rows still waiting, lets requests already on the wire finish for up to
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import json
 import logging
@@ -25,8 +26,9 @@ from typing import Any
 
 from .answers import AnswerInvalid
 from .checkpoint import Checkpoint, Progress, write_atomically
-from .client import ChatClient, Completion
+from .client import Completion
 from .costs import Budget
+from .endpoints import AllEndpointsRetired, Endpoint, Router
 from .errors import (
     EXIT_ABORTED,
     EXIT_FAILED_ROWS,
@@ -42,7 +44,7 @@ from .errors import (
     WriteFailed,
 )
 from .job import Job
-from .limits import RateLimits, TokenEstimator
+from .limits import TokenEstimator
 from .prompts import RequestBuilder
 from .retry import RetryPolicy
 from .reuse import AnswerCache, Reuse
@@ -83,8 +85,7 @@ class Runner:
         *,
         job: Job,
         builder: RequestBuilder,
-        client: ChatClient,
-        limits: RateLimits,
+        router: Router,
         checkpoint: Checkpoint,
         progress: Progress,
         stats: RunStats,
@@ -97,8 +98,7 @@ class Runner:
     ):
         self.job = job
         self.builder = builder
-        self.client = client
-        self.limits = limits
+        self.router = router
         self.checkpoint = checkpoint
         self.progress = progress
         self.stats = stats
@@ -279,7 +279,11 @@ class Runner:
         model = item.body.get("model")
         while True:
             estimate = self.estimator.estimate(item.body, item.prompt_chars)
-            await self.limits.acquire(estimate)
+            try:
+                endpoint = await self.router.acquire(estimate)
+            except AllEndpointsRetired:
+                self._fail(RunAborted(self.router.retired_message()))
+                return None
             if self._stop.is_set():
                 return None  # not sent; resume sends it
             reserved = None
@@ -291,15 +295,17 @@ class Runner:
                     return None  # not sent; a resume with a larger budget sends it
             attempts += 1
             self.stats.requests += 1
+            endpoint.stats.requests += 1
             self._in_request.add(task)
             completion = cost = None
             try:
-                completion = await self.client.complete(item.body)
+                completion = await endpoint.client.complete(endpoint.body(item.body))
             except RequestFailed as error:
                 failure = error
             else:
                 failure = None
-                cost = prices.cost(completion.model or model, completion.usage)
+                cost = prices.cost(completion.model or endpoint.config.model or model, completion.usage)
+                self.router.answered(endpoint, completion.usage, completion.latency_ms)
             finally:
                 self._in_request.discard(task)
                 if budget.limited:
@@ -327,16 +333,19 @@ class Runner:
                     )
                     self.checkpoint.add(True, record)
                     self._release_streak()
-                await self._charge_overrun(item, estimate, completion.usage)
+                await self._charge_overrun(endpoint, item, estimate, completion.usage)
                 if failure is None:
                     return completion
+            if self.router.failed(endpoint, failure):
+                log.warning("endpoint %s retired: %s", endpoint.name, endpoint.stats.retired)
+                continue  # the endpoint's fault, not the row's: send it elsewhere now
             if isinstance(failure, AuthenticationFailed):
-                self._fail(_auth_abort(failure, self.job))
+                self._fail(_auth_abort(failure, endpoint.config.api_key_env))
                 return None
             if isinstance(failure, RateLimited):
                 rate_limited += 1
                 self.stats.rate_limited += 1
-                self.limits.cool_down(
+                endpoint.limits.cool_down(
                     failure.retry_after if failure.retry_after is not None else DEFAULT_COOLDOWN
                 )
                 self.on_progress(self.stats)
@@ -404,14 +413,16 @@ class Runner:
             self.checkpoint.add(False, record)
         self._streak.clear()
 
-    async def _charge_overrun(self, item: _Item, estimate: int, usage: dict | None) -> None:
-        """Charge the token bucket for what a request used beyond its estimate."""
+    async def _charge_overrun(
+        self, endpoint: Endpoint, item: _Item, estimate: int, usage: dict | None
+    ) -> None:
+        """Charge the endpoint's token bucket for what a request used beyond its estimate."""
         if not usage:
             return
         completion = item.body.get("max_completion_tokens") or item.body.get("max_tokens")
         used = (usage.get("prompt_tokens") or 0) + (completion or usage.get("completion_tokens") or 0)
         if used > estimate:
-            await self.limits.charge_tokens(used - estimate)
+            await endpoint.limits.charge_tokens(used - estimate)
 
     def _on_durable(self, batch: list[tuple[bool, dict[str, Any]]]) -> None:
         if not batch:
@@ -461,10 +472,10 @@ def _scan_unless_recorded(job: Job, source: Source, builder: RequestBuilder, che
     return source.scan(builder, fingerprint)
 
 
-def _auth_abort(error: AuthenticationFailed, job: Job) -> BatcherError:
+def _auth_abort(error: AuthenticationFailed, api_key_env: str) -> BatcherError:
     if error.status in (401, 403):
-        key = os.environ.get(job.api_key_env)
-        hint = f"check the key in ${job.api_key_env}" if key else f"${job.api_key_env} is not set"
+        key = os.environ.get(api_key_env)
+        hint = f"check the key in ${api_key_env}" if key else f"${api_key_env} is not set"
         cause = f"the server refused the key (HTTP {error.status}: {error.message}); {hint}"
     else:
         cause = f"the server refuses this account (HTTP {error.status}, {error.type}: {error.message})"
@@ -484,17 +495,18 @@ def prepare(job: Job) -> tuple[Source, RequestBuilder]:
         raise ConfigError(
             f"the answer schema's {', '.join(clash)} would clash with a result column of that name: rename it"
         )
-    if (
-        os.environ.get(job.api_key_env)
-        and not job.uses_simulator
-        and not job.allow_insecure_http
-        and _in_clear(job.base_url)
-    ):
-        raise ConfigError(
-            f"{job.base_url} is plain http to another machine, so the key in ${job.api_key_env} would cross "
-            "the network unencrypted. Use https, or allow it with --allow-insecure-http "
-            "(allow_insecure_http = true) on a network you trust."
-        )
+    for endpoint in job.endpoint_configs:
+        if (
+            os.environ.get(endpoint.api_key_env)
+            and not endpoint.uses_simulator
+            and not job.allow_insecure_http
+            and _in_clear(endpoint.base_url)
+        ):
+            raise ConfigError(
+                f"{endpoint.base_url} is plain http to another machine, so the key in "
+                f"${endpoint.api_key_env} would cross the network unencrypted. Use https, or allow it "
+                "with --allow-insecure-http (allow_insecure_http = true) on a network you trust."
+            )
     source = Source(job.input, id_column=job.id_column, has_template=job.prompt is not None)
     builder = RequestBuilder(
         source.kind,
@@ -535,7 +547,6 @@ async def run_job(
     each result or error record once it is durable.
     """
     source, builder = prepare(job)
-    api_key = os.environ.get(job.api_key_env) or None
     checkpoint = Checkpoint(job.output, hidden_journal=job.output_format != "jsonl")
     scan = await asyncio.to_thread(_scan_unless_recorded, job, source, builder, checkpoint)
     progress = checkpoint.open(identity_of(job, scan, source), force=job.force)
@@ -558,7 +569,8 @@ async def run_job(
         skipped=len(progress.done) + (0 if job.retry_failed else len(progress.failed)),
     )
     sink = None
-    simulator = None
+    simulators: list[Any] = []
+    router = None
     outcome = None
     cache = None
     try:
@@ -567,23 +579,23 @@ async def run_job(
         sink = open_sink(
             job.output_format, job.output, checkpoint.results_path, scan.kept_types, answer_types
         )
-        base_url = job.base_url
-        if job.uses_simulator:
-            from .simulator import Simulator
+        endpoints = []
+        for config in job.endpoint_configs:
+            base_url = config.base_url
+            if config.uses_simulator:
+                from .simulator import Simulator
 
-            simulator = Simulator(job.simulator)
-            base_url = await simulator.start()
-            api_key = api_key or "sk-simulator"
-        limits = RateLimits(job.rpm, job.tpm)
-        client = ChatClient(
-            base_url, api_key, timeout=job.timeout, connections=job.concurrency, on_headers=limits.learn
-        )
-        async with client:
+                simulators.append(Simulator(job.simulator))
+                base_url = await simulators[-1].start()
+            endpoints.append(Endpoint(config, base_url, timeout=job.timeout, connections=job.concurrency))
+        router = Router(endpoints)
+        async with contextlib.AsyncExitStack() as clients:
+            for endpoint in endpoints:
+                await clients.enter_async_context(endpoint.client)
             runner = Runner(
                 job=job,
                 builder=builder,
-                client=client,
-                limits=limits,
+                router=router,
                 checkpoint=checkpoint,
                 progress=progress,
                 stats=stats,
@@ -610,12 +622,13 @@ async def run_job(
                         loop.remove_signal_handler(sig)
     finally:
         stats.finished = time.monotonic()
+        stats.endpoints = router.summary() if router is not None else None
         if cache is not None:
             cache.close()
         try:
             _finish(job, checkpoint, progress, sink, stats, outcome)
         finally:
-            if simulator is not None:
+            for simulator in simulators:
                 await simulator.stop()
     return outcome
 

@@ -68,6 +68,8 @@ class RunStats:
     session_tokens: int = 0
     session_cost_usd: float = 0.0
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
+    #: Per-endpoint figures of this session, when a job has several endpoints.
+    endpoints: dict[str, Any] | None = None
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
 
@@ -137,5 +139,6 @@ class RunStats:
                 "tokens_per_s": round(self.session_tokens / wall, 1) if wall > 0 else None,
                 "latency_ms_p50": self.latency.percentile(0.50),
                 "latency_ms_p95": self.latency.percentile(0.95),
+                **({"endpoints": self.endpoints} if self.endpoints else {}),
             },
         }

@@ -13,7 +13,16 @@ from conftest import batcher_command, read_jsonl, review_rows, run_args, subproc
 JOBS = Path(__file__).resolve().parent.parent / "jobs"
 
 
-def test_both_shipped_jobs_run_out_of_the_box(tmp_path):
+def test_the_shipped_jobs_run_out_of_the_box(tmp_path):
+    two_endpoints = subprocess.Popen(
+        batcher_command(
+            "run", JOBS / "classify-reviews-two-endpoints.toml", "-o", tmp_path / "two", "--quiet"
+        ),
+        env=subprocess_env(OPENAI_API_KEY=""),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     classify = subprocess.Popen(
         batcher_command("run", JOBS / "classify-reviews.toml", "-o", tmp_path / "classify", "--quiet"),
         env=subprocess_env(OPENAI_API_KEY=""),
@@ -35,6 +44,11 @@ def test_both_shipped_jobs_run_out_of_the_box(tmp_path):
     assert {r["label"] for r in results} == {"positive", "negative", "neutral"}
     assert all(json.loads(r["content"]) == {"label": r["label"]} for r in results)
     assert json.loads((tmp_path / "classify" / "summary.json").read_text())["rows_ok"] == 300
+    _, two_err = two_endpoints.communicate(timeout=120)
+    assert two_endpoints.returncode == 0, two_err
+    two = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert two["rows_ok"] == 300 and two["session"]["rows_deduplicated"] > 0
+    assert all(e["answered"] > 0 for e in two["session"]["endpoints"].values())
     assert summarize.returncode == 0, summarize.stderr
     table = pq.read_table(tmp_path / "summarize" / "results.parquet")
     assert table.num_rows == 120

@@ -1,0 +1,223 @@
+"""Where requests go: one endpoint, or several serving the same model, chosen by free capacity.
+
+A job names one base URL, or a list of `endpoints` (LiteLLM-router style:
+base URL, the environment variable of its key, its own rpm/tpm, optionally the
+model's name there). Each endpoint has its own connection pool, its own
+rate-limit buckets and its own 429 cool-down.
+
+Choosing: a request goes to an endpoint whose buckets have room for it right
+now, drawn in proportion to its limits; when none has room, to one drawn the
+same way, whose buckets it then waits for. Over a run, work is spread as the
+limits are: an endpoint with twice the rpm gets about twice the rows.
+Endpoints with no known limits count as having room, with the weight of one.
+
+Resting: an endpoint whose last `REST_AFTER` requests all failed (5xx,
+timeouts, dropped connections, unusable bodies, a 404 for its model name) is
+rested for `REST_SECONDS`, doubling each time up to `MAX_REST_SECONDS`, and the
+retries of its rows go to the others (a row's retries still count, so rows
+cannot spin while every endpoint is down). One that refuses its key (401/403)
+is retired for the run and its row is sent elsewhere at once; when every
+endpoint is retired the run stops (exit 3). With a single endpoint nothing is
+rested or retired: its failures are retried as usual, and a refused key stops
+the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .client import ChatClient
+from .errors import AuthenticationFailed, BadRequest, ConfigError, RateLimited, RequestFailed
+from .limits import RateLimits
+from .stats import LatencyHistogram
+
+REST_AFTER = 5
+REST_SECONDS = 10.0
+MAX_REST_SECONDS = 300.0
+
+#: Keys an entry of `endpoints` may hold, with their types.
+ENDPOINT_FIELDS: dict[str, tuple[type, ...]] = {
+    "name": (str,),
+    "base_url": (str,),
+    "api_key_env": (str,),
+    "rpm": (int, float),
+    "tpm": (int, float),
+    "model": (str,),
+}
+
+
+@dataclass(frozen=True)
+class EndpointConfig:
+    """One place that serves the job's model."""
+
+    name: str
+    base_url: str
+    api_key_env: str = "OPENAI_API_KEY"
+    rpm: float | None = None
+    tpm: float | None = None
+    #: The model's name at this endpoint, when it differs (e.g. "openai/gpt-4o-mini" at a gateway).
+    model: str | None = None
+
+    @property
+    def uses_simulator(self) -> bool:
+        return self.base_url == "simulator"
+
+
+def endpoint_configs(entries: Iterable[Any]) -> tuple[EndpointConfig, ...]:
+    """Validate the job file's `endpoints` list."""
+    configs = []
+    for number, entry in enumerate(entries, start=1):
+        where = f"endpoints[{number}]"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where} must be a table with base_url, api_key_env, rpm, tpm, model")
+        for key, value in entry.items():
+            if key not in ENDPOINT_FIELDS:
+                raise ConfigError(f"{where}: unknown setting '{key}' (known: {', '.join(ENDPOINT_FIELDS)})")
+            types = ENDPOINT_FIELDS[key]
+            if not isinstance(value, types) or isinstance(value, bool):
+                wanted = " or ".join(t.__name__ for t in types)
+                raise ConfigError(f"{where}: '{key}' must be {wanted}, got {value!r}")
+        if "base_url" not in entry:
+            raise ConfigError(f"{where} needs a base_url")
+        for key in ("rpm", "tpm"):
+            if key in entry and not entry[key] > 0:
+                raise ConfigError(f"{where}: {key} must be a positive number, got {entry[key]}")
+        settings = {**entry, "base_url": entry["base_url"].rstrip("/")}
+        settings.setdefault("name", f"{number}:{settings['base_url']}")
+        configs.append(EndpointConfig(**settings))
+    names = [c.name for c in configs]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"endpoints need different names: {names}")
+    return tuple(configs)
+
+
+@dataclass
+class EndpointStats:
+    requests: int = 0
+    answered: int = 0
+    failures: int = 0
+    rate_limited: int = 0
+    tokens: int = 0
+    rests: int = 0
+    retired: str | None = None
+    latency: LatencyHistogram = field(default_factory=LatencyHistogram)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "answered": self.answered,
+            "failures": self.failures,
+            "rate_limited_429": self.rate_limited,
+            "tokens": self.tokens,
+            "times_rested": self.rests,
+            "retired": self.retired,
+            "latency_ms_p50": self.latency.percentile(0.5),
+        }
+
+
+class Endpoint:
+    """A client, its buckets, and how it is doing."""
+
+    def __init__(self, config: EndpointConfig, base_url: str, *, timeout: float, connections: int):
+        self.config = config
+        self.name = config.name
+        self.limits = RateLimits(config.rpm, config.tpm)
+        self.client = ChatClient(
+            base_url,
+            os.environ.get(config.api_key_env) or ("sk-simulator" if config.uses_simulator else None),
+            timeout=timeout,
+            connections=connections,
+            on_headers=self.limits.learn,
+        )
+        self.stats = EndpointStats()
+        self._failing = 0
+        self._rest = REST_SECONDS
+        self.resting_until = 0.0
+
+    def body(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The request as this endpoint wants it: its own model name, where it has one."""
+        return {**body, "model": self.config.model} if self.config.model else body
+
+    @property
+    def available(self) -> bool:
+        return self.stats.retired is None and time.monotonic() >= self.resting_until
+
+    def weight(self) -> float:
+        return self.limits.rpm or self.limits.tpm or 1.0
+
+
+class Router:
+    """Picks the endpoint for each request and keeps track of which ones to rest."""
+
+    def __init__(self, endpoints: list[Endpoint]):
+        self.endpoints = endpoints
+        self.single = len(endpoints) == 1
+
+    async def acquire(self, tokens: int) -> Endpoint:
+        """Wait until an endpoint may take a request of about `tokens`; that endpoint."""
+        while True:
+            ready = [e for e in self.endpoints if e.available]
+            if not ready:
+                if all(e.stats.retired for e in self.endpoints):
+                    raise AllEndpointsRetired
+                wake = min(e.resting_until for e in self.endpoints if e.stats.retired is None)
+                await asyncio.sleep(max(0.01, wake - time.monotonic()))
+                continue
+            choices = [e for e in ready if e.limits.has_room(tokens)] or ready
+            endpoint = random.choices(choices, weights=[e.weight() for e in choices])[0]
+            await endpoint.limits.acquire(tokens)
+            if endpoint.available:
+                return endpoint
+
+    def answered(self, endpoint: Endpoint, usage: dict[str, Any] | None, latency_ms: float) -> None:
+        stats = endpoint.stats
+        stats.answered += 1
+        stats.latency.add(latency_ms)
+        if usage:
+            stats.tokens += (usage.get("prompt_tokens") or 0) + (usage.get("completion_tokens") or 0)
+        endpoint._failing = 0
+        endpoint._rest = REST_SECONDS
+
+    def failed(self, endpoint: Endpoint, failure: RequestFailed) -> bool:
+        """Count a failed request; True when it retired the endpoint (send the row elsewhere, at once)."""
+        stats = endpoint.stats
+        if isinstance(failure, RateLimited):
+            stats.rate_limited += 1
+            return False
+        stats.failures += 1
+        if self.single:
+            return False
+        if isinstance(failure, AuthenticationFailed):
+            stats.retired = f"HTTP {failure.status}: {failure.message}"
+            return True
+        if isinstance(failure, BadRequest) and failure.status != 404:
+            return False  # the row's own fault, wherever it is sent
+        endpoint._failing += 1
+        if endpoint._failing >= REST_AFTER:
+            endpoint._failing = 0
+            stats.rests += 1
+            endpoint.resting_until = time.monotonic() + endpoint._rest
+            endpoint._rest = min(MAX_REST_SECONDS, endpoint._rest * 2)
+        return False
+
+    def retired_message(self) -> str:
+        reasons = "; ".join(f"{e.name}: {e.stats.retired}" for e in self.endpoints)
+        return (
+            f"every endpoint refused its key ({reasons}). No row was marked failed: fix the keys "
+            "(each endpoint's api_key_env) and run the same command again to continue."
+        )
+
+    def summary(self) -> dict[str, Any] | None:
+        if self.single:
+            return None
+        return {e.name: e.stats.summary() for e in self.endpoints}
+
+
+class AllEndpointsRetired(Exception):
+    """Every endpoint refused its key."""
