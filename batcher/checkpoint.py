@@ -457,8 +457,8 @@ class Checkpoint:
             self._lock_fd = None
 
 
-def inspect(directory: Path) -> dict[str, Any]:
-    """A run directory's progress, read without changing or locking anything."""
+def read_progress(directory: Path) -> tuple[dict[str, Any], Progress]:
+    """A run directory's job record and progress, read without changing or locking anything."""
     job_path = directory / JOB_FILE
     if not job_path.exists():
         raise ConfigError(f"{directory} is not a batcher run directory (no {JOB_FILE})")
@@ -466,8 +466,15 @@ def inspect(directory: Path) -> dict[str, Any]:
         job = json.loads(job_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise ConfigError(f"{job_path} cannot be read: {e}") from None
+    if not isinstance(job, dict):
+        raise ConfigError(f"{job_path} cannot be read: not a JSON object")
     checkpoint = Checkpoint(directory, hidden_journal=job.get("output_format", "jsonl") != "jsonl")
-    progress = checkpoint.load(by_position=job.get(POSITIONS) is True, repair=False)
+    return job, checkpoint.load(by_position=job.get(POSITIONS) is True, repair=False)
+
+
+def inspect(directory: Path, read: tuple[dict[str, Any], Progress] | None = None) -> dict[str, Any]:
+    """A run directory's progress in figures (`read`: what `read_progress` returned, if at hand)."""
+    job, progress = read or read_progress(directory)
     done, failed = progress.done, progress.failed
     prompt_tokens, completion_tokens = progress.prompt_tokens, progress.completion_tokens
     total = job.get("rows") or 0

@@ -308,6 +308,36 @@ def status(directory: Path, as_json: bool) -> None:
     click.echo(f"  cost:      {_cost_text(info['cost_usd'], info['answers_unpriced'])}")
 
 
+@main.command()
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the page.  [default: DIRECTORY/report.html]",
+)
+def report(directory: Path, output: Path | None) -> None:
+    """Write one self-contained HTML page of a run: throughput and tokens against
+    the limits over time, 429s and retries, latency, errors by type, cost.
+
+    Works on finished, failed and still-running directories, and changes nothing
+    but the page it writes. It opens in any browser, offline.
+
+    \b
+    Example:
+      batcher report runs/classify-reviews
+    """
+    from .report import write
+
+    try:
+        path = write(directory, output)
+    except BatcherError as e:
+        _fail(f"error: {e}", e.exit_code)
+    except OSError as e:
+        _fail(f"error: cannot write the report: {e.strerror or e}", EXIT_USAGE)
+    click.echo(str(path))
+
+
 def _cost_text(cost: float, unpriced: int) -> str:
     text = f"${cost:.4f}"
     if unpriced:

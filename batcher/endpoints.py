@@ -206,6 +206,15 @@ class Router:
             endpoint._rest = min(MAX_REST_SECONDS, endpoint._rest * 2)
         return False
 
+    def limits(self) -> tuple[float | None, float | None]:
+        """The RPM and TPM in force over every endpoint still in use (None where one has none)."""
+        live = [e.limits for e in self.endpoints if e.stats.retired is None] or [
+            e.limits for e in self.endpoints
+        ]
+        rpm = None if any(limits.rpm is None for limits in live) else sum(limits.rpm for limits in live)
+        tpm = None if any(limits.tpm is None for limits in live) else sum(limits.tpm for limits in live)
+        return rpm, tpm
+
     def retired_message(self) -> str:
         reasons = "; ".join(f"{e.name}: {e.stats.retired}" for e in self.endpoints)
         return (

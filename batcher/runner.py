@@ -51,6 +51,7 @@ from .reuse import AnswerCache, Reuse
 from .sinks import RESERVED_COLUMNS, Sink, error_record, open_sink, result_record
 from .sources import InputRow, Scan, Source
 from .stats import RunStats
+from .timeline import Timeline, timeline_path
 
 log = logging.getLogger("batcher")
 
@@ -614,9 +615,13 @@ async def run_job(
             if handle_signals:
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     loop.add_signal_handler(sig, runner.request_stop)
+            timeline = Timeline(timeline_path(job.output), stats, router.limits)
+            recorder = asyncio.create_task(timeline.keep_recording())
             try:
                 outcome = await runner.run(runner.rows(source))
             finally:
+                recorder.cancel()
+                timeline.record()
                 if handle_signals:
                     for sig in (signal.SIGINT, signal.SIGTERM):
                         loop.remove_signal_handler(sig)

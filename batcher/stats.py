@@ -38,8 +38,18 @@ class LatencyHistogram:
         for slot in sorted(self._counts):
             seen += self._counts[slot]
             if seen >= rank:
-                return round(math.expm1((slot + 0.5) * self._BASE), 1)
+                return self.bin_ms(slot)
         return None
+
+    @property
+    def counts(self) -> dict[int, int]:
+        """Count per bin (see `bin_ms`)."""
+        return self._counts
+
+    @classmethod
+    def bin_ms(cls, slot: int) -> float:
+        """The middle of a bin, in milliseconds."""
+        return round(math.expm1((slot + 0.5) * cls._BASE), 1)
 
 
 @dataclass

@@ -147,6 +147,14 @@ def run_args(path, run_dir, base_url, *extra, model: str | None = "m", prompt: s
     return [*args, *extra]
 
 
+def start_subprocess_run(path, run_dir, base_url, *extra) -> subprocess.Popen:
+    """`batcher run` as a process of its own (to kill, signal, or watch while it runs)."""
+    args = batcher_command(*run_args(path, run_dir, base_url, *extra))
+    return subprocess.Popen(
+        args, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
 def wait_for_results(run_dir, at_least: int, process, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     results = run_dir / "results.jsonl"

@@ -17,6 +17,7 @@ from conftest import (
     review_rows,
     run_args,
     run_subprocess,
+    start_subprocess_run,
     subprocess_env,
     wait_for_results,
     write_jsonl,
@@ -24,10 +25,7 @@ from conftest import (
 
 
 def start_run(path, run_dir, base_url, *extra):
-    args = batcher_command(*run_args(path, run_dir, base_url, "--concurrency", "8", *extra))
-    return subprocess.Popen(
-        args, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    return start_subprocess_run(path, run_dir, base_url, "--concurrency", "8", *extra)
 
 
 def assert_complete(run_dir, rows):
