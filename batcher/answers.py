@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import string
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,7 @@ class AnswerFormat:
     schema: dict[str, Any]
     labels: tuple[str, ...] = ()
     name: str = "answer"
+    wants_row = False
 
     @classmethod
     def from_settings(
@@ -119,7 +121,9 @@ class AnswerFormat:
             "json_schema": {"name": self.name, "schema": self.schema, "strict": True},
         }
 
-    def parse(self, content: str | None, finish_reason: str | None) -> dict[str, Any]:
+    def parse(
+        self, content: str | None, finish_reason: str | None, row: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         """The answer's columns; AnswerInvalid says what is wrong with it."""
         if finish_reason == "length":
             raise AnswerInvalid(
@@ -149,6 +153,35 @@ class AnswerFormat:
             if _normal(label) == wanted:
                 return label
         raise AnswerInvalid(f"the answer {text[:80]!r} is none of the labels {list(self.labels)}", text)
+
+
+class ParseFunction:
+    """A parse function of the Python API (Curator's habit): `parse(row, answer) -> dict` of columns.
+
+    `row` is the input row, `answer` the answer's text. What it raises makes the
+    answer a parse_error, asked again like any answer that does not parse.
+    """
+
+    wants_row = True
+
+    def __init__(self, function: Callable[[dict[str, Any], str | None], dict[str, Any]], *, taken: set[str]):
+        self.function = function
+        #: Names the results already use (id, content, ..., kept columns).
+        self.taken = taken
+
+    def parse(
+        self, content: str | None, finish_reason: str | None, row: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        try:
+            columns = self.function(row or {}, content)
+        except Exception as e:
+            raise AnswerInvalid(f"parse raised {type(e).__name__}: {e}", content) from None
+        if not isinstance(columns, dict) or not all(isinstance(k, str) for k in columns):
+            raise AnswerInvalid(f"parse must return a dict of columns, not {type(columns).__name__}", content)
+        if clash := sorted(self.taken.intersection(columns)):
+            names = ", ".join(clash)
+            raise AnswerInvalid(f"parse returned {names}, which results already use: rename", content)
+        return columns
 
 
 def _normal(text: str) -> str:

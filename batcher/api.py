@@ -25,6 +25,7 @@ gets a thread and a loop of its own); `arun` is the same for `await`;
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import queue
 import tempfile
@@ -43,6 +44,8 @@ from .sinks import Schemas
 from .sources import arrow
 
 Record = dict[str, Any]
+#: A parse function, as Curator users write them: (input row, answer text) -> columns.
+Parse = Callable[[dict[str, Any], str | None], dict[str, Any]]
 
 
 def run(
@@ -53,6 +56,7 @@ def run(
     base_url: str | None = None,
     output: str | os.PathLike | None = None,
     progress: bool = False,
+    parse: Parse | None = None,
     **options: Any,
 ) -> Any:
     """Send every row of `source`; return one `pyarrow.Table` row per input row, in input order.
@@ -69,11 +73,16 @@ def run(
     timeout, output_format, retry_failed, force, ... (see the README).
     The key is read from the environment variable `api_key_env` names.
 
+    `parse(row, answer) -> dict` turns each answer into columns of your own
+    (what it raises makes the answer a `parse_error`, asked again up to
+    `parse_retries` times). It is not part of the job's record: keep it the same
+    across calls that resume one run directory.
+
     Raises `batcher.BatcherError` (a `ConfigError` or `InputError` before
     anything is sent; `RunAborted` when the run stops, e.g. the key refused).
     Failed rows do not raise: they come back with `error` set.
     """
-    call = _Call(source, model, prompt, base_url, output, progress, options)
+    call = _Call(source, model, prompt, base_url, output, progress, parse, options)
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -91,10 +100,11 @@ async def arun(
     base_url: str | None = None,
     output: str | os.PathLike | None = None,
     progress: bool = False,
+    parse: Parse | None = None,
     **options: Any,
 ) -> Any:
     """`run`, awaited in the caller's event loop."""
-    return await _Call(source, model, prompt, base_url, output, progress, options).table()
+    return await _Call(source, model, prompt, base_url, output, progress, parse, options).table()
 
 
 def iter_results(
@@ -105,6 +115,7 @@ def iter_results(
     base_url: str | None = None,
     output: str | os.PathLike | None = None,
     progress: bool = False,
+    parse: Parse | None = None,
     **options: Any,
 ) -> Iterator[Record]:
     """Yield each row's record (a results or errors line as a dict) as soon as it is durable.
@@ -115,7 +126,7 @@ def iter_results(
     all). Leaving the loop early stops the run as Ctrl-C would: requests on the
     wire finish and are kept, and calling again resumes.
     """
-    call = _Call(source, model, prompt, base_url, output, progress, options)
+    call = _Call(source, model, prompt, base_url, output, progress, parse, options)
     records: queue.Queue = queue.Queue()
     done = object()
     state: dict[str, Any] = {}
@@ -153,6 +164,7 @@ class _Call:
         base_url: str | None,
         output: str | os.PathLike | None,
         progress: bool,
+        parse: Parse | None,
         options: dict[str, Any],
     ):
         check_settings(options, "batcher options")
@@ -163,6 +175,7 @@ class _Call:
         self.settings = {"model": model, "prompt": prompt, "base_url": base_url, **options}
         self.output = Path(output) if output is not None else None
         self.progress = progress
+        self.parse = parse
 
     async def table(self) -> Any:
         with ExitStack() as stack:
@@ -212,6 +225,7 @@ class _Call:
                 job,
                 on_start=on_start,
                 on_record=on_record,
+                parse=self.parse,
                 on_progress=(lambda stats: bar.update(stats) if bar is not None else None),
             )
         finally:
@@ -288,9 +302,18 @@ def results_table(job: Job) -> Any:
     answer_types = job.answer_format.column_types() if job.answer_format else None
     schemas = Schemas(_kept_types(job, checkpoint), answer_types)
     schema = schemas.results.append(pa.field("error", schemas.error))
-    rows = [schemas.row(r, schema) for r in (*results.values(), *failed.values())]
-    rows.sort(key=lambda row: row["row_number"] or 0)
-    return pa.Table.from_pylist(rows, schema=schema)
+    records = sorted((*results.values(), *failed.values()), key=lambda r: r.get("row_number") or 0)
+    table = pa.Table.from_pylist([schemas.row(r, schema) for r in records], schema=schema)
+    # Columns of a parse function: typed from their values.
+    extra = dict.fromkeys(k for r in records for k in r if k not in schema.names and k != "response")
+    for name in extra:
+        values = [r.get(name) for r in records]
+        try:
+            column = pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed types: as JSON text
+            column = pa.array([None if v is None else json.dumps(v, default=str) for v in values])
+        table = table.append_column(name, column)
+    return table
 
 
 def _kept_types(job: Job, checkpoint: Checkpoint) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .answers import AnswerInvalid
+from .answers import AnswerInvalid, ParseFunction
 from .checkpoint import Checkpoint, Progress, write_atomically
 from .client import Completion
 from .costs import Budget
@@ -66,6 +66,8 @@ class _Item:
     body: dict[str, Any]
     kept: dict[str, Any]
     prompt_chars: int
+    #: The input row, kept only for a parse function that wants it.
+    row: dict[str, Any] | None = None
 
 
 @dataclass
@@ -96,7 +98,9 @@ class Runner:
         on_progress: Callable[[RunStats], None] | None = None,
         on_record: Callable[[bool, dict[str, Any]], None] | None = None,
         reuse: Reuse | None = None,
+        parse: Callable[[dict[str, Any], str | None], dict[str, Any]] | None = None,
     ):
+        """`parse`: the Python API's parse function (see answers.ParseFunction)."""
         self.job = job
         self.builder = builder
         self.router = router
@@ -110,6 +114,11 @@ class Runner:
         self.on_record = on_record
         self._with_response = job.output_format == "openai-batch"
         self.reuse = reuse
+        #: What makes an answer columns: a parse function, a JSON Schema or labels, or nothing.
+        if parse is not None:
+            self.answers = ParseFunction(parse, taken={*RESERVED_COLUMNS, *job.keep_columns})
+        else:
+            self.answers = job.answer_format
         self.budget = Budget(
             job.max_cost,
             job.max_total_tokens,
@@ -217,6 +226,7 @@ class Runner:
 
     async def _feed(self, rows: Iterator[InputRow | None], queue: asyncio.Queue) -> None:
         job, build = self.job, self.builder.build
+        wants_row = getattr(self.answers, "wants_row", False)
         try:
             for row in rows:
                 if self._stop.is_set():
@@ -226,7 +236,10 @@ class Runner:
                     continue
                 body = build(row.row)
                 kept = {name: row.row.get(name) for name in job.keep_columns}
-                await queue.put(_Item(row.row_id, row.number, body, kept, self.estimator.prompt_chars(body)))
+                chars = self.estimator.prompt_chars(body)
+                await queue.put(
+                    _Item(row.row_id, row.number, body, kept, chars, row.row if wants_row else None)
+                )
         finally:
             if not self._stop.is_set():
                 for _ in range(job.concurrency):
@@ -248,7 +261,10 @@ class Runner:
             return
         found = await reuse.find(key, item.body)
         if found is not None:
-            self._write_reused(item, *found)
+            try:
+                self._write_reused(item, *found)
+            except AnswerInvalid:  # a parse function that refuses the answer for this row
+                await self._send(item)
             return
         completion = None
         try:
@@ -257,8 +273,7 @@ class Runner:
             reuse.settle(key, item.body, completion, item.row_id)
 
     def _write_reused(self, item: _Item, completion: Completion, source: str) -> None:
-        answers = self.job.answer_format
-        parsed = answers.parse(completion.content, completion.finish_reason) if answers else {}
+        parsed = self._parse(item, completion)
         record = result_record(
             item.row_id,
             item.row_number,
@@ -272,11 +287,17 @@ class Runner:
         )
         self.checkpoint.add(True, record)
 
+    def _parse(self, item: _Item, completion: Completion) -> dict[str, Any]:
+        """The answer's columns (none without a schema, labels or parse function); AnswerInvalid."""
+        if self.answers is None:
+            return {}
+        return self.answers.parse(completion.content, completion.finish_reason, item.row)
+
     async def _send(self, item: _Item) -> Completion | None:
         """Send one row until it succeeds or fails for good; the accepted answer, if any."""
         task = asyncio.current_task()
         attempts = failures = rate_limited = parse_failures = 0
-        answers, prices, budget = self.job.answer_format, self.job.price_table, self.budget
+        prices, budget = self.job.price_table, self.budget
         model = item.body.get("model")
         while True:
             estimate = self.estimator.estimate(item.body, item.prompt_chars)
@@ -318,7 +339,7 @@ class Runner:
                 self.stats.latency.add(completion.latency_ms)
                 self.estimator.observe(item.prompt_chars, completion.usage)
                 try:
-                    parsed = answers.parse(completion.content, completion.finish_reason) if answers else {}
+                    parsed = self._parse(item, completion)
                 except AnswerInvalid as invalid:
                     failure, invalid.usage, invalid.cost = invalid, completion.usage, cost
                 else:
@@ -537,6 +558,7 @@ async def run_job(
     on_progress: Callable[[RunStats], None] | None = None,
     on_start: Callable[[Runner], None] | None = None,
     on_record: Callable[[bool, dict[str, Any]], None] | None = None,
+    parse: Callable[[dict[str, Any], str | None], dict[str, Any]] | None = None,
     handle_signals: bool = False,
 ) -> RunOutcome:
     """Run one session of `job`: check the input, resume the run directory, send what is left.
@@ -603,6 +625,7 @@ async def run_job(
                 sink=sink,
                 on_progress=on_progress,
                 on_record=on_record,
+                parse=parse,
                 reuse=(
                     Reuse(within_run=job.dedupe, cache=cache, keep_body=job.output_format == "openai-batch")
                     if job.dedupe or cache

@@ -139,3 +139,30 @@ def test_failed_rows_come_back_with_their_error_and_bad_calls_raise_clearly(simu
     refusing = simulator_factory(fail_auth_after=0)
     with pytest.raises(batcher.RunAborted, match="refused the key"):
         batcher.run(rows, model="m", prompt="{text}", base_url=refusing.base_url, output=tmp_path / "x")
+
+
+def test_a_parse_function_turns_each_answer_into_columns_and_its_failures_are_asked_again(simulator):
+    rows = [{"id": i, "text": f"review {i}: I love it", "n": i} for i in range(8)]
+    calls = []
+
+    def parse(row, answer):
+        calls.append(row["id"])
+        if row["n"] == 3 and calls.count(3) == 1:
+            raise ValueError("not this time")  # the first answer of row 3 is refused
+        return {"length": len(answer), "shout": answer.upper(), "n_again": row["n"]}
+
+    table = batcher.run(rows, model="m", prompt="{text}", base_url=simulator.base_url, parse=parse)
+
+    assert table["n_again"].to_pylist() == list(range(8))
+    assert table["length"].to_pylist() == [len(c) for c in table["content"].to_pylist()]
+    assert table.schema.field("length").type == pa.int64()
+    assert calls.count(3) == 2 and simulator.requests == 9  # row 3 was asked again
+    assert table["error"].null_count == 8
+
+    def clashing(row, answer):
+        return {"content": "mine"}
+
+    clashed = batcher.run(rows[:1], model="m", prompt="{text}", base_url=simulator.base_url, parse=clashing)
+
+    assert clashed["error"].to_pylist()[0]["type"] == "parse_error"
+    assert "results already use" in clashed["error"].to_pylist()[0]["message"]
