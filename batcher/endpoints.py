@@ -161,6 +161,10 @@ class Router:
 
     async def acquire(self, tokens: int) -> Endpoint:
         """Wait until an endpoint may take a request of about `tokens`; that endpoint."""
+        if self.single:
+            endpoint = self.endpoints[0]
+            await endpoint.limits.acquire(tokens)
+            return endpoint
         while True:
             ready = [e for e in self.endpoints if e.available]
             if not ready:

@@ -28,8 +28,12 @@ def _dumps_stdlib(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False, default=str, separators=(",", ":"))
 
 
+def _canonical_stdlib(obj: Any) -> bytes:
+    return json.dumps(obj, ensure_ascii=False, default=str, separators=(",", ":"), sort_keys=True).encode()
+
+
 if orjson is not None:
-    _orjson_dumps, _orjson_loads = orjson.dumps, orjson.loads
+    _orjson_dumps, _orjson_loads, _SORT_KEYS = orjson.dumps, orjson.loads, orjson.OPT_SORT_KEYS
 
     def dumpb(obj: Any) -> bytes:
         """Compact UTF-8 JSON bytes."""
@@ -46,6 +50,13 @@ if orjson is not None:
         """Parse JSON; ValueError when it is not."""
         return _orjson_loads(data)
 
+    def canonical(obj: Any) -> bytes:
+        """Keys sorted, compact: the same bytes for the same value (request keys)."""
+        try:
+            return _orjson_dumps(obj, default=str, option=_SORT_KEYS)
+        except TypeError:
+            return _canonical_stdlib(obj)
+
 else:
 
     def dumpb(obj: Any) -> bytes:
@@ -54,3 +65,7 @@ else:
 
     dumps = _dumps_stdlib
     loads = json.loads
+
+    def canonical(obj: Any) -> bytes:
+        """Keys sorted, compact: the same bytes for the same value (request keys)."""
+        return _canonical_stdlib(obj)

@@ -32,18 +32,18 @@ from typing import Any
 
 from .client import Completion
 from .errors import ConfigError
+from .jsoncodec import canonical
 
 log = logging.getLogger("batcher")
 
 #: Answers kept in memory for rows that repeat a request already answered.
-RECENT = 20_000
+RECENT = 10_000
 COMMIT_EVERY = 100
 CACHE_FILE = "answers.sqlite3"
 
 
 def request_key(body: dict[str, Any]) -> bytes:
-    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
+    return hashlib.blake2b(canonical(body), digest_size=16).digest()
 
 
 class Reuse:
