@@ -23,6 +23,13 @@ def test_the_shipped_jobs_run_out_of_the_box(tmp_path):
         stderr=subprocess.PIPE,
         text=True,
     )
+    facts = subprocess.Popen(
+        batcher_command("run", JOBS / "extract-review-facts.toml", "-o", tmp_path / "facts", "--quiet"),
+        env=subprocess_env(OPENAI_API_KEY=""),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     classify = subprocess.Popen(
         batcher_command("run", JOBS / "classify-reviews.toml", "-o", tmp_path / "classify", "--quiet"),
         env=subprocess_env(OPENAI_API_KEY=""),
@@ -44,6 +51,12 @@ def test_the_shipped_jobs_run_out_of_the_box(tmp_path):
     assert {r["label"] for r in results} == {"positive", "negative", "neutral"}
     assert all(json.loads(r["content"]) == {"label": r["label"]} for r in results)
     assert json.loads((tmp_path / "classify" / "summary.json").read_text())["rows_ok"] == 300
+    _, facts_err = facts.communicate(timeout=120)
+    assert facts.returncode == 0, facts_err
+    facts_table = pq.read_table(tmp_path / "facts" / "results.parquet")
+    assert facts_table.num_rows == 300
+    assert str(facts_table.schema.field("stars_guess").type) == "int64"
+    assert set(facts_table["sentiment"].to_pylist()) == {"positive", "negative", "neutral"}
     _, two_err = two_endpoints.communicate(timeout=120)
     assert two_endpoints.returncode == 0, two_err
     two = json.loads((tmp_path / "two" / "summary.json").read_text())
