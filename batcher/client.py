@@ -86,12 +86,16 @@ def error_for_status(status: int, payload: Any, text: str, headers: Any) -> Requ
         return Retryable(message, retry_after=retry_after(headers), **kwargs)
     if 300 <= status < 400:
         location = headers.get("location", "?")
-        return BadRequest(
+        failure = BadRequest(
             f"the server redirected (HTTP {status}) to {location}; set the base URL to where it points",
             type="redirect",
             status=status,
         )
-    return BadRequest(message, **kwargs)
+    else:
+        failure = BadRequest(message, **kwargs)
+    # A redirect or a 404 (no such model or path there) is about the endpoint, not the row.
+    failure.endpoint_fault = 300 <= status < 400 or status == 404
+    return failure
 
 
 class ChatClient:

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .client import ChatClient
-from .errors import AuthenticationFailed, BadRequest, ConfigError, RateLimited, RequestFailed
+from .errors import AuthenticationFailed, ConfigError, RateLimited, RequestFailed
 from .limits import RateLimits
 from .stats import LatencyHistogram
 
@@ -200,8 +200,8 @@ class Router:
         if isinstance(failure, AuthenticationFailed):
             stats.retired = f"HTTP {failure.status}: {failure.message}"
             return True
-        if isinstance(failure, BadRequest) and failure.status != 404:
-            return False  # the row's own fault, wherever it is sent
+        if not failure.endpoint_fault:
+            return False  # the row's own fault (or its answer's), wherever it is sent
         endpoint._failing += 1
         if endpoint._failing >= REST_AFTER:
             endpoint._failing = 0

@@ -59,6 +59,8 @@ class RequestFailed(BatcherError):
     """One request failed; `retryable` says whether another attempt may succeed."""
 
     retryable = False
+    #: The endpoint's fault rather than the row's: another endpoint may answer it.
+    endpoint_fault = False
 
     def __init__(
         self,
@@ -86,6 +88,7 @@ class Retryable(RequestFailed):
     """Timeouts, dropped connections, 408/409/5xx, unparseable bodies."""
 
     retryable = True
+    endpoint_fault = True
 
 
 class RateLimited(Retryable):

@@ -379,6 +379,8 @@ class Runner:
                 return None  # stopping: a failed attempt is not a verdict on the row
             if isinstance(failure, AnswerInvalid):
                 retry = failure.retryable and parse_failures <= self.job.parse_retries
+            elif failure.endpoint_fault and not self.router.single:
+                retry = failures <= self.job.max_retries  # another endpoint may answer it
             else:
                 retry = self.retry.should_retry(failure, failures, rate_limited)
             if retry:

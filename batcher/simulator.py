@@ -269,7 +269,8 @@ class Simulator:
         try:
             prompt_tokens = self._validate(body)
         except _Invalid as e:
-            return _error(400, "invalid_request_error", str(e), e.param, e.code)
+            status = 404 if e.code == "model_not_found" else 400  # as OpenAI answers them
+            return _error(status, "invalid_request_error", str(e), e.param, e.code)
 
         if self._in_storm():
             headers = {"retry-after": "1", "retry-after-ms": "1000"}

@@ -126,3 +126,21 @@ def test_endpoints_and_a_job_wide_limit_or_an_unknown_key_are_refused(cli, simul
 
     assert typo.exit_code == 2 and "endpoints[1]: unknown setting 'api_base'" in typo.output
     assert simulator.requests == 0
+
+
+def test_an_endpoint_without_the_model_is_rested_and_its_rows_answered_elsewhere(
+    cli, simulator_factory, tmp_path
+):
+    elsewhere = simulator_factory(models=("another-model",))  # answers 404 for ours
+    healthy = simulator_factory()
+    job = job_file(
+        tmp_path,
+        [{"name": "wrong", "base_url": elsewhere.base_url}, {"name": "ok", "base_url": healthy.base_url}],
+    )
+
+    result = cli("run", job)
+
+    assert result.exit_code == 0, result.output
+    assert len(read_jsonl(tmp_path / "run" / "results.jsonl")) == 60
+    assert read_jsonl(tmp_path / "run" / "errors.jsonl") == []
+    assert summary(tmp_path)["session"]["endpoints"]["wrong"]["times_rested"] >= 1

@@ -107,7 +107,6 @@ def test_response_format_json_schema_and_json_object(client):
         ({"temperature": 2.5}, "temperature"),
         ({"top_p": 1.5}, "top_p"),
         ({"max_tokens": 0}, "max_tokens"),
-        ({"model": "no-such-model"}, "model"),
         ({"messages": []}, "messages"),
         ({"messages": [{"role": "wizard", "content": "hi"}]}, "messages.[0].role"),
         ({"response_format": {"type": "json_object"}}, "messages"),
@@ -123,6 +122,16 @@ def test_invalid_requests_are_answered_400_with_param(client, params, param):
     assert caught.value.status_code == 400
     assert caught.value.body["type"] == "invalid_request_error"
     assert caught.value.body["param"] == param
+
+
+def test_an_unknown_model_is_answered_404_model_not_found_as_openai_does(client):
+    sdk = client(models=("gpt-4o-mini",))
+
+    with pytest.raises(openai.NotFoundError) as caught:
+        sdk.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "hi"}])
+
+    assert caught.value.status_code == 404
+    assert caught.value.body["code"] == "model_not_found" and caught.value.body["param"] == "model"
 
 
 def test_a_wrong_key_is_answered_401(client):
