@@ -1,23 +1,7 @@
-"""Structured answers: a JSON Schema (or a set of labels) each answer must meet, parsed into columns.
+"""Structured answers: the JSON Schema, labels or parse function an answer must meet, as columns.
 
-A schema is sent as `response_format: {"type": "json_schema", ...}` (OpenAI's
-structured outputs; vLLM and most gateways take it too). Each answer is parsed
-as JSON and validated with `jsonschema` (the reference implementation; a
-validator of our own would cover less of the standard, worse). The schema
-must describe an object: its properties become columns of the results, typed
-in Parquet from their schema types.
-
-Labels (`--labels positive,negative,neutral`) are the common case of one enum:
-sent as a schema `{"label": {"enum": [...]}}`, and read leniently: the
-answer's label, or its whole text where a server ignores the schema, is
-normalised (case, whitespace, surrounding punctuation and quotes) and matched
-to the label as the user wrote it, into a `label` column.
-
-An answer that does not parse or validate is asked again, up to
-`parse_retries` times, then recorded in errors.jsonl as `parse_error` with
-the raw text kept. One cut at max_tokens (`finish_reason: length`) is not
-asked again: the same limit would cut it again; the error says to raise
-max_tokens.
+Answers that do not parse are asked again, then kept as `parse_error` with their raw text; one
+cut at max_tokens is not asked again. See docs/structured-answers.md.
 """
 
 from __future__ import annotations

@@ -1,25 +1,7 @@
-"""The Python API: the engine the CLI runs, called from scripts and notebooks.
+"""The Python API: `run`, `arun` and `iter_results`, the CLI's engine for scripts and notebooks.
 
-    import batcher
-
-    table = batcher.run(
-        [{"id": 1, "text": "Great lamp"}, {"id": 2, "text": "Broke in a week"}],
-        model="gpt-4o-mini",
-        prompt="Classify the sentiment of this review: {text}",
-        output="runs/reviews",  # checkpointed: run it again to resume
-        rpm=500,
-    )
-    table.to_pandas()  # where pandas is installed
-
-`source` is a path (JSONL, Parquet, OpenAI Batch input), a list of dicts (or of
-strings: each one the whole prompt), a `pyarrow.Table` or a pandas DataFrame.
-In-memory data is written once into the run directory (`.batcher/input.*`),
-so a second call with the same data resumes and one with other data is refused
-like any changed input. Rows without an `id` column are numbered from 0.
-
-`run` works in plain scripts and inside a running event loop (Jupyter: the run
-gets a thread and a loop of its own); `arun` is the same for `await`;
-`iter_results` yields each row's record as soon as it is durable.
+Sources are paths, lists of dicts or strings, pyarrow Tables or pandas DataFrames; in-memory data
+is written once into the run directory so calls resume. See the README's "Python API".
 """
 
 from __future__ import annotations

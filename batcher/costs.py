@@ -1,23 +1,7 @@
-"""What a run costs, and the budgets that stop it.
+"""What a run costs (a price table, `cost_usd` on every line) and the budgets that stop it.
 
-Prices are US dollars per million tokens, input (prompt) and output
-(completion), per model. A small built-in table covers well-known OpenAI
-models at their published list prices (checked 2025; providers change them, so
-a job's own `prices` table wins). A model name is matched exactly, else by its
-name without its snapshot date, so `gpt-4o-mini-2024-07-18` is priced as
-`gpt-4o-mini`; other variants (`gpt-4o-audio-preview`) need their own price.
-Each result line carries its own `cost_usd`, so a run's cost is exact across
-sessions, models and price changes; a line whose model has no price has
-`cost_usd: null` and the summary says how many.
-
-Budgets (`max_cost`, `max_total_tokens`) count every session of the run
-directory, so raising one and running again continues. Before a request is
-sent, its worst case (the prompt estimate plus max_tokens) is reserved
-against the budget; a request that would not fit is not sent and the run
-stops with exit 3 while the requests already on the wire finish and are kept.
-The reservation is replaced by what the answer really used when it arrives, so
-the budget is only exceeded if answers use more than their estimate (prompts
-are estimated from characters, corrected as answers come in).
+A request's worst case is reserved against `max_cost` / `max_total_tokens` before it is sent;
+budgets count every session. See docs/costs-and-budgets.md.
 """
 
 from __future__ import annotations

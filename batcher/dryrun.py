@@ -1,12 +1,7 @@
 """`run --dry-run`: every check a run makes before its first request, and what it would send.
 
-A dry run reads the whole input (the same scan a run makes), checks the output
-directory as the run would (a different job is refused, an unwritable
-directory too) without writing to it, and estimates the tokens of the rows a
-run would still send: the prompt from its characters (4 a token, the ratio a
-run starts from before the server's `usage` corrects it) and the completion as
-`max_tokens`, or a guess of 256 where a row sets none. Nothing is sent and no
-file is written.
+Nothing is sent or written; tokens are estimated at 4 characters a token and completions at
+max_tokens (256 where unset), so the cost shown is an upper bound.
 """
 
 from __future__ import annotations

@@ -1,25 +1,7 @@
 """Where requests go: one endpoint, or several serving the same model, chosen by free capacity.
 
-A job names one base URL, or a list of `endpoints` (LiteLLM-router style:
-base URL, the environment variable of its key, its own rpm/tpm, optionally the
-model's name there). Each endpoint has its own connection pool, its own
-rate-limit buckets and its own 429 cool-down.
-
-Choosing: a request goes to an endpoint whose buckets have room for it right
-now, drawn in proportion to its limits; when none has room, to one drawn the
-same way, whose buckets it then waits for. Over a run, work is spread as the
-limits are: an endpoint with twice the rpm gets about twice the rows.
-Endpoints with no known limits count as having room, with the weight of one.
-
-Resting: an endpoint whose last `REST_AFTER` requests all failed (5xx,
-timeouts, dropped connections, unusable bodies, a 404 for its model name) is
-rested for `REST_SECONDS`, doubling each time up to `MAX_REST_SECONDS`, and the
-retries of its rows go to the others (a row's retries still count, so rows
-cannot spin while every endpoint is down). One that refuses its key (401/403)
-is retired for the run and its row is sent elsewhere at once; when every
-endpoint is retired the run stops (exit 3). With a single endpoint nothing is
-rested or retired: its failures are retried as usual, and a refused key stops
-the run.
+Each endpoint has its own pool, buckets and cool-down; one that keeps failing is rested, one that
+refuses its key retired. See docs/endpoints.md.
 """
 
 from __future__ import annotations

@@ -1,15 +1,7 @@
-"""`batcher report DIR`: one self-contained HTML page of a run, to judge it the morning after.
+"""`batcher report DIR`: one self-contained HTML page of a run (inline SVG, no script, no network).
 
-Built only from what the run directory holds: the journal (rows, tokens, cost,
-errors by type with examples), `.batcher/timeline.jsonl` (what every session
-did, interval by interval: see timeline.py), job.json and summary.json (the
-last session's per-endpoint figures). The charts are inline SVG drawn here:
-no script, no server, no network, so the page opens in any browser, offline,
-and can be mailed. It reads without locking, so it works on a finished, a
-failed and a still-running directory alike.
-
-Time on the charts is the run's active time: sessions are laid end to end
-(a stop overnight is not a gap), with a dashed line where each one began.
+Built from the journal, the timeline and summary.json, read without locking, so it works on
+finished, failed and running directories. See docs/report.md.
 """
 
 from __future__ import annotations

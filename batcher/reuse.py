@@ -1,21 +1,7 @@
 """Answers reused instead of bought again: identical requests within a session, and a cache across runs.
 
-Classification datasets repeat themselves. Within a session, a request whose
-body is byte-for-byte the same as another's (compared by a blake2b hash of its
-canonical JSON) is sent once: rows asking while it is on the wire wait for it,
-rows asking later take it from a memory of the last `RECENT` answers, and
-every one of them gets its own result line, with `reused_from` naming the row
-whose answer it is, `usage: null` and `cost_usd: 0` (nothing was paid for it).
-If the request fails, the rows that waited for it are sent themselves. Rows
-that should be sampled independently (temperature above 0, on purpose) want
-`--no-dedupe`.
-
-`--cache DIR` keeps answers to requests at temperature 0 in an SQLite file
-(`DIR/answers.sqlite3`) and reuses them in later runs, with `reused_from:
-"cache"`. Only answers that were accepted are kept (not errors, not answers
-that failed to parse). Entries are committed every `COMMIT_EVERY` answers and
-when the session ends: a crash loses at most the last few, which are then
-simply asked again.
+Identical bodies (a blake2b of canonical JSON) are sent once; the cache keeps accepted answers at
+temperature 0 in SQLite. See docs/reuse.md.
 """
 
 from __future__ import annotations

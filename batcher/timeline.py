@@ -1,12 +1,7 @@
-"""What a run did over time: counters per interval, kept with the checkpoint for `batcher report`.
+"""Per-interval counters of every session, kept with the checkpoint for `batcher report`.
 
-Every `INTERVAL` seconds, and when a session ends, the runner appends one line
-to `.batcher/timeline.jsonl` in the run directory: what happened in that
-interval (requests, rows done and failed, retries, 429s, tokens, cost, a
-latency histogram) and the limits in force (configured or learned). Each
-session appends to the same file, so a report covers all of them. The file is
-telemetry, not the checkpoint: lines are written whole in one call but not
-fsynced, and a line torn by a crash is skipped when read.
+Appended every `INTERVAL` seconds and at a session's end; telemetry, not checkpoint: not fsynced,
+and a torn line is skipped. See docs/report.md.
 """
 
 from __future__ import annotations
