@@ -155,7 +155,10 @@ class ChatClient:
                     if resp.status != 200:
                         raise error_for_status(resp.status, payload, text, resp.headers)
                     completion = _completion(payload, text)
-        except RequestFailed:
+        except RequestFailed as failure:
+            if self._api_key and self._api_key in failure.message:  # a server that echoes the key
+                failure.message = failure.message.replace(self._api_key, "[the key]")
+                failure.args = (failure.message,)
             raise
         except TimeoutError:
             raise Retryable("the request timed out", type="timeout") from None

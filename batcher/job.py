@@ -67,6 +67,8 @@ class SimulatorConfig:
     storm_seconds: float = 1.0
     #: After this many requests, every request is answered 401 (a key revoked mid-run).
     fail_auth_after: int | None = None
+    #: Put the key a request carried in its 401 message, as some gateways do.
+    echo_key: bool = False
     #: Answer every request with a 307 redirect to this URL.
     redirect_to: str | None = None
     seed: int = 0

@@ -253,10 +253,11 @@ class Simulator:
         key = auth[7:].strip() if auth.startswith("Bearer ") else ""
         revoked = config.fail_auth_after is not None and self.requests > config.fail_auth_after
         if not key or (config.api_key is not None and key != config.api_key) or revoked:
+            given = f": {key}" if config.echo_key else ""
             return _error(
                 401,
                 "authentication_error",
-                "Incorrect API key provided. You can find your API key in your account settings.",
+                f"Incorrect API key provided{given}. You can find your API key in your account settings.",
                 code="invalid_api_key",
             )
         if config.redirect_to:

@@ -62,6 +62,15 @@ def test_whole_jobs_of_every_kind_leave_no_trace_of_the_key(simulator_factory, t
     outputs += [refused.stdout, refused.stderr]
     assert refused.returncode == 3
 
+    # a gateway that puts the key it was given in its 401 message, mid-run
+    echoing = simulator_factory(api_key=KEY, fail_auth_after=10, echo_key=True)
+    revoked = run_with_key(run_args(path, tmp_path / "echoed", echoing.base_url, "--verbose"))
+    outputs += [revoked.stdout, revoked.stderr]
+    assert revoked.returncode == 3 and "Incorrect API key provided: [the key]" in revoked.stderr
+    for directory in (run_dir, tmp_path / "echoed"):
+        report = run_with_key(["report", directory])
+        outputs += [report.stdout, report.stderr]
+
     # the other output formats, and status
     healthy = simulator_factory(reject_marker="BAD", api_key=KEY)
     for fmt in ("parquet", "openai-batch"):
