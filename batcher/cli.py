@@ -33,8 +33,10 @@ def main() -> None:
 
     \b
     Try it offline on the embedded simulator:
+      batcher run jobs/classify-reviews.toml --dry-run
       batcher run jobs/classify-reviews.toml
       batcher status runs/classify-reviews
+      batcher report runs/classify-reviews
     """
 
 
@@ -276,7 +278,7 @@ def _resume_command() -> str:
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 def status(directory: Path, as_json: bool) -> None:
-    """Show a run directory's progress: done, failed, remaining, tokens.
+    """Show a run directory's progress: rows, tokens, cost.
 
     Works on finished, interrupted and still-running directories and changes nothing.
 
@@ -317,8 +319,10 @@ def status(directory: Path, as_json: bool) -> None:
     help="Where to write the page.  [default: DIRECTORY/report.html]",
 )
 def report(directory: Path, output: Path | None) -> None:
-    """Write one self-contained HTML page of a run: throughput and tokens against
-    the limits over time, 429s and retries, latency, errors by type, cost.
+    """Write an HTML page of a run (figures, charts, errors).
+
+    One self-contained file: requests and tokens per minute against the limits
+    over time, 429s and retries, latency, errors by type with examples, cost.
 
     Works on finished, failed and still-running directories, and changes nothing
     but the page it writes. It opens in any browser, offline.
