@@ -166,3 +166,14 @@ def test_a_parse_function_turns_each_answer_into_columns_and_its_failures_are_as
 
     assert clashed["error"].to_pylist()[0]["type"] == "parse_error"
     assert "results already use" in clashed["error"].to_pylist()[0]["message"]
+
+
+def test_a_dataframe_given_again_to_the_same_output_resumes_instead_of_resending(simulator, tmp_path):
+    frame = pd.DataFrame({"text": [f"review {i}: fine" for i in range(12)], "n": range(12)})
+    options = dict(model="m", prompt="{text}", base_url=simulator.base_url, output=tmp_path / "run")
+
+    first = batcher.run(frame, **options)
+    again = batcher.run(frame.copy(), **options)
+
+    assert simulator.requests == 12  # the same data, written to the same bytes: nothing left to send
+    assert again["content"].to_pylist() == first["content"].to_pylist()
