@@ -14,7 +14,7 @@ from typing import Any
 from .checkpoint import Checkpoint, DoneRows
 from .errors import ConfigError
 from .job import Job
-from .limits import DEFAULT_COMPLETION_TOKENS, TokenEstimator
+from .tokens import DEFAULT_COMPLETION_TOKENS, TokenEstimator
 from .runner import prepare
 
 #: How many request bodies a dry run shows.

@@ -1,181 +1,350 @@
-"""Requests- and tokens-per-minute pacing, and the cool-down every worker shares.
+"""The limiter the workers call: `acquire` before a request, `settle` after it.
 
-Each limit is an aiolimiter bucket holding about one second of the per-minute
-rate (`burst_seconds`), so admissions are spread evenly over the minute instead
-of a full minute's worth at once. Tokens are admitted first come, first served.
-A request larger than the token bucket waits for its whole share in
-bucket-sized steps rather than being refused. A 429 sets a cool-down that every
-worker waits out before its next request. Limits the user does not give are
-learned from the server's `x-ratelimit-limit-*` headers. See
-docs/rate-limits.md for the trade-offs.
+`Limiter` is the seam: the online pool asks it for a `Permit` and settles the
+permit with the answer's verdict and headers; what stands behind it (one
+process's buckets here, a limit shared by the processes on one key in
+`sharedlimits.py`) is the limiter's business. `RateLimits` combines a request
+and a token pacer (GCRA, pacing.py) whose rates are the lowest of what the user
+gave, what the server announces and what its 429s allow (adaptive.py); the
+first request of a session goes alone, and its answer's headers set where the
+buckets start. See docs/rate-limits.md.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import enum
+import logging
 import math
-import random
+import re
 import time
-from collections.abc import Mapping
-from typing import Any
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Protocol
 
-from aiolimiter import AsyncLimiter
+from .adaptive import AdaptiveRate
+from .pacing import Pacer
 
-#: Tokens a request is assumed to generate when it sets no max_tokens, until
-#: the usage coming back says otherwise.
-DEFAULT_COMPLETION_TOKENS = 256
+log = logging.getLogger("batcher")
 
-
-def _limit(value: str | None) -> float | None:
-    try:
-        limit = float(value) if value else None
-    except ValueError:
-        return None
-    return limit if limit and limit > 0 and math.isfinite(limit) else None
+#: How long a 429 without retry-after holds every worker back, in seconds.
+DEFAULT_PAUSE = 1.0
+#: A header limit whose window is longer than this is not per minute (Groq's requests per day).
+_MINUTE = 61.0
 
 
-def _bucket(per_minute: float, burst_seconds: float) -> AsyncLimiter:
-    # The bucket must hold at least one acquisition of 1, so slow rates get a
-    # longer period (e.g. 10 RPM -> one request per 6 s).
-    period = max(burst_seconds, 60.0 / per_minute)
-    return AsyncLimiter(per_minute / 60.0 * period, period)
+class Verdict(enum.Enum):
+    """What became of a request, as far as the limits care."""
+
+    ANSWERED = "answered"  # the server took it: the pool may grow
+    THROTTLED = "throttled"  # a 429: every worker slows down
+    FAILED = "failed"  # anything else: the permit's place is freed, nothing learned
+
+
+@dataclass(slots=True)
+class Permit:
+    """Leave to send one request, handed back to `settle` with what became of it."""
+
+    #: Tokens charged at admission (prompt estimate + max_tokens).
+    tokens: int
+    #: When it was admitted (the limiter's clock).
+    sent_at: float
+    #: Requests and tokens admitted before it, to read a `remaining` header against.
+    requests_before: int
+    tokens_before: float
+
+
+class Limiter(Protocol):
+    """What the transports need of a rate limit, whoever holds it."""
+
+    async def acquire(self, tokens: int) -> Permit:
+        """Wait until a request of about `tokens` tokens may be sent."""
+
+    def settle(
+        self,
+        permit: Permit,
+        verdict: Verdict,
+        *,
+        headers: Mapping[str, str] | None = None,
+        retry_after: float | None = None,
+        used_tokens: int | None = None,
+    ) -> None:
+        """What became of a permitted request: its verdict, the answer's headers, the tokens it used."""
+
+    def has_room(self, tokens: int) -> bool:
+        """Whether a request of about `tokens` could go right now."""
+
+    def limits(self) -> tuple[float | None, float | None]:
+        """Requests and tokens per minute in force (None where there is none)."""
 
 
 class RateLimits:
-    """RPM and TPM buckets plus a shared cool-down after 429s.
+    """One endpoint's limits in one process: slow start, pacers, and what 429s and headers say.
 
-    A limit the user did not give is learned from the server's
-    `x-ratelimit-limit-requests` / `-tokens` headers as answers arrive.
+    Limits given by the user are ceilings; limits a server announces in
+    `x-ratelimit-limit-*` headers lower them (when they are per minute); 429s
+    lower the request rate below both (adaptive.py). A 429 also pauses every
+    worker for its retry-after, after which requests resume at the rate, never
+    in a burst.
     """
 
-    __slots__ = (
-        "_requests",
-        "_tokens",
-        "_token_turn",
-        "_cooldown_until",
-        "_burst",
-        "_learn_rpm",
-        "_learn_tpm",
-        "rpm",
-        "tpm",
-    )
-
-    def __init__(self, rpm: float | None, tpm: float | None, *, burst_seconds: float = 1.0):
+    def __init__(
+        self,
+        rpm: float | None,
+        tpm: float | None,
+        *,
+        concurrency: int = 16,
+        burst_seconds: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self._given = {"requests": rpm, "tokens": tpm}
+        self._announced: dict[str, float | None] = {"requests": None, "tokens": None}
         self._burst = burst_seconds
-        self.rpm, self.tpm = rpm, tpm
-        self._learn_rpm, self._learn_tpm = rpm is None, tpm is None
-        self._requests = _bucket(rpm, burst_seconds) if rpm else None
-        self._tokens = _bucket(tpm, burst_seconds) if tpm else None
-        # aiolimiter wakes its smallest waiter first, so a stream of short requests
-        # could hold a long one back for good; asyncio.Lock hands turns out in order.
-        self._token_turn = asyncio.Lock()
-        self._cooldown_until = 0.0
+        self._clock = clock
+        self.control = AdaptiveRate(concurrency)
+        self._pacers: dict[str, Pacer | None] = {"requests": None, "tokens": None}
+        self._update_pacers()
+        self._in_flight = 0
+        self._waiting: deque[asyncio.Future] = deque()
+        self._turn = asyncio.Lock()
+        self._ramp: asyncio.TimerHandle | None = None
+        self._paused_until = -math.inf
+        #: Bumped whenever a 429 resets the pacers: reservations made before it are taken again.
+        self._generation = 0
+        self._issued = 0
+        self._issued_tokens = 0.0
+        self._warned: set[str] = set()
 
-    def learn(self, headers: Mapping[str, str]) -> None:
-        """Adopt the limits a server announces, for those the user left open."""
-        if self._learn_rpm:
-            limit = _limit(headers.get("x-ratelimit-limit-requests"))
-            if limit and limit != self.rpm:
-                self.rpm = limit
-                self._requests = _bucket(limit, self._burst)
-        if self._learn_tpm:
-            limit = _limit(headers.get("x-ratelimit-limit-tokens"))
-            if limit and limit != self.tpm:
-                self.tpm = limit
-                self._tokens = _bucket(limit, self._burst)
+    # -- what is in force ---------------------------------------------------------
 
-    async def acquire(self, tokens: int) -> None:
-        """Wait until one request of about `tokens` tokens may be sent."""
-        await self._wait_cooldown()
-        if self._requests is not None:
-            await self._requests.acquire()
-        if self._tokens is not None:
-            await self.charge_tokens(tokens)
+    def _per_minute(self, kind: str) -> float | None:
+        values = [self._given[kind], self._announced[kind]]
+        if kind == "requests" and self.control.rate is not None:
+            values.append(self.control.rate * 60)
+        known = [v for v in values if v]
+        return min(known) if known else None
 
-    async def charge_tokens(self, tokens: float) -> None:
-        """Take `tokens` from the token bucket, in bucket-sized steps if needed."""
-        if self._tokens is None:
+    @property
+    def rpm(self) -> float | None:
+        return self._per_minute("requests")
+
+    @property
+    def tpm(self) -> float | None:
+        return self._per_minute("tokens")
+
+    def limits(self) -> tuple[float | None, float | None]:
+        return self.rpm, self.tpm
+
+    def _update_pacers(self) -> None:
+        for kind, pacer in self._pacers.items():
+            per_minute = self._per_minute(kind)
+            if per_minute is None:
+                self._pacers[kind] = None
+            elif pacer is None:
+                self._pacers[kind] = Pacer(per_minute / 60, self._burst)
+            else:
+                pacer.per_second = per_minute / 60
+
+    # -- acquire --------------------------------------------------------------------
+
+    async def acquire(self, tokens: int) -> Permit:
+        await self._enter()
+        try:
+            if self._pacers["requests"] or self._pacers["tokens"] or self._paused_until > self._clock():
+                # One reservation at a time, in arrival order, each at the rate in force when its
+                # turn comes: reservations made ahead would hold the rate they were made at.
+                async with self._turn:
+                    await self._wait_for_slot(tokens)
+        except BaseException:
+            self._leave()
+            raise
+        now = self._clock()
+        permit = Permit(tokens, now, self._issued, self._issued_tokens)
+        self._issued += 1
+        self._issued_tokens += tokens
+        self.control.sent(now)
+        return permit
+
+    async def _wait_for_slot(self, tokens: int) -> None:
+        while True:
+            generation = self._generation
+            wait = self._reserve(tokens, self._clock())
+            if wait <= 0:
+                return
+            await asyncio.sleep(wait)
+            if generation == self._generation:
+                return  # (a 429 in the meantime voids the reservation: take a new one)
+
+    def _reserve(self, tokens: int, now: float) -> float:
+        wait = self._paused_until - now
+        for amount, pacer in ((1, self._pacers["requests"]), (tokens, self._pacers["tokens"])):
+            if pacer is not None:
+                wait = max(wait, pacer.reserve(amount, now))
+        return wait
+
+    async def _enter(self) -> None:
+        """Take a place in the window (one at first, then ramping up; see adaptive.py)."""
+        if self._in_flight < self.control.window_at(self._clock()) and not self._waiting:
+            self._in_flight += 1
             return
-        async with self._token_turn:  # first come, first served
-            while tokens > 0:
-                step = min(tokens, self._tokens.max_rate)
-                await self._tokens.acquire(step)
-                tokens -= step
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
+        self._waiting.append(waiter)
+        growth = self.control.next_growth()
+        if growth is not None and self._ramp is None:
+            self._ramp = loop.call_later(max(0.0, growth - self._clock()), self._ramped)
+        try:
+            await waiter  # the place is handed over by _wake
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self._leave()  # handed a place just as it was cancelled: pass it on
+            else:
+                self._waiting.remove(waiter)
+            raise
+
+    def _leave(self) -> None:
+        self._in_flight -= 1
+        self._wake()
+
+    def _ramped(self) -> None:
+        self._ramp = None
+        self._wake()
+        growth = self.control.next_growth()
+        if growth is not None and self._waiting:
+            self._ramp = asyncio.get_running_loop().call_later(max(0.0, growth - self._clock()), self._ramped)
+
+    def _wake(self) -> None:
+        window = self.control.window_at(self._clock())
+        while self._waiting and self._in_flight < window:
+            waiter = self._waiting.popleft()
+            if not waiter.done():
+                self._in_flight += 1
+                waiter.set_result(None)
+
+    # -- settle ---------------------------------------------------------------------
+
+    def settle(
+        self,
+        permit: Permit,
+        verdict: Verdict,
+        *,
+        headers: Mapping[str, str] | None = None,
+        retry_after: float | None = None,
+        used_tokens: int | None = None,
+    ) -> None:
+        now = self._clock()
+        if headers:
+            self._observe(headers, permit, now)
+        if verdict is Verdict.ANSWERED:
+            tokens = self._pacers["tokens"]
+            if used_tokens and tokens is not None and used_tokens > permit.tokens:
+                tokens.charge(used_tokens - permit.tokens, now)
+            ceiling = min((v for v in (self._given["requests"], self._announced["requests"]) if v), default=None)
+            self.control.answered(permit.sent_at, now, ceiling / 60 if ceiling else None)
+            if self._pacers["requests"] is not None or self._pacers["tokens"] is not None:
+                self.control.release()  # a rate spreads the requests: no window needed
+        elif verdict is Verdict.THROTTLED:
+            self._throttled(permit, retry_after, now)
+        self._update_pacers()
+        self._leave()
+
+    def _throttled(self, permit: Permit, retry_after: float | None, now: float) -> None:
+        requests = self._pacers["requests"]
+        current = requests.per_second if requests is not None else None
+        if self.control.throttled(permit.sent_at, now, current):
+            log.info("429: request rate cut to %.1f a minute", self.control.rate * 60)
+            self._update_pacers()
+        pause = retry_after if retry_after is not None else DEFAULT_PAUSE
+        self._paused_until = max(self._paused_until, now + pause)
+        for pacer in self._pacers.values():
+            if pacer is not None:
+                pacer.tat = self._paused_until + pacer.burst  # then at the rate, not in a burst
+        self._generation += 1
+
+    def _observe(self, headers: Mapping[str, str], permit: Permit, now: float) -> None:
+        """Learn per-minute limits the server announces; start or hold the buckets at what remains."""
+        for kind in ("requests", "tokens"):
+            limit = _number(headers.get(f"x-ratelimit-limit-{kind}"))
+            remaining = _number(headers.get(f"x-ratelimit-remaining-{kind}"))
+            reset = _seconds(headers.get(f"x-ratelimit-reset-{kind}"))
+            if limit is not None and limit != self._announced[kind]:
+                if _is_per_minute(limit, remaining, reset):
+                    self._announced[kind] = limit
+                    self._update_pacers()
+                elif kind not in self._warned:
+                    self._warned.add(kind)
+                    log.warning(
+                        "x-ratelimit-limit-%s: %g is not per minute (it resets in %s s); not used", kind,
+                        limit, reset,
+                    )
+            if remaining is None:
+                continue
+            # What remained when this request was admitted, less what was sent since.
+            if kind == "requests":
+                since = self._issued - permit.requests_before - 1
+            else:
+                since = self._issued_tokens - permit.tokens_before - permit.tokens
+            left = remaining - since
+            pacer = self._pacers[kind]
+            if pacer is not None:
+                pacer.at_most(left + pacer.per_second * (now - permit.sent_at), now)
+            elif left <= 0 and reset:
+                self._paused_until = max(self._paused_until, now + reset)  # none left until it resets
 
     def has_room(self, tokens: int) -> bool:
-        """Whether a request of about `tokens` could be admitted right now."""
-        if time.monotonic() < self._cooldown_until:
+        now = self._clock()
+        if now < self._paused_until or self._in_flight >= self.control.window:
             return False
-        if self._requests is not None and not self._requests.has_capacity(1):
-            return False
-        return self._tokens is None or self._tokens.has_capacity(min(tokens, self._tokens.max_rate))
-
-    def cool_down(self, seconds: float) -> None:
-        """Hold every worker back for `seconds` (after a 429)."""
-        self._cooldown_until = max(self._cooldown_until, time.monotonic() + seconds)
-
-    async def _wait_cooldown(self) -> None:
-        while (remaining := self._cooldown_until - time.monotonic()) > 0:
-            # A little jitter so the workers do not all fire in the same instant.
-            await asyncio.sleep(remaining + random.uniform(0, min(0.25, remaining)))
+        for amount, pacer in ((1, self._pacers["requests"]), (tokens, self._pacers["tokens"])):
+            if pacer is not None and pacer.start(amount, now) > now:
+                return False
+        return True
 
 
-class TokenEstimator:
-    """Estimates a request's tokens before sending; calibrated by returned usage.
+def _number(value: str | None) -> float | None:
+    try:
+        number = float(value) if value else None
+    except ValueError:
+        return None
+    return number if number is not None and number >= 0 and math.isfinite(number) else None
 
-    The prompt is estimated from its characters (about 4 per token for English),
-    with the ratio corrected by each response's `usage.prompt_tokens`; the
-    completion counts as max_tokens, which is what OpenAI-like providers charge at
-    admission, or as the mean completion seen so far when a request sets none.
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+
+
+def _seconds(value: str | None) -> float | None:
+    """OpenAI's reset durations ('1s', '6m0s', '20ms', '1h2m3.5s'), or plain seconds."""
+    if not value:
+        return None
+    plain = _number(value)
+    if plain is not None:
+        return plain
+    parts = _DURATION.findall(value)
+    if not parts or "".join(n + u for n, u in parts) != value.replace(" ", ""):
+        return None
+    scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+    return sum(float(n) * scale[u] for n, u in parts)
+
+
+def _is_per_minute(limit: float, remaining: float | None, reset: float | None) -> bool:
+    """Whether a limit header is per minute: its bucket must refill within a minute.
+
+    A bucket refilling `limit` in a window refills `limit - remaining` in `reset`, so the window is
+    `reset * limit / (limit - remaining)`: 60 s for OpenAI's, a day for Groq's requests header.
     """
+    if limit <= 0:
+        return False
+    if reset is None:
+        return True
+    if reset > _MINUTE:
+        return False
+    if remaining is None or remaining >= limit:
+        return True
+    return reset * limit / (limit - remaining) <= _MINUTE
 
-    __slots__ = ("chars_per_token", "mean_completion", "_seen")
 
-    def __init__(self) -> None:
-        self.chars_per_token = 4.0
-        self.mean_completion = float(DEFAULT_COMPLETION_TOKENS)
-        self._seen = 0
-
-    def prompt_chars(self, body: dict[str, Any]) -> int:
-        chars = 0
-        for message in body.get("messages") or ():
-            if not isinstance(message, dict):
-                continue
-            content = message.get("content")
-            if isinstance(content, str):
-                chars += len(content)
-            elif isinstance(content, list):
-                for part in content:
-                    if isinstance(part, dict) and isinstance(part.get("text"), str):
-                        chars += len(part["text"])
-                    else:
-                        chars += 85 * 4  # an image part: a low-detail image's tokens
-            chars += 16  # role and message framing
-        for key in ("tools", "response_format"):
-            if key in body:
-                chars += len(str(body[key]))
-        return chars
-
-    def estimate(self, body: dict[str, Any], prompt_chars: int) -> int:
-        prompt, completion = self.parts(body, prompt_chars)
-        return prompt + completion + 1
-
-    def parts(self, body: dict[str, Any], prompt_chars: int) -> tuple[int, int]:
-        """(prompt, completion) tokens expected: the completion at its max_tokens where set."""
-        completion = body.get("max_completion_tokens") or body.get("max_tokens") or self.mean_completion
-        return int(prompt_chars / self.chars_per_token), int(completion)
-
-    def observe(self, prompt_chars: int, usage: dict[str, Any] | None) -> None:
-        """Fold one response's usage into the estimates (exponential moving average)."""
-        if not usage:
-            return
-        prompt_tokens = usage.get("prompt_tokens")
-        completion_tokens = usage.get("completion_tokens")
-        weight = max(0.05, 1.0 / (self._seen + 1))
-        self._seen += 1
-        if isinstance(prompt_tokens, int) and prompt_tokens > 0 and prompt_chars > 0:
-            ratio = prompt_chars / prompt_tokens
-            self.chars_per_token += weight * (ratio - self.chars_per_token)
-            self.chars_per_token = min(max(self.chars_per_token, 0.5), 16.0)
-        if isinstance(completion_tokens, int) and completion_tokens >= 0:
-            self.mean_completion += weight * (completion_tokens - self.mean_completion)
+@contextlib.contextmanager
+def _nothing() -> Iterator[None]:
+    yield

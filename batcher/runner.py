@@ -44,7 +44,7 @@ from .errors import (
     WriteFailed,
 )
 from .job import Job
-from .limits import TokenEstimator
+from .tokens import TokenEstimator
 from .prompts import RequestBuilder
 from .retry import RetryPolicy
 from .reuse import AnswerCache, Reuse
