@@ -89,6 +89,12 @@ def main() -> None:
     help="Stop when this many rows in a row fail with the same error (0: never).  [default: 10]",
 )
 @click.option(
+    "--patience",
+    type=float,
+    help="Seconds of nothing but 429s or an unreachable server before the run stops, resumably."
+    "  [default: 300]",
+)
+@click.option(
     "--allow-insecure-http",
     is_flag=True,
     default=None,
@@ -354,6 +360,16 @@ def _cost_text(cost: float, unpriced: int) -> str:
 @click.option("--port", default=4141, show_default=True, type=int, help="Port (0 picks a free one).")
 @click.option("--rpm", type=float, help="Requests per minute before 429s.")
 @click.option("--tpm", type=float, help="Tokens per minute before 429s.")
+@click.option(
+    "--rate-limit-headers",
+    type=click.Choice(["all", "remaining", "none"]),
+    default="all",
+    show_default=True,
+    help="x-ratelimit-* headers sent: all (OpenAI), remaining (Azure), none (many gateways).",
+)
+@click.option(
+    "--retry-after-ms", type=float, help="retry-after-ms of every 429 (default: until it has room)."
+)
 @click.option("--latency-ms", type=float, default=0.0, show_default=True, help="Mean answer latency.")
 @click.option("--error-rate", type=float, default=0.0, show_default=True, help="Fraction answered 500.")
 @click.option(

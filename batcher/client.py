@@ -2,24 +2,25 @@
 
 This is the only module that knows HTTP status codes and aiohttp's exceptions.
 Every failure leaves it as a `RequestFailed` subclass that says what to do next:
-`Retryable` (and `RateLimited`), `BadRequest` (the row fails), or
-`AuthenticationFailed` (the run stops). Redirects are not followed: a POST that
-is redirected is almost always a wrong base URL, and following it could carry
-the key to another host.
+`Retryable` (and `RateLimited`, `Unreachable`), `BadRequest` (the row fails),
+or `AuthenticationFailed` (the run stops); `job_level_cause` says which of them,
+met before anything succeeded, mean the job is wrong rather than the row.
+Redirects are not followed: a POST that is redirected is almost always a wrong
+base URL, and following it could carry the key to another host.
 """
 
 from __future__ import annotations
 
 import email.utils
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 
 from . import jsoncodec
-from .errors import AuthenticationFailed, BadRequest, RateLimited, RequestFailed, Retryable
+from .errors import AuthenticationFailed, BadRequest, RateLimited, RequestFailed, Retryable, Unreachable
 
 #: Bodies larger than this are refused (a broken proxy can send hundreds of MB).
 MAX_BODY_BYTES = 32 * 1024 * 1024
@@ -39,6 +40,10 @@ class Completion:
     latency_ms: float
     #: The whole chat.completion object (rebuilt from chunks for a stream).
     body: dict[str, Any]
+    #: The answer's headers (rate-limit headers for the limiter).
+    headers: Mapping[str, str] | None = None
+    #: USD at the job's prices, once known.
+    cost: float | None = None
 
 
 def retry_after(headers: Any) -> float | None:
@@ -76,6 +81,15 @@ def error_for_status(status: int, payload: Any, text: str, headers: Any) -> Requ
         message = f"HTTP {status} with a body that is not an OpenAI error object: {snippet!r}"
         type_, param = f"http_{status}", None
     kwargs = {"type": type_, "status": status, "param": param}
+    failure = _failure_for_status(status, message, error, headers, kwargs)
+    failure.headers = headers
+    return failure
+
+
+def _failure_for_status(
+    status: int, message: str, error: dict | None, headers: Any, kwargs: dict[str, Any]
+) -> RequestFailed:
+    type_ = kwargs["type"]
     if status == 429 and "insufficient_quota" in (type_, str(error.get("code") if error else None)):
         return AuthenticationFailed(message, **kwargs)  # no credit left: waiting will not help
     if status == 429:
@@ -108,12 +122,9 @@ class ChatClient:
         *,
         timeout: float,
         connections: int,
-        on_headers: Callable[[Mapping[str, str]], None] | None = None,
     ):
         self.url = base_url.rstrip("/") + "/chat/completions"
         self._api_key = api_key
-        #: Called with every answer's headers (the limiter learns limits from them).
-        self._on_headers = on_headers
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._connections = connections
         self._session: aiohttp.ClientSession | None = None
@@ -145,8 +156,6 @@ class ChatClient:
                 self.url, data=jsoncodec.dumpb(body), allow_redirects=False
             ) as resp:
                 request_id = resp.headers.get("x-request-id")
-                if self._on_headers is not None:
-                    self._on_headers(resp.headers)
                 if resp.status == 200 and body.get("stream"):
                     completion = await _read_stream(resp)
                 else:
@@ -162,11 +171,51 @@ class ChatClient:
             raise
         except TimeoutError:
             raise Retryable("the request timed out", type="timeout") from None
+        except aiohttp.ClientConnectorError as e:
+            raise unreachable(e) from None
         except (aiohttp.ClientError, OSError) as e:
             raise Retryable(f"connection failed: {_describe(e)}", type="connection_error") from None
         completion.latency_ms = round((time.perf_counter() - started) * 1000, 1)
         completion.request_id = request_id
+        completion.headers = resp.headers
         return completion
+
+
+def unreachable(e: aiohttp.ClientConnectorError) -> Unreachable:
+    """What a failed connection means, and what to check."""
+    where = f"{e.host}:{e.port}"
+    if isinstance(e, aiohttp.ClientConnectorDNSError):
+        return Unreachable(
+            f"the host name {e.host} does not resolve", hint="check the host name in the base URL"
+        )
+    if isinstance(e, aiohttp.ClientSSLError):
+        return Unreachable(
+            f"the TLS handshake with {where} failed ({_describe(e.os_error)})",
+            hint="if the server speaks plain http, use http:// in the base URL",
+        )
+    return Unreachable(
+        f"cannot connect to {where} ({_describe(e.os_error)})",
+        hint="is the server running, and are the host and port in the base URL right?",
+    )
+
+
+def job_level_cause(failure: RequestFailed, base_url: str) -> str | None:
+    """What a failure says is wrong with the job itself, when nothing has succeeded yet; None if not."""
+    if isinstance(failure, Unreachable):
+        return f"{failure.message}: {failure.hint}"
+    if failure.status == 404 or (failure.status == 400 and failure.param == "model"):
+        if failure.param == "model" or failure.type == "model_not_found" or "model" in failure.message:
+            return (
+                f"the server does not serve this model (HTTP {failure.status}: {failure.message}); "
+                f"check --model against the models listed at {base_url}/models"
+            )
+        return (
+            f"nothing answers at {base_url}/chat/completions (HTTP 404: {failure.message}); "
+            "an OpenAI-compatible base URL usually ends in /v1"
+        )
+    if failure.type == "redirect":
+        return failure.message
+    return None
 
 
 def _describe(e: BaseException) -> str:

@@ -14,8 +14,8 @@ from typing import Any
 from .checkpoint import Checkpoint, DoneRows
 from .errors import ConfigError
 from .job import Job
-from .tokens import DEFAULT_COMPLETION_TOKENS, TokenEstimator
 from .runner import prepare
+from .tokens import DEFAULT_COMPLETION_TOKENS, TokenEstimator
 
 #: How many request bodies a dry run shows.
 SAMPLES = 3

@@ -16,7 +16,7 @@ from typing import Any
 
 from .client import ChatClient
 from .errors import AuthenticationFailed, ConfigError, RateLimited, RequestFailed
-from .limits import RateLimits
+from .limits import Permit, RateLimits, Verdict
 from .stats import LatencyHistogram
 
 REST_AFTER = 5
@@ -109,13 +109,14 @@ class Endpoint:
     def __init__(self, config: EndpointConfig, base_url: str, *, timeout: float, connections: int):
         self.config = config
         self.name = config.name
-        self.limits = RateLimits(config.rpm, config.tpm)
+        #: Where requests go (the embedded simulator's own address, when it is one).
+        self.base_url = base_url
+        self.limits = RateLimits(config.rpm, config.tpm, concurrency=connections)
         self.client = ChatClient(
             base_url,
             os.environ.get(config.api_key_env) or ("sk-simulator" if config.uses_simulator else None),
             timeout=timeout,
             connections=connections,
-            on_headers=self.limits.learn,
         )
         self.stats = EndpointStats()
         self._failing = 0
@@ -141,12 +142,11 @@ class Router:
         self.endpoints = endpoints
         self.single = len(endpoints) == 1
 
-    async def acquire(self, tokens: int) -> Endpoint:
-        """Wait until an endpoint may take a request of about `tokens`; that endpoint."""
+    async def acquire(self, tokens: int) -> tuple[Endpoint, Permit]:
+        """Wait until an endpoint may take a request of about `tokens`; that endpoint, and its permit."""
         if self.single:
             endpoint = self.endpoints[0]
-            await endpoint.limits.acquire(tokens)
-            return endpoint
+            return endpoint, await endpoint.limits.acquire(tokens)
         while True:
             ready = [e for e in self.endpoints if e.available]
             if not ready:
@@ -157,9 +157,10 @@ class Router:
                 continue
             choices = [e for e in ready if e.limits.has_room(tokens)] or ready
             endpoint = random.choices(choices, weights=[e.weight() for e in choices])[0]
-            await endpoint.limits.acquire(tokens)
+            permit = await endpoint.limits.acquire(tokens)
             if endpoint.available:
-                return endpoint
+                return endpoint, permit
+            endpoint.limits.settle(permit, Verdict.FAILED)  # rested or retired while it waited
 
     def answered(self, endpoint: Endpoint, usage: dict[str, Any] | None, latency_ms: float) -> None:
         stats = endpoint.stats
@@ -180,7 +181,7 @@ class Router:
         if self.single:
             return False
         if isinstance(failure, AuthenticationFailed):
-            stats.retired = f"HTTP {failure.status}: {failure.message}"
+            self.retire(endpoint, f"HTTP {failure.status}: {failure.message}")
             return True
         if not failure.endpoint_fault:
             return False  # the row's own fault (or its answer's), wherever it is sent
@@ -191,6 +192,10 @@ class Router:
             endpoint.resting_until = time.monotonic() + endpoint._rest
             endpoint._rest = min(MAX_REST_SECONDS, endpoint._rest * 2)
         return False
+
+    def retire(self, endpoint: Endpoint, reason: str) -> None:
+        """Send nothing more to `endpoint` this session (its key refused, nothing there)."""
+        endpoint.stats.retired = reason
 
     def limits(self) -> tuple[float | None, float | None]:
         """The RPM and TPM in force over every endpoint still in use (None where one has none)."""
@@ -204,8 +209,8 @@ class Router:
     def retired_message(self) -> str:
         reasons = "; ".join(f"{e.name}: {e.stats.retired}" for e in self.endpoints)
         return (
-            f"every endpoint refused its key ({reasons}). No row was marked failed: fix the keys "
-            "(each endpoint's api_key_env) and run the same command again to continue."
+            f"no endpoint can be used ({reasons}). No row was marked failed: fix them "
+            "and run the same command again to continue."
         )
 
     def summary(self) -> dict[str, Any] | None:
@@ -215,4 +220,4 @@ class Router:
 
 
 class AllEndpointsRetired(Exception):
-    """Every endpoint refused its key."""
+    """Every endpoint was retired (its key refused, nothing there)."""

@@ -78,6 +78,8 @@ class RequestFailed(BatcherError):
         self.param = param
         #: Seconds the server asked us to wait (retry-after / retry-after-ms).
         self.retry_after = retry_after
+        #: The answer's headers, when there was an answer (the limiter reads them).
+        self.headers = None
 
     def as_record(self) -> dict:
         """The `error` object written to errors.jsonl."""
@@ -92,7 +94,16 @@ class Retryable(RequestFailed):
 
 
 class RateLimited(Retryable):
-    """HTTP 429: slows every worker, not only the one that got it."""
+    """HTTP 429: slows every worker, not only the one that got it; never a row's failure."""
+
+
+class Unreachable(Retryable):
+    """No connection at all (refused, no such host, TLS handshake failed): never a row's failure."""
+
+    def __init__(self, message: str, *, hint: str):
+        super().__init__(message, type="connection_error")
+        #: What the user may check, when this happens before anything succeeded.
+        self.hint = hint
 
 
 class BadRequest(RequestFailed):

@@ -37,6 +37,11 @@ class SimulatorConfig:
     tpm: float | None = None
     #: Seconds of burst its buckets allow (OpenAI-like providers: about one second).
     burst_seconds: float = 1.0
+    #: Which x-ratelimit-* headers it sends: "all" (OpenAI), "remaining" (Azure: no limit headers),
+    #: or "none" (a gateway or self-hosted server that enforces a limit and announces nothing).
+    rate_limit_headers: str = "all"
+    #: The retry-after-ms of every 429, instead of the time until the bucket has room.
+    retry_after_ms: float | None = None
     #: Mean latency of an answer, and the +/- fraction it varies by.
     latency_ms: float = 0.0
     latency_jitter: float = 0.5
@@ -74,6 +79,11 @@ class SimulatorConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.rate_limit_headers not in ("all", "remaining", "none"):
+            raise ConfigError(
+                "simulator rate_limit_headers must be all, remaining or none, "
+                f"got {self.rate_limit_headers!r}"
+            )
         rates = (
             "error_rate",
             "drop_rate",
@@ -126,6 +136,8 @@ class Job:
     drain_timeout: float = 30.0
     #: Stop the run when this many rows in a row fail with the same error (0: never).
     stop_after_identical_failures: int = 10
+    #: Seconds of nothing but 429s or an unreachable server after which the run stops, resumably.
+    patience: float = 300.0
     #: Send the key over plain http to a host that is not this machine.
     allow_insecure_http: bool = False
     #: The JSON Schema each answer must meet (a file's path, or the schema itself), or the labels
@@ -217,6 +229,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "retry_failed": (bool,),
     "drain_timeout": (int, float),
     "stop_after_identical_failures": (int,),
+    "patience": (int, float),
     "allow_insecure_http": (bool,),
     "json_schema": (str, dict),
     "labels": (list, str),
@@ -343,6 +356,7 @@ def _check(job: Job) -> None:
     positive("rpm", job.rpm)
     positive("tpm", job.tpm)
     positive("timeout", job.timeout, allow_none=False)
+    positive("patience", job.patience, allow_none=False)
     if job.stop_after_identical_failures < 0:
         raise ConfigError(
             f"stop_after_identical_failures must be 0 or more, got {job.stop_after_identical_failures}"

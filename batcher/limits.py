@@ -20,7 +20,7 @@ import math
 import re
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -201,7 +201,8 @@ class RateLimits:
             if waiter.done() and not waiter.cancelled():
                 self._leave()  # handed a place just as it was cancelled: pass it on
             else:
-                self._waiting.remove(waiter)
+                with contextlib.suppress(ValueError):  # (_wake may have passed over it already)
+                    self._waiting.remove(waiter)
             raise
 
     def _leave(self) -> None:
@@ -241,7 +242,9 @@ class RateLimits:
             tokens = self._pacers["tokens"]
             if used_tokens and tokens is not None and used_tokens > permit.tokens:
                 tokens.charge(used_tokens - permit.tokens, now)
-            ceiling = min((v for v in (self._given["requests"], self._announced["requests"]) if v), default=None)
+            ceiling = min(
+                (v for v in (self._given["requests"], self._announced["requests"]) if v), default=None
+            )
             self.control.answered(permit.sent_at, now, ceiling / 60 if ceiling else None)
             if self._pacers["requests"] is not None or self._pacers["tokens"] is not None:
                 self.control.release()  # a rate spreads the requests: no window needed
@@ -276,8 +279,10 @@ class RateLimits:
                 elif kind not in self._warned:
                     self._warned.add(kind)
                     log.warning(
-                        "x-ratelimit-limit-%s: %g is not per minute (it resets in %s s); not used", kind,
-                        limit, reset,
+                        "x-ratelimit-limit-%s: %g is not per minute (it resets in %s s); not used",
+                        kind,
+                        limit,
+                        reset,
                     )
             if remaining is None:
                 continue
@@ -344,7 +349,3 @@ def _is_per_minute(limit: float, remaining: float | None, reset: float | None) -
         return True
     return reset * limit / (limit - remaining) <= _MINUTE
 
-
-@contextlib.contextmanager
-def _nothing() -> Iterator[None]:
-    yield

@@ -3,9 +3,10 @@
 Exponential backoff with full jitter (a uniform draw between 0 and
 `base * 2**n`, capped), which spreads retries of many workers apart instead of
 letting them return in step. When the server names a wait (`retry-after`), that
-wait is used, plus up to 10% jitter, capped at `max_delay`. Rate limits (429)
-are expected in a batch and do not use up `max_retries`: they have their own,
-larger allowance, so a 429 storm delays rows instead of failing them. See
+wait is used, plus up to 10% jitter, capped at `max_delay`. A 429 and a server
+that cannot be reached are the run's signal, not the row's failure: they never
+use up `max_retries`; the limiter slows every worker after a 429, and the run
+stops, resumably, only when nothing has succeeded for `patience` seconds. See
 docs/retries.md.
 """
 
@@ -14,25 +15,58 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from .errors import RateLimited, RequestFailed
+from .answers import AnswerInvalid
+from .errors import RateLimited, RequestFailed, Unreachable
+
+
+@dataclass(slots=True)
+class Tries:
+    """One row's attempts so far, by what became of them."""
+
+    attempts: int = 0
+    #: Failures counted against max_retries.
+    failures: int = 0
+    #: Answers that did not parse, counted against parse_retries.
+    parse_failures: int = 0
+    #: 429s and failed connections: the run's, not the row's.
+    waits: int = 0
+
+    def count(self, failure: RequestFailed) -> None:
+        if isinstance(failure, AnswerInvalid):
+            self.parse_failures += 1
+        elif isinstance(failure, (RateLimited, Unreachable)):
+            self.waits += 1
+        else:
+            self.failures += 1
 
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    #: Retries of one row for errors other than 429.
+    #: Retries of one row for errors other than 429 and unreachable servers.
     max_retries: int = 8
-    #: Retries of one row answered 429.
-    max_rate_limited: int = 50
+    #: Times an answer that does not parse or validate is asked for again.
+    parse_retries: int = 2
     base_delay: float = 0.5
     max_delay: float = 60.0
 
-    def should_retry(self, error: RequestFailed, failures: int, rate_limited: int) -> bool:
-        """Whether to try again after `failures` non-429 and `rate_limited` 429 failed attempts."""
-        if not error.retryable:
-            return False
-        if isinstance(error, RateLimited):
-            return rate_limited <= self.max_rate_limited
-        return failures <= self.max_retries
+    def next_delay(self, failure: RequestFailed, tries: Tries, *, elsewhere: bool = False) -> float | None:
+        """Seconds to wait before trying again, or None when the row has failed for good.
+
+        `elsewhere`: another endpoint may answer what this one could not.
+        """
+        if isinstance(failure, AnswerInvalid):
+            return 0.0 if failure.retryable and tries.parse_failures <= self.parse_retries else None
+        if isinstance(failure, RateLimited):
+            return 0.0  # the limiter holds every worker back for the retry-after
+        if isinstance(failure, Unreachable):
+            # Equal jitter: never at once (the server is down), never in step.
+            cap = min(self.max_delay, self.base_delay * 2 ** (max(tries.waits, 1) - 1))
+            return random.uniform(cap / 2, cap)
+        if not (failure.retryable or (failure.endpoint_fault and elsewhere)):
+            return None
+        if tries.failures > self.max_retries:
+            return None
+        return self.delay(failure, tries.failures)
 
     def delay(self, error: RequestFailed, failures: int) -> float:
         """Seconds to wait after the `failures`-th failed attempt."""

@@ -117,7 +117,9 @@ class AnswerCache:
             return None  # an entry of another version: ask again
 
     def put(self, key: bytes, completion: Completion) -> None:
-        self._unsaved.append((key, json.dumps(asdict(completion), ensure_ascii=False, default=str)))
+        self._unsaved.append(
+            (key, json.dumps(asdict(replace(completion, headers=None)), ensure_ascii=False, default=str))
+        )
         if len(self._unsaved) >= COMMIT_EVERY:
             self.save()
 

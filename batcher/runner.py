@@ -26,7 +26,7 @@ from typing import Any
 
 from .answers import AnswerInvalid, ParseFunction
 from .checkpoint import Checkpoint, Progress, write_atomically
-from .client import Completion
+from .client import Completion, job_level_cause
 from .costs import Budget
 from .endpoints import AllEndpointsRetired, Endpoint, Router
 from .errors import (
@@ -41,22 +41,25 @@ from .errors import (
     RateLimited,
     RequestFailed,
     RunAborted,
+    Unreachable,
     WriteFailed,
 )
 from .job import Job
-from .tokens import TokenEstimator
+from .limits import Permit, Verdict
 from .prompts import RequestBuilder
-from .retry import RetryPolicy
+from .retry import RetryPolicy, Tries
 from .reuse import AnswerCache, Reuse
 from .sinks import RESERVED_COLUMNS, Sink, error_record, open_sink, result_record
 from .sources import InputRow, Scan, Source
 from .stats import RunStats
 from .timeline import Timeline, timeline_path
+from .tokens import TokenEstimator
 
 log = logging.getLogger("batcher")
 
-#: How long a 429 without retry-after holds every worker back.
-DEFAULT_COOLDOWN = 1.0
+#: Seconds a server that cannot be reached is tried again at the start of a session before the
+#: run stops (a typo in a host or port should be found in seconds, a server starting up waited for).
+FAST_STOP_SECONDS = 3.0
 
 
 @dataclass(slots=True)
@@ -108,7 +111,7 @@ class Runner:
         self.progress = progress
         self.stats = stats
         self.sink = sink
-        self.retry = retry or RetryPolicy(max_retries=job.max_retries)
+        self.retry = retry or RetryPolicy(max_retries=job.max_retries, parse_retries=job.parse_retries)
         self.estimator = estimator or TokenEstimator()
         self.on_progress = on_progress or (lambda stats: None)
         self.on_record = on_record
@@ -134,6 +137,7 @@ class Runner:
         self._streak: list[dict[str, Any]] = []
         self._streak_signature: tuple | None = None
         self._systematic = False
+        self._started = self._last_answer = time.monotonic()
 
     # -- control ---------------------------------------------------------------
 
@@ -295,111 +299,142 @@ class Runner:
 
     async def _send(self, item: _Item) -> Completion | None:
         """Send one row until it succeeds or fails for good; the accepted answer, if any."""
-        task = asyncio.current_task()
-        attempts = failures = rate_limited = parse_failures = 0
-        prices, budget = self.job.price_table, self.budget
-        model = item.body.get("model")
+        tries = Tries()
         while True:
-            estimate = self.estimator.estimate(item.body, item.prompt_chars)
-            try:
-                endpoint = await self.router.acquire(estimate)
-            except AllEndpointsRetired:
-                self._fail(RunAborted(self.router.retired_message()))
-                return None
-            if self._stop.is_set():
-                return None  # not sent; resume sends it
-            reserved = None
-            if budget.limited:
-                prompt, most = self.estimator.parts(item.body, item.prompt_chars)
-                reserved = prices.cost(model, {"prompt_tokens": prompt, "completion_tokens": most})
-                if not budget.reserve(estimate, reserved):
-                    self._fail(BudgetReached(budget.exhausted_message()))
-                    return None  # not sent; a resume with a larger budget sends it
-            attempts += 1
-            self.stats.requests += 1
-            endpoint.stats.requests += 1
-            self._in_request.add(task)
-            completion = cost = None
-            try:
-                completion = await endpoint.client.complete(endpoint.body(item.body))
-            except RequestFailed as error:
-                failure = error
-            else:
-                failure = None
-                cost = prices.cost(completion.model or endpoint.config.model or model, completion.usage)
-                self.router.answered(endpoint, completion.usage, completion.latency_ms)
-            finally:
-                self._in_request.discard(task)
-                if budget.limited:
-                    usage = (completion.usage if completion is not None else None) or {}
-                    used = (usage.get("prompt_tokens") or 0) + (usage.get("completion_tokens") or 0)
-                    budget.settle(estimate, reserved, used_tokens=used, used_cost=cost)
-
+            sent = await self._attempt(item, tries)
+            if sent is None:
+                return None  # not sent: stopping, a budget reached, no endpoint left
+            endpoint, completion, failure = sent
             if failure is None:
-                self.stats.latency.add(completion.latency_ms)
-                self.estimator.observe(item.prompt_chars, completion.usage)
-                try:
-                    parsed = self._parse(item, completion)
-                except AnswerInvalid as invalid:
-                    failure, invalid.usage, invalid.cost = invalid, completion.usage, cost
-                else:
-                    record = result_record(
-                        item.row_id,
-                        item.row_number,
-                        completion,
-                        attempts,
-                        item.kept,
-                        parsed,
-                        cost=cost,
-                        with_response=self._with_response,
-                    )
-                    self.checkpoint.add(True, record)
-                    self._release_streak()
-                await self._charge_overrun(endpoint, item, estimate, completion.usage)
+                failure = self._accept(item, completion, tries)
                 if failure is None:
                     return completion
-            if self.router.failed(endpoint, failure):
-                log.warning("endpoint %s retired: %s", endpoint.name, endpoint.stats.retired)
-                continue  # the endpoint's fault, not the row's: send it elsewhere now
-            if isinstance(failure, AuthenticationFailed):
-                self._fail(_auth_abort(failure, endpoint.config.api_key_env))
+            delay = self._verdict(item, endpoint, failure, tries)
+            if delay is None:
                 return None
-            if isinstance(failure, RateLimited):
-                rate_limited += 1
-                self.stats.rate_limited += 1
-                endpoint.limits.cool_down(
-                    failure.retry_after if failure.retry_after is not None else DEFAULT_COOLDOWN
-                )
-                self.on_progress(self.stats)
-            elif isinstance(failure, AnswerInvalid):
-                parse_failures += 1
-            else:
-                failures += 1
-            if self._stop.is_set():
-                return None  # stopping: a failed attempt is not a verdict on the row
-            if isinstance(failure, AnswerInvalid):
-                retry = failure.retryable and parse_failures <= self.job.parse_retries
-            elif failure.endpoint_fault and not self.router.single:
-                retry = failures <= self.job.max_retries  # another endpoint may answer it
-            else:
-                retry = self.retry.should_retry(failure, failures, rate_limited)
-            if retry:
-                self.stats.retries += 1
-                delay = 0.0 if isinstance(failure, AnswerInvalid) else self.retry.delay(failure, failures)
-                log.info(
-                    "row %s: attempt %d failed (%s: %s); retrying in %.2f s",
-                    item.row_id,
-                    attempts,
-                    failure.type,
-                    failure.message,
-                    delay,
-                )
-                await asyncio.sleep(delay)
-                continue
+            await asyncio.sleep(delay)
+
+    async def _attempt(
+        self, item: _Item, tries: Tries
+    ) -> tuple[Endpoint, Completion | None, RequestFailed | None] | None:
+        """One request under the limits and the budget: the endpoint, and its answer or failure."""
+        estimate = self.estimator.estimate(item.body, item.prompt_chars)
+        try:
+            endpoint, permit = await self.router.acquire(estimate)
+        except AllEndpointsRetired:
+            self._fail(RunAborted(self.router.retired_message()))
+            return None
+        reserved = self._reserve_budget(item, estimate) if not self._stop.is_set() else False
+        if reserved is False:
+            endpoint.limits.settle(permit, Verdict.FAILED)
+            return None  # not sent; resume (with a larger budget) sends it
+        tries.attempts += 1
+        self.stats.requests += 1
+        endpoint.stats.requests += 1
+        task = asyncio.current_task()
+        self._in_request.add(task)
+        completion = failure = None
+        try:
+            completion = await endpoint.client.complete(endpoint.body(item.body))
+        except RequestFailed as error:
+            failure = error
+        finally:
+            self._in_request.discard(task)
+            self._settle(endpoint, permit, item, estimate, reserved, completion, failure)
+        return endpoint, completion, failure
+
+    def _reserve_budget(self, item: _Item, estimate: int) -> float | None | bool:
+        """The cost set aside for a request under a budget (None without one); False when over it."""
+        budget = self.budget
+        if not budget.limited:
+            return None
+        prompt, most = self.estimator.parts(item.body, item.prompt_chars)
+        reserved = self.job.price_table.cost(
+            item.body.get("model"), {"prompt_tokens": prompt, "completion_tokens": most}
+        )
+        if not budget.reserve(estimate, reserved):
+            self._fail(BudgetReached(budget.exhausted_message()))
+            return False
+        return reserved
+
+    def _settle(
+        self,
+        endpoint: Endpoint,
+        permit: Permit,
+        item: _Item,
+        estimate: int,
+        reserved: float | None,
+        completion: Completion | None,
+        failure: RequestFailed | None,
+    ) -> None:
+        """Tell the limits and the budget what a request became."""
+        usage = (completion.usage if completion is not None else None) or {}
+        if completion is not None:
+            self._last_answer = time.monotonic()
+            completion.cost = self.job.price_table.cost(
+                completion.model or endpoint.config.model or item.body.get("model"), completion.usage
+            )
+            self.router.answered(endpoint, completion.usage, completion.latency_ms)
+            # Limits count max_tokens at admission, not only the tokens generated.
+            most = item.body.get("max_completion_tokens") or item.body.get("max_tokens")
+            used = (usage.get("prompt_tokens") or 0) + (most or usage.get("completion_tokens") or 0)
+            endpoint.limits.settle(permit, Verdict.ANSWERED, headers=completion.headers, used_tokens=used)
+        elif isinstance(failure, RateLimited):
+            endpoint.limits.settle(
+                permit, Verdict.THROTTLED, headers=failure.headers, retry_after=failure.retry_after
+            )
+        else:
+            endpoint.limits.settle(permit, Verdict.FAILED, headers=failure.headers if failure else None)
+        if self.budget.limited:
+            used = (usage.get("prompt_tokens") or 0) + (usage.get("completion_tokens") or 0)
+            cost = completion.cost if completion is not None else None
+            self.budget.settle(estimate, reserved, used_tokens=used, used_cost=cost)
+
+    def _accept(self, item: _Item, completion: Completion, tries: Tries) -> AnswerInvalid | None:
+        """Record an answer as the row's result; the AnswerInvalid when it does not parse."""
+        self.stats.latency.add(completion.latency_ms)
+        self.estimator.observe(item.prompt_chars, completion.usage)
+        try:
+            parsed = self._parse(item, completion)
+        except AnswerInvalid as invalid:
+            invalid.usage, invalid.cost = completion.usage, completion.cost
+            return invalid
+        record = result_record(
+            item.row_id,
+            item.row_number,
+            completion,
+            tries.attempts,
+            item.kept,
+            parsed,
+            cost=completion.cost,
+            with_response=self._with_response,
+        )
+        self.checkpoint.add(True, record)
+        self._release_streak()
+        return None
+
+    def _verdict(self, item: _Item, endpoint: Endpoint, failure: RequestFailed, tries: Tries) -> float | None:
+        """After a failed attempt: seconds to wait before the next, or None (row failed, or stopping)."""
+        tries.count(failure)
+        if isinstance(failure, RateLimited):
+            self.stats.rate_limited += 1
+            self.on_progress(self.stats)
+        if self.router.failed(endpoint, failure):
+            log.warning("endpoint %s retired: %s", endpoint.name, endpoint.stats.retired)
+            return 0.0  # the endpoint's fault, not the row's: send it elsewhere now
+        abort = self._job_level(endpoint, failure)
+        if abort is not None:
+            self._fail(abort)
+            return None
+        if self._stop.is_set():
+            return None  # stopping: a failed attempt is not a verdict on the row
+        self._check_stalled(failure)
+        delay = self.retry.next_delay(failure, tries, elsewhere=not self.router.single)
+        if delay is None:
             log.warning(
                 "row %s failed after %d attempt(s): %s: %s",
                 item.row_id,
-                attempts,
+                tries.attempts,
                 failure.type,
                 failure.message,
             )
@@ -407,12 +442,61 @@ class Runner:
                 item.row_id,
                 item.row_number,
                 failure,
-                attempts,
+                tries.attempts,
                 item.kept,
                 cost=getattr(failure, "cost", None),
             )
             self._row_failed(record, failure)
             return None
+        self.stats.retries += 1
+        log.info(
+            "row %s: attempt %d failed (%s: %s); retrying in %.2f s",
+            item.row_id,
+            tries.attempts,
+            failure.type,
+            failure.message,
+            delay,
+        )
+        return delay
+
+    def _job_level(self, endpoint: Endpoint, failure: RequestFailed) -> BatcherError | None:
+        """The run's end, when a failure says the job itself is wrong (see job_level_cause)."""
+        if isinstance(failure, AuthenticationFailed):
+            return _auth_abort(failure, endpoint)
+        if endpoint.stats.answered:
+            return None  # trouble that starts later in a run is retried
+        cause = job_level_cause(failure, endpoint.base_url)
+        if cause is None:
+            return None
+        if isinstance(failure, Unreachable) and time.monotonic() - self._started < FAST_STOP_SECONDS:
+            return None  # the server may be starting: a few more tries first
+        if not self.router.single:
+            self.router.retire(endpoint, cause)
+            return None
+        return RunAborted(
+            f"{cause}. Nothing was sent successfully and no row was marked failed: fix it and run "
+            "the same command again."
+        )
+
+    def _check_stalled(self, failure: RequestFailed) -> None:
+        """Stop, resumably, when 429s or a server out of reach have let nothing through for too long."""
+        if not isinstance(failure, (RateLimited, Unreachable)):
+            return
+        stalled = time.monotonic() - self._last_answer
+        if stalled < self.job.patience:
+            return
+        if isinstance(failure, RateLimited):
+            seen = f"every request was answered 429 ({failure.type}: {failure.message})"
+            hint = "the key's quota or a daily limit may be used up"
+        else:
+            seen = f"the server could not be reached ({failure.message})"
+            hint = "the server is down"
+        self._fail(
+            RunAborted(
+                f"for {stalled:.0f} s nothing succeeded: {seen}; {hint}. No row was marked failed: "
+                "run the same command again later to continue (--patience sets how long to wait)."
+            )
+        )
 
     def _row_failed(self, record: dict[str, Any], failure: RequestFailed) -> None:
         """Hold failures while they all look alike: many in a row mean the job, not the rows, is wrong."""
@@ -436,17 +520,6 @@ class Runner:
         for record in self._streak:
             self.checkpoint.add(False, record)
         self._streak.clear()
-
-    async def _charge_overrun(
-        self, endpoint: Endpoint, item: _Item, estimate: int, usage: dict | None
-    ) -> None:
-        """Charge the endpoint's token bucket for what a request used beyond its estimate."""
-        if not usage:
-            return
-        completion = item.body.get("max_completion_tokens") or item.body.get("max_tokens")
-        used = (usage.get("prompt_tokens") or 0) + (completion or usage.get("completion_tokens") or 0)
-        if used > estimate:
-            await endpoint.limits.charge_tokens(used - estimate)
 
     def _on_durable(self, batch: list[tuple[bool, dict[str, Any]]]) -> None:
         if not batch:
@@ -496,13 +569,16 @@ def _scan_unless_recorded(job: Job, source: Source, builder: RequestBuilder, che
     return source.scan(builder, fingerprint)
 
 
-def _auth_abort(error: AuthenticationFailed, api_key_env: str) -> BatcherError:
+def _auth_abort(error: AuthenticationFailed, endpoint: Endpoint) -> BatcherError:
+    api_key_env = endpoint.config.api_key_env
     if error.status in (401, 403):
         key = os.environ.get(api_key_env)
         hint = f"check the key in ${api_key_env}" if key else f"${api_key_env} is not set"
-        cause = f"the server refused the key (HTTP {error.status}: {error.message}); {hint}"
+        cause = f"{endpoint.base_url} refused the key (HTTP {error.status}: {error.message}); {hint}"
     else:
-        cause = f"the server refuses this account (HTTP {error.status}, {error.type}: {error.message})"
+        cause = (
+            f"{endpoint.base_url} refuses this account (HTTP {error.status}, {error.type}: {error.message})"
+        )
     return RunAborted(
         f"{cause}. No row was marked failed: fix it and run the same command again to continue."
     )

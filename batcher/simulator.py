@@ -477,8 +477,11 @@ class Simulator:
         if blocked:
             kind, wait = max(blocked, key=lambda kw: kw[1])
             headers = self._limit_headers()
-            headers["retry-after-ms"] = str(math.ceil(wait * 1000))
-            headers["retry-after"] = str(max(1, math.ceil(wait)))
+            if self.config.retry_after_ms is not None:
+                headers["retry-after-ms"] = f"{self.config.retry_after_ms:g}"
+            else:
+                headers["retry-after-ms"] = str(math.ceil(wait * 1000))
+                headers["retry-after"] = str(max(1, math.ceil(wait)))
             limit = self.config.rpm if kind == "requests" else self.config.tpm
             unit = "requests" if kind == "requests" else "tokens"
             return _error(
@@ -497,7 +500,10 @@ class Simulator:
         return None
 
     def _limit_headers(self) -> dict[str, str]:
-        headers = {}
+        headers: dict[str, str] = {}
+        announce = self.config.rate_limit_headers
+        if announce == "none":
+            return headers
         for kind, bucket, limit in (
             ("requests", self._requests, self.config.rpm),
             ("tokens", self._tokens, self.config.tpm),
@@ -505,7 +511,8 @@ class Simulator:
             if bucket is None:
                 continue
             # Remaining is what may be sent right now: the bucket holds only a burst of the limit.
-            headers[f"x-ratelimit-limit-{kind}"] = f"{limit:g}"
+            if announce == "all":
+                headers[f"x-ratelimit-limit-{kind}"] = f"{limit:g}"
             headers[f"x-ratelimit-remaining-{kind}"] = str(max(0, int(bucket.level)))
             headers[f"x-ratelimit-reset-{kind}"] = _duration(bucket.reset_in())
         return headers

@@ -177,7 +177,9 @@ SCENARIOS = {
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--cut", type=float, nargs="*", default=[None], help="cut factors to compare")
     parser.add_argument("--plateau", type=int, nargs="*", default=[None], help="plateaus to compare")
     args = parser.parse_args()

@@ -1,82 +1,17 @@
-"""Unit specifications of the algorithms: pacing, backoff, estimates, journal repair."""
+"""Unit specifications of the algorithms: backoff, estimates, journal repair (pacing: test_limits.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import time
 
 import pytest
 
 from batcher.checkpoint import read_journal
 from batcher.client import error_for_status, retry_after
-from batcher.errors import AuthenticationFailed, BadRequest, RateLimited, Retryable
-from batcher.limits import RateLimits, TokenEstimator
-from batcher.retry import RetryPolicy
-
-
-def timed(coro) -> float:
-    started = time.monotonic()
-    asyncio.run(coro)
-    return time.monotonic() - started
-
-
-def test_request_pacing_spreads_a_minute_instead_of_bursting_it():
-    async def take(n):
-        limits = RateLimits(rpm=1200, tpm=None)  # 20 a second, a burst of 20
-        for _ in range(n):
-            await limits.acquire(1)
-
-    assert timed(take(20)) < 0.5  # one burst passes at once
-    assert timed(take(50)) >= (50 - 20) / 20 * 0.95  # the rest at the rate, not the whole minute at once
-
-
-def test_slow_rates_still_admit_whole_requests():
-    async def take():
-        limits = RateLimits(rpm=10, tpm=None)  # a bucket of 1/6 request per second would never fit one
-        await limits.acquire(1)
-
-    assert timed(take()) < 0.5
-
-
-def test_a_request_larger_than_the_token_bucket_waits_for_its_share_instead_of_failing():
-    async def take():
-        limits = RateLimits(rpm=None, tpm=60_000)  # 1,000 tokens a second
-        await limits.acquire(2_500)
-        await limits.acquire(1_000)
-
-    assert timed(take()) >= 2.3
-
-
-def test_token_admission_is_first_come_first_served_so_a_long_request_is_not_starved():
-    async def go():
-        limits = RateLimits(rpm=None, tpm=60_000, burst_seconds=0.2)  # a bucket of 200 tokens
-        await limits.acquire(200)  # empty it
-        admitted = []
-
-        async def request(name, tokens):
-            await limits.acquire(tokens)
-            admitted.append(name)
-
-        long = asyncio.create_task(request("long", 200))
-        await asyncio.sleep(0.01)
-        # Short requests keep coming after it; each would fit the bucket sooner.
-        shorts = [asyncio.create_task(request(f"short{i}", 20)) for i in range(8)]
-        await asyncio.gather(long, *shorts)
-        return admitted
-
-    assert asyncio.run(go())[0] == "long"
-
-
-def test_a_cool_down_holds_every_worker_back():
-    async def go():
-        limits = RateLimits(rpm=None, tpm=None)
-        limits.cool_down(0.4)
-        started = time.monotonic()
-        await asyncio.gather(*(limits.acquire(1) for _ in range(5)))
-        return time.monotonic() - started
-
-    assert asyncio.run(go()) >= 0.4
+from batcher.errors import AuthenticationFailed, BadRequest, RateLimited, Retryable, Unreachable
+from batcher.retry import RetryPolicy, Tries
+from batcher.tokens import TokenEstimator
 
 
 def test_backoff_is_full_jitter_below_an_exponential_cap():
@@ -99,16 +34,20 @@ def test_a_servers_retry_after_is_the_wait_with_a_little_jitter_up_to_the_cap():
     assert 30 <= policy.delay(RateLimited("slow", type="rate_limit_error", retry_after=900), 1) <= 33
 
 
-def test_rate_limits_have_their_own_allowance_and_other_errors_max_retries():
-    policy = RetryPolicy(max_retries=2, max_rate_limited=20)
+def test_429s_and_unreachable_servers_never_use_up_a_rows_retries():
+    policy = RetryPolicy(max_retries=2)
     timeout = Retryable("x", type="timeout")
     limited = RateLimited("x", type="rate_limit_error")
+    refused = Unreachable("cannot connect", hint="is it running?")
+    tries = Tries(attempts=1000, failures=2, waits=997)
 
-    assert policy.should_retry(timeout, failures=2, rate_limited=15)
-    assert not policy.should_retry(timeout, failures=3, rate_limited=0)
-    assert policy.should_retry(limited, failures=2, rate_limited=20)
-    assert not policy.should_retry(limited, failures=0, rate_limited=21)
-    assert not policy.should_retry(BadRequest("x", type="invalid_request_error"), failures=1, rate_limited=0)
+    assert policy.next_delay(timeout, tries) is not None
+    assert policy.next_delay(limited, tries) == 0.0  # the limiter holds every worker back instead
+    assert 0 < policy.next_delay(refused, Tries(waits=3)) <= 2.0
+    tries.failures = 3
+    assert policy.next_delay(timeout, tries) is None
+    assert policy.next_delay(limited, tries) == 0.0
+    assert policy.next_delay(BadRequest("x", type="invalid_request_error"), Tries(failures=1)) is None
 
 
 @pytest.mark.parametrize(

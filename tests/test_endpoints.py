@@ -102,7 +102,7 @@ def test_when_every_endpoint_refuses_its_key_the_run_stops_resumably(cli, simula
     result = cli("run", job)
 
     assert result.exit_code == 3
-    assert "every endpoint refused its key" in result.output
+    assert "no endpoint can be used" in result.output and result.output.count("HTTP 401") == 2
     assert read_jsonl(tmp_path / "run" / "errors.jsonl") == []
 
 
@@ -128,7 +128,7 @@ def test_endpoints_and_a_job_wide_limit_or_an_unknown_key_are_refused(cli, simul
     assert simulator.requests == 0
 
 
-def test_an_endpoint_without_the_model_is_rested_and_its_rows_answered_elsewhere(
+def test_an_endpoint_without_the_model_is_retired_and_its_rows_answered_elsewhere(
     cli, simulator_factory, tmp_path
 ):
     elsewhere = simulator_factory(models=("another-model",))  # answers 404 for ours
@@ -143,4 +143,6 @@ def test_an_endpoint_without_the_model_is_rested_and_its_rows_answered_elsewhere
     assert result.exit_code == 0, result.output
     assert len(read_jsonl(tmp_path / "run" / "results.jsonl")) == 60
     assert read_jsonl(tmp_path / "run" / "errors.jsonl") == []
-    assert summary(tmp_path)["session"]["endpoints"]["wrong"]["times_rested"] >= 1
+    wrong = summary(tmp_path)["session"]["endpoints"]["wrong"]
+    assert "does not serve this model" in wrong["retired"]
+    assert elsewhere.requests == 1  # its first answer said it all

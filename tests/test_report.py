@@ -54,8 +54,8 @@ def fast_timeline(monkeypatch):
 
 @pytest.fixture
 def eventful_run(cli, simulator_factory, tmp_path, run_dir, fast_timeline):
-    """A run with a rate limit it overshoots (429s), a few bad rows, and answers over some seconds."""
-    simulator = simulator_factory(rpm=1200, latency_ms=30, reject_marker="BAD")
+    """A run over a limit the server does not announce (429s), with bad rows, over some seconds."""
+    simulator = simulator_factory(rpm=1200, latency_ms=30, reject_marker="BAD", rate_limit_headers="none")
     rows = review_rows(40)
     for row in rows[::10]:
         row["text"] = "BAD " + row["text"]
@@ -186,5 +186,6 @@ def test_the_page_renders_in_a_browser_with_its_charts_drawn(cli, eventful_run, 
     assert (width, height) == (1100, 2400)
     # What a person sees: blue lines and bars, the amber limit and retry lines, the red 429 line.
     assert colours[BLUE] > 5_000, colours.most_common(8)
-    assert colours[AMBER] > 500 and colours[RED] > 200, colours.most_common(8)
+    # (The amber retries line lies under the red one where every retry is a 429's: the limit line's amber.)
+    assert colours[AMBER] > 300 and colours[RED] > 200, colours.most_common(8)
     assert re.search(r"36 of 40", dom)
