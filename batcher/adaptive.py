@@ -110,7 +110,11 @@ class AdaptiveRate:
         """
         if sent_at < self.last_cut:
             return False
-        self._peak = max(MIN_RATE, current if current is not None else self._sent_rate(now))
+        if current is None:
+            current = self._sent_rate(now)
+            if current is None:
+                return False  # a lone request refused says nothing about a rate: only wait
+        self._peak = max(MIN_RATE, current)
         self.rate = max(MIN_RATE, self._peak * self.cut)
         self._answers_since_cut = 0
         self._answers_to_peak = max(MIN_PLATEAU, min(self.plateau, int(self.rate * PLATEAU_SECONDS)))
@@ -119,9 +123,9 @@ class AdaptiveRate:
         self._sent.clear()
         return True
 
-    def _sent_rate(self, now: float) -> float:
-        """Requests sent over the last second but this refused one."""
+    def _sent_rate(self, now: float) -> float | None:
+        """Requests sent over the last second but this refused one; None when it was the only one."""
         sent = self._sent
         while sent and sent[0] < now - 1.0:
             sent.popleft()
-        return max(1, len(sent) - 1)
+        return len(sent) - 1 if len(sent) > 1 else None

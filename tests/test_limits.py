@@ -236,3 +236,17 @@ def test_the_adaptive_rate_finds_limits_far_apart(rpm, rows, latency):
 
     assert outcome.utilisation >= 0.85
     assert outcome.rejected_share <= 0.12
+
+
+def test_a_lone_first_request_refused_only_waits_and_sets_no_rate():
+    async def go():
+        limiter = limits(concurrency=64)
+        permit = await limiter.acquire(1)
+        limiter.settle(permit, Verdict.THROTTLED, retry_after=1.0)  # e.g. a server in a brief storm
+        times = await admit(limiter, 1)
+        return limiter.rpm, times
+
+    rpm, times = run_virtual(go())
+
+    assert rpm is None  # no guess of a rate from one request
+    assert times == [approx(1.0)]
