@@ -24,12 +24,12 @@ TEST_KEY = "sk-test-0123456789abcdef"
 class RunningSimulator:
     """The embedded simulator served on 127.0.0.1 from a thread of its own."""
 
-    def __init__(self, **config):
+    def __init__(self, port: int = 0, **config):
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         self.server = Simulator(SimulatorConfig(**config))
-        self.base_url = self._call(self.server.start())
+        self.base_url = self._call(self.server.start(port=port))
 
     def _call(self, coro):
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=30)
