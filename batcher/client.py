@@ -195,7 +195,7 @@ def unreachable(e: aiohttp.ClientConnectorError) -> Unreachable:
         )
     return Unreachable(
         f"cannot connect to {where} ({_describe(e.os_error)})",
-        hint="is the server running, and are the host and port in the base URL right?",
+        hint="check that the server is running and that the base URL has the right host and port",
     )
 
 

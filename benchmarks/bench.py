@@ -11,7 +11,11 @@ Cases:
             achieved requests/min over the whole run, share of 429s
   tpm       long prompts so that tokens/min binds; client --tpm = the server's:
             tokens/min as the server counts them (prompt + max_tokens), 429s
-  unknown   server limit 3,000 RPM, client given no limits: what it reaches
+  storm     server 1,800 RPM that announces no limit, 429 with retry-after-ms 200,
+            200 ms +/- 50%, no --rpm, concurrency 64, 2,000 rows: the adaptive rate
+  headers   the same server with x-ratelimit-* headers, no --rpm, 1,000 rows
+  fast-stop connection refused, 404 on the path, an unknown model, a wrong key:
+            how soon batcher stops, and what it says
   startup   `batcher --help`, `batcher run --dry-run` on 100 rows
   resume    1,000,000 rows done, 1,000 left: time to the first new request
   memory    1,000,000 and 100,000-row JSONL and Parquet inputs: peak RSS
@@ -26,6 +30,7 @@ import json
 import os
 import platform
 import re
+import socket
 import subprocess
 import tempfile
 import time
@@ -44,7 +49,7 @@ def write_rows(path: Path, n: int) -> Path:
     return path
 
 
-def run_batcher(path: Path, out: Path, base_url: str, *flags: object) -> dict:
+def run_batcher(path: Path, out: Path, base_url: str, *flags: object, check: bool = True) -> dict:
     env = {**os.environ, "OPENAI_API_KEY": "sk-bench"}
     started = time.perf_counter()
     result = subprocess.run(
@@ -67,7 +72,7 @@ def run_batcher(path: Path, out: Path, base_url: str, *flags: object) -> dict:
         text=True,
     )
     wall = time.perf_counter() - started
-    if result.returncode != 0:
+    if result.returncode != 0 and (check or result.returncode > 1):
         raise RuntimeError(f"batcher failed ({result.returncode}): {result.stderr[-2000:]}")
     summary = json.loads((out / "summary.json").read_text())
     summary["process_wall_s"] = wall
@@ -192,23 +197,93 @@ def case_tpm(tmp: Path, quick: bool) -> list[tuple[str, str, str]]:
     ]
 
 
-def case_unknown(tmp: Path, quick: bool) -> list[tuple[str, str, str]]:
-    limit = 3000
-    n = 120 if quick else 3000
-    sim = SimulatorProcess("--rpm", limit, "--latency-ms", 200)
-    try:
-        path = write_rows(tmp / "unknown.jsonl", n)
-        summary = run_batcher(path, tmp / "unknown-run", sim.base_url, "--concurrency", 64)
-    finally:
-        sim.stop()
+def _utilisation_rows(case: str, summary: dict, limit: float, label: str) -> list[tuple[str, str, str]]:
     session = summary["session"]
     requests = session["requests_sent"]
     per_minute = summary["rows_ok"] / session["wall_time_s"] * 60
     return [
-        ("unknown", f"server limit {limit} RPM, client given none, {n} rows", f"{per_minute:,.0f} rows/min"),
-        ("unknown", "utilisation of the server's limit", f"{per_minute / limit:.1%}"),
-        ("unknown", "429s / requests", f"{session['rate_limited_429'] / requests:.2%}"),
+        (case, label, f"{per_minute:,.0f} rows/min"),
+        (case, "utilisation of the server's limit", f"{per_minute / limit:.1%}"),
+        (
+            case,
+            "429s / requests",
+            f"{session['rate_limited_429'] / requests:.2%} ({session['rate_limited_429']})",
+        ),
+        (case, "rows failed", f"{summary['rows_failed']}"),
     ]
+
+
+def case_storm(tmp: Path, quick: bool) -> list[tuple[str, str, str]]:
+    """A server that enforces a limit and announces none, answering 429 with retry-after-ms 200."""
+    limit = 1800
+    n = 200 if quick else 2000
+    sim = SimulatorProcess(
+        "--rpm", limit, "--latency-ms", 200, "--rate-limit-headers", "none", "--retry-after-ms", 200
+    )
+    try:
+        path = write_rows(tmp / "storm.jsonl", n)
+        summary = run_batcher(path, tmp / "storm-run", sim.base_url, "--concurrency", 64, check=False)
+    finally:
+        sim.stop()
+    label = f"server {limit} RPM announcing none, no --rpm, {n} rows"
+    return _utilisation_rows("storm", summary, limit, label)
+
+
+def case_headers(tmp: Path, quick: bool) -> list[tuple[str, str, str]]:
+    limit = 1800
+    n = 100 if quick else 1000
+    sim = SimulatorProcess("--rpm", limit, "--latency-ms", 200)
+    try:
+        path = write_rows(tmp / "headers.jsonl", n)
+        summary = run_batcher(path, tmp / "headers-run", sim.base_url, "--concurrency", 64)
+    finally:
+        sim.stop()
+    label = f"server {limit} RPM with x-ratelimit-* headers, no --rpm, {n} rows"
+    return _utilisation_rows("headers", summary, limit, label)
+
+
+def case_fast_stop(tmp: Path, quick: bool) -> list[tuple[str, str, str]]:
+    """Job-level failures at the start: how long until batcher stops, and what it says."""
+    path = write_rows(tmp / "fast-stop.jsonl", 200)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+    sim = SimulatorProcess(
+        "--models",
+        "m",
+        "--require-key-env",
+        "BENCH_SERVER_KEY",
+        env={**os.environ, "BENCH_SERVER_KEY": "sk-bench"},
+    )
+    rows = []
+    try:
+        causes = {
+            "connection refused": (closed, "m"),
+            "404 on the path (no /v1)": (sim.base_url.removesuffix("/v1") + "/api", "m"),
+            "unknown model": (sim.base_url, "gpt-4o"),
+            "401 (wrong key)": (sim.base_url, "m"),
+        }
+        for cause, (base_url, model) in causes.items():
+            started = time.perf_counter()
+            key = "sk-bench" if cause != "401 (wrong key)" else "sk-wrong"
+            env = {**os.environ, "OPENAI_API_KEY": key, "BENCH_SERVER_KEY": "sk-bench"}
+            out = tmp / f"fast-stop-{len(rows)}"
+            args = ("run", path, "-o", out, "--base-url", base_url, "--model", model, "--prompt", PROMPT)
+            done = subprocess.run(batcher(*args, "--quiet"), env=env, capture_output=True, text=True)
+            seconds = time.perf_counter() - started
+            errors = out / "errors.jsonl"
+            failed = len(errors.read_text().splitlines()) if errors.exists() else 0
+            said = next((line[9:80] for line in done.stderr.splitlines() if line.startswith("batcher: ")), "")
+            rows.append(
+                (
+                    "fast-stop",
+                    cause,
+                    f"exit {done.returncode} in {seconds:.1f} s, {failed} rows failed: {said}",
+                )
+            )
+    finally:
+        sim.stop()
+    return rows
 
 
 def case_startup(tmp: Path, quick: bool) -> list[tuple[str, str, str]]:
@@ -344,7 +419,9 @@ CASES = {
     "overhead": case_overhead,
     "rpm": case_rpm,
     "tpm": case_tpm,
-    "unknown": case_unknown,
+    "storm": case_storm,
+    "headers": case_headers,
+    "fast-stop": case_fast_stop,
     "startup": case_startup,
     "resume": case_resume,
     "memory": case_memory,

@@ -18,9 +18,9 @@ def batcher(*args: object) -> list[str]:
 class SimulatorProcess:
     """`batcher simulate` on a free port, in its own process (so its ledger outlives any client)."""
 
-    def __init__(self, *flags: object):
+    def __init__(self, *flags: object, env: dict[str, str] | None = None):
         self.process = subprocess.Popen(
-            batcher("simulate", "--port", "0", *flags), stderr=subprocess.PIPE, text=True
+            batcher("simulate", "--port", "0", *flags), stderr=subprocess.PIPE, text=True, env=env
         )
         line = self.process.stderr.readline()
         match = re.search(r"listening on (\S+)", line)

@@ -10,7 +10,8 @@ BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "bench.py"
 
 
 def test_benchmarks_run_and_print_a_table():
-    cases = ["overhead", "rpm", "tpm", "unknown", "startup", "resume"]  # memory: too slow even when quick
+    # memory: too slow even when quick
+    cases = ["overhead", "rpm", "tpm", "storm", "headers", "fast-stop", "startup", "resume"]
     result = subprocess.run(
         [sys.executable, BENCH, "--quick", *cases], capture_output=True, text=True, timeout=150
     )

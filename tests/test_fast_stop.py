@@ -49,7 +49,7 @@ def test_connection_refused_stops_the_run_in_seconds_naming_host_and_port(cli, r
 
     assert_stopped_cleanly(result, seconds, run_dir)
     assert f"cannot connect to 127.0.0.1:{port}" in result.output
-    assert "is the server running" in result.output
+    assert "check that the server is running" in result.output
     assert "200 requests" not in result.output and seconds >= 1  # a few tries over seconds, not a storm
 
 
