@@ -129,3 +129,21 @@ class AdaptiveRate:
         while sent and sent[0] < now - 1.0:
             sent.popleft()
         return len(sent) - 1 if len(sent) > 1 else None
+
+    def snapshot(self) -> dict[str, float] | None:
+        """What other processes on the same key need of the rate (None while there is none)."""
+        if self.rate is None:
+            return None
+        return {
+            "rate": self.rate,
+            "peak": self._peak,
+            "last_cut": self.last_cut,
+            "since_cut": self._answers_since_cut,
+            "to_peak": self._answers_to_peak,
+        }
+
+    def restore(self, snapshot: dict[str, float]) -> None:
+        """Take the rate another process on the same key has found."""
+        self.rate, self._peak, self.last_cut = snapshot["rate"], snapshot["peak"], snapshot["last_cut"]
+        self._answers_since_cut = int(snapshot["since_cut"])
+        self._answers_to_peak = int(snapshot["to_peak"])  # (the window stays: the first request goes alone)

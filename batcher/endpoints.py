@@ -17,6 +17,7 @@ from typing import Any
 from .client import ChatClient
 from .errors import AuthenticationFailed, ConfigError, RateLimited, RequestFailed
 from .limits import Permit, RateLimits, Verdict
+from .sharedlimits import SharedState
 from .stats import LatencyHistogram
 
 REST_AFTER = 5
@@ -111,13 +112,11 @@ class Endpoint:
         self.name = config.name
         #: Where requests go (the embedded simulator's own address, when it is one).
         self.base_url = base_url
-        self.limits = RateLimits(config.rpm, config.tpm, concurrency=connections)
-        self.client = ChatClient(
-            base_url,
-            os.environ.get(config.api_key_env) or ("sk-simulator" if config.uses_simulator else None),
-            timeout=timeout,
-            connections=connections,
-        )
+        api_key = os.environ.get(config.api_key_env) or ("sk-simulator" if config.uses_simulator else None)
+        # A key's limit is shared with other runs on it (an embedded simulator is the run's own).
+        shared = None if config.uses_simulator else SharedState.open(base_url, api_key)
+        self.limits = RateLimits(config.rpm, config.tpm, concurrency=connections, shared=shared)
+        self.client = ChatClient(base_url, api_key, timeout=timeout, connections=connections)
         self.stats = EndpointStats()
         self._failing = 0
         self._rest = REST_SECONDS

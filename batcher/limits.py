@@ -20,12 +20,13 @@ import math
 import re
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
 from .adaptive import AdaptiveRate
 from .pacing import Pacer
+from .sharedlimits import SharedState
 
 log = logging.getLogger("batcher")
 
@@ -98,7 +99,9 @@ class RateLimits:
         concurrency: int = 16,
         burst_seconds: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
+        shared: SharedState | None = None,
     ):
+        """`shared`: the state of a key's limits, held with other processes (sharedlimits.py)."""
         self._given = {"requests": rpm, "tokens": tpm}
         self._announced: dict[str, float | None] = {"requests": None, "tokens": None}
         self._burst = burst_seconds
@@ -116,6 +119,7 @@ class RateLimits:
         self._issued = 0
         self._issued_tokens = 0.0
         self._warned: set[str] = set()
+        self._shared = shared
 
     # -- what is in force ---------------------------------------------------------
 
@@ -152,6 +156,9 @@ class RateLimits:
     async def acquire(self, tokens: int) -> Permit:
         await self._enter()
         try:
+            if self._shared is not None and self._shared.changed():
+                with self._section():  # another run on this key may have found a rate, or a 429
+                    pass
             if self._pacers["requests"] or self._pacers["tokens"] or self._paused_until > self._clock():
                 # One reservation at a time, in arrival order, each at the rate in force when its
                 # turn comes: reservations made ahead would hold the rate they were made at.
@@ -170,11 +177,15 @@ class RateLimits:
     async def _wait_for_slot(self, tokens: int) -> None:
         while True:
             generation = self._generation
-            wait = self._reserve(tokens, self._clock())
+            with self._section():
+                wait = self._reserve(tokens, self._clock())
             if wait <= 0:
                 return
             await asyncio.sleep(wait)
-            if generation == self._generation:
+            if self._shared is not None and self._shared.changed():
+                with self._section():
+                    pass
+            if generation == self._generation and self._paused_until <= self._clock():
                 return  # (a 429 in the meantime voids the reservation: take a new one)
 
     def _reserve(self, tokens: int, now: float) -> float:
@@ -235,6 +246,27 @@ class RateLimits:
         retry_after: float | None = None,
         used_tokens: int | None = None,
     ) -> None:
+        try:
+            if self._shared is None or not (headers or verdict is Verdict.THROTTLED or self._paced):
+                self._settle(permit, verdict, headers, retry_after, used_tokens)
+            else:
+                with self._section():
+                    self._settle(permit, verdict, headers, retry_after, used_tokens)
+        finally:
+            self._leave()
+
+    @property
+    def _paced(self) -> bool:
+        return self._pacers["requests"] is not None or self._pacers["tokens"] is not None
+
+    def _settle(
+        self,
+        permit: Permit,
+        verdict: Verdict,
+        headers: Mapping[str, str] | None,
+        retry_after: float | None,
+        used_tokens: int | None,
+    ) -> None:
         now = self._clock()
         if headers:
             self._observe(headers, permit, now)
@@ -251,7 +283,38 @@ class RateLimits:
         elif verdict is Verdict.THROTTLED:
             self._throttled(permit, retry_after, now)
         self._update_pacers()
-        self._leave()
+
+    @contextlib.contextmanager
+    def _section(self) -> Iterator[None]:
+        """Where the limits change: under the shared state's lock, read before and written after."""
+        if self._shared is None:
+            yield
+            return
+        with self._shared.locked() as state:
+            self._load(state)
+            yield
+            self._store(state)
+
+    def _load(self, state: dict) -> None:
+        adaptive = state.get("adaptive")
+        if adaptive is not None:
+            self.control.restore(adaptive)
+            self._update_pacers()
+        self._paused_until = max(self._paused_until, state.get("paused_until", -math.inf))
+        for kind, pacer in self._pacers.items():
+            if pacer is not None and f"{kind}_tat" in state:
+                pacer.tat = state[f"{kind}_tat"]
+
+    def _store(self, state: dict) -> None:
+        state["adaptive"] = self.control.snapshot()
+        state["paused_until"] = self._paused_until
+        for kind, pacer in self._pacers.items():
+            if pacer is not None:
+                state[f"{kind}_tat"] = pacer.tat
+
+    def close(self) -> None:
+        if self._shared is not None:
+            self._shared.close()
 
     def _throttled(self, permit: Permit, retry_after: float | None, now: float) -> None:
         requests = self._pacers["requests"]
@@ -348,4 +411,3 @@ def _is_per_minute(limit: float, remaining: float | None, reset: float | None) -
     if remaining is None or remaining >= limit:
         return True
     return reset * limit / (limit - remaining) <= _MINUTE
-

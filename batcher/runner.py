@@ -729,6 +729,8 @@ async def run_job(
     finally:
         stats.finished = time.monotonic()
         stats.endpoints = router.summary() if router is not None else None
+        for endpoint in router.endpoints if router is not None else ():
+            endpoint.limits.close()
         if cache is not None:
             cache.close()
         try:

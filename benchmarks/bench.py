@@ -14,6 +14,8 @@ Cases:
   storm     server 1,800 RPM that announces no limit, 429 with retry-after-ms 200,
             200 ms +/- 50%, no --rpm, concurrency 64, 2,000 rows: the adaptive rate
   headers   the same server with x-ratelimit-* headers, no --rpm, 1,000 rows
+  two-processes  two runs at once on one key, each --rpm 1800, server 1,800 RPM:
+            together against the limit (and with two keys, where nothing is shared)
   fast-stop connection refused, 404 on the path, an unknown model, a wrong key:
             how soon batcher stops, and what it says
   startup   `batcher --help`, `batcher run --dry-run` on 100 rows
@@ -216,7 +218,7 @@ def _utilisation_rows(case: str, summary: dict, limit: float, label: str) -> lis
 def case_storm(tmp: Path, quick: bool) -> list[tuple[str, str, str]]:
     """A server that enforces a limit and announces none, answering 429 with retry-after-ms 200."""
     limit = 1800
-    n = 200 if quick else 2000
+    n = 100 if quick else 2000
     sim = SimulatorProcess(
         "--rpm", limit, "--latency-ms", 200, "--rate-limit-headers", "none", "--retry-after-ms", 200
     )
@@ -240,6 +242,53 @@ def case_headers(tmp: Path, quick: bool) -> list[tuple[str, str, str]]:
         sim.stop()
     label = f"server {limit} RPM with x-ratelimit-* headers, no --rpm, {n} rows"
     return _utilisation_rows("headers", summary, limit, label)
+
+
+def case_two_processes(tmp: Path, quick: bool) -> list[tuple[str, str, str]]:
+    """Two `batcher run` at once on one base URL, each told the key's limit: together under it."""
+    limit = 1800
+    n = 60 if quick else 1000
+    rows = []
+    for keys in (("sk-bench", "sk-bench"), ("sk-bench-a", "sk-bench-b")):
+        sim = SimulatorProcess("--rpm", limit, "--latency-ms", 200)
+        try:
+            started = time.perf_counter()
+            runs = []
+            for i, key in enumerate(keys):
+                path = write_rows(tmp / f"two-{i}.jsonl", n)
+                out = tmp / f"two-{keys[1]}-{i}"
+                args = (
+                    "run",
+                    path,
+                    "-o",
+                    out,
+                    "--base-url",
+                    sim.base_url,
+                    "--model",
+                    "m",
+                    "--prompt",
+                    PROMPT,
+                )
+                command = batcher(*args, "--quiet", "--rpm", limit, "--concurrency", 64)
+                runs.append(subprocess.Popen(command, env={**os.environ, "OPENAI_API_KEY": key}))
+            codes = [run.wait() for run in runs]
+            wall = time.perf_counter() - started
+            ledger = sim.ledger()
+        finally:
+            sim.stop()
+        if codes != [0, 0]:
+            raise RuntimeError(f"two processes exited {codes}")
+        shared = "one key (shared)" if keys[0] == keys[1] else "two keys (nothing shared)"
+        per_minute = 2 * n / wall * 60
+        rejected = ledger["statuses"].get("429", 0) / ledger["requests"]
+        rows.append(
+            (
+                "two-processes",
+                f"2 x {n} rows, each --rpm {limit}, server {limit} RPM, {shared}",
+                f"{per_minute / limit:.1%} of the limit, {rejected:.2%} 429s",
+            )
+        )
+    return rows
 
 
 def case_fast_stop(tmp: Path, quick: bool) -> list[tuple[str, str, str]]:
@@ -422,6 +471,7 @@ CASES = {
     "storm": case_storm,
     "headers": case_headers,
     "fast-stop": case_fast_stop,
+    "two-processes": case_two_processes,
     "startup": case_startup,
     "resume": case_resume,
     "memory": case_memory,

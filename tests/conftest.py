@@ -48,6 +48,12 @@ class RunningSimulator:
         return self.server.completions.get(prompt, 0)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _cache_dir(tmp_path_factory):
+    """Shared limit state (sharedlimits.py) goes to a directory of the test session's, for every process."""
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))
+
+
 @pytest.fixture
 def simulator_factory():
     started = []

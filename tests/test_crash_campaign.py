@@ -11,7 +11,9 @@ from crash_campaign import run_campaign  # noqa: E402
 
 
 def test_repeated_sigkill_under_a_fault_storm_loses_and_duplicates_nothing(tmp_path):
-    campaign = run_campaign(tmp_path, rows=1500, seed=11, kill_after=(0.5, 1.0), latency_ms=50)
+    # Sessions of 1-2 s: start-up and slow start (the first request alone) take about half a second,
+    # and killed sooner a session sends next to nothing (0.5-1 s needed 246 kills for 1,500 rows).
+    campaign = run_campaign(tmp_path, rows=1500, seed=11, kill_after=(1.0, 2.0), latency_ms=50)
 
     assert campaign.kills >= 10
     assert campaign.lost == 0
