@@ -45,6 +45,21 @@ class Completion:
     #: USD at the job's prices, once known.
     cost: float | None = None
 
+    def without_body(self) -> Completion:
+        """The same answer without the whole response object (less memory, kept for reuse)."""
+        return Completion(
+            self.content,
+            self.tool_calls,
+            self.finish_reason,
+            self.usage,
+            self.model,
+            self.request_id,
+            self.latency_ms,
+            {},
+            None,
+            self.cost,
+        )
+
 
 def retry_after(headers: Any) -> float | None:
     """Seconds to wait from `retry-after-ms` or `retry-after` (seconds or an HTTP date)."""
@@ -68,7 +83,7 @@ def retry_after(headers: Any) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def error_for_status(status: int, payload: Any, text: str, headers: Any) -> RequestFailed:
+def error_for_status(status: int, payload: Any, text: str | bytes, headers: Any) -> RequestFailed:
     """The exception an HTTP error answer stands for."""
     error = payload.get("error") if isinstance(payload, dict) else None
     if isinstance(error, dict):
@@ -77,8 +92,7 @@ def error_for_status(status: int, payload: Any, text: str, headers: Any) -> Requ
         param = error.get("param")
         param = str(param) if param is not None else None
     else:
-        snippet = " ".join(text.split())[:200]
-        message = f"HTTP {status} with a body that is not an OpenAI error object: {snippet!r}"
+        message = f"HTTP {status} with a body that is not an OpenAI error object: {_snippet(text)!r}"
         type_, param = f"http_{status}", None
     kwargs = {"type": type_, "status": status, "param": param}
     failure = _failure_for_status(status, message, error, headers, kwargs)
@@ -159,11 +173,11 @@ class ChatClient:
                 if resp.status == 200 and body.get("stream"):
                     completion = await _read_stream(resp)
                 else:
-                    text = await _read_capped(resp)
-                    payload = _parse(text)
+                    raw = await _read_capped(resp)
+                    payload = _parse(raw)
                     if resp.status != 200:
-                        raise error_for_status(resp.status, payload, text, resp.headers)
-                    completion = _completion(payload, text)
+                        raise error_for_status(resp.status, payload, raw, resp.headers)
+                    completion = _completion(payload, raw)
         except RequestFailed as failure:
             if self._api_key and self._api_key in failure.message:  # a server that echoes the key
                 failure.message = failure.message.replace(self._api_key, "[the key]")
@@ -223,7 +237,15 @@ def _describe(e: BaseException) -> str:
     return str(e) or type(e).__name__
 
 
-async def _read_capped(resp: aiohttp.ClientResponse) -> str:
+def _snippet(body: str | bytes) -> str:
+    """The start of a body, for a message."""
+    text = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body
+    return " ".join(text.split())[:200]
+
+
+async def _read_capped(resp: aiohttp.ClientResponse) -> bytes:
+    if resp.content_length is not None and resp.content_length <= MAX_BODY_BYTES:
+        return await resp.read()  # (aiohttp reads no more than that)
     if (resp.content_length or 0) > MAX_BODY_BYTES:
         raise Retryable(
             f"response body of {resp.content_length} bytes is over the {MAX_BODY_BYTES} byte cap",
@@ -240,17 +262,22 @@ async def _read_capped(resp: aiohttp.ClientResponse) -> str:
                 status=resp.status,
             )
         chunks.append(chunk)
-    return b"".join(chunks).decode("utf-8", errors="replace")
+    return b"".join(chunks)
 
 
-def _parse(text: str) -> Any:
+def _parse(body: str | bytes) -> Any:
     try:
-        return jsoncodec.loads(text)
+        return jsoncodec.loads(body)
+    except ValueError:
+        if not isinstance(body, bytes):
+            return None
+    try:  # bytes that are not UTF-8 are read as before, with replacement characters
+        return jsoncodec.loads(body.decode("utf-8", errors="replace"))
     except ValueError:
         return None
 
 
-def _completion(payload: Any, text: str) -> Completion:
+def _completion(payload: Any, text: str | bytes) -> Completion:
     if isinstance(payload, dict) and isinstance(payload.get("error"), dict):
         # Some gateways answer errors with status 200.
         raise error_for_status(500, payload, text, {})
@@ -258,9 +285,8 @@ def _completion(payload: Any, text: str) -> Completion:
         choice = payload["choices"][0]
         message = choice.get("message") or {}
     except (TypeError, KeyError, IndexError, AttributeError):
-        snippet = " ".join(text.split())[:200]
         raise Retryable(
-            f"HTTP 200 with a body that is not a chat completion: {snippet!r}",
+            f"HTTP 200 with a body that is not a chat completion: {_snippet(text)!r}",
             type="invalid_response",
             status=200,
         ) from None

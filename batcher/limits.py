@@ -34,6 +34,9 @@ log = logging.getLogger("batcher")
 DEFAULT_PAUSE = 1.0
 #: A header limit whose window is longer than this is not per minute (Groq's requests per day).
 _MINUTE = 61.0
+_RATE_HEADERS = tuple(
+    f"x-ratelimit-{w}-{kind}" for w in ("remaining", "limit") for kind in ("requests", "tokens")
+)
 
 
 class Verdict(enum.Enum):
@@ -246,6 +249,8 @@ class RateLimits:
         retry_after: float | None = None,
         used_tokens: int | None = None,
     ) -> None:
+        if headers is not None and not any(name in headers for name in _RATE_HEADERS):
+            headers = None
         try:
             if self._shared is None or not (headers or verdict is Verdict.THROTTLED or self._paced):
                 self._settle(permit, verdict, headers, retry_after, used_tokens)
@@ -278,11 +283,12 @@ class RateLimits:
                 (v for v in (self._given["requests"], self._announced["requests"]) if v), default=None
             )
             self.control.answered(permit.sent_at, now, ceiling / 60 if ceiling else None)
-            if self._pacers["requests"] is not None or self._pacers["tokens"] is not None:
+            if self.control.rate is not None:
+                self._update_pacers()  # the adaptive rate moved
+            if self._paced:
                 self.control.release()  # a rate spreads the requests: no window needed
         elif verdict is Verdict.THROTTLED:
             self._throttled(permit, retry_after, now)
-        self._update_pacers()
 
     @contextlib.contextmanager
     def _section(self) -> Iterator[None]:

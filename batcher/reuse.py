@@ -41,7 +41,7 @@ class Reuse:
         self.keep_body = keep_body
         self.cache = cache
         self._recent: OrderedDict[bytes, tuple[Completion, str]] = OrderedDict()
-        self._in_flight: dict[bytes, asyncio.Future] = {}
+        self._in_flight: dict[bytes, asyncio.Future | None] = {}
 
     def key(self, body: dict[str, Any]) -> bytes | None:
         """The body's key, or None when nothing could reuse its answer."""
@@ -58,8 +58,11 @@ class Reuse:
             if (recent := self._recent.get(key)) is not None:
                 self._recent.move_to_end(key)
                 return recent
-            if (pending := self._in_flight.get(key)) is None:
+            if key not in self._in_flight:
                 break
+            pending = self._in_flight[key]
+            if pending is None:  # the first to wait for it makes the future
+                pending = self._in_flight[key] = asyncio.get_running_loop().create_future()
             found = await asyncio.shield(pending)
             if found is not None:
                 return found
@@ -69,7 +72,7 @@ class Reuse:
             if cached is not None:
                 return cached, "cache"
         if self.within_run:
-            self._in_flight[key] = asyncio.get_running_loop().create_future()
+            self._in_flight[key] = None  # on the wire; a future only when another row waits for it
         return None
 
     def settle(self, key: bytes, body: dict[str, Any], completion: Completion | None, row_id: str) -> None:
@@ -81,7 +84,7 @@ class Reuse:
         if completion is None:
             return
         if self.within_run:
-            self._recent[key] = found if self.keep_body else (replace(completion, body={}), row_id)
+            self._recent[key] = found if self.keep_body else (completion.without_body(), row_id)
             if len(self._recent) > RECENT:
                 self._recent.popitem(last=False)
         if self.cache is not None and _cacheable(body):

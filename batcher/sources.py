@@ -19,6 +19,7 @@ from typing import Any, BinaryIO
 
 from .errors import ConfigError, InputError
 from .idset import IdSet
+from .jsoncodec import orjson
 from .prompts import CHAT, OPENAI_BATCH, TEMPLATE, RequestBuilder
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -68,8 +69,16 @@ def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not valid JSON")
 
 
+_fast_loads = orjson.loads if orjson is not None else None
+
+
 def parse_json_line(raw: bytes) -> Any:
     """Parse one JSONL line; ValueError names what is wrong (NaN/Infinity refused)."""
+    if _fast_loads is not None:
+        try:
+            return _fast_loads(raw)  # refuses all the stdlib refuses, and more: the stdlib rules on that
+        except ValueError:
+            pass
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
