@@ -154,6 +154,7 @@ class ChatClient:
             headers=headers,
             timeout=self._timeout,
             connector=aiohttp.TCPConnector(limit=self._connections),
+            cookie_jar=aiohttp.DummyCookieJar(),  # an API needs none, and the jar costs every request
         )
         return self
 

@@ -62,6 +62,9 @@ log = logging.getLogger("batcher")
 FAST_STOP_SECONDS = 3.0
 
 
+_END = object()
+
+
 @dataclass(slots=True)
 class _Item:
     row_id: str
@@ -155,25 +158,22 @@ class Runner:
 
     # -- the pool --------------------------------------------------------------
 
-    async def run(self, rows: Iterator[InputRow]) -> RunOutcome:
-        queue: asyncio.Queue[_Item | None] = asyncio.Queue(maxsize=self.job.concurrency * 2)
+    async def run(self, rows: Iterator[InputRow | None]) -> RunOutcome:
         syncer = asyncio.create_task(self.checkpoint.keep_syncing(self._on_durable))
         syncer.add_done_callback(self._watch)
-        producer = asyncio.create_task(self._feed(rows, queue))
-        producer.add_done_callback(self._watch)
-        workers = {asyncio.create_task(self._work(queue)) for _ in range(self.job.concurrency)}
+        # The workers take rows from the one iterator themselves: no producer task, no queue.
+        workers = {asyncio.create_task(self._work(rows)) for _ in range(self.job.concurrency)}
         for worker in workers:
             worker.add_done_callback(self._watch)
         stopped = asyncio.create_task(self._stop.wait())
         await asyncio.wait({stopped, *workers}, return_when=asyncio.FIRST_COMPLETED)
-        # Either every worker met the end of the feed, or a stop came first.
+        # Either every worker met the end of the input, or a stop came first.
         while not stopped.done() and not all(w.done() for w in workers):
             await asyncio.wait({stopped, *workers}, return_when=asyncio.FIRST_COMPLETED)
         stopped.cancel()
-        producer.cancel()
         await self._drain(workers)
         syncer.cancel()
-        await asyncio.gather(producer, syncer, *workers, return_exceptions=True)
+        await asyncio.gather(syncer, *workers, return_exceptions=True)
         if not self._systematic:
             self._release_streak()
         try:
@@ -228,33 +228,21 @@ class Runner:
             skip = done.ids.__contains__
         return source.rows(self.builder, done=done.positions, skip=skip)
 
-    async def _feed(self, rows: Iterator[InputRow | None], queue: asyncio.Queue) -> None:
-        job, build = self.job, self.builder.build
+    async def _work(self, rows: Iterator[InputRow | None]) -> None:
         wants_row = getattr(self.answers, "wants_row", False)
-        try:
-            for row in rows:
-                if self._stop.is_set():
-                    return
-                if row is None:
-                    await asyncio.sleep(0)  # a long run of done rows must not starve the loop
-                    continue
-                body = build(row.row)
-                kept = {name: row.row.get(name) for name in job.keep_columns}
-                chars = self.estimator.prompt_chars(body)
-                await queue.put(
-                    _Item(row.row_id, row.number, body, kept, chars, row.row if wants_row else None)
-                )
-        finally:
-            if not self._stop.is_set():
-                for _ in range(job.concurrency):
-                    await queue.put(None)
-
-    async def _work(self, queue: asyncio.Queue) -> None:
+        build, keep, chars = self.builder.build, self.job.keep_columns, self.estimator.prompt_chars
         while not self._stop.is_set():
-            item = await queue.get()
-            if item is None:
+            row = next(rows, _END)
+            if row is _END:
                 return
-            await self._process(item)
+            if row is None:
+                await asyncio.sleep(0)  # a long run of done rows must not starve the loop
+                continue
+            body = build(row.row)
+            kept = {name: row.row.get(name) for name in keep}
+            await self._process(
+                _Item(row.row_id, row.number, body, kept, chars(body), row.row if wants_row else None)
+            )
 
     async def _process(self, item: _Item) -> None:
         """Reuse an identical request's answer where there is one; send the row otherwise."""
