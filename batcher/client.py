@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import yarl
 
 from . import jsoncodec
 from .errors import AuthenticationFailed, BadRequest, RateLimited, RequestFailed, Retryable, Unreachable
@@ -138,6 +139,7 @@ class ChatClient:
         connections: int,
     ):
         self.url = base_url.rstrip("/") + "/chat/completions"
+        self._url = yarl.URL(self.url)  # parsed once, not by aiohttp for every request
         self._api_key = api_key
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._connections = connections
@@ -168,7 +170,7 @@ class ChatClient:
         started = time.perf_counter()
         try:
             async with self._session.post(
-                self.url, data=jsoncodec.dumpb(body), allow_redirects=False
+                self._url, data=jsoncodec.dumpb(body), allow_redirects=False
             ) as resp:
                 request_id = resp.headers.get("x-request-id")
                 if resp.status == 200 and body.get("stream"):
