@@ -46,20 +46,6 @@ class Completion:
     #: USD at the job's prices, once known.
     cost: float | None = None
 
-    def without_body(self) -> Completion:
-        """The same answer without the whole response object (less memory, kept for reuse)."""
-        return Completion(
-            self.content,
-            self.tool_calls,
-            self.finish_reason,
-            self.usage,
-            self.model,
-            self.request_id,
-            self.latency_ms,
-            {},
-            None,
-            self.cost,
-        )
 
 
 def retry_after(headers: Any) -> float | None:

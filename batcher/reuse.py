@@ -24,6 +24,8 @@ log = logging.getLogger("batcher")
 
 #: Answers kept in memory for rows that repeat a request already answered.
 RECENT = 10_000
+#: What `try_find` says when an identical request is on the wire.
+ON_THE_WIRE = object()
 COMMIT_EVERY = 100
 CACHE_FILE = "answers.sqlite3"
 
@@ -47,6 +49,22 @@ class Reuse:
         """The body's key, or None when nothing could reuse its answer."""
         if self.within_run or (self.cache is not None and _cacheable(body)):
             return request_key(body)
+        return None
+
+    def try_find(self, key: bytes, body: dict[str, Any]) -> tuple[Completion, str] | None | object:
+        """`find` without waiting: `ON_THE_WIRE` when an identical request is (then await `find`)."""
+        if self.within_run:
+            if (recent := self._recent.get(key)) is not None:
+                self._recent.move_to_end(key)
+                return recent
+            if key in self._in_flight:
+                return ON_THE_WIRE
+        if self.cache is not None and _cacheable(body):
+            cached = self.cache.get(key)
+            if cached is not None:
+                return cached, "cache"
+        if self.within_run:
+            self._in_flight[key] = None  # on the wire; a future only when another row waits for it
         return None
 
     async def find(self, key: bytes, body: dict[str, Any]) -> tuple[Completion, str] | None:
@@ -83,12 +101,14 @@ class Reuse:
             pending.set_result(found)
         if completion is None:
             return
-        if self.within_run:
-            self._recent[key] = found if self.keep_body else (completion.without_body(), row_id)
-            if len(self._recent) > RECENT:
-                self._recent.popitem(last=False)
         if self.cache is not None and _cacheable(body):
             self.cache.put(key, completion)
+        if self.within_run:
+            if not self.keep_body:  # (its record is written: what it holds is its own)
+                completion.body, completion.headers = {}, None
+            self._recent[key] = found
+            if len(self._recent) > RECENT:
+                self._recent.popitem(last=False)
 
 
 def _cacheable(body: dict[str, Any]) -> bool:

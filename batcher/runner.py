@@ -48,7 +48,7 @@ from .job import Job
 from .limits import Permit, Verdict
 from .prompts import RequestBuilder
 from .retry import RetryPolicy, Tries
-from .reuse import AnswerCache, Reuse
+from .reuse import ON_THE_WIRE, AnswerCache, Reuse
 from .sinks import RESERVED_COLUMNS, Sink, error_record, open_sink, result_record
 from .sources import InputRow, Scan, Source
 from .stats import RunStats
@@ -251,7 +251,9 @@ class Runner:
         if key is None:
             await self._send(item)
             return
-        found = await reuse.find(key, item.body)
+        found = reuse.try_find(key, item.body)
+        if found is ON_THE_WIRE:
+            found = await reuse.find(key, item.body)
         if found is not None:
             try:
                 self._write_reused(item, *found)

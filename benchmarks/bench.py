@@ -7,6 +7,8 @@
 Cases:
   overhead  simulator with no latency and no limits; batcher end to end vs a bare
             aiohttp loop posting the same bodies with the same concurrency
+  instructions  the same comparison in instructions a row (valgrind's callgrind): exact,
+            where rows/s drift with whatever else the machine runs
   rpm       simulator limit 3,000 RPM, latency 200 ms +/- 50%; client --rpm 3000:
             achieved requests/min over the whole run, share of 429s
   tpm       long prompts so that tokens/min binds; client --tpm = the server's:
@@ -34,6 +36,7 @@ import platform
 import re
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -147,6 +150,69 @@ def case_overhead(tmp: Path, quick: bool) -> list[tuple[str, str, str]]:
 
 def _figures(values: list[float], unit: str) -> str:
     return ", ".join(f"{v:,.0f}" for v in values) + f" {unit}"
+
+
+def _instructions(command: list[str], env: dict | None = None) -> int:
+    """Instructions the command's process executed, counted by valgrind's callgrind."""
+    with tempfile.NamedTemporaryFile(suffix=".callgrind") as out:
+        done = subprocess.run(
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out.name}", *command],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+    if done.returncode != 0:
+        raise RuntimeError(f"{command[:3]} under callgrind exited {done.returncode}: {done.stderr[-1000:]}")
+    return int(re.search(r"Collected : (\d+)", done.stderr).group(1))
+
+
+def case_instructions(tmp: Path, quick: bool) -> list[tuple[str, str, str]]:
+    """Client overhead as instructions a row, which do not drift with the machine as rows/s do.
+
+    Each client runs over n and 3n rows under callgrind; the difference over 2n rows is the
+    cost of a row with start-up taken out. The simulator runs natively in its own process.
+    """
+    n = 100 if quick else 1000
+    sim = SimulatorProcess()
+    per_row = {}
+    try:
+        env = {**os.environ, "OPENAI_API_KEY": "sk-bench"}
+        for client in ("bare", "batcher"):
+            counts = []
+            for rows in (n, 3 * n):
+                path = write_rows(tmp / f"instructions-{rows}.jsonl", rows)
+                if client == "bare":
+                    code = (
+                        f"import asyncio, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
+                        f"from bench import bare_loop; asyncio.run(bare_loop({sim.base_url!r}, {rows}, 64))"
+                    )
+                    command = [sys.executable, "-c", code]
+                else:
+                    out = tmp / f"instructions-run-{rows}"
+                    command = batcher(
+                        "run",
+                        path,
+                        "-o",
+                        out,
+                        "--base-url",
+                        sim.base_url,
+                        "--model",
+                        "m",
+                        "--prompt",
+                        PROMPT,
+                        "--quiet",
+                        "--concurrency",
+                        64,
+                    )
+                counts.append(_instructions(command, env))
+            per_row[client] = (counts[1] - counts[0]) / (2 * n)
+    finally:
+        sim.stop()
+    return [
+        ("instructions", f"bare aiohttp loop, a row (over {2 * n} rows)", f"{per_row['bare']:,.0f}"),
+        ("instructions", "batcher, a row", f"{per_row['batcher']:,.0f}"),
+        ("instructions", "bare / batcher", f"{per_row['bare'] / per_row['batcher']:.1%}"),
+    ]
 
 
 def case_rpm(tmp: Path, quick: bool) -> list[tuple[str, str, str]]:
@@ -478,6 +544,7 @@ def case_memory(tmp: Path, quick: bool) -> list[tuple[str, str, str]]:
 
 CASES = {
     "overhead": case_overhead,
+    "instructions": case_instructions,
     "rpm": case_rpm,
     "tpm": case_tpm,
     "storm": case_storm,
