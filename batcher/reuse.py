@@ -72,26 +72,14 @@ class Reuse:
 
         Waits for an identical request on the wire; a None from it means it failed.
         """
-        while self.within_run:
-            if (recent := self._recent.get(key)) is not None:
-                self._recent.move_to_end(key)
-                return recent
-            if key not in self._in_flight:
-                break
+        while (found := self.try_find(key, body)) is ON_THE_WIRE:
             pending = self._in_flight[key]
             if pending is None:  # the first to wait for it makes the future
                 pending = self._in_flight[key] = asyncio.get_running_loop().create_future()
-            found = await asyncio.shield(pending)
-            if found is not None:
+            if (found := await asyncio.shield(pending)) is not None:
                 return found
             # It failed: the first row to get here sends it again, the others wait for that.
-        if self.cache is not None and _cacheable(body):
-            cached = self.cache.get(key)
-            if cached is not None:
-                return cached, "cache"
-        if self.within_run:
-            self._in_flight[key] = None  # on the wire; a future only when another row waits for it
-        return None
+        return found
 
     def settle(self, key: bytes, body: dict[str, Any], completion: Completion | None, row_id: str) -> None:
         """The request of `key` is over: its accepted answer, or None when it failed or was stopped."""
