@@ -332,7 +332,7 @@ class RateLimits:
         self._paused_until = max(self._paused_until, now + pause)
         for pacer in self._pacers.values():
             if pacer is not None:
-                pacer.tat = self._paused_until + pacer.burst  # then at the rate, not in a burst
+                pacer.empty_until(self._paused_until)  # then at the rate, not in a burst
         self._generation += 1
 
     def _observe(self, headers: Mapping[str, str], permit: Permit, now: float) -> None:
@@ -369,7 +369,7 @@ class RateLimits:
 
     def has_room(self, tokens: int) -> bool:
         now = self._clock()
-        if now < self._paused_until or self._in_flight >= self.control.window:
+        if now < self._paused_until or self._in_flight >= self.control.window_at(now):
             return False
         for amount, pacer in ((1, self._pacers["requests"]), (tokens, self._pacers["tokens"])):
             if pacer is not None and pacer.start(amount, now) > now:

@@ -63,5 +63,8 @@ class Pacer:
         self.tat = max(self.tat, now + self.burst - available / self.per_second)
 
     def empty_until(self, moment: float) -> None:
-        """Admit nothing before `moment`, and from then on only at the rate, not a burst (a cool-down)."""
-        self.tat = max(self.tat, moment + self.burst)
+        """Admit nothing before `moment`, then only at the rate, not a burst (a cool-down).
+
+        Reservations made before are forgotten: their holders must reserve again.
+        """
+        self.tat = moment + self.burst

@@ -63,6 +63,8 @@ FAST_STOP_SECONDS = 3.0
 
 
 _END = object()
+#: A request the budget (or a stop) leaves unsent.
+_OVER_BUDGET = object()
 
 
 @dataclass(slots=True)
@@ -314,10 +316,10 @@ class Runner:
         except AllEndpointsRetired:
             self._fail(RunAborted(self.router.retired_message()))
             return None
-        reserved = self._reserve_budget(item, estimate) if not self._stop.is_set() else False
-        if reserved is False:
+        reserved = _OVER_BUDGET if self._stop.is_set() else self._reserve_budget(item, estimate)
+        if reserved is _OVER_BUDGET:
             endpoint.limits.settle(permit, Verdict.FAILED)
-            return None  # not sent; resume (with a larger budget) sends it
+            return None  # not sent (stopping, or over budget): resume sends it
         tries.attempts += 1
         self.stats.requests += 1
         endpoint.stats.requests += 1
@@ -333,8 +335,8 @@ class Runner:
             self._settle(endpoint, permit, item, estimate, reserved, completion, failure)
         return endpoint, completion, failure
 
-    def _reserve_budget(self, item: _Item, estimate: int) -> float | None | bool:
-        """The cost set aside for a request under a budget (None without one); False when over it."""
+    def _reserve_budget(self, item: _Item, estimate: int) -> float | None | object:
+        """The cost set aside for a request under a budget (None without one); `_OVER_BUDGET`."""
         budget = self.budget
         if not budget.limited:
             return None
@@ -344,7 +346,7 @@ class Runner:
         )
         if not budget.reserve(estimate, reserved):
             self._fail(BudgetReached(budget.exhausted_message()))
-            return False
+            return _OVER_BUDGET
         return reserved
 
     def _settle(

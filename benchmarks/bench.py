@@ -54,24 +54,29 @@ def write_rows(path: Path, n: int) -> Path:
     return path
 
 
+def run_command(path: Path, out: Path, base_url: str, *flags: object, model: str = "m") -> list[str]:
+    """`batcher run` of the benchmarks' prompt over `path` into `out`, quiet, with `flags` last."""
+    return batcher(
+        "run",
+        path,
+        "-o",
+        out,
+        "--base-url",
+        base_url,
+        "--model",
+        model,
+        "--prompt",
+        PROMPT,
+        "--quiet",
+        *flags,
+    )
+
+
 def run_batcher(path: Path, out: Path, base_url: str, *flags: object, check: bool = True) -> dict:
     env = {**os.environ, "OPENAI_API_KEY": "sk-bench"}
     started = time.perf_counter()
     result = subprocess.run(
-        batcher(
-            "run",
-            path,
-            "-o",
-            out,
-            "--base-url",
-            base_url,
-            "--model",
-            "m",
-            "--prompt",
-            PROMPT,
-            "--quiet",
-            *flags,
-        ),
+        run_command(path, out, base_url, *flags),
         env=env,
         capture_output=True,
         text=True,
@@ -189,21 +194,7 @@ def case_instructions(tmp: Path, quick: bool) -> list[tuple[str, str, str]]:
                     command = [sys.executable, "-c", code]
                 else:
                     out = tmp / f"instructions-run-{rows}"
-                    command = batcher(
-                        "run",
-                        path,
-                        "-o",
-                        out,
-                        "--base-url",
-                        sim.base_url,
-                        "--model",
-                        "m",
-                        "--prompt",
-                        PROMPT,
-                        "--quiet",
-                        "--concurrency",
-                        64,
-                    )
+                    command = run_command(path, out, sim.base_url, "--concurrency", 64)
                 counts.append(_instructions(command, env))
             per_row[client] = (counts[1] - counts[0]) / (2 * n)
     finally:
@@ -335,19 +326,7 @@ def case_two_processes(tmp: Path, quick: bool) -> list[tuple[str, str, str]]:
             for i, key in enumerate(keys):
                 path = write_rows(tmp / f"two-{i}.jsonl", n)
                 out = tmp / f"two-{keys[1]}-{i}"
-                args = (
-                    "run",
-                    path,
-                    "-o",
-                    out,
-                    "--base-url",
-                    sim.base_url,
-                    "--model",
-                    "m",
-                    "--prompt",
-                    PROMPT,
-                )
-                command = batcher(*args, "--quiet", "--rpm", limit, "--concurrency", 64)
+                command = run_command(path, out, sim.base_url, "--rpm", limit, "--concurrency", 64)
                 runs.append(subprocess.Popen(command, env={**os.environ, "OPENAI_API_KEY": key}))
             codes = [run.wait() for run in runs]
             wall = time.perf_counter() - started
@@ -395,8 +374,8 @@ def case_fast_stop(tmp: Path, quick: bool) -> list[tuple[str, str, str]]:
             key = "sk-bench" if cause != "401 (wrong key)" else "sk-wrong"
             env = {**os.environ, "OPENAI_API_KEY": key, "BENCH_SERVER_KEY": "sk-bench"}
             out = tmp / f"fast-stop-{len(rows)}"
-            args = ("run", path, "-o", out, "--base-url", base_url, "--model", model, "--prompt", PROMPT)
-            done = subprocess.run(batcher(*args, "--quiet"), env=env, capture_output=True, text=True)
+            command = run_command(path, out, base_url, model=model)
+            done = subprocess.run(command, env=env, capture_output=True, text=True)
             seconds = time.perf_counter() - started
             errors = out / "errors.jsonl"
             failed = len(errors.read_text().splitlines()) if errors.exists() else 0
@@ -513,21 +492,7 @@ def case_memory(tmp: Path, quick: bool) -> list[tuple[str, str, str]]:
                     pq.write_table(table, path, row_group_size=50_000)
                     del table
                 peak, code = peak_rss_of(
-                    batcher(
-                        "run",
-                        path,
-                        "-o",
-                        tmp / f"mem-{kind}-{n}",
-                        "--base-url",
-                        sim.base_url,
-                        "--model",
-                        "m",
-                        "--prompt",
-                        PROMPT,
-                        "--quiet",
-                        "--concurrency",
-                        64,
-                    ),
+                    run_command(path, tmp / f"mem-{kind}-{n}", sim.base_url, "--concurrency", 64),
                     env,
                 )
                 if code != 0:
