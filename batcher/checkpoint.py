@@ -1,11 +1,13 @@
 """What is done, durably: the run directory's journal, lock and job record.
 
 The journal is two append-only JSONL files, one line per finished row: results
-(successes) and errors (rows whose latest attempt failed). A row counts as done
-only once its line is fsynced; lines are flushed and fsynced in small batches
-(`SYNC_ROWS` rows or `SYNC_SECONDS`, whichever comes first), so a crash loses at
-most the unsynced tail, which was never reported done and is sent again on
-resume. A torn or garbled line left by a crash is dropped on the next start.
+(successes) and errors (rows whose latest attempt failed). The rows finished in
+one event-loop turn go to the OS together in one write when the turn ends, so a
+killed process loses at most the answers of the turn it interrupts. A row counts
+as done only once its line is fsynced; lines are fsynced in batches (every
+`SYNC_SECONDS`, or sooner when `SYNC_ROWS` wait), so a power cut loses at most
+the unsynced tail, which was never reported done and is sent again on resume.
+A torn or garbled line left by a crash is dropped on the next start.
 With `--output-format jsonl` the journal *is* the output; other formats keep it
 in `.batcher/` and derive their files from it. See docs/checkpoints.md.
 """
@@ -26,7 +28,7 @@ from .errors import ConfigError, WriteFailed
 from .idset import IdSet
 from .jsoncodec import dumpb, dumps
 
-SYNC_ROWS = 64
+SYNC_ROWS = 4096
 SYNC_SECONDS = 0.2
 JOB_FILE = "job.json"
 #: The job record's word that every journal line's row number points into the input as it is.
@@ -225,23 +227,35 @@ def iter_journal(path: Path) -> Iterator[dict[str, Any]]:
 
 
 class Journal:
-    """One append-only JSONL file.
-
-    Each line goes to the OS in one unbuffered write as soon as it is added, so
-    a killed process loses nothing it finished; `fsync` (in batches) then makes
-    lines survive a power cut too.
-    """
+    """One append-only JSONL file, whose appended lines reach the OS together at `write`."""
 
     def __init__(self, path: Path):
         self.path = path
         self._file: BinaryIO | None = None
+        self._lines: list[bytes] = []
 
     def append(self, record: dict[str, Any]) -> None:
-        if self._file is None:
-            self._file = self.path.open("ab", buffering=0)
-        data = memoryview(dumpb(record) + b"\n")
-        while data:  # a short write (e.g. at a file size limit) is followed by the error that explains it
-            data = data[self._file.write(data) :]
+        self._lines.append(dumpb(record))
+
+    def write(self) -> tuple[int, OSError | None]:
+        """Hand the appended lines to the OS in one unbuffered write.
+
+        Returns how many of them are whole in the file, and the error that
+        stopped the rest (a full disk), if one did.
+        """
+        lines, self._lines = self._lines, []
+        if not lines:
+            return 0, None
+        data = memoryview(b"\n".join(lines) + b"\n")
+        done = 0
+        try:
+            if self._file is None:
+                self._file = self.path.open("ab", buffering=0)
+            while done < len(data):  # a short write is followed by the error that explains it
+                done += self._file.write(data[done:])
+        except OSError as e:
+            return bytes(data[:done]).count(b"\n"), e
+        return len(lines), None
 
     def fileno(self) -> int | None:
         return self._file.fileno() if self._file is not None else None
@@ -263,9 +277,12 @@ class Checkpoint:
         self.results = Journal(self.results_path)
         self.errors = Journal(self.errors_path)
         self._lock_fd: int | None = None
-        #: Records appended but not yet fsynced, in arrival order.
+        #: Records added this loop turn, not yet handed to the OS.
+        self._unwritten: list[tuple[bool, dict[str, Any]]] = []
+        #: Records written but not yet fsynced, in arrival order.
         self._pending: list[tuple[bool, dict[str, Any]]] = []
         self._wake = asyncio.Event()
+        self._write_failed: WriteFailed | None = None
 
     # -- opening -------------------------------------------------------------
 
@@ -404,17 +421,47 @@ class Checkpoint:
     # -- writing -------------------------------------------------------------
 
     def add(self, ok: bool, record: dict[str, Any]) -> None:
-        """Append a finished row; it becomes durable at the next `sync`."""
-        try:
-            (self.results if ok else self.errors).append(record)
-        except OSError as e:
-            raise WriteFailed(f"cannot write to {self.directory}: {e.strerror or e}") from None
-        self._pending.append((ok, record))
-        if len(self._pending) >= SYNC_ROWS:
+        """Append a finished row: written at the end of this loop turn, durable at the next `sync`.
+
+        Raises the WriteFailed of an earlier write, so that no more rows are sent.
+        """
+        self.check()
+        if not self._unwritten:
+            asyncio.get_running_loop().call_soon(self._write)
+        (self.results if ok else self.errors).append(record)
+        self._unwritten.append((ok, record))
+        if len(self._pending) + len(self._unwritten) >= SYNC_ROWS:
             self._wake.set()
 
+    def check(self) -> None:
+        """Raise the WriteFailed of a journal write that failed, if one did."""
+        if self._write_failed is not None:
+            raise self._write_failed
+
+    def _write(self) -> None:
+        """The rows added this loop turn, to the OS: one write a file, not one a row."""
+        batch, self._unwritten = self._unwritten, []
+        if not batch:
+            return
+        (ok_whole, ok_error), (failed_whole, failed_error) = self.results.write(), self.errors.write()
+        error = ok_error or failed_error
+        if error is None:
+            self._pending += batch
+            return
+        # A full disk: what went whole is kept and reported; the rest is sent again on resume.
+        whole = {True: ok_whole, False: failed_whole}
+        for ok, record in batch:
+            if whole[ok]:
+                whole[ok] -= 1
+                self._pending.append((ok, record))
+        self._write_failed = WriteFailed(
+            f"cannot write to {self.directory}: {error.strerror or error}; "
+            f"the rows not yet on disk will be sent again on resume"
+        )
+
     async def sync(self) -> list[tuple[bool, dict[str, Any]]]:
-        """Make every appended row durable; return those that just became so."""
+        """Make every row written so far durable; return those that just became so."""
+        self._write()
         count = len(self._pending)
         if not count:
             return []
@@ -445,9 +492,12 @@ class Checkpoint:
                 timer.cancel()
             self._wake.clear()
             on_durable(await self.sync())
+            self.check()
 
     def close(self, progress: Progress | None = None) -> None:
         """Close the journal (after a final `sync`) and release the lock."""
+        if self._write_failed is None:
+            self._write()  # rows added since the last sync: on disk, if not yet durable
         self.results.close()
         self.errors.close()
         if progress is not None:

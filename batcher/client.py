@@ -47,7 +47,6 @@ class Completion:
     cost: float | None = None
 
 
-
 def retry_after(headers: Any) -> float | None:
     """Seconds to wait from `retry-after-ms` or `retry-after` (seconds or an HTTP date)."""
     value = headers.get("retry-after-ms")

@@ -176,13 +176,21 @@ class Runner:
         await self._drain(workers)
         syncer.cancel()
         await asyncio.gather(syncer, *workers, return_exceptions=True)
-        if not self._systematic:
-            self._release_streak()
+        await self._last_sync()
+        return self._outcome()
+
+    async def _last_sync(self) -> None:
+        """Report every row on disk as done; a write that failed stops the run with its message."""
+        try:
+            if not self._systematic:
+                self._release_streak()
+        except WriteFailed as e:  # the rows it held are sent again on resume
+            self._fail(e)
         try:
             self._on_durable(await self.checkpoint.sync())
+            self.checkpoint.check()
         except BatcherError as e:
             self._fail(e)
-        return self._outcome()
 
     async def _drain(self, workers: set[asyncio.Task]) -> None:
         """Cancel workers that are not on the wire; give the others `drain_timeout`."""

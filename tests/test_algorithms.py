@@ -110,6 +110,32 @@ def test_journal_line_whole_but_for_its_newline_counts_as_torn(tmp_path):
     assert seen == [{"id": "1"}]
 
 
+def test_rows_finished_in_one_loop_turn_reach_the_file_together_when_the_turn_ends(tmp_path):
+    # What a kill -9 can cost: the answers of the turn it interrupts, not those of earlier turns.
+    from batcher.checkpoint import Checkpoint
+
+    async def go():
+        checkpoint = Checkpoint(tmp_path)
+        checkpoint.open({"job": 1}, force=False)
+        for i in range(3):
+            checkpoint.add(True, {"id": str(i)})
+        checkpoint.add(False, {"id": "3", "error": {"type": "x"}})
+        before = checkpoint.results_path.read_bytes() if checkpoint.results_path.exists() else b""
+        await asyncio.sleep(0)
+        after = [line for line in checkpoint.results_path.read_bytes().splitlines()]
+        errors = checkpoint.errors_path.read_bytes().splitlines()
+        durable = await checkpoint.sync()
+        checkpoint.close()
+        return before, after, errors, durable
+
+    before, after, errors, durable = asyncio.run(go())
+
+    assert before == b""
+    assert [json.loads(line)["id"] for line in after] == ["0", "1", "2"]
+    assert [json.loads(line)["id"] for line in errors] == ["3"]
+    assert [(ok, r["id"]) for ok, r in durable] == [(True, "0"), (True, "1"), (True, "2"), (False, "3")]
+
+
 def test_syncer_ends_when_cancelled_in_the_same_instant_it_is_woken(tmp_path):
     # Regression: asyncio.wait_for on Python 3.11 swallowed this cancellation, so a
     # run whose last rows arrived as it shut down hung for ever.
