@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigError
@@ -38,6 +38,8 @@ class Prices:
     """The price table of a job: the built-in one, overridden entry by entry by the job's."""
 
     table: Mapping[str, tuple[float, float]]
+    #: `of` for each model name asked about (the snapshot pattern costs a regex a row).
+    _known: dict[str, tuple[float, float] | None] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def from_settings(cls, prices: Mapping[str, Any] | None) -> Prices:
@@ -62,10 +64,16 @@ class Prices:
         """(input, output) USD per million tokens for `model`, or None when unknown."""
         if not model:
             return None
-        if model in self.table:
-            return self.table[model]
-        family = _SNAPSHOT.sub("", model)  # gpt-4o-mini-2024-07-18 -> gpt-4o-mini
-        return self.table.get(family)
+        try:
+            return self._known[model]
+        except KeyError:
+            pass
+        price = self.table.get(model)
+        if price is None:
+            price = self.table.get(_SNAPSHOT.sub("", model))  # gpt-4o-mini-2024-07-18 -> gpt-4o-mini
+        if len(self._known) < 1024:  # (a few models in a run; never grows with the rows)
+            self._known[model] = price
+        return price
 
     def cost(self, model: str | None, usage: Mapping[str, Any] | None) -> float | None:
         """USD for one answer's usage, or None when the model has no price."""

@@ -164,9 +164,10 @@ class Router:
     def answered(self, endpoint: Endpoint, usage: dict[str, Any] | None, latency_ms: float) -> None:
         stats = endpoint.stats
         stats.answered += 1
-        stats.latency.add(latency_ms)
-        if usage:
-            stats.tokens += (usage.get("prompt_tokens") or 0) + (usage.get("completion_tokens") or 0)
+        if not self.single:  # (one endpoint's figures are the run's: summary() has none)
+            stats.latency.add(latency_ms)
+            if usage:
+                stats.tokens += (usage.get("prompt_tokens") or 0) + (usage.get("completion_tokens") or 0)
         endpoint._failing = 0
         endpoint._rest = REST_SECONDS
 

@@ -249,8 +249,12 @@ class RateLimits:
         retry_after: float | None = None,
         used_tokens: int | None = None,
     ) -> None:
-        if headers is not None and not any(name in headers for name in _RATE_HEADERS):
-            headers = None
+        if headers is not None:
+            for name in _RATE_HEADERS:  # (a loop, not any(): no generator a row)
+                if name in headers:
+                    break
+            else:
+                headers = None
         try:
             if self._shared is None or not (headers or verdict is Verdict.THROTTLED or self._paced):
                 self._settle(permit, verdict, headers, retry_after, used_tokens)
@@ -279,16 +283,19 @@ class RateLimits:
             tokens = self._pacers["tokens"]
             if used_tokens and tokens is not None and used_tokens > permit.tokens:
                 tokens.charge(used_tokens - permit.tokens, now)
-            ceiling = min(
-                (v for v in (self._given["requests"], self._announced["requests"]) if v), default=None
-            )
-            self.control.answered(permit.sent_at, now, ceiling / 60 if ceiling else None)
+            control = self.control
+            control.answered(permit.sent_at, now, self._ceiling() if control.rate is not None else None)
             if self.control.rate is not None:
                 self._update_pacers()  # the adaptive rate moved
             if self._paced:
                 self.control.release()  # a rate spreads the requests: no window needed
         elif verdict is Verdict.THROTTLED:
             self._throttled(permit, retry_after, now)
+
+    def _ceiling(self) -> float | None:
+        """Requests a second the adaptive rate may not pass: the given or announced limit."""
+        ceiling = min((v for v in (self._given["requests"], self._announced["requests"]) if v), default=None)
+        return ceiling / 60 if ceiling else None
 
     @contextlib.contextmanager
     def _section(self) -> Iterator[None]:

@@ -76,6 +76,8 @@ class _Item:
     prompt_chars: int
     #: The input row, kept only for a parse function that wants it.
     row: dict[str, Any] | None = None
+    #: The worker task carrying the row (asked once a worker: each asking is a system call).
+    worker: asyncio.Task | None = None
 
 
 @dataclass
@@ -241,6 +243,7 @@ class Runner:
     async def _work(self, rows: Iterator[InputRow | None]) -> None:
         wants_row = getattr(self.answers, "wants_row", False)
         build, keep, chars = self.builder.build, self.job.keep_columns, self.estimator.prompt_chars
+        worker = asyncio.current_task()
         while not self._stop.is_set():
             row = next(rows, _END)
             if row is _END:
@@ -249,9 +252,9 @@ class Runner:
                 await asyncio.sleep(0)  # a long run of done rows must not starve the loop
                 continue
             body = build(row.row)
-            kept = {name: row.row.get(name) for name in keep}
+            kept = {name: row.row.get(name) for name in keep} if keep else {}
             await self._process(
-                _Item(row.row_id, row.number, body, kept, chars(body), row.row if wants_row else None)
+                _Item(row.row_id, row.number, body, kept, chars(body), row.row if wants_row else None, worker)
             )
 
     async def _process(self, item: _Item) -> None:
@@ -331,15 +334,14 @@ class Runner:
         tries.attempts += 1
         self.stats.requests += 1
         endpoint.stats.requests += 1
-        task = asyncio.current_task()
-        self._in_request.add(task)
+        self._in_request.add(item.worker)
         completion = failure = None
         try:
             completion = await endpoint.client.complete(endpoint.body(item.body))
         except RequestFailed as error:
             failure = error
         finally:
-            self._in_request.discard(task)
+            self._in_request.discard(item.worker)
             self._settle(endpoint, permit, item, estimate, reserved, completion, failure)
         return endpoint, completion, failure
 
