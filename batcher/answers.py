@@ -13,28 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, RequestFailed
+from .errors import AnswerInvalid, ConfigError
 
 #: Schema types and the Arrow type of their column (anything else: JSON text).
 _COLUMN_TYPES = {"string": "string", "integer": "int64", "number": "float64", "boolean": "bool"}
 _STRIP = string.whitespace + string.punctuation + "“”‘’«»"
-
-
-class AnswerInvalid(RequestFailed):
-    """The server answered, but not in the shape asked for."""
-
-    retryable = True
-
-    def __init__(self, message: str, content: str | None, *, cut: bool = False):
-        super().__init__(message, type="parse_error", status=200)
-        self.content = content
-        #: What the answer cost (set by the runner).
-        self.usage: dict[str, Any] | None = None
-        self.cost: float | None = None
-        #: Cut at max_tokens: asking again would cut it again.
-        self.cut = cut
-        if cut:
-            self.retryable = False
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .client import ChatClient
-from .errors import AuthenticationFailed, ConfigError, RateLimited, RequestFailed
+from .errors import AuthenticationFailed, ConfigError, NoEndpointLeft, RateLimited, RequestFailed
 from .limits import Permit, RateLimits, Verdict
 from .sharedlimits import SharedState
 from .stats import LatencyHistogram
@@ -133,6 +133,20 @@ class Endpoint:
     def weight(self) -> float:
         return self.limits.rpm or self.limits.tpm or 1.0
 
+    def answered(self) -> None:
+        """An answer: its failures in a row, and the rest the next run of them earns, start over."""
+        self._failing = 0
+        self._rest = REST_SECONDS
+
+    def failed_itself(self) -> None:
+        """A failure of its own (not the row's): the REST_AFTER-th in a row rests it, longer each time."""
+        self._failing += 1
+        if self._failing >= REST_AFTER:
+            self._failing = 0
+            self.stats.rests += 1
+            self.resting_until = time.monotonic() + self._rest
+            self._rest = min(MAX_REST_SECONDS, self._rest * 2)
+
 
 class Router:
     """Picks the endpoint for each request and keeps track of which ones to rest."""
@@ -150,7 +164,7 @@ class Router:
             ready = [e for e in self.endpoints if e.available]
             if not ready:
                 if all(e.stats.retired for e in self.endpoints):
-                    raise AllEndpointsRetired
+                    raise NoEndpointLeft(self.retired_message())
                 wake = min(e.resting_until for e in self.endpoints if e.stats.retired is None)
                 await asyncio.sleep(max(0.01, wake - time.monotonic()))
                 continue
@@ -168,8 +182,7 @@ class Router:
             stats.latency.add(latency_ms)
             if usage:
                 stats.tokens += (usage.get("prompt_tokens") or 0) + (usage.get("completion_tokens") or 0)
-        endpoint._failing = 0
-        endpoint._rest = REST_SECONDS
+        endpoint.answered()
 
     def failed(self, endpoint: Endpoint, failure: RequestFailed) -> bool:
         """Count a failed request; True when it retired the endpoint (send the row elsewhere, at once)."""
@@ -185,12 +198,7 @@ class Router:
             return True
         if not failure.endpoint_fault:
             return False  # the row's own fault (or its answer's), wherever it is sent
-        endpoint._failing += 1
-        if endpoint._failing >= REST_AFTER:
-            endpoint._failing = 0
-            stats.rests += 1
-            endpoint.resting_until = time.monotonic() + endpoint._rest
-            endpoint._rest = min(MAX_REST_SECONDS, endpoint._rest * 2)
+        endpoint.failed_itself()
         return False
 
     def retire(self, endpoint: Endpoint, reason: str) -> None:
@@ -217,7 +225,3 @@ class Router:
         if self.single:
             return None
         return {e.name: e.stats.summary() for e in self.endpoints}
-
-
-class AllEndpointsRetired(Exception):
-    """Every endpoint was retired (its key refused, nothing there)."""

@@ -1,13 +1,31 @@
 """The exceptions batcher raises, and the exit code each one maps to.
 
-One root (`BatcherError`), split by who must act: the user fixes an input or a
-configuration (`InputError`, `ConfigError`, exit 2); the provider answered in a
-way that fails one row (`RequestFailed`) or the whole run (`RunAborted`, exit 3).
-Lower libraries' exceptions (aiohttp, OSError, pyarrow) are translated where they
-are caught and never reach the user as a traceback.
+One root, split by who must act::
+
+    BatcherError                 exit 2 unless a subclass says otherwise
+    ├── ConfigError              a job file, flag or run directory to fix
+    ├── InputError               an input file, line or row to fix (names the place)
+    ├── WriteFailed              exit 3: a result could not be made durable
+    ├── RunAborted               exit 3: the run cannot go on; nothing is marked failed
+    │   ├── BudgetReached        --max-cost / --max-total-tokens reached
+    │   └── NoEndpointLeft       every endpoint retired (keys refused, nothing there)
+    └── RequestFailed            one attempt at one row failed (see retry.py)
+        ├── Retryable            timeouts, dropped connections, 408/409/5xx
+        │   ├── RateLimited      429: the run slows down; never a row's failure
+        │   └── Unreachable      no connection at all; never a row's failure
+        ├── BadRequest           400 and other 4xx: the row fails the same way every time
+        ├── AuthenticationFailed 401/403: no row can succeed
+        └── AnswerInvalid        answered, but not in the shape asked for
+
+A `RequestFailed` stays inside the worker pool, which turns it into a retry, a
+row's error record or, when it says the job itself is wrong, a `RunAborted`.
+Lower libraries' exceptions (aiohttp, OSError, pyarrow) are translated where
+they are caught and never reach the user as a traceback.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 #: Exit codes, stable and documented in the README.
 EXIT_OK = 0
@@ -47,6 +65,10 @@ class RunAborted(BatcherError):
 
 class BudgetReached(RunAborted):
     """The next request would go over --max-cost or --max-total-tokens; raising it resumes."""
+
+
+class NoEndpointLeft(RunAborted):
+    """Every endpoint of the job was retired (its key refused, nothing there)."""
 
 
 class WriteFailed(BatcherError):
@@ -112,3 +134,20 @@ class BadRequest(RequestFailed):
 
 class AuthenticationFailed(RequestFailed):
     """HTTP 401/403: the key is refused, so no row can succeed."""
+
+
+class AnswerInvalid(RequestFailed):
+    """The server answered, but not in the shape asked for."""
+
+    retryable = True
+
+    def __init__(self, message: str, content: str | None, *, cut: bool = False):
+        super().__init__(message, type="parse_error", status=200)
+        self.content = content
+        #: What the answer cost (set by the runner).
+        self.usage: dict[str, Any] | None = None
+        self.cost: float | None = None
+        #: Cut at max_tokens: asking again would cut it again.
+        self.cut = cut
+        if cut:
+            self.retryable = False

@@ -15,8 +15,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from .answers import AnswerInvalid
-from .errors import RateLimited, RequestFailed, Unreachable
+from .errors import AnswerInvalid, RateLimited, RequestFailed, Unreachable
 
 
 @dataclass(slots=True)

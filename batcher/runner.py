@@ -24,20 +24,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .answers import AnswerInvalid, ParseFunction
+from .answers import ParseFunction
 from .checkpoint import Checkpoint, Progress, write_atomically
 from .client import Completion, job_level_cause
 from .costs import Budget
-from .endpoints import AllEndpointsRetired, Endpoint, Router
+from .endpoints import Endpoint, Router
 from .errors import (
     EXIT_ABORTED,
     EXIT_FAILED_ROWS,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    AnswerInvalid,
     AuthenticationFailed,
     BatcherError,
     BudgetReached,
     ConfigError,
+    NoEndpointLeft,
     RateLimited,
     RequestFailed,
     RunAborted,
@@ -324,8 +326,8 @@ class Runner:
         estimate = self.estimator.estimate(item.body, item.prompt_chars)
         try:
             endpoint, permit = await self.router.acquire(estimate)
-        except AllEndpointsRetired:
-            self._fail(RunAborted(self.router.retired_message()))
+        except NoEndpointLeft as error:
+            self._fail(error)
             return None
         reserved = _OVER_BUDGET if self._stop.is_set() else self._reserve_budget(item, estimate)
         if reserved is _OVER_BUDGET:

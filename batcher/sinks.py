@@ -19,10 +19,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .answers import AnswerInvalid
 from .checkpoint import iter_journal
 from .client import Completion
-from .errors import RequestFailed
+from .errors import AnswerInvalid, RequestFailed
 from .jsoncodec import dumps
 from .sources import arrow
 
