@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .checkpoint import STATE_DIR, Checkpoint, iter_journal, write_atomically
-from .errors import BudgetReached, ConfigError, RunAborted
+from .errors import ConfigError
 from .job import Job, build_job, check_settings
 from .jsoncodec import dumps
 from .sinks import Schemas
@@ -188,37 +188,25 @@ class _Call:
         on_record: Callable[[bool, Record], None] | None = None,
         state: dict[str, Any] | None = None,
     ) -> None:
+        from .progress import Watch
         from .runner import run_job
 
-        bar = None
         loop = asyncio.get_running_loop()
+        watch = Watch(show=self.progress)
 
         def on_start(runner: Any) -> None:
-            nonlocal bar
             if state is not None:
                 state["stop"] = lambda: loop.call_soon_threadsafe(runner.request_stop)
-            if self.progress:
-                from .progress import ProgressBar
-
-                bar = ProgressBar(runner.stats)
+            watch.on_start(runner)
 
         try:
             outcome = await run_job(
-                job,
-                on_start=on_start,
-                on_record=on_record,
-                parse=self.parse,
-                on_progress=(lambda stats: bar.update(stats) if bar is not None else None),
+                job, on_start=on_start, on_record=on_record, parse=self.parse, on_progress=watch.on_progress
             )
         finally:
-            if bar is not None:
-                bar.close()
-        if outcome.status in ("aborted", "budget_reached"):
-            error = (BudgetReached if outcome.status == "budget_reached" else RunAborted)(
-                outcome.message or "the run stopped"
-            )
-            error.exit_code = outcome.exit_code
-            raise error
+            watch.close()
+        if outcome.error is not None:
+            raise outcome.error
 
 
 def _input_file(source: Any, directory: Path) -> tuple[Path, dict[str, Any]]:
@@ -273,7 +261,7 @@ def _write_if_changed(directory: Path, name: str, data: bytes) -> Path:
 def results_table(job: Job) -> Any:
     """Every row's latest outcome in the run directory, in input order, as a `pyarrow.Table`."""
     pa, _ = arrow()
-    checkpoint = Checkpoint(job.output, hidden_journal=job.output_format != "jsonl")
+    checkpoint = Checkpoint.of_run(job.output, job.output_format)
     results: dict[str, Record] = {}
     for record in iter_journal(checkpoint.results_path):
         results[record["id"]] = record

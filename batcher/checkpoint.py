@@ -284,6 +284,11 @@ class Checkpoint:
         self._wake = asyncio.Event()
         self._write_failed: WriteFailed | None = None
 
+    @classmethod
+    def of_run(cls, directory: Path, output_format: str) -> Checkpoint:
+        """A run directory's checkpoint: its journal is the output itself for jsonl, in .batcher/ otherwise."""
+        return cls(directory, hidden_journal=output_format != "jsonl")
+
     # -- opening -------------------------------------------------------------
 
     def open(self, identity: dict[str, Any], *, force: bool) -> Progress:
@@ -518,7 +523,7 @@ def read_progress(directory: Path) -> tuple[dict[str, Any], Progress]:
         raise ConfigError(f"{job_path} cannot be read: {e}") from None
     if not isinstance(job, dict):
         raise ConfigError(f"{job_path} cannot be read: not a JSON object")
-    checkpoint = Checkpoint(directory, hidden_journal=job.get("output_format", "jsonl") != "jsonl")
+    checkpoint = Checkpoint.of_run(directory, job.get("output_format", "jsonl"))
     return job, checkpoint.load(by_position=job.get(POSITIONS) is True, repair=False)
 
 

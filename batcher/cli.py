@@ -187,32 +187,20 @@ def run(source: Path | None, dry_run: bool, quiet: bool, verbose: bool, **option
             " raise --max-tokens if they should be whole",
             err=True,
         )
-    if outcome.status in ("interrupted", "aborted", "budget_reached") or stats.remaining:
+    if outcome.stopped_early or stats.remaining:
         click.echo(f"resume with: {_resume_command()}", err=True)
     sys.exit(outcome.exit_code)
 
 
 async def _run(job, quiet: bool):
+    from .progress import Watch
     from .runner import run_job
 
-    bar = None
-
-    def on_start(runner):
-        nonlocal bar
-        if not quiet:
-            from .progress import ProgressBar
-
-            bar = ProgressBar(runner.stats)
-
-    def on_progress(stats):
-        if bar is not None:
-            bar.update(stats)
-
+    watch = Watch(show=not quiet)
     try:
-        return await run_job(job, on_progress=on_progress, on_start=on_start, handle_signals=True)
+        return await run_job(job, on_progress=watch.on_progress, on_start=watch.on_start, handle_signals=True)
     finally:
-        if bar is not None:
-            bar.close()
+        watch.close()
 
 
 def _price_option(text: str, model: object) -> dict:
@@ -230,7 +218,7 @@ def _price_option(text: str, model: object) -> dict:
 
 
 def _report(job, outcome) -> None:
-    s = outcome.summary if hasattr(outcome, "summary") else outcome.stats.summary(outcome.status)
+    s = outcome.stats.summary(outcome.status)
     session = s["session"]
     click.echo(
         f"{outcome.status}: {s['rows_ok']} ok, {s['rows_failed']} failed, {s['rows_remaining']} remaining"

@@ -48,7 +48,7 @@ def plan(job: Job) -> Plan:
     """Check everything a run checks before sending; estimate what it would send."""
     source, builder = prepare(job)
     _check_writable(job.output)
-    checkpoint = Checkpoint(job.output, hidden_journal=job.output_format != "jsonl")
+    checkpoint = Checkpoint.of_run(job.output, job.output_format)
     recorded = checkpoint.recorded_job()
     done, failed = DoneRows(by_position=True), {}
     if recorded is not None:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import sys
-
-from tqdm import tqdm
+from typing import Any
 
 from .stats import RunStats
 
@@ -13,6 +12,8 @@ class ProgressBar:
     """Rows done of the total, rows/s and ETA (tqdm's own), tokens, errors and 429s."""
 
     def __init__(self, stats: RunStats):
+        from tqdm import tqdm  # (imported with the bar: a quiet run starts without it)
+
         self._shown = stats.ok + stats.failed
         self._bar = tqdm(
             total=stats.total,
@@ -38,6 +39,26 @@ class ProgressBar:
 
     def close(self) -> None:
         self._bar.close()
+
+
+class Watch:
+    """A session's `on_start` / `on_progress` hooks: a bar when `show`, closed by `close`."""
+
+    def __init__(self, show: bool):
+        self.show = show
+        self.bar: ProgressBar | None = None
+
+    def on_start(self, runner: Any) -> None:
+        if self.show:
+            self.bar = ProgressBar(runner.stats)
+
+    def on_progress(self, stats: RunStats) -> None:
+        if self.bar is not None:
+            self.bar.update(stats)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _short(n: int) -> str:

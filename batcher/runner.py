@@ -31,9 +31,6 @@ from .costs import Budget
 from .endpoints import Endpoint, Router
 from .errors import (
     EXIT_ABORTED,
-    EXIT_FAILED_ROWS,
-    EXIT_INTERRUPTED,
-    EXIT_OK,
     AnswerInvalid,
     AuthenticationFailed,
     BatcherError,
@@ -48,6 +45,7 @@ from .errors import (
 )
 from .job import Job
 from .limits import Permit, Verdict
+from .outcome import RunOutcome, Status
 from .prompts import RequestBuilder
 from .retry import RetryPolicy, Tries
 from .reuse import ON_THE_WIRE, AnswerCache, Reuse
@@ -80,16 +78,6 @@ class _Item:
     row: dict[str, Any] | None = None
     #: The worker task carrying the row (asked once a worker: each asking is a system call).
     worker: asyncio.Task | None = None
-
-
-@dataclass
-class RunOutcome:
-    """How a session ended, for the CLI to report."""
-
-    status: str  # completed | completed_with_errors | interrupted | aborted | budget_reached
-    exit_code: int
-    stats: RunStats
-    message: str | None = None
 
 
 class Runner:
@@ -546,15 +534,11 @@ class Runner:
     def _outcome(self) -> RunOutcome:
         stats = self.stats
         if self._abort is not None:
-            status = "budget_reached" if isinstance(self._abort, BudgetReached) else "aborted"
-            return RunOutcome(status, self._abort.exit_code, stats, str(self._abort))
+            status = Status.BUDGET_REACHED if isinstance(self._abort, BudgetReached) else Status.ABORTED
+            return RunOutcome(status, stats, self._abort)
         if self.interrupted:
-            return RunOutcome("interrupted", EXIT_INTERRUPTED, stats, "interrupted")
-        if stats.failed:
-            return RunOutcome(
-                "completed_with_errors", EXIT_FAILED_ROWS, stats, f"{stats.failed} row(s) failed; see errors"
-            )
-        return RunOutcome("completed", EXIT_OK, stats)
+            return RunOutcome(Status.INTERRUPTED, stats)
+        return RunOutcome(Status.COMPLETED_WITH_ERRORS if stats.failed else Status.COMPLETED, stats)
 
 
 def _scan_unless_recorded(job: Job, source: Source, builder: RequestBuilder, checkpoint: Checkpoint) -> Scan:
@@ -652,7 +636,7 @@ async def run_job(
     each result or error record once it is durable.
     """
     source, builder = prepare(job)
-    checkpoint = Checkpoint(job.output, hidden_journal=job.output_format != "jsonl")
+    checkpoint = Checkpoint.of_run(job.output, job.output_format)
     scan = await asyncio.to_thread(_scan_unless_recorded, job, source, builder, checkpoint)
     progress = checkpoint.open(identity_of(job, scan, source), force=job.force)
     log.info(
@@ -781,7 +765,7 @@ def _finish(
         if sink is not None:
             sink.close(progress.failed.values())
         checkpoint.close(progress)
-        status = outcome.status if outcome is not None else "failed"
+        status = outcome.status if outcome is not None else Status.FAILED
         summary = json.dumps(stats.summary(status), indent=2) + "\n"
         write_atomically(job.output / "summary.json", summary)
     except OSError as e:

@@ -1,0 +1,52 @@
+"""How a session ended: a status, the counters, and the error that stopped it, if one did."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from .errors import EXIT_FAILED_ROWS, EXIT_INTERRUPTED, EXIT_OK, BatcherError
+from .stats import RunStats
+
+
+class Status(enum.StrEnum):
+    """The `status` of summary.json."""
+
+    COMPLETED = "completed"
+    COMPLETED_WITH_ERRORS = "completed_with_errors"
+    INTERRUPTED = "interrupted"
+    ABORTED = "aborted"
+    BUDGET_REACHED = "budget_reached"
+    #: The session itself ended in an exception (summary.json is still written).
+    FAILED = "failed"
+
+
+@dataclass
+class RunOutcome:
+    """What a session became, for the CLI and the Python API to report."""
+
+    status: Status
+    stats: RunStats
+    #: What stopped the run (ABORTED, BUDGET_REACHED): raised as it is by the Python API.
+    error: BatcherError | None = None
+
+    @property
+    def exit_code(self) -> int:
+        if self.error is not None:
+            return self.error.exit_code
+        if self.status is Status.INTERRUPTED:
+            return EXIT_INTERRUPTED
+        return EXIT_FAILED_ROWS if self.status is Status.COMPLETED_WITH_ERRORS else EXIT_OK
+
+    @property
+    def message(self) -> str | None:
+        if self.error is not None:
+            return str(self.error)
+        if self.status is Status.COMPLETED_WITH_ERRORS:
+            return f"{self.stats.failed} row(s) failed; see errors"
+        return "interrupted" if self.status is Status.INTERRUPTED else None
+
+    @property
+    def stopped_early(self) -> bool:
+        """Rows were left unsent on purpose or by a stop: the same command continues."""
+        return self.status in (Status.INTERRUPTED, Status.ABORTED, Status.BUDGET_REACHED)
