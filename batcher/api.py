@@ -189,7 +189,7 @@ class _Call:
         state: dict[str, Any] | None = None,
     ) -> None:
         from .progress import Watch
-        from .runner import run_job
+        from .session import run_job
 
         loop = asyncio.get_running_loop()
         watch = Watch(show=self.progress)

@@ -286,7 +286,7 @@ class Checkpoint:
 
     @classmethod
     def of_run(cls, directory: Path, output_format: str) -> Checkpoint:
-        """A run directory's checkpoint: its journal is the output itself for jsonl, in .batcher/ otherwise."""
+        """A run directory's checkpoint: its journal is the output itself for jsonl, else in .batcher/."""
         return cls(directory, hidden_journal=output_format != "jsonl")
 
     # -- opening -------------------------------------------------------------

@@ -194,7 +194,7 @@ def run(source: Path | None, dry_run: bool, quiet: bool, verbose: bool, **option
 
 async def _run(job, quiet: bool):
     from .progress import Watch
-    from .runner import run_job
+    from .session import run_job
 
     watch = Watch(show=not quiet)
     try:

@@ -14,7 +14,7 @@ from typing import Any
 from .checkpoint import Checkpoint, DoneRows
 from .errors import ConfigError
 from .job import Job
-from .runner import prepare
+from .session import identity_of, prepare
 from .tokens import DEFAULT_COMPLETION_TOKENS, TokenEstimator
 
 #: How many request bodies a dry run shows.
@@ -52,7 +52,7 @@ def plan(job: Job) -> Plan:
     recorded = checkpoint.recorded_job()
     done, failed = DoneRows(by_position=True), {}
     if recorded is not None:
-        identity = {**job.identity(), "input_kind": source.kind, "input_fingerprint": source.fingerprint()}
+        identity = identity_of(job, source, source.fingerprint())
         if not job.force and (refused := checkpoint.refusal(identity, recorded)):
             raise refused
         progress = checkpoint.load(by_position=checkpoint.positions_hold(identity, recorded), repair=False)

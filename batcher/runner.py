@@ -1,31 +1,26 @@
-"""The worker pool: feed rows, send them under the limits, hand outcomes on.
+"""The online worker pool: rows become requests, answers become journal lines.
 
-One producer reads rows (skipping those already done), builds their request
-bodies and queues them; `concurrency` workers each take a row, wait for the
-limits, send it, retry what can be retried and append the outcome to the
+`concurrency` workers take rows from one iterator (skipping those already
+done), each builds its row's request, waits for the limits (limits.py), sends
+it, retries what can be retried (retry.py) and appends the outcome to the
 checkpoint. Stopping (Ctrl-C, SIGTERM, a refused key) stops the feed, drops
 rows still waiting, lets requests already on the wire finish for up to
-`drain_timeout` seconds, then makes everything finished durable.
+`drain_timeout` seconds, then makes everything finished durable. A session is
+assembled around the pool in session.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ipaddress
-import json
 import logging
 import os
-import signal
 import time
-import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from .answers import ParseFunction
-from .checkpoint import Checkpoint, Progress, write_atomically
+from .checkpoint import Checkpoint, Progress
 from .client import Completion, job_level_cause
 from .costs import Budget
 from .endpoints import Endpoint, Router
@@ -35,7 +30,6 @@ from .errors import (
     AuthenticationFailed,
     BatcherError,
     BudgetReached,
-    ConfigError,
     NoEndpointLeft,
     RateLimited,
     RequestFailed,
@@ -48,11 +42,10 @@ from .limits import Permit, Verdict
 from .outcome import RunOutcome, Status
 from .prompts import RequestBuilder
 from .retry import RetryPolicy, Tries
-from .reuse import ON_THE_WIRE, AnswerCache, Reuse
-from .sinks import RESERVED_COLUMNS, Sink, error_record, open_sink, result_record
-from .sources import InputRow, Scan, Source
+from .reuse import ON_THE_WIRE, Reuse
+from .sinks import RESERVED_COLUMNS, Sink, error_record, result_record
+from .sources import InputRow, Source
 from .stats import RunStats
-from .timeline import Timeline, timeline_path
 from .tokens import TokenEstimator
 
 log = logging.getLogger("batcher")
@@ -541,22 +534,6 @@ class Runner:
         return RunOutcome(Status.COMPLETED_WITH_ERRORS if stats.failed else Status.COMPLETED, stats)
 
 
-def _scan_unless_recorded(job: Job, source: Source, builder: RequestBuilder, checkpoint: Checkpoint) -> Scan:
-    """Scan the input, unless this directory recorded a scan of the very same job and bytes."""
-    fingerprint = source.fingerprint()
-    recorded = checkpoint.recorded_job()
-    identity = {**job.identity(), "input_kind": source.kind, "input_fingerprint": fingerprint}
-    if checkpoint.same_job(identity, recorded) and isinstance(recorded.get("rows"), int):
-        if source.is_parquet:
-            kept = source.parquet_types(list(job.keep_columns))
-        else:
-            kept = {name: set(types) for name, types in (recorded.get("kept_types") or {}).items()}
-        if set(kept) == set(job.keep_columns):
-            log.info("%s: unchanged since its scan; not scanned again", job.input)
-            return Scan(source.kind, recorded["rows"], fingerprint, kept)
-    return source.scan(builder, fingerprint)
-
-
 def _auth_abort(error: AuthenticationFailed, endpoint: Endpoint) -> BatcherError:
     api_key_env = endpoint.config.api_key_env
     if error.status in (401, 403):
@@ -572,163 +549,6 @@ def _auth_abort(error: AuthenticationFailed, endpoint: Endpoint) -> BatcherError
     )
 
 
-def prepare(job: Job) -> tuple[Source, RequestBuilder]:
-    """The job's input and request builder, after the checks that need no input read."""
-    clash = [c for c in job.keep_columns if c in RESERVED_COLUMNS]
-    if clash:
-        raise ConfigError(f"keep_columns cannot keep {', '.join(clash)}: results already use that name")
-    answer_columns = job.answer_format.columns if job.answer_format else []
-    clash = [c for c in answer_columns if c in RESERVED_COLUMNS or c in job.keep_columns]
-    if clash:
-        raise ConfigError(
-            f"the answer schema's {', '.join(clash)} would clash with a result column of that name: rename it"
-        )
-    for endpoint in job.endpoint_configs:
-        if (
-            os.environ.get(endpoint.api_key_env)
-            and not endpoint.uses_simulator
-            and not job.allow_insecure_http
-            and _in_clear(endpoint.base_url)
-        ):
-            raise ConfigError(
-                f"{endpoint.base_url} is plain http to another machine, so the key in "
-                f"${endpoint.api_key_env} would cross the network unencrypted. Use https, or allow it "
-                "with --allow-insecure-http (allow_insecure_http = true) on a network you trust."
-            )
-    source = Source(job.input, id_column=job.id_column, has_template=job.prompt is not None)
-    builder = RequestBuilder(
-        source.kind,
-        template=job.prompt,
-        system=job.system,
-        defaults=job.defaults(),
-        id_column=job.id_column,
-        keep_columns=job.keep_columns,
-    )
-    return source, builder
-
-
-def identity_of(job: Job, scan: Scan, source: Source) -> dict[str, Any]:
-    """The job record of this job on this input (see checkpoint.py)."""
-    return {
-        **job.identity(),
-        "input_kind": scan.kind,
-        "input_fingerprint": scan.fingerprint,
-        "rows": scan.total,
-        "kept_types": None if source.is_parquet else {k: sorted(v) for k, v in scan.kept_types.items()},
-    }
-
-
-async def run_job(
-    job: Job,
-    *,
-    on_progress: Callable[[RunStats], None] | None = None,
-    on_start: Callable[[Runner], None] | None = None,
-    on_record: Callable[[bool, dict[str, Any]], None] | None = None,
-    parse: Callable[[dict[str, Any], str | None], dict[str, Any]] | None = None,
-    handle_signals: bool = False,
-) -> RunOutcome:
-    """Run one session of `job`: check the input, resume the run directory, send what is left.
-
-    Everything that can be found wrong before sending (input, job, run
-    directory) raises a `BatcherError` before the first request. `on_start`
-    gets the runner just before the first request (its `stats`, and
-    `request_stop` to end the session early); `on_record(ok, record)` gets
-    each result or error record once it is durable.
-    """
-    source, builder = prepare(job)
-    checkpoint = Checkpoint.of_run(job.output, job.output_format)
-    scan = await asyncio.to_thread(_scan_unless_recorded, job, source, builder, checkpoint)
-    progress = checkpoint.open(identity_of(job, scan, source), force=job.force)
-    log.info(
-        "%s: %d rows; %d done and %d failed before this session; %d torn line(s) repaired",
-        job.output,
-        scan.total,
-        len(progress.done),
-        len(progress.failed),
-        progress.repaired_lines,
-    )
-    stats = RunStats(
-        total=scan.total,
-        ok=len(progress.done),
-        failed=len(progress.failed),
-        prompt_tokens=progress.prompt_tokens,
-        completion_tokens=progress.completion_tokens,
-        cost_usd=progress.cost_usd,
-        unpriced=progress.unpriced,
-        skipped=len(progress.done) + (0 if job.retry_failed else len(progress.failed)),
-    )
-    sink = None
-    simulators: list[Any] = []
-    router = None
-    outcome = None
-    cache = None
-    try:
-        cache = AnswerCache(Path(job.cache)) if job.cache else None
-        answer_types = job.answer_format.column_types() if job.answer_format else None
-        sink = open_sink(
-            job.output_format, job.output, checkpoint.results_path, scan.kept_types, answer_types
-        )
-        endpoints = []
-        for config in job.endpoint_configs:
-            base_url = config.base_url
-            if config.uses_simulator:
-                from .simulator import Simulator
-
-                simulators.append(Simulator(job.simulator))
-                base_url = await simulators[-1].start()
-            endpoints.append(Endpoint(config, base_url, timeout=job.timeout, connections=job.concurrency))
-        router = Router(endpoints)
-        async with contextlib.AsyncExitStack() as clients:
-            for endpoint in endpoints:
-                await clients.enter_async_context(endpoint.client)
-            runner = Runner(
-                job=job,
-                builder=builder,
-                router=router,
-                checkpoint=checkpoint,
-                progress=progress,
-                stats=stats,
-                sink=sink,
-                on_progress=on_progress,
-                on_record=on_record,
-                parse=parse,
-                reuse=(
-                    Reuse(within_run=job.dedupe, cache=cache, keep_body=job.output_format == "openai-batch")
-                    if job.dedupe or cache
-                    else None
-                ),
-            )
-            if on_start is not None:
-                on_start(runner)
-            loop = asyncio.get_running_loop()
-            if handle_signals:
-                for sig in (signal.SIGINT, signal.SIGTERM):
-                    loop.add_signal_handler(sig, runner.request_stop)
-            timeline = Timeline(timeline_path(job.output), stats, router.limits)
-            recorder = asyncio.create_task(timeline.keep_recording())
-            try:
-                outcome = await runner.run(runner.rows(source))
-            finally:
-                recorder.cancel()
-                timeline.record()
-                if handle_signals:
-                    for sig in (signal.SIGINT, signal.SIGTERM):
-                        loop.remove_signal_handler(sig)
-    finally:
-        stats.finished = time.monotonic()
-        stats.endpoints = router.summary() if router is not None else None
-        for endpoint in router.endpoints if router is not None else ():
-            endpoint.limits.close()
-        if cache is not None:
-            cache.close()
-        try:
-            _finish(job, checkpoint, progress, sink, stats, outcome)
-        finally:
-            for simulator in simulators:
-                await simulator.stop()
-    return outcome
-
-
 def _systematic_message(count: int, failure: RequestFailed) -> str:
     return (
         f"the last {count} rows all failed alike, so the problem is the job, not the rows "
@@ -736,38 +556,3 @@ def _systematic_message(count: int, failure: RequestFailed) -> str:
         "marking them failed: fix the model name, base URL, key or account, then run the "
         "same command again."
     )
-
-
-def _in_clear(base_url: str) -> bool:
-    """True when the URL is plain http to a host other than this machine."""
-    parts = urllib.parse.urlsplit(base_url)
-    if parts.scheme != "http":
-        return False
-    host = parts.hostname or ""
-    if host == "localhost":
-        return False
-    try:
-        return not ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return True
-
-
-def _finish(
-    job: Job,
-    checkpoint: Checkpoint,
-    progress: Progress,
-    sink: Sink | None,
-    stats: RunStats,
-    outcome: RunOutcome | None,
-) -> None:
-    """Close the outputs and write summary.json; the lock is released whatever happens."""
-    try:
-        if sink is not None:
-            sink.close(progress.failed.values())
-        checkpoint.close(progress)
-        status = outcome.status if outcome is not None else Status.FAILED
-        summary = json.dumps(stats.summary(status), indent=2) + "\n"
-        write_atomically(job.output / "summary.json", summary)
-    except OSError as e:
-        checkpoint.close()
-        raise WriteFailed(f"cannot finish writing {job.output}: {e.strerror or e}") from None

@@ -1,0 +1,247 @@
+"""A session of a job, assembled: check the job and its input, open the run directory, run, finish.
+
+The order is that of the README's guarantees: everything that can be found wrong
+before sending (the job, the input, the run directory) raises before the first
+request; the input is scanned once (not again on resume when its bytes are
+unchanged); the run directory is locked and its journal read; the endpoints,
+the sink and the answer cache are opened; the pool (runner.py) sends what is
+left; and whatever happens, the outputs are closed and summary.json written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+import logging
+import os
+import signal
+import time
+import urllib.parse
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .checkpoint import Checkpoint, Progress, write_atomically
+from .endpoints import Endpoint, Router
+from .errors import ConfigError, WriteFailed
+from .job import Job
+from .outcome import RunOutcome, Status
+from .prompts import RequestBuilder
+from .reuse import AnswerCache, Reuse
+from .runner import Runner
+from .sinks import RESERVED_COLUMNS, Sink, open_sink
+from .sources import Scan, Source
+from .stats import RunStats
+from .timeline import Timeline, timeline_path
+
+log = logging.getLogger("batcher")
+
+
+def prepare(job: Job) -> tuple[Source, RequestBuilder]:
+    """The job's input and request builder, after the checks that need no input read."""
+    clash = [c for c in job.keep_columns if c in RESERVED_COLUMNS]
+    if clash:
+        raise ConfigError(f"keep_columns cannot keep {', '.join(clash)}: results already use that name")
+    answer_columns = job.answer_format.columns if job.answer_format else []
+    clash = [c for c in answer_columns if c in RESERVED_COLUMNS or c in job.keep_columns]
+    if clash:
+        raise ConfigError(
+            f"the answer schema's {', '.join(clash)} would clash with a result column of that name: rename it"
+        )
+    for endpoint in job.endpoint_configs:
+        if (
+            os.environ.get(endpoint.api_key_env)
+            and not endpoint.uses_simulator
+            and not job.allow_insecure_http
+            and _in_clear(endpoint.base_url)
+        ):
+            raise ConfigError(
+                f"{endpoint.base_url} is plain http to another machine, so the key in "
+                f"${endpoint.api_key_env} would cross the network unencrypted. Use https, or allow it "
+                "with --allow-insecure-http (allow_insecure_http = true) on a network you trust."
+            )
+    source = Source(job.input, id_column=job.id_column, has_template=job.prompt is not None)
+    builder = RequestBuilder(
+        source.kind,
+        template=job.prompt,
+        system=job.system,
+        defaults=job.defaults(),
+        id_column=job.id_column,
+        keep_columns=job.keep_columns,
+    )
+    return source, builder
+
+
+def identity_of(job: Job, source: Source, fingerprint: str, scan: Scan | None = None) -> dict[str, Any]:
+    """The job record of this job on this input (see checkpoint.py), with the scan's figures once known."""
+    identity = {**job.identity(), "input_kind": source.kind, "input_fingerprint": fingerprint}
+    if scan is not None:
+        identity["rows"] = scan.total
+        identity["kept_types"] = (
+            None if source.is_parquet else {k: sorted(v) for k, v in scan.kept_types.items()}
+        )
+    return identity
+
+
+def scan_unless_recorded(job: Job, source: Source, builder: RequestBuilder, checkpoint: Checkpoint) -> Scan:
+    """Scan the input, unless this directory recorded a scan of the very same job and bytes."""
+    fingerprint = source.fingerprint()
+    recorded = checkpoint.recorded_job()
+    identity = identity_of(job, source, fingerprint)
+    if checkpoint.same_job(identity, recorded) and isinstance(recorded.get("rows"), int):
+        if source.is_parquet:
+            kept = source.parquet_types(list(job.keep_columns))
+        else:
+            kept = {name: set(types) for name, types in (recorded.get("kept_types") or {}).items()}
+        if set(kept) == set(job.keep_columns):
+            log.info("%s: unchanged since its scan; not scanned again", job.input)
+            return Scan(source.kind, recorded["rows"], fingerprint, kept)
+    return source.scan(builder, fingerprint)
+
+
+async def run_job(
+    job: Job,
+    *,
+    on_progress: Callable[[RunStats], None] | None = None,
+    on_start: Callable[[Runner], None] | None = None,
+    on_record: Callable[[bool, dict[str, Any]], None] | None = None,
+    parse: Callable[[dict[str, Any], str | None], dict[str, Any]] | None = None,
+    handle_signals: bool = False,
+) -> RunOutcome:
+    """Run one session of `job`: check the input, resume the run directory, send what is left.
+
+    Everything that can be found wrong before sending (input, job, run
+    directory) raises a `BatcherError` before the first request. `on_start`
+    gets the runner just before the first request (its `stats`, and
+    `request_stop` to end the session early); `on_record(ok, record)` gets
+    each result or error record once it is durable.
+    """
+    source, builder = prepare(job)
+    checkpoint = Checkpoint.of_run(job.output, job.output_format)
+    scan = await asyncio.to_thread(scan_unless_recorded, job, source, builder, checkpoint)
+    progress = checkpoint.open(identity_of(job, source, scan.fingerprint, scan), force=job.force)
+    log.info(
+        "%s: %d rows; %d done and %d failed before this session; %d torn line(s) repaired",
+        job.output,
+        scan.total,
+        len(progress.done),
+        len(progress.failed),
+        progress.repaired_lines,
+    )
+    stats = RunStats(
+        total=scan.total,
+        ok=len(progress.done),
+        failed=len(progress.failed),
+        prompt_tokens=progress.prompt_tokens,
+        completion_tokens=progress.completion_tokens,
+        cost_usd=progress.cost_usd,
+        unpriced=progress.unpriced,
+        skipped=len(progress.done) + (0 if job.retry_failed else len(progress.failed)),
+    )
+    sink = None
+    simulators: list[Any] = []
+    router = None
+    outcome = None
+    cache = None
+    try:
+        cache = AnswerCache(Path(job.cache)) if job.cache else None
+        answer_types = job.answer_format.column_types() if job.answer_format else None
+        sink = open_sink(
+            job.output_format, job.output, checkpoint.results_path, scan.kept_types, answer_types
+        )
+        endpoints = []
+        for config in job.endpoint_configs:
+            base_url = config.base_url
+            if config.uses_simulator:
+                from .simulator import Simulator
+
+                simulators.append(Simulator(job.simulator))
+                base_url = await simulators[-1].start()
+            endpoints.append(Endpoint(config, base_url, timeout=job.timeout, connections=job.concurrency))
+        router = Router(endpoints)
+        async with contextlib.AsyncExitStack() as clients:
+            for endpoint in endpoints:
+                await clients.enter_async_context(endpoint.client)
+            runner = Runner(
+                job=job,
+                builder=builder,
+                router=router,
+                checkpoint=checkpoint,
+                progress=progress,
+                stats=stats,
+                sink=sink,
+                on_progress=on_progress,
+                on_record=on_record,
+                parse=parse,
+                reuse=(
+                    Reuse(within_run=job.dedupe, cache=cache, keep_body=job.output_format == "openai-batch")
+                    if job.dedupe or cache
+                    else None
+                ),
+            )
+            if on_start is not None:
+                on_start(runner)
+            loop = asyncio.get_running_loop()
+            if handle_signals:
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.add_signal_handler(sig, runner.request_stop)
+            timeline = Timeline(timeline_path(job.output), stats, router.limits)
+            recorder = asyncio.create_task(timeline.keep_recording())
+            try:
+                outcome = await runner.run(runner.rows(source))
+            finally:
+                recorder.cancel()
+                timeline.record()
+                if handle_signals:
+                    for sig in (signal.SIGINT, signal.SIGTERM):
+                        loop.remove_signal_handler(sig)
+    finally:
+        stats.finished = time.monotonic()
+        stats.endpoints = router.summary() if router is not None else None
+        for endpoint in router.endpoints if router is not None else ():
+            endpoint.limits.close()
+        if cache is not None:
+            cache.close()
+        try:
+            _finish(job, checkpoint, progress, sink, stats, outcome)
+        finally:
+            for simulator in simulators:
+                await simulator.stop()
+    return outcome
+
+
+def _finish(
+    job: Job,
+    checkpoint: Checkpoint,
+    progress: Progress,
+    sink: Sink | None,
+    stats: RunStats,
+    outcome: RunOutcome | None,
+) -> None:
+    """Close the outputs and write summary.json; the lock is released whatever happens."""
+    try:
+        if sink is not None:
+            sink.close(progress.failed.values())
+        checkpoint.close(progress)
+        status = outcome.status if outcome is not None else Status.FAILED
+        summary = json.dumps(stats.summary(status), indent=2) + "\n"
+        write_atomically(job.output / "summary.json", summary)
+    except OSError as e:
+        checkpoint.close()
+        raise WriteFailed(f"cannot finish writing {job.output}: {e.strerror or e}") from None
+
+
+def _in_clear(base_url: str) -> bool:
+    """True when the URL is plain http to a host other than this machine."""
+    parts = urllib.parse.urlsplit(base_url)
+    if parts.scheme != "http":
+        return False
+    host = parts.hostname or ""
+    if host == "localhost":
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True
