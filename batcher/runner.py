@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from .answers import ParseFunction
-from .checkpoint import Checkpoint, Progress
 from .client import Completion, job_level_cause
 from .costs import Budget
 from .endpoints import Endpoint, Router
@@ -41,11 +40,11 @@ from .job import Job
 from .limits import Permit, Verdict
 from .outcome import RunOutcome, Status
 from .prompts import RequestBuilder
+from .recording import FailureStreak, Recorder
 from .retry import RetryPolicy, Tries
 from .reuse import ON_THE_WIRE, Reuse
-from .sinks import RESERVED_COLUMNS, Sink, error_record, result_record
+from .sinks import RESERVED_COLUMNS, error_record, result_record
 from .sources import InputRow, Source
-from .stats import RunStats
 from .tokens import TokenEstimator
 
 log = logging.getLogger("batcher")
@@ -82,14 +81,9 @@ class Runner:
         job: Job,
         builder: RequestBuilder,
         router: Router,
-        checkpoint: Checkpoint,
-        progress: Progress,
-        stats: RunStats,
-        sink: Sink | None = None,
+        recorder: Recorder,
         retry: RetryPolicy | None = None,
         estimator: TokenEstimator | None = None,
-        on_progress: Callable[[RunStats], None] | None = None,
-        on_record: Callable[[bool, dict[str, Any]], None] | None = None,
         reuse: Reuse | None = None,
         parse: Callable[[dict[str, Any], str | None], dict[str, Any]] | None = None,
     ):
@@ -97,14 +91,10 @@ class Runner:
         self.job = job
         self.builder = builder
         self.router = router
-        self.checkpoint = checkpoint
-        self.progress = progress
-        self.stats = stats
-        self.sink = sink
+        self.recorder = recorder
+        self.stats = stats = recorder.stats
         self.retry = retry or RetryPolicy(max_retries=job.max_retries, parse_retries=job.parse_retries)
         self.estimator = estimator or TokenEstimator()
-        self.on_progress = on_progress or (lambda stats: None)
-        self.on_record = on_record
         self._with_response = job.output_format == "openai-batch"
         self.reuse = reuse
         #: What makes an answer columns: a parse function, a JSON Schema or labels, or nothing.
@@ -124,8 +114,7 @@ class Runner:
         self._abort: BatcherError | None = None
         self.interrupted = False
         #: Failures held back while they all look alike (see _row_failed).
-        self._streak: list[dict[str, Any]] = []
-        self._streak_signature: tuple | None = None
+        self._streak = FailureStreak(job.stop_after_identical_failures)
         self._systematic = False
         self._started = self._last_answer = time.monotonic()
 
@@ -146,7 +135,7 @@ class Runner:
     # -- the pool --------------------------------------------------------------
 
     async def run(self, rows: Iterator[InputRow | None]) -> RunOutcome:
-        syncer = asyncio.create_task(self.checkpoint.keep_syncing(self._on_durable))
+        syncer = asyncio.create_task(self.recorder.keep_syncing())
         syncer.add_done_callback(self._watch)
         # The workers take rows from the one iterator themselves: no producer task, no queue.
         workers = {asyncio.create_task(self._work(rows)) for _ in range(self.job.concurrency)}
@@ -172,8 +161,7 @@ class Runner:
         except WriteFailed as e:  # the rows it held are sent again on resume
             self._fail(e)
         try:
-            self._on_durable(await self.checkpoint.sync())
-            self.checkpoint.check()
+            await self.recorder.last_sync()
         except BatcherError as e:
             self._fail(e)
 
@@ -212,7 +200,7 @@ class Runner:
 
     def rows(self, source: Source) -> Iterator[InputRow | None]:
         """The rows this session sends: all but those done, and those failed unless retried."""
-        done, failed = self.progress.done, self.progress.failed
+        done, failed = self.recorder.progress.done, self.recorder.progress.failed
         skip_failed = bool(failed) and not self.job.retry_failed
         if done.ids is None:
             skip = failed.__contains__ if skip_failed else None
@@ -275,7 +263,7 @@ class Runner:
             with_response=self._with_response,
             reused_from=source,
         )
-        self.checkpoint.add(True, record)
+        self.recorder.add(True, record)
 
     def _parse(self, item: _Item, completion: Completion) -> dict[str, Any]:
         """The answer's columns (none without a schema, labels or parse function); AnswerInvalid."""
@@ -394,7 +382,7 @@ class Runner:
             cost=completion.cost,
             with_response=self._with_response,
         )
-        self.checkpoint.add(True, record)
+        self.recorder.add(True, record)
         self._release_streak()
         return None
 
@@ -403,7 +391,7 @@ class Runner:
         tries.count(failure)
         if isinstance(failure, RateLimited):
             self.stats.rate_limited += 1
-            self.on_progress(self.stats)
+            self.recorder.changed()
         if self.router.failed(endpoint, failure):
             log.warning("endpoint %s retired: %s", endpoint.name, endpoint.stats.retired)
             return 0.0  # the endpoint's fault, not the row's: send it elsewhere now
@@ -485,44 +473,21 @@ class Runner:
 
     def _row_failed(self, record: dict[str, Any], failure: RequestFailed) -> None:
         """Hold failures while they all look alike: many in a row mean the job, not the rows, is wrong."""
-        previous = self.progress.failed.get(record["id"])
+        previous = self.recorder.progress.failed.get(record["id"])
         if previous is not None and previous.get("error") == record["error"]:
             # Failing again exactly as before is the row's own fault, whatever else fails alike.
-            self.checkpoint.add(False, record)
+            self.recorder.add(False, record)
             return
-        signature = (failure.status, failure.type, failure.param, failure.message)
-        if self._streak and self._streak_signature != signature:
-            self._release_streak()
-        self._streak_signature = signature
-        self._streak.append(record)
-        limit = self.job.stop_after_identical_failures
-        if limit and len(self._streak) >= limit and not self._stop.is_set():
+        for released in self._streak.hold(record, failure):
+            self.recorder.add(False, released)
+        if self._streak.reached and not self._stop.is_set():
             self._systematic = True
             self._fail(RunAborted(_systematic_message(len(self._streak), failure)))
 
     def _release_streak(self) -> None:
         """The held failures are genuine row failures after all: record them."""
-        for record in self._streak:
-            self.checkpoint.add(False, record)
-        self._streak.clear()
-
-    def _on_durable(self, batch: list[tuple[bool, dict[str, Any]]]) -> None:
-        if not batch:
-            return
-        progress = self.progress
-        for ok, record in batch:
-            row_id = record["id"]
-            was_failed = row_id in progress.failed
-            self.stats.record_durable(ok, record, retried_failure=was_failed)
-            if ok:
-                progress.failed.pop(row_id, None)
-                if self.sink is not None:
-                    self.sink.write_result(record)
-            else:
-                progress.failed[row_id] = record
-            if self.on_record is not None:
-                self.on_record(ok, record)
-        self.on_progress(self.stats)
+        for record in self._streak.release():
+            self.recorder.add(False, record)
 
     def _outcome(self) -> RunOutcome:
         stats = self.stats

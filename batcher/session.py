@@ -29,6 +29,7 @@ from .errors import ConfigError, WriteFailed
 from .job import Job
 from .outcome import RunOutcome, Status
 from .prompts import RequestBuilder
+from .recording import Recorder
 from .reuse import AnswerCache, Reuse
 from .runner import Runner
 from .sinks import RESERVED_COLUMNS, Sink, open_sink
@@ -168,12 +169,9 @@ async def run_job(
                 job=job,
                 builder=builder,
                 router=router,
-                checkpoint=checkpoint,
-                progress=progress,
-                stats=stats,
-                sink=sink,
-                on_progress=on_progress,
-                on_record=on_record,
+                recorder=Recorder(
+                    checkpoint, progress, stats, sink=sink, on_progress=on_progress, on_record=on_record
+                ),
                 parse=parse,
                 reuse=(
                     Reuse(within_run=job.dedupe, cache=cache, keep_body=job.output_format == "openai-batch")

@@ -1,0 +1,111 @@
+"""Where a transport's finished rows go, and the streak of alike failures held back on the way.
+
+A transport (the online pool, later the Batch API) hands every finished row to
+a `Recorder`: its line goes to the journal at once, and once durable the row
+counts as done (stats), reaches the sink and the caller's `on_record`, and the
+progress hook sees the new counters. Both transports thereby keep the same
+checkpoint, outputs, summary and guarantees.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .checkpoint import Checkpoint, Progress
+from .errors import RequestFailed
+from .sinks import Sink
+from .stats import RunStats
+
+Record = dict[str, Any]
+
+
+class Recorder:
+    """A session's finished rows: to the journal now; to stats, sink and caller once durable."""
+
+    def __init__(
+        self,
+        checkpoint: Checkpoint,
+        progress: Progress,
+        stats: RunStats,
+        *,
+        sink: Sink | None = None,
+        on_progress: Callable[[RunStats], None] | None = None,
+        on_record: Callable[[bool, Record], None] | None = None,
+    ):
+        self.checkpoint = checkpoint
+        #: What earlier sessions finished: done rows, and failed rows by id (kept current).
+        self.progress = progress
+        self.stats = stats
+        self.sink = sink
+        self.on_progress = on_progress or (lambda stats: None)
+        self.on_record = on_record
+
+    def add(self, ok: bool, record: Record) -> None:
+        """A finished row: a result (`ok`) or an error record. Raises WriteFailed after a failed write."""
+        self.checkpoint.add(ok, record)
+
+    def changed(self) -> None:
+        """Counters moved outside the journal (a 429, a retry): tell the progress hook."""
+        self.on_progress(self.stats)
+
+    async def keep_syncing(self) -> None:
+        """Make rows durable in batches, until cancelled (see Checkpoint.keep_syncing)."""
+        await self.checkpoint.keep_syncing(self._on_durable)
+
+    async def last_sync(self) -> None:
+        """Report every row written as durable; raise the WriteFailed of a write that failed."""
+        self._on_durable(await self.checkpoint.sync())
+        self.checkpoint.check()
+
+    def _on_durable(self, batch: list[tuple[bool, Record]]) -> None:
+        if not batch:
+            return
+        failed = self.progress.failed
+        for ok, record in batch:
+            row_id = record["id"]
+            self.stats.record_durable(ok, record, retried_failure=row_id in failed)
+            if ok:
+                failed.pop(row_id, None)
+                if self.sink is not None:
+                    self.sink.write_result(record)
+            else:
+                failed[row_id] = record
+            if self.on_record is not None:
+                self.on_record(ok, record)
+        self.on_progress(self.stats)
+
+
+class FailureStreak:
+    """Row failures held back while they all look alike.
+
+    Many rows in a row failing the same way (same status, type, param and
+    message) say the job is wrong (a model name, an account), not the rows: at
+    `limit` of them the run stops without marking them failed. A failure of
+    another kind releases the held ones as the genuine row failures they were.
+    """
+
+    def __init__(self, limit: int | None):
+        self.limit = limit
+        self._held: list[Record] = []
+        self._signature: tuple | None = None
+
+    def hold(self, record: Record, failure: RequestFailed) -> list[Record]:
+        """Hold a failed row's record; return the records it releases (of another kind)."""
+        signature = (failure.status, failure.type, failure.param, failure.message)
+        released = self.release() if self._held and signature != self._signature else []
+        self._signature = signature
+        self._held.append(record)
+        return released
+
+    @property
+    def reached(self) -> bool:
+        return bool(self.limit) and len(self._held) >= self.limit
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def release(self) -> list[Record]:
+        """The held records, no longer held."""
+        held, self._held = self._held, []
+        return held
