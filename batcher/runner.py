@@ -44,7 +44,7 @@ from .recording import FailureStreak, Recorder
 from .retry import RetryPolicy, Tries
 from .reuse import ON_THE_WIRE, Reuse
 from .sinks import RESERVED_COLUMNS, error_record, result_record
-from .sources import InputRow, Source
+from .sources import InputRow
 from .tokens import TokenEstimator
 
 log = logging.getLogger("batcher")
@@ -73,7 +73,7 @@ class _Item:
 
 
 class Runner:
-    """Runs the rows of one session through its collaborators."""
+    """The online transport (transport.py): a pool of workers sending rows under the limits."""
 
     def __init__(
         self,
@@ -197,19 +197,6 @@ class Runner:
             )
             error.exit_code = EXIT_ABORTED
         self._fail(error)
-
-    def rows(self, source: Source) -> Iterator[InputRow | None]:
-        """The rows this session sends: all but those done, and those failed unless retried."""
-        done, failed = self.recorder.progress.done, self.recorder.progress.failed
-        skip_failed = bool(failed) and not self.job.retry_failed
-        if done.ids is None:
-            skip = failed.__contains__ if skip_failed else None
-        elif skip_failed:
-            ids = done.ids
-            skip = lambda row_id: row_id in ids or row_id in failed  # noqa: E731
-        else:
-            skip = done.ids.__contains__
-        return source.rows(self.builder, done=done.positions, skip=skip)
 
     async def _work(self, rows: Iterator[InputRow | None]) -> None:
         wants_row = getattr(self.answers, "wants_row", False)

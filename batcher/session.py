@@ -4,8 +4,8 @@ The order is that of the README's guarantees: everything that can be found wrong
 before sending (the job, the input, the run directory) raises before the first
 request; the input is scanned once (not again on resume when its bytes are
 unchanged); the run directory is locked and its journal read; the endpoints,
-the sink and the answer cache are opened; the pool (runner.py) sends what is
-left; and whatever happens, the outputs are closed and summary.json written.
+the sink and the answer cache are opened; the transport (transport.py) sends
+what is left; and whatever happens, the outputs are closed and summary.json written.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from .sinks import RESERVED_COLUMNS, Sink, open_sink
 from .sources import Scan, Source
 from .stats import RunStats
 from .timeline import Timeline, timeline_path
+from .transport import Transport, rows_left
 
 log = logging.getLogger("batcher")
 
@@ -106,7 +107,7 @@ async def run_job(
     job: Job,
     *,
     on_progress: Callable[[RunStats], None] | None = None,
-    on_start: Callable[[Runner], None] | None = None,
+    on_start: Callable[[Transport], None] | None = None,
     on_record: Callable[[bool, dict[str, Any]], None] | None = None,
     parse: Callable[[dict[str, Any], str | None], dict[str, Any]] | None = None,
     handle_signals: bool = False,
@@ -115,7 +116,7 @@ async def run_job(
 
     Everything that can be found wrong before sending (input, job, run
     directory) raises a `BatcherError` before the first request. `on_start`
-    gets the runner just before the first request (its `stats`, and
+    gets the transport just before the first request (its `stats`, and
     `request_stop` to end the session early); `on_record(ok, record)` gets
     each result or error record once it is durable.
     """
@@ -152,26 +153,18 @@ async def run_job(
         sink = open_sink(
             job.output_format, job.output, checkpoint.results_path, scan.kept_types, answer_types
         )
-        endpoints = []
-        for config in job.endpoint_configs:
-            base_url = config.base_url
-            if config.uses_simulator:
-                from .simulator import Simulator
-
-                simulators.append(Simulator(job.simulator))
-                base_url = await simulators[-1].start()
-            endpoints.append(Endpoint(config, base_url, timeout=job.timeout, connections=job.concurrency))
-        router = Router(endpoints)
+        router = Router(await _endpoints(job, simulators))
         async with contextlib.AsyncExitStack() as clients:
-            for endpoint in endpoints:
+            for endpoint in router.endpoints:
                 await clients.enter_async_context(endpoint.client)
-            runner = Runner(
+            recorder = Recorder(
+                checkpoint, progress, stats, sink=sink, on_progress=on_progress, on_record=on_record
+            )
+            transport: Transport = Runner(
                 job=job,
                 builder=builder,
                 router=router,
-                recorder=Recorder(
-                    checkpoint, progress, stats, sink=sink, on_progress=on_progress, on_record=on_record
-                ),
+                recorder=recorder,
                 parse=parse,
                 reuse=(
                     Reuse(within_run=job.dedupe, cache=cache, keep_body=job.output_format == "openai-batch")
@@ -180,17 +173,17 @@ async def run_job(
                 ),
             )
             if on_start is not None:
-                on_start(runner)
+                on_start(transport)
             loop = asyncio.get_running_loop()
             if handle_signals:
                 for sig in (signal.SIGINT, signal.SIGTERM):
-                    loop.add_signal_handler(sig, runner.request_stop)
+                    loop.add_signal_handler(sig, transport.request_stop)
             timeline = Timeline(timeline_path(job.output), stats, router.limits)
-            recorder = asyncio.create_task(timeline.keep_recording())
+            telemetry = asyncio.create_task(timeline.keep_recording())
             try:
-                outcome = await runner.run(runner.rows(source))
+                outcome = await transport.run(rows_left(job, source, builder, progress))
             finally:
-                recorder.cancel()
+                telemetry.cancel()
                 timeline.record()
                 if handle_signals:
                     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -208,6 +201,20 @@ async def run_job(
             for simulator in simulators:
                 await simulator.stop()
     return outcome
+
+
+async def _endpoints(job: Job, simulators: list[Any]) -> list[Endpoint]:
+    """The job's endpoints, an embedded simulator started for each that names one."""
+    endpoints = []
+    for config in job.endpoint_configs:
+        base_url = config.base_url
+        if config.uses_simulator:
+            from .simulator import Simulator
+
+            simulators.append(Simulator(job.simulator))
+            base_url = await simulators[-1].start()
+        endpoints.append(Endpoint(config, base_url, timeout=job.timeout, connections=job.concurrency))
+    return endpoints
 
 
 def _finish(

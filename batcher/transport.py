@@ -1,0 +1,55 @@
+"""The transport seam: how a session's rows become answers.
+
+A transport is handed the rows left to send (`rows_left`) and gives every one of
+them, answered or failed, to the session's `Recorder` (recording.py), which
+keeps the journal, the outputs and the counters. So whatever the transport,
+a run directory has the same files, resumes the same way and reports the same
+summary. The online worker pool (runner.py: requests under the rate limits,
+retried one by one) is the first; the provider's Batch API (files uploaded,
+batches created, polled and downloaded) is meant to be the second.
+
+Adding one: a class with the three members of `Transport` that records every
+row through the Recorder it is built with, and a branch in session.py that
+builds it for the job's mode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Protocol
+
+from .checkpoint import Progress
+from .job import Job
+from .outcome import RunOutcome
+from .prompts import RequestBuilder
+from .sources import InputRow, Source
+from .stats import RunStats
+
+
+class Transport(Protocol):
+    """Sends a session's rows and records what becomes of each."""
+
+    #: The session's counters (the progress bar and summary.json read them).
+    stats: RunStats
+
+    def request_stop(self) -> None:
+        """Ctrl-C / SIGTERM: stop taking rows; a second call cuts the drain short."""
+
+    async def run(self, rows: Iterator[InputRow | None]) -> RunOutcome:
+        """Send `rows` (a None now and then lets the loop breathe) until done or stopped."""
+
+
+def rows_left(
+    job: Job, source: Source, builder: RequestBuilder, progress: Progress
+) -> Iterator[InputRow | None]:
+    """The rows this session sends: all but those done, and those failed unless retried."""
+    done, failed = progress.done, progress.failed
+    skip_failed = bool(failed) and not job.retry_failed
+    if done.ids is None:
+        skip = failed.__contains__ if skip_failed else None
+    elif skip_failed:
+        ids = done.ids
+        skip = lambda row_id: row_id in ids or row_id in failed  # noqa: E731
+    else:
+        skip = done.ids.__contains__
+    return source.rows(builder, done=done.positions, skip=skip)
