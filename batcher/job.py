@@ -291,41 +291,57 @@ def _refuse_secrets(path: Path, table: dict[str, Any], prefix: str = "") -> None
 def build_job(settings: dict[str, Any]) -> Job:
     """Validate merged settings (job file, then flags) into a `Job`."""
     settings = {k: v for k, v in settings.items() if v is not None}
-    if "input" not in settings:
-        raise ConfigError("no input given: name a file (`batcher run INPUT`) or set `input` in the job file")
-    if "output" not in settings:
-        raise ConfigError("no output directory given: use -o/--output DIR or set `output` in the job file")
+    _require_input_and_output(settings)
     if "endpoints" in settings:
-        given = [k for k in ("base_url", "api_key_env", "rpm", "tpm") if k in settings]
-        if given:
-            raise ConfigError(
-                f"with endpoints, set {', '.join(given)} in each endpoint, not for the whole job"
-            )
-        settings["endpoints"] = endpoint_configs(settings["endpoints"])
-        if not settings["endpoints"]:
-            raise ConfigError("endpoints is empty: name at least one, or use base_url")
+        settings["endpoints"] = _endpoints(settings)
     for key in ("keep_columns", "labels"):
-        names = settings.get(key, ())
-        if isinstance(names, str):
-            names = [c.strip() for c in names.split(",") if c.strip()]
-        settings[key] = tuple(str(name) for name in names)
+        settings[key] = _names(settings.get(key, ()))
     for key in ("input", "output"):
         settings[key] = Path(settings[key])
     settings.setdefault("base_url", os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL)
     settings["base_url"] = settings["base_url"].rstrip("/")
     sim = settings.get("simulator", {})
     if isinstance(sim, dict):
-        unknown = set(sim) - {f.name for f in dataclasses.fields(SimulatorConfig)}
-        if unknown:
-            raise ConfigError(f"unknown simulator setting(s): {', '.join(sorted(unknown))}")
-        if "models" in sim:
-            sim = {**sim, "models": tuple(sim["models"])}
-        settings["simulator"] = SimulatorConfig(**sim)
+        settings["simulator"] = _simulator_config(sim)
     job = Job(**settings)
     _check(job)
     job.answer_format  # noqa: B018  (a bad schema or label set is refused here, once)
     job.price_table  # noqa: B018
     return job
+
+
+def _require_input_and_output(settings: dict[str, Any]) -> None:
+    if "input" not in settings:
+        raise ConfigError("no input given: name a file (`batcher run INPUT`) or set `input` in the job file")
+    if "output" not in settings:
+        raise ConfigError("no output directory given: use -o/--output DIR or set `output` in the job file")
+
+
+def _endpoints(settings: dict[str, Any]) -> tuple[EndpointConfig, ...]:
+    """The job's endpoints; with them, the connection settings belong to each, not to the job."""
+    given = [k for k in ("base_url", "api_key_env", "rpm", "tpm") if k in settings]
+    if given:
+        raise ConfigError(f"with endpoints, set {', '.join(given)} in each endpoint, not for the whole job")
+    endpoints = endpoint_configs(settings["endpoints"])
+    if not endpoints:
+        raise ConfigError("endpoints is empty: name at least one, or use base_url")
+    return endpoints
+
+
+def _names(names: Any) -> tuple[str, ...]:
+    """Column or label names, from a list or a comma-separated string."""
+    if isinstance(names, str):
+        names = [c.strip() for c in names.split(",") if c.strip()]
+    return tuple(str(name) for name in names)
+
+
+def _simulator_config(sim: dict[str, Any]) -> SimulatorConfig:
+    unknown = set(sim) - {f.name for f in dataclasses.fields(SimulatorConfig)}
+    if unknown:
+        raise ConfigError(f"unknown simulator setting(s): {', '.join(sorted(unknown))}")
+    if "models" in sim:
+        sim = {**sim, "models": tuple(sim["models"])}
+    return SimulatorConfig(**sim)
 
 
 def _check(job: Job) -> None:

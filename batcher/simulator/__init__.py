@@ -1,0 +1,22 @@
+"""An OpenAI-compatible Chat Completions server, for trying and testing batcher offline.
+
+It keeps the contract a client meets at OpenAI: Bearer-key auth (401
+`authentication_error`), 400 `invalid_request_error` with `param`, RPM/TPM
+buckets answering 429 `rate_limit_error` with `retry-after` and `x-ratelimit-*`
+headers, streaming (SSE `chat.completion.chunk` ... `[DONE]`), tools and
+response_format. Answers are deterministic (a function of the request). Faults
+(500s, dropped connections, broken bodies, proxy HTML pages, slow and hanging
+answers, huge bodies, 429 storms, a key revoked mid-run, redirects) are drawn
+from a seeded generator. A ledger counts the completions delivered per request
+(not those whose client had already given up), so tests can see whether any row
+was paid for twice (`GET /_simulator/ledger`).
+
+`server` serves; `contract` checks a request; `ratelimits` and `faults` decide whether
+and how it is refused; `answers` and `streaming` shape the reply; `ledger` keeps count.
+"""
+
+from .ledger import request_key
+from .server import Simulator, serve
+from .tokens import count_tokens
+
+__all__ = ["Simulator", "count_tokens", "request_key", "serve"]
