@@ -18,9 +18,10 @@ from contextlib import ExitStack, suppress
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import STATE_DIR, Checkpoint, iter_journal, write_atomically
+from .checkpoint import STATE_DIR, Checkpoint
 from .errors import ConfigError
 from .job import Job, build_job, check_settings
+from .journal import iter_journal, write_atomically
 from .jsoncodec import dumps
 from .sinks import Schemas
 from .sources import arrow

@@ -1,4 +1,4 @@
-"""One Chat Completions request over aiohttp, and what its answer means.
+"""One request over aiohttp, and what its answer means (the request kind reads a good answer).
 
 This is the only module that knows HTTP status codes and aiohttp's exceptions.
 Every failure leaves it as a `RequestFailed` subclass that says what to do next:
@@ -15,13 +15,16 @@ import email.utils
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import yarl
 
 from . import jsoncodec
 from .errors import AuthenticationFailed, BadRequest, RateLimited, RequestFailed, Retryable, Unreachable
+
+if TYPE_CHECKING:
+    from .kinds import RequestKind
 
 #: Bodies larger than this are refused (a broken proxy can send hundreds of MB).
 MAX_BODY_BYTES = 32 * 1024 * 1024
@@ -78,7 +81,7 @@ def error_for_status(status: int, payload: Any, text: str | bytes, headers: Any)
         param = error.get("param")
         param = str(param) if param is not None else None
     else:
-        message = f"HTTP {status} with a body that is not an OpenAI error object: {_snippet(text)!r}"
+        message = f"HTTP {status} with a body that is not an OpenAI error object: {snippet(text)!r}"
         type_, param = f"http_{status}", None
     kwargs = {"type": type_, "status": status, "param": param}
     failure = _failure_for_status(status, message, error, headers, kwargs)
@@ -112,28 +115,30 @@ def _failure_for_status(
     return failure
 
 
-class ChatClient:
-    """Posts chat requests to `{base_url}/chat/completions` on one aiohttp session."""
+class ApiClient:
+    """Posts one kind of request (kinds.py) to `{base_url}{kind.path}` on one aiohttp session."""
 
     def __init__(
         self,
         base_url: str,
         api_key: str | None,
         *,
+        kind: RequestKind,
         timeout: float,
         connections: int,
     ):
-        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.url = base_url.rstrip("/") + kind.path
         self._url = yarl.URL(self.url)  # parsed once, not by aiohttp for every request
+        self._read_answer, self._read_stream = kind.read_answer, kind.read_stream
         self._api_key = api_key
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._connections = connections
         self._session: aiohttp.ClientSession | None = None
 
     def __repr__(self) -> str:
-        return f"ChatClient(url={self.url!r})"  # never the key
+        return f"ApiClient(url={self.url!r})"  # never the key
 
-    async def __aenter__(self) -> ChatClient:
+    async def __aenter__(self) -> ApiClient:
         headers = {"Content-Type": "application/json", "User-Agent": "batcher"}
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
@@ -149,9 +154,9 @@ class ChatClient:
         if self._session is not None:
             await self._session.close()
 
-    async def complete(self, body: dict[str, Any]) -> Completion:
+    async def send(self, body: dict[str, Any]) -> Completion:
         """Send one request; raise a `RequestFailed` subclass for anything but success."""
-        assert self._session is not None, "use ChatClient as an async context manager"
+        assert self._session is not None, "use ApiClient as an async context manager"
         started = time.perf_counter()
         try:
             async with self._session.post(
@@ -159,13 +164,13 @@ class ChatClient:
             ) as resp:
                 request_id = resp.headers.get("x-request-id")
                 if resp.status == 200 and body.get("stream"):
-                    completion = await _read_stream(resp)
+                    completion = await self._read_stream(resp)
                 else:
                     raw = await _read_capped(resp)
-                    payload = _parse(raw)
+                    payload = parse_json(raw)
                     if resp.status != 200:
                         raise error_for_status(resp.status, payload, raw, resp.headers)
-                    completion = _completion(payload, raw)
+                    completion = self._read_answer(payload, raw)
         except RequestFailed as failure:
             if self._api_key and self._api_key in failure.message:  # a server that echoes the key
                 failure.message = failure.message.replace(self._api_key, "[the key]")
@@ -201,7 +206,7 @@ def unreachable(e: aiohttp.ClientConnectorError) -> Unreachable:
     )
 
 
-def job_level_cause(failure: RequestFailed, base_url: str) -> str | None:
+def job_level_cause(failure: RequestFailed, base_url: str, path: str = "/chat/completions") -> str | None:
     """What a failure says is wrong with the job itself, when nothing has succeeded yet; None if not."""
     if isinstance(failure, Unreachable):
         return f"{failure.message}: {failure.hint}"
@@ -212,7 +217,7 @@ def job_level_cause(failure: RequestFailed, base_url: str) -> str | None:
                 f"check --model against the models listed at {base_url}/models"
             )
         return (
-            f"nothing answers at {base_url}/chat/completions (HTTP 404: {failure.message}); "
+            f"nothing answers at {base_url}{path} (HTTP 404: {failure.message}); "
             "an OpenAI-compatible base URL usually ends in /v1"
         )
     if failure.type == "redirect":
@@ -225,7 +230,7 @@ def _describe(e: BaseException) -> str:
     return str(e) or type(e).__name__
 
 
-def _snippet(body: str | bytes) -> str:
+def snippet(body: str | bytes) -> str:
     """The start of a body, for a message."""
     text = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body
     return " ".join(text.split())[:200]
@@ -253,7 +258,7 @@ async def _read_capped(resp: aiohttp.ClientResponse) -> bytes:
     return b"".join(chunks)
 
 
-def _parse(body: str | bytes) -> Any:
+def parse_json(body: str | bytes) -> Any:
     try:
         return jsoncodec.loads(body)
     except ValueError:
@@ -263,90 +268,3 @@ def _parse(body: str | bytes) -> Any:
         return jsoncodec.loads(body.decode("utf-8", errors="replace"))
     except ValueError:
         return None
-
-
-def _completion(payload: Any, text: str | bytes) -> Completion:
-    if isinstance(payload, dict) and isinstance(payload.get("error"), dict):
-        # Some gateways answer errors with status 200.
-        raise error_for_status(500, payload, text, {})
-    try:
-        choice = payload["choices"][0]
-        message = choice.get("message") or {}
-    except (TypeError, KeyError, IndexError, AttributeError):
-        raise Retryable(
-            f"HTTP 200 with a body that is not a chat completion: {_snippet(text)!r}",
-            type="invalid_response",
-            status=200,
-        ) from None
-    return Completion(
-        content=message.get("content"),
-        tool_calls=message.get("tool_calls") or None,
-        finish_reason=choice.get("finish_reason"),
-        usage=payload.get("usage"),
-        model=payload.get("model"),
-        request_id=None,
-        latency_ms=0.0,
-        body=payload,
-    )
-
-
-async def _read_stream(resp: aiohttp.ClientResponse) -> Completion:
-    """Read SSE `chat.completion.chunk` events up to `[DONE]` into one Completion."""
-    content: list[str] = []
-    tool_calls: dict[int, dict[str, Any]] = {}
-    finish_reason = usage = model = response_id = None
-    created = None
-    done = False
-    size = 0
-    async for raw in resp.content:
-        size += len(raw)
-        if size > MAX_BODY_BYTES:
-            raise Retryable("streamed response is over the size cap", type="invalid_response", status=200)
-        line = raw.decode("utf-8", errors="replace").strip()
-        if not line.startswith("data:"):
-            continue
-        data = line[5:].strip()
-        if data == "[DONE]":
-            done = True
-            break
-        chunk = _parse(data)
-        if not isinstance(chunk, dict):
-            raise Retryable(f"stream event is not JSON: {data[:200]!r}", type="invalid_response", status=200)
-        if isinstance(chunk.get("error"), dict):
-            raise error_for_status(500, chunk, data, {})
-        model = chunk.get("model") or model
-        response_id = chunk.get("id") or response_id
-        created = chunk.get("created") or created
-        usage = chunk.get("usage") or usage
-        for choice in chunk.get("choices") or ():
-            if choice.get("index", 0) != 0:
-                continue
-            delta = choice.get("delta") or {}
-            if delta.get("content"):
-                content.append(delta["content"])
-            for call in delta.get("tool_calls") or ():
-                merged = tool_calls.setdefault(call.get("index", 0), {"function": {"arguments": ""}})
-                for key in ("id", "type"):
-                    if call.get(key):
-                        merged[key] = call[key]
-                function = call.get("function") or {}
-                if function.get("name"):
-                    merged["function"]["name"] = function["name"]
-                merged["function"]["arguments"] += function.get("arguments") or ""
-            finish_reason = choice.get("finish_reason") or finish_reason
-    if not done:
-        raise Retryable("the stream ended before [DONE]", type="connection_error", status=200)
-    calls = [tool_calls[i] for i in sorted(tool_calls)] or None
-    text = "".join(content) if content or not calls else None
-    message = {"role": "assistant", "content": text}
-    if calls:
-        message["tool_calls"] = calls
-    body = {
-        "id": response_id,
-        "object": "chat.completion",
-        "created": created,
-        "model": model,
-        "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}],
-        "usage": usage,
-    }
-    return Completion(text, calls, finish_reason, usage, model, None, 0.0, body)

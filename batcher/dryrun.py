@@ -15,7 +15,7 @@ from .checkpoint import Checkpoint, DoneRows
 from .errors import ConfigError
 from .job import Job
 from .session import identity_of, prepare
-from .tokens import DEFAULT_COMPLETION_TOKENS, TokenEstimator
+from .tokens import DEFAULT_COMPLETION_TOKENS
 
 #: How many request bodies a dry run shows.
 SAMPLES = 3
@@ -46,7 +46,7 @@ class Plan:
 
 def plan(job: Job) -> Plan:
     """Check everything a run checks before sending; estimate what it would send."""
-    source, builder = prepare(job)
+    source, kind = prepare(job)
     _check_writable(job.output)
     checkpoint = Checkpoint.of_run(job.output, job.output_format)
     recorded = checkpoint.recorded_job()
@@ -58,7 +58,7 @@ def plan(job: Job) -> Plan:
         progress = checkpoint.load(by_position=checkpoint.positions_hold(identity, recorded), repair=False)
         done, failed = progress.done, progress.failed
     retry_failed, prices = job.retry_failed, job.price_table
-    estimator = TokenEstimator()
+    estimator = kind.estimator
     result = Plan(job, source.kind, 0, "resume" if recorded is not None else "new")
 
     def on_body(number: int, row_id: str, body: dict[str, Any]) -> None:
@@ -80,7 +80,7 @@ def plan(job: Job) -> Plan:
         if len(result.samples) < SAMPLES:
             result.samples.append((f"{source.unit} {number}", body))
 
-    scan = source.scan(builder, source.fingerprint(), on_body)
+    scan = source.scan(kind.builder, source.fingerprint(), on_body)
     result.input_kind, result.rows = scan.kind, scan.total
     result.done, result.failed = len(done), len(failed)
     return result

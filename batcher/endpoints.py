@@ -12,13 +12,16 @@ import random
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .client import ChatClient
+from .client import ApiClient
 from .errors import AuthenticationFailed, ConfigError, NoEndpointLeft, RateLimited, RequestFailed
-from .limits import Permit, RateLimits, Verdict
+from .limits import Limiter, Permit, RateLimits, Verdict
 from .sharedlimits import SharedState
 from .stats import LatencyHistogram
+
+if TYPE_CHECKING:
+    from .kinds import RequestKind
 
 REST_AFTER = 5
 REST_SECONDS = 10.0
@@ -107,7 +110,9 @@ class EndpointStats:
 class Endpoint:
     """A client, its buckets, and how it is doing."""
 
-    def __init__(self, config: EndpointConfig, base_url: str, *, timeout: float, connections: int):
+    def __init__(
+        self, config: EndpointConfig, base_url: str, *, kind: RequestKind, timeout: float, connections: int
+    ):
         self.config = config
         self.name = config.name
         #: Where requests go (the embedded simulator's own address, when it is one).
@@ -115,8 +120,8 @@ class Endpoint:
         api_key = os.environ.get(config.api_key_env) or ("sk-simulator" if config.uses_simulator else None)
         # A key's limit is shared with other runs on it (an embedded simulator is the run's own).
         shared = None if config.uses_simulator else SharedState.open(base_url, api_key)
-        self.limits = RateLimits(config.rpm, config.tpm, concurrency=connections, shared=shared)
-        self.client = ChatClient(base_url, api_key, timeout=timeout, connections=connections)
+        self.limits: Limiter = RateLimits(config.rpm, config.tpm, concurrency=connections, shared=shared)
+        self.client = ApiClient(base_url, api_key, kind=kind, timeout=timeout, connections=connections)
         self.stats = EndpointStats()
         self._failing = 0
         self._rest = REST_SECONDS
@@ -131,7 +136,8 @@ class Endpoint:
         return self.stats.retired is None and time.monotonic() >= self.resting_until
 
     def weight(self) -> float:
-        return self.limits.rpm or self.limits.tpm or 1.0
+        rpm, tpm = self.limits.limits()
+        return rpm or tpm or 1.0
 
     def answered(self) -> None:
         """An answer: its failures in a row, and the rest the next run of them earns, start over."""
@@ -210,8 +216,9 @@ class Router:
         live = [e.limits for e in self.endpoints if e.stats.retired is None] or [
             e.limits for e in self.endpoints
         ]
-        rpm = None if any(limits.rpm is None for limits in live) else sum(limits.rpm for limits in live)
-        tpm = None if any(limits.tpm is None for limits in live) else sum(limits.tpm for limits in live)
+        rpms, tpms = zip(*(limits.limits() for limits in live), strict=True)
+        rpm = None if None in rpms else sum(rpms)
+        tpm = None if None in tpms else sum(tpms)
         return rpm, tpm
 
     def retired_message(self) -> str:

@@ -22,7 +22,10 @@ from .costs import Prices
 from .endpoints import EndpointConfig, endpoint_configs
 from .errors import ConfigError
 
-OUTPUT_FORMATS = ("jsonl", "parquet", "openai-batch")
+#: The output format of an OpenAI Batch output file (whole responses), not the input kind of the same
+#: name (prompts.BATCH_INPUT): the API calls both files "batch".
+BATCH_OUTPUT = "openai-batch"
+OUTPUT_FORMATS = ("jsonl", "parquet", BATCH_OUTPUT)
 #: The `base_url` value that runs the embedded simulator inside the run itself.
 SIMULATOR = "simulator"
 DEFAULT_BASE_URL = "https://api.openai.com/v1"

@@ -83,6 +83,9 @@ class Limiter(Protocol):
     def limits(self) -> tuple[float | None, float | None]:
         """Requests and tokens per minute in force (None where there is none)."""
 
+    def close(self) -> None:
+        """The session is over: let go of anything held with others."""
+
 
 class RateLimits:
     """One endpoint's limits in one process: slow start, pacers, and what 429s and headers say.

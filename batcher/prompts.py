@@ -16,7 +16,8 @@ from .errors import ConfigError
 
 TEMPLATE = "template"
 CHAT = "chat"
-OPENAI_BATCH = "openai-batch"
+#: The input kind of an OpenAI Batch input file (job.BATCH_OUTPUT is the output format).
+BATCH_INPUT = "openai-batch"
 
 _ROLES = {"system", "user", "assistant", "tool", "developer", "function"}
 

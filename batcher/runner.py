@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -32,26 +31,21 @@ from .errors import (
     NoEndpointLeft,
     RateLimited,
     RequestFailed,
-    RunAborted,
     Unreachable,
     WriteFailed,
 )
-from .job import Job
+from .job import BATCH_OUTPUT, Job
+from .kinds import RequestKind
 from .limits import Permit, Verdict
 from .outcome import RunOutcome, Status
-from .prompts import RequestBuilder
 from .recording import FailureStreak, Recorder
 from .retry import RetryPolicy, Tries
 from .reuse import ON_THE_WIRE, Reuse
-from .sinks import RESERVED_COLUMNS, error_record, result_record
+from .sinks import RESERVED_COLUMNS, error_record
 from .sources import InputRow
-from .tokens import TokenEstimator
+from .stops import FAST_STOP_SECONDS, failing_alike, key_refused, never_answered, stalled_for
 
 log = logging.getLogger("batcher")
-
-#: Seconds a server that cannot be reached is tried again at the start of a session before the
-#: run stops (a typo in a host or port should be found in seconds, a server starting up waited for).
-FAST_STOP_SECONDS = 3.0
 
 
 _END = object()
@@ -79,23 +73,23 @@ class Runner:
         self,
         *,
         job: Job,
-        builder: RequestBuilder,
+        kind: RequestKind,
         router: Router,
         recorder: Recorder,
         retry: RetryPolicy | None = None,
-        estimator: TokenEstimator | None = None,
         reuse: Reuse | None = None,
         parse: Callable[[dict[str, Any], str | None], dict[str, Any]] | None = None,
     ):
         """`parse`: the Python API's parse function (see answers.ParseFunction)."""
         self.job = job
-        self.builder = builder
+        self.kind = kind
+        self._record = kind.record
         self.router = router
         self.recorder = recorder
         self.stats = stats = recorder.stats
         self.retry = retry or RetryPolicy(max_retries=job.max_retries, parse_retries=job.parse_retries)
-        self.estimator = estimator or TokenEstimator()
-        self._with_response = job.output_format == "openai-batch"
+        self.estimator = kind.estimator
+        self._with_response = job.output_format == BATCH_OUTPUT
         self.reuse = reuse
         #: What makes an answer columns: a parse function, a JSON Schema or labels, or nothing.
         if parse is not None:
@@ -200,7 +194,7 @@ class Runner:
 
     async def _work(self, rows: Iterator[InputRow | None]) -> None:
         wants_row = getattr(self.answers, "wants_row", False)
-        build, keep, chars = self.builder.build, self.job.keep_columns, self.estimator.prompt_chars
+        build, keep, chars = self.kind.builder.build, self.job.keep_columns, self.estimator.prompt_chars
         worker = asyncio.current_task()
         while not self._stop.is_set():
             row = next(rows, _END)
@@ -239,7 +233,7 @@ class Runner:
 
     def _write_reused(self, item: _Item, completion: Completion, source: str) -> None:
         parsed = self._parse(item, completion)
-        record = result_record(
+        record = self._record(
             item.row_id,
             item.row_number,
             completion,
@@ -295,7 +289,7 @@ class Runner:
         self._in_request.add(item.worker)
         completion = failure = None
         try:
-            completion = await endpoint.client.complete(endpoint.body(item.body))
+            completion = await endpoint.client.send(endpoint.body(item.body))
         except RequestFailed as error:
             failure = error
         finally:
@@ -359,7 +353,7 @@ class Runner:
         except AnswerInvalid as invalid:
             invalid.usage, invalid.cost = completion.usage, completion.cost
             return invalid
-        record = result_record(
+        record = self._record(
             item.row_id,
             item.row_number,
             completion,
@@ -422,10 +416,10 @@ class Runner:
     def _job_level(self, endpoint: Endpoint, failure: RequestFailed) -> BatcherError | None:
         """The run's end, when a failure says the job itself is wrong (see job_level_cause)."""
         if isinstance(failure, AuthenticationFailed):
-            return _auth_abort(failure, endpoint)
+            return key_refused(failure, endpoint.base_url, endpoint.config.api_key_env)
         if endpoint.stats.answered:
             return None  # trouble that starts later in a run is retried
-        cause = job_level_cause(failure, endpoint.base_url)
+        cause = job_level_cause(failure, endpoint.base_url, self.kind.path)
         if cause is None:
             return None
         if isinstance(failure, Unreachable) and time.monotonic() - self._started < FAST_STOP_SECONDS:
@@ -433,30 +427,15 @@ class Runner:
         if not self.router.single:
             self.router.retire(endpoint, cause)
             return None
-        return RunAborted(
-            f"{cause}. Nothing was sent successfully and no row was marked failed: fix it and run "
-            "the same command again."
-        )
+        return never_answered(cause)
 
     def _check_stalled(self, failure: RequestFailed) -> None:
         """Stop, resumably, when 429s or a server out of reach have let nothing through for too long."""
         if not isinstance(failure, (RateLimited, Unreachable)):
             return
         stalled = time.monotonic() - self._last_answer
-        if stalled < self.job.patience:
-            return
-        if isinstance(failure, RateLimited):
-            seen = f"every request was answered 429 ({failure.type}: {failure.message})"
-            hint = "the key's quota or a daily limit may be used up"
-        else:
-            seen = f"the server could not be reached ({failure.message})"
-            hint = "the server is down"
-        self._fail(
-            RunAborted(
-                f"for {stalled:.0f} s nothing succeeded: {seen}; {hint}. No row was marked failed: "
-                "run the same command again later to continue (--patience sets how long to wait)."
-            )
-        )
+        if stalled >= self.job.patience:
+            self._fail(stalled_for(stalled, failure))
 
     def _row_failed(self, record: dict[str, Any], failure: RequestFailed) -> None:
         """Hold failures while they all look alike: many in a row mean the job, not the rows, is wrong."""
@@ -469,7 +448,7 @@ class Runner:
             self.recorder.add(False, released)
         if self._streak.reached and not self._stop.is_set():
             self._systematic = True
-            self._fail(RunAborted(_systematic_message(len(self._streak), failure)))
+            self._fail(failing_alike(len(self._streak), failure))
 
     def _release_streak(self) -> None:
         """The held failures are genuine row failures after all: record them."""
@@ -484,27 +463,3 @@ class Runner:
         if self.interrupted:
             return RunOutcome(Status.INTERRUPTED, stats)
         return RunOutcome(Status.COMPLETED_WITH_ERRORS if stats.failed else Status.COMPLETED, stats)
-
-
-def _auth_abort(error: AuthenticationFailed, endpoint: Endpoint) -> BatcherError:
-    api_key_env = endpoint.config.api_key_env
-    if error.status in (401, 403):
-        key = os.environ.get(api_key_env)
-        hint = f"check the key in ${api_key_env}" if key else f"${api_key_env} is not set"
-        cause = f"{endpoint.base_url} refused the key (HTTP {error.status}: {error.message}); {hint}"
-    else:
-        cause = (
-            f"{endpoint.base_url} refuses this account (HTTP {error.status}, {error.type}: {error.message})"
-        )
-    return RunAborted(
-        f"{cause}. No row was marked failed: fix it and run the same command again to continue."
-    )
-
-
-def _systematic_message(count: int, failure: RequestFailed) -> str:
-    return (
-        f"the last {count} rows all failed alike, so the problem is the job, not the rows "
-        f"(HTTP {failure.status}, {failure.type}: {failure.message}). Stopped early without "
-        "marking them failed: fix the model name, base URL, key or account, then run the "
-        "same command again."
-    )

@@ -23,10 +23,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import Checkpoint, Progress, write_atomically
+from .chat import ChatKind
+from .checkpoint import Checkpoint, Progress
 from .endpoints import Endpoint, Router
 from .errors import ConfigError, WriteFailed
-from .job import Job
+from .job import BATCH_OUTPUT, Job
+from .journal import write_atomically
+from .kinds import RequestKind
 from .outcome import RunOutcome, Status
 from .prompts import RequestBuilder
 from .recording import Recorder
@@ -41,8 +44,8 @@ from .transport import Transport, rows_left
 log = logging.getLogger("batcher")
 
 
-def prepare(job: Job) -> tuple[Source, RequestBuilder]:
-    """The job's input and request builder, after the checks that need no input read."""
+def prepare(job: Job) -> tuple[Source, RequestKind]:
+    """The job's input and request kind, after the checks that need no input read."""
     clash = [c for c in job.keep_columns if c in RESERVED_COLUMNS]
     if clash:
         raise ConfigError(f"keep_columns cannot keep {', '.join(clash)}: results already use that name")
@@ -73,7 +76,7 @@ def prepare(job: Job) -> tuple[Source, RequestBuilder]:
         id_column=job.id_column,
         keep_columns=job.keep_columns,
     )
-    return source, builder
+    return source, ChatKind(builder)
 
 
 def identity_of(job: Job, source: Source, fingerprint: str, scan: Scan | None = None) -> dict[str, Any]:
@@ -120,9 +123,9 @@ async def run_job(
     `request_stop` to end the session early); `on_record(ok, record)` gets
     each result or error record once it is durable.
     """
-    source, builder = prepare(job)
+    source, kind = prepare(job)
     checkpoint = Checkpoint.of_run(job.output, job.output_format)
-    scan = await asyncio.to_thread(scan_unless_recorded, job, source, builder, checkpoint)
+    scan = await asyncio.to_thread(scan_unless_recorded, job, source, kind.builder, checkpoint)
     progress = checkpoint.open(identity_of(job, source, scan.fingerprint, scan), force=job.force)
     log.info(
         "%s: %d rows; %d done and %d failed before this session; %d torn line(s) repaired",
@@ -153,7 +156,7 @@ async def run_job(
         sink = open_sink(
             job.output_format, job.output, checkpoint.results_path, scan.kept_types, answer_types
         )
-        router = Router(await _endpoints(job, simulators))
+        router = Router(await _endpoints(job, kind, simulators))
         async with contextlib.AsyncExitStack() as clients:
             for endpoint in router.endpoints:
                 await clients.enter_async_context(endpoint.client)
@@ -162,12 +165,12 @@ async def run_job(
             )
             transport: Transport = Runner(
                 job=job,
-                builder=builder,
+                kind=kind,
                 router=router,
                 recorder=recorder,
                 parse=parse,
                 reuse=(
-                    Reuse(within_run=job.dedupe, cache=cache, keep_body=job.output_format == "openai-batch")
+                    Reuse(within_run=job.dedupe, cache=cache, keep_body=job.output_format == BATCH_OUTPUT)
                     if job.dedupe or cache
                     else None
                 ),
@@ -181,7 +184,7 @@ async def run_job(
             timeline = Timeline(timeline_path(job.output), stats, router.limits)
             telemetry = asyncio.create_task(timeline.keep_recording())
             try:
-                outcome = await transport.run(rows_left(job, source, builder, progress))
+                outcome = await transport.run(rows_left(job, source, kind.builder, progress))
             finally:
                 telemetry.cancel()
                 timeline.record()
@@ -203,7 +206,7 @@ async def run_job(
     return outcome
 
 
-async def _endpoints(job: Job, simulators: list[Any]) -> list[Endpoint]:
+async def _endpoints(job: Job, kind: RequestKind, simulators: list[Any]) -> list[Endpoint]:
     """The job's endpoints, an embedded simulator started for each that names one."""
     endpoints = []
     for config in job.endpoint_configs:
@@ -213,7 +216,9 @@ async def _endpoints(job: Job, simulators: list[Any]) -> list[Endpoint]:
 
             simulators.append(Simulator(job.simulator))
             base_url = await simulators[-1].start()
-        endpoints.append(Endpoint(config, base_url, timeout=job.timeout, connections=job.concurrency))
+        endpoints.append(
+            Endpoint(config, base_url, kind=kind, timeout=job.timeout, connections=job.concurrency)
+        )
     return endpoints
 
 

@@ -19,9 +19,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import iter_journal
 from .client import Completion
 from .errors import AnswerInvalid, RequestFailed
+from .job import BATCH_OUTPUT
+from .journal import iter_journal
 from .jsoncodec import dumps
 from .sources import arrow
 
@@ -305,7 +306,7 @@ def open_sink(
     """The sink for a derived format, already holding the journal's earlier results."""
     if output_format == "jsonl":
         return None
-    if output_format == "openai-batch":
+    if output_format == BATCH_OUTPUT:
         sink: Sink = OpenAIBatchSink(directory)
     else:
         sink = ParquetSink(directory, Schemas(kept_types, answer_types))

@@ -20,7 +20,7 @@ from typing import Any, BinaryIO
 from .errors import ConfigError, InputError
 from .idset import IdSet
 from .jsoncodec import orjson
-from .prompts import CHAT, OPENAI_BATCH, TEMPLATE, RequestBuilder
+from .prompts import BATCH_INPUT, CHAT, TEMPLATE, RequestBuilder
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 #: `rows` yields a None for every this many rows it passes over by id.
@@ -135,7 +135,7 @@ class Source:
                     f"{self.path} is an OpenAI Batch input file (its lines carry their own request "
                     "bodies), so --prompt does not apply: leave it out"
                 )
-            return OPENAI_BATCH
+            return BATCH_INPUT
         if has_template:
             return TEMPLATE
         if isinstance(first, dict) and "messages" in first:
@@ -202,7 +202,7 @@ class Source:
             raise record
         if not isinstance(record, dict):
             raise ValueError(f"is not a JSON object but {type(record).__name__}")
-        if self.kind == OPENAI_BATCH:
+        if self.kind == BATCH_INPUT:
             if record.get("method", "POST") != "POST":
                 raise ValueError(f"needs method POST, not {record.get('method')!r}")
             url = record.get("url", "/v1/chat/completions")
@@ -248,7 +248,7 @@ class Source:
                 row_id, row = self._identify(record)
                 ids.add(row_id)
                 body = builder.build(row)
-                if self.kind != OPENAI_BATCH:
+                if self.kind != BATCH_INPUT:
                     for name, types in kept_types.items():
                         if name not in row:
                             raise ValueError(f"has no column {name!r} named in keep_columns")
