@@ -1,51 +1,13 @@
-"""Shared fixtures: a running simulator, a run directory, inputs of each kind, the CLI."""
+"""Shared fixtures: a running simulator, a run directory, an input file, the CLI (helpers: helpers.py)."""
 
 from __future__ import annotations
 
-import asyncio
-import json
 import os
-import subprocess
-import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from batcher.cli import main
-from batcher.job import SimulatorConfig
-from batcher.simulator import Simulator
-
-TEST_KEY = "sk-test-0123456789abcdef"
-
-
-class RunningSimulator:
-    """The embedded simulator served on 127.0.0.1 from a thread of its own."""
-
-    def __init__(self, port: int = 0, **config):
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.server = Simulator(SimulatorConfig(**config))
-        self.base_url = self._call(self.server.start(port=port))
-
-    def _call(self, coro):
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=30)
-
-    def stop(self) -> None:
-        self._call(self.server.stop())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=10)
-
-    @property
-    def requests(self) -> int:
-        return self.server.requests
-
-    def completions_for(self, prompt: str) -> int:
-        """How many completions the simulator served (and so billed) for this prompt text."""
-        return self.server.completions.get(prompt, 0)
+from tests.helpers import Cli, RunningSimulator, review_rows, write_jsonl
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -78,96 +40,11 @@ def run_dir(tmp_path) -> Path:
     return tmp_path / "run"
 
 
-def write_jsonl(path: Path, rows) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
-
-
-def review_rows(n: int) -> list[dict]:
-    moods = ["I love it, works great", "It broke, terrible", "It is grey"]
-    return [
-        {"id": f"r{i}", "text": f"review number {i}: {moods[i % 3]}", "stars": i % 5 + 1} for i in range(n)
-    ]
-
-
 @pytest.fixture
 def reviews(tmp_path) -> Path:
     return write_jsonl(tmp_path / "reviews.jsonl", review_rows(30))
 
 
-PROMPT = "Classify the sentiment of this review: {text}"
-
-
-def prompt_for(row: dict) -> str:
-    return PROMPT.format(text=row["text"])
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-class Cli:
-    """`batcher` run in-process (CliRunner) with the test key in the environment."""
-
-    def __init__(self):
-        self.runner = CliRunner()
-
-    def __call__(self, *args, env: dict | None = None):
-        environment = {"OPENAI_API_KEY": TEST_KEY, "OPENAI_BASE_URL": None}
-        environment.update(env or {})
-        return self.runner.invoke(main, [str(a) for a in args], env=environment, catch_exceptions=False)
-
-
 @pytest.fixture
 def cli() -> Cli:
     return Cli()
-
-
-def batcher_command(*args) -> list[str]:
-    return [sys.executable, "-m", "batcher", *[str(a) for a in args]]
-
-
-def subprocess_env(**extra) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
-    env["OPENAI_API_KEY"] = TEST_KEY
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(extra)
-    return env
-
-
-def run_subprocess(*args, timeout: float = 60, **env) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        batcher_command(*args), env=subprocess_env(**env), capture_output=True, text=True, timeout=timeout
-    )
-
-
-def run_args(path, run_dir, base_url, *extra, model: str | None = "m", prompt: str | None = PROMPT) -> list:
-    """`batcher run` arguments for an input, a run directory and a server; extra flags last."""
-    args = ["run", path, "-o", run_dir, "--base-url", base_url]
-    if model is not None:
-        args += ["--model", model]
-    if prompt is not None:
-        args += ["--prompt", prompt]
-    return [*args, *extra]
-
-
-def start_subprocess_run(path, run_dir, base_url, *extra) -> subprocess.Popen:
-    """`batcher run` as a process of its own (to kill, signal, or watch while it runs)."""
-    args = batcher_command(*run_args(path, run_dir, base_url, *extra))
-    return subprocess.Popen(
-        args, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-
-
-def wait_for_results(run_dir, at_least: int, process, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    results = run_dir / "results.jsonl"
-    while time.monotonic() < deadline:
-        if results.exists() and results.read_bytes().count(b"\n") >= at_least:
-            return
-        if process.poll() is not None:
-            raise AssertionError(f"run ended early: {process.communicate()}")
-        time.sleep(0.02)
-    raise AssertionError("no results in time")

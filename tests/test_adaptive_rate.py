@@ -11,7 +11,8 @@ import json
 import time
 
 import pytest
-from conftest import (
+
+from tests.helpers import (
     RunningSimulator,
     read_jsonl,
     review_rows,
@@ -74,7 +75,7 @@ def test_429s_that_never_end_stop_the_run_resumably_and_say_what_was_seen(
 def test_a_server_that_goes_down_for_seconds_mid_run_is_waited_for(tmp_path, run_dir):
     simulator = RunningSimulator(latency_ms=40)
     port = int(simulator.base_url.rsplit(":", 1)[1].split("/")[0])
-    path = write_jsonl(tmp_path / "in.jsonl", review_rows(300))
+    path = write_jsonl(tmp_path / "in.jsonl", review_rows(100))
     process = start_subprocess_run(path, run_dir, simulator.base_url, "--concurrency", "4")
     try:
         wait_for_results(run_dir, 30, process)
@@ -88,5 +89,5 @@ def test_a_server_that_goes_down_for_seconds_mid_run_is_waited_for(tmp_path, run
 
     assert process.returncode == 0, process.stderr.read()
     results = read_jsonl(run_dir / "results.jsonl")
-    assert len({r["id"] for r in results}) == 300 and read_jsonl(run_dir / "errors.jsonl") == []
+    assert len({r["id"] for r in results}) == 100 and read_jsonl(run_dir / "errors.jsonl") == []
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "completed"

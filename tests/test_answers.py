@@ -7,9 +7,9 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import read_jsonl, review_rows, run_args, write_jsonl
 
 from batcher.answers import AnswerFormat, AnswerInvalid
+from tests.helpers import read_jsonl, review_rows, run_args, write_jsonl
 
 SCHEMA = {
     "type": "object",

@@ -8,9 +8,9 @@ import json
 import pandas as pd
 import pyarrow as pa
 import pytest
-from conftest import PROMPT, TEST_KEY, prompt_for, read_jsonl, review_rows
 
 import batcher
+from tests.helpers import PROMPT, TEST_KEY, prompt_for, read_jsonl, review_rows
 
 
 @pytest.fixture(autouse=True)

@@ -7,7 +7,8 @@ import os
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import PROMPT, read_jsonl, review_rows, run_args, run_subprocess, write_jsonl
+
+from tests.helpers import PROMPT, read_jsonl, review_rows, run_args, run_subprocess, write_jsonl
 
 
 def refused(cli, simulator, path, run_dir, *extra):

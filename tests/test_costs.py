@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import read_jsonl, review_rows, run_args, write_jsonl
 
-from batcher.costs import Prices
+from batcher.costs import Budget, Prices
 from batcher.errors import ConfigError
+from tests.helpers import read_jsonl, review_rows, run_args, write_jsonl
 
 
 def summary(run_dir):
@@ -123,3 +123,83 @@ def test_price_lookup_knows_dated_snapshots_and_refuses_a_bad_table():
         Prices.from_settings({"m": {"input": 1}})
     with pytest.raises(ConfigError, match="0 or more"):
         Prices.from_settings({"m": {"input": -1, "output": 1}})
+
+
+# The budget itself: what a request holds before it is sent, and what its answer settles.
+
+
+def test_a_request_is_sent_only_if_its_worst_case_fits_beside_those_in_flight():
+    budget = Budget(max_cost=1.0, max_tokens=None, spent_cost=0.25, spent_tokens=0)
+
+    assert budget.reserve(100, 0.25) and budget.reserve(100, 0.25)  # 0.25 spent + 0.5 held
+    assert budget.reserve(100, 0.25)  # exactly the budget still fits
+    assert not budget.reserve(1, 0.01)
+
+
+def test_a_settled_request_frees_its_reservation_and_counts_what_it_used():
+    budget = Budget(max_cost=None, max_tokens=1_000, spent_cost=0.0, spent_tokens=0)
+    assert budget.reserve(600, None)
+    assert not budget.reserve(600, None)  # the first still holds its worst case
+
+    budget.settle(600, None, used_tokens=150, used_cost=None)
+
+    assert budget.spent_tokens == 150
+    assert budget.reserve(850, None)  # the 450 tokens it did not use are free again
+    assert not budget.reserve(1, None)
+
+
+def test_a_request_that_got_no_answer_gives_its_whole_reservation_back():
+    budget = Budget(max_cost=0.5, max_tokens=500, spent_cost=0.0, spent_tokens=0)
+    assert budget.reserve(500, 0.5)
+
+    budget.settle(500, 0.5, used_tokens=0, used_cost=None)
+
+    assert (budget.spent_tokens, budget.spent_cost) == (0, 0.0)
+    assert budget.reserve(500, 0.5)
+
+
+def test_a_refused_reservation_holds_nothing():
+    budget = Budget(max_cost=1.0, max_tokens=1_000, spent_cost=0.0, spent_tokens=0)
+
+    assert not budget.reserve(2_000, 0.1)  # over the tokens
+    assert not budget.reserve(10, 2.0)  # over the cost
+
+    assert budget.reserve(1_000, 1.0)  # both refusals left the whole budget
+
+
+def test_earlier_sessions_spending_counts_against_the_budget():
+    budget = Budget(max_cost=None, max_tokens=1_000, spent_cost=0.0, spent_tokens=950)
+
+    assert not budget.reserve(60, None)
+    assert budget.reserve(50, None)
+
+
+def test_without_max_cost_or_max_total_tokens_nothing_is_limited():
+    budget = Budget(max_cost=None, max_tokens=None, spent_cost=1e6, spent_tokens=10**9)
+
+    assert not budget.limited
+    assert budget.reserve(10**9, 1e6)
+    assert Budget(max_cost=0.0, max_tokens=None, spent_cost=0.0, spent_tokens=0).limited
+
+
+def test_the_exhausted_message_names_each_budget_what_was_spent_and_how_to_go_on():
+    budget = Budget(max_cost=2.5, max_tokens=1_000_000, spent_cost=2.4912345, spent_tokens=987_654)
+
+    message = budget.exhausted_message()
+
+    assert message.startswith("budget reached: ")
+    assert (
+        "$2.4912 of max_cost $2.5 and 987,654 of max_total_tokens 1,000,000 spent over all sessions"
+        in message
+    )
+    assert "the next request would go over" in message
+    assert "Requests already sent were finished and kept" in message
+    assert "Raise the budget and run the same command again to continue" in message
+
+
+def test_the_exhausted_message_names_only_the_budgets_that_were_set():
+    by_cost = Budget(max_cost=3, max_tokens=None, spent_cost=2.99, spent_tokens=5_000).exhausted_message()
+    by_tokens = Budget(max_cost=None, max_tokens=300, spent_cost=1.0, spent_tokens=290).exhausted_message()
+
+    assert "$2.9900 of max_cost $3 spent" in by_cost and "max_total_tokens" not in by_cost
+    assert "290 of max_total_tokens 300 spent" in by_tokens and "max_cost" not in by_tokens

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import prompt_for, read_jsonl, review_rows, run_args, write_jsonl
+from tests.helpers import prompt_for, read_jsonl, review_rows, run_args, write_jsonl
 
 
 def snapshot(directory):

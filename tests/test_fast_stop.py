@@ -12,9 +12,9 @@ import socket
 import time
 
 import pytest
-from conftest import read_jsonl, review_rows, run_args, write_jsonl
 
 from batcher.client import job_level_cause, unreachable
+from tests.helpers import read_jsonl, review_rows, run_args, write_jsonl
 
 
 @pytest.fixture
@@ -41,6 +41,7 @@ def assert_stopped_cleanly(result, seconds, run_dir):
     assert "no row was marked failed" in result.output.lower()
 
 
+@pytest.mark.slow  # no connection for 3 s before anything succeeded is what stops it
 def test_connection_refused_stops_the_run_in_seconds_naming_host_and_port(cli, rows, run_dir):
     port = closed_port()
     base_url = f"http://127.0.0.1:{port}/v1"
@@ -53,6 +54,7 @@ def test_connection_refused_stops_the_run_in_seconds_naming_host_and_port(cli, r
     assert "200 requests" not in result.output and seconds >= 1  # a few tries over seconds, not a storm
 
 
+@pytest.mark.slow  # no connection for 3 s before anything succeeded is what stops it
 def test_https_to_a_plain_http_server_stops_the_run_suggesting_http(cli, simulator, rows, run_dir):
     base_url = simulator.base_url.replace("http://", "https://")
 

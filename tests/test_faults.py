@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import read_jsonl, review_rows, run_args, write_jsonl
+from tests.helpers import read_jsonl, review_rows, run_args, write_jsonl
 
 
 def run(cli, simulator, path, run_dir, *extra, env=None):
@@ -19,13 +19,13 @@ def assert_all_done(run_dir, n):
 
 
 def test_a_connection_that_hangs_for_ever_times_out_and_is_retried(cli, simulator_factory, tmp_path, run_dir):
-    simulator = simulator_factory(hang_rate=0.3, seed=5)
-    path = write_jsonl(tmp_path / "in.jsonl", review_rows(30))
+    simulator = simulator_factory(hang_rate=0.2, seed=5)
+    path = write_jsonl(tmp_path / "in.jsonl", review_rows(10))
 
-    result = run(cli, simulator, path, run_dir, "--timeout", "0.5", "--max-retries", "10")
+    result = run(cli, simulator, path, run_dir, "--timeout", "0.25", "--max-retries", "10")
 
     assert result.exit_code == 0, result.output
-    assert_all_done(run_dir, 30)
+    assert_all_done(run_dir, 10)
     assert simulator.server.statuses["dropped"] > 0  # the hung requests, abandoned by the client
 
 
@@ -42,23 +42,23 @@ def test_a_huge_response_body_is_cut_off_and_the_attempt_retried(cli, simulator_
 
 def test_html_error_pages_from_a_proxy_are_retried(cli, simulator_factory, tmp_path, run_dir):
     simulator = simulator_factory(html_rate=0.3, seed=4)
-    path = write_jsonl(tmp_path / "in.jsonl", review_rows(40))
+    path = write_jsonl(tmp_path / "in.jsonl", review_rows(15))
 
     result = run(cli, simulator, path, run_dir, "--max-retries", "10")
 
     assert result.exit_code == 0, result.output
-    assert_all_done(run_dir, 40)
+    assert_all_done(run_dir, 15)
     assert simulator.server.statuses["502"] > 0
 
 
 def test_503_with_retry_after_is_waited_out_and_retried(cli, simulator_factory, tmp_path, run_dir):
-    simulator = simulator_factory(error_rate=0.2, error_status=503, seed=8)
-    path = write_jsonl(tmp_path / "in.jsonl", review_rows(20))
+    simulator = simulator_factory(error_rate=0.2, error_status=503, seed=8)  # each 503 costs 1 s
+    path = write_jsonl(tmp_path / "in.jsonl", review_rows(10))
 
     result = run(cli, simulator, path, run_dir, "--max-retries", "10")
 
     assert result.exit_code == 0, result.output
-    assert_all_done(run_dir, 20)
+    assert_all_done(run_dir, 10)
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["session"]["retries"] == simulator.server.statuses["503"] > 0
 

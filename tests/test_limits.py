@@ -1,7 +1,8 @@
 """The limiter's specification, on a virtual clock: pacing, slow start, 429s, headers, the adaptive rate.
 
-Each test runs the real `RateLimits` on an event loop whose clock jumps to the
-next timer (benchmarks/limits_model.py), so the times asserted are exact and no
+The pacer is given the time outright (`now`); the limiter's tests run the real
+`RateLimits` on an event loop whose clock jumps to the next timer
+(benchmarks/limits_model.py). Either way the times asserted are exact and no
 test waits on, or is flaked by, the machine's clock.
 """
 
@@ -18,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 from limits_model import Server, run_virtual, simulate  # noqa: E402
 
 from batcher.limits import RateLimits, Verdict  # noqa: E402
+from batcher.pacing import Pacer  # noqa: E402
 
 
 def approx(value, **kwargs):
@@ -36,6 +38,66 @@ async def admit(limiter: RateLimits, n: int, tokens: int = 1, headers=None) -> l
         times.append(loop.time())
         limiter.settle(permit, Verdict.ANSWERED, headers=headers)
     return times
+
+
+# The pacer alone: pure arithmetic on the `now` it is given.
+
+
+def test_a_full_pacer_admits_its_bucket_at_once_then_one_at_the_rate():
+    pacer = Pacer(per_second=10, burst_seconds=0.5)  # a bucket of 5
+
+    waits = [pacer.reserve(1, now=100.0) for _ in range(7)]
+
+    assert waits[:5] == [0.0] * 5
+    assert waits[5:] == [approx(0.1), approx(0.2)]
+
+
+def test_a_pacer_refills_at_its_rate_up_to_its_bucket():
+    pacer = Pacer(per_second=10, burst_seconds=0.5)
+    pacer.reserve(5, now=0.0)
+
+    assert pacer.available(0.0) == approx(0)
+    assert pacer.available(0.2) == approx(2)
+    assert pacer.available(60.0) == approx(5)  # never more than the bucket, however long it waited
+
+
+def test_a_pacer_charged_after_the_fact_makes_the_next_requests_wait():
+    pacer = Pacer(per_second=100, burst_seconds=1.0)  # a bucket of 100
+    assert pacer.reserve(50, now=0.0) == 0.0
+
+    pacer.charge(50, now=0.0)  # the request used 50 more than it was charged: the bucket is empty
+
+    assert pacer.reserve(100, now=0.0) == approx(1.0)  # (0.5 s without the charge)
+
+
+def test_a_pacer_told_what_remains_holds_no_more_and_is_never_raised():
+    pacer = Pacer(per_second=10, burst_seconds=1.0)
+    pacer.at_most(3, now=0.0)
+    assert pacer.available(0.0) == approx(3)
+
+    pacer.at_most(8, now=0.0)  # a later, larger figure raises nothing
+
+    assert pacer.available(0.0) == approx(3)
+    assert [pacer.reserve(1, now=0.0) for _ in range(4)] == [0.0, 0.0, 0.0, approx(0.1)]
+
+
+def test_a_pacer_emptied_until_a_moment_admits_nothing_before_it_then_only_at_the_rate():
+    pacer = Pacer(per_second=10, burst_seconds=1.0)
+
+    pacer.empty_until(5.0)
+
+    assert pacer.reserve(1, now=1.0) == approx(4.1)
+    assert pacer.start(1, now=5.0) == approx(5.2)  # behind the first, not a burst of ten
+    assert pacer.available(6.0) == approx(10 - 1)  # refilled from empty at 5.0, less the one taken
+
+
+def test_a_pacer_needs_a_positive_rate_and_burst():
+    for per_second, burst in [(0, 1.0), (-1, 1.0), (10, 0.0), (float("nan"), 1.0)]:
+        with pytest.raises(ValueError, match="positive rate and burst"):
+            Pacer(per_second, burst)
+
+
+# The limiter on a virtual-time loop.
 
 
 def test_request_pacing_spreads_a_minute_instead_of_bursting_it():

@@ -6,7 +6,8 @@ import json
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from conftest import PROMPT, read_jsonl, review_rows, run_args, write_jsonl
+
+from tests.helpers import PROMPT, read_jsonl, review_rows, run_args, write_jsonl
 
 
 def test_summary_counts_rows_requests_tokens_and_latency(cli, simulator_factory, tmp_path, run_dir):

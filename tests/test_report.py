@@ -10,10 +10,17 @@ import subprocess
 from html.parser import HTMLParser
 
 import pytest
-from conftest import read_jsonl, review_rows, run_args, start_subprocess_run, wait_for_results, write_jsonl
-from pngpixels import pixels
 
 import batcher.timeline
+from tests.helpers import (
+    read_jsonl,
+    review_rows,
+    run_args,
+    start_subprocess_run,
+    wait_for_results,
+    write_jsonl,
+)
+from tests.pngpixels import pixels
 
 BLUE, AMBER, RED = (0x25, 0x63, 0xEB), (0xD9, 0x77, 0x06), (0xDC, 0x26, 0x26)
 
@@ -171,6 +178,7 @@ def render(chromium, page, tmp_path, *mode):
     return done.stdout
 
 
+@pytest.mark.slow  # a headless browser, twice (and installed first, where it is missing and can be)
 def test_the_page_renders_in_a_browser_with_its_charts_drawn(cli, eventful_run, chromium, tmp_path):
     cli("report", eventful_run)
     page = eventful_run / "report.html"

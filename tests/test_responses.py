@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import TEST_KEY, read_jsonl, review_rows, run_args, write_jsonl
+from tests.helpers import TEST_KEY, read_jsonl, review_rows, run_args, write_jsonl
 
 
 def run(cli, simulator, path, run_dir, *extra, env=None):
@@ -66,17 +66,19 @@ def test_refused_key_stops_the_run_and_marks_no_row_failed(cli, simulator_factor
 def test_server_errors_dropped_connections_and_broken_bodies_are_retried(
     cli, simulator_factory, tmp_path, run_dir
 ):
-    simulator = simulator_factory(error_rate=0.2, drop_rate=0.1, garbage_rate=0.1, seed=3)
-    path = write_jsonl(tmp_path / "in.jsonl", review_rows(80))
+    simulator = simulator_factory(error_rate=0.1, drop_rate=0.05, garbage_rate=0.05, seed=4)
+    path = write_jsonl(tmp_path / "in.jsonl", review_rows(60))
 
     result = run(cli, simulator, path, run_dir, "--max-retries", "12")
 
     assert result.exit_code == 0, result.output
+    statuses = simulator.server.statuses
+    assert statuses["500"] > 0 and statuses["dropped"] > 0 and statuses["200"] > 60  # (broken 200s)
     results = read_jsonl(run_dir / "results.jsonl")
-    assert len(results) == 80 and len({r["id"] for r in results}) == 80
+    assert len(results) == 60 and len({r["id"] for r in results}) == 60
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["session"]["retries"] > 10
-    assert summary["session"]["requests_sent"] == 80 + summary["session"]["retries"]
+    assert summary["session"]["requests_sent"] == 60 + summary["session"]["retries"]
     assert any(r["attempts"] > 1 for r in results)
 
 
@@ -106,14 +108,16 @@ def test_timeouts_are_retried_then_reported(cli, simulator_factory, tmp_path, ru
 
 
 def test_rate_limited_run_backs_off_and_completes(cli, simulator_factory, tmp_path, run_dir):
-    simulator = simulator_factory(rpm=600)  # a 10-request burst, then 10 a second
-    path = write_jsonl(tmp_path / "in.jsonl", review_rows(40))
+    # A 10-request burst, then 10 a second; announced in no header, so the run must meet its 429s.
+    # (With the limit in headers the client paces itself to it, and a 429 is down to timing.)
+    simulator = simulator_factory(rpm=600, rate_limit_headers="none")
+    path = write_jsonl(tmp_path / "in.jsonl", review_rows(20))
 
     result = run(cli, simulator, path, run_dir, "--concurrency", "16")
 
     assert result.exit_code == 0, result.output
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["rows_ok"] == 40
+    assert summary["rows_ok"] == 20
     assert summary["session"]["rate_limited_429"] > 0
     assert simulator.server.statuses["429"] == summary["session"]["rate_limited_429"]
 

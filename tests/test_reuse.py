@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import read_jsonl, run_args, write_jsonl
+from tests.helpers import read_jsonl, run_args, write_jsonl
 
 TEXTS = ["I love it", "It broke", "It is grey", "Great value", "Too loud"]
 

@@ -5,10 +5,20 @@ from __future__ import annotations
 import signal
 import subprocess
 
-from conftest import batcher_command, review_rows, run_args, subprocess_env, wait_for_results, write_jsonl
+import pytest
 
-from batcher.client import ChatClient
+from batcher.chat import ChatKind
+from batcher.client import ApiClient
 from batcher.job import SimulatorConfig, build_job
+from batcher.prompts import RequestBuilder
+from tests.helpers import (
+    batcher_command,
+    review_rows,
+    run_args,
+    subprocess_env,
+    wait_for_results,
+    write_jsonl,
+)
 
 KEY = "sk-LEAKCHECK-7f3a9c2e5b1d4f6a8c0e2b4d6f8a0c1e"
 
@@ -24,16 +34,17 @@ def run_with_key(args, key=KEY, **popen):
     )
 
 
+@pytest.mark.slow  # nine runs and reports, each a process of its own
 def test_whole_jobs_of_every_kind_leave_no_trace_of_the_key(simulator_factory, tmp_path):
     rows = review_rows(120)
     for i in (5, 77):
         rows[i]["text"] = "BAD row"
     path = write_jsonl(tmp_path / "in.jsonl", rows)
-    faulty = simulator_factory(
-        error_rate=0.1,
-        drop_rate=0.05,
-        garbage_rate=0.05,
-        html_rate=0.05,
+    faulty = simulator_factory(  # every kind of fault, each retried and logged (seeded: each occurs)
+        error_rate=0.05,
+        drop_rate=0.025,
+        garbage_rate=0.025,
+        html_rate=0.025,
         reject_marker="BAD",
         latency_ms=30,
         api_key=KEY,
@@ -55,6 +66,7 @@ def test_whole_jobs_of_every_kind_leave_no_trace_of_the_key(simulator_factory, t
     resumed = run_with_key(run_args(path, run_dir, faulty.base_url, "--verbose"))
     outputs += [resumed.stdout, resumed.stderr]
     assert resumed.returncode == 1, resumed.stderr  # the two bad rows
+    assert {"400", "500", "502", "dropped"} <= set(faulty.server.statuses)
 
     # a refused key, and a key for another server: aborts
     other = simulator_factory(api_key="sk-someone-else")
@@ -89,7 +101,8 @@ def test_whole_jobs_of_every_kind_leave_no_trace_of_the_key(simulator_factory, t
 
 
 def test_no_repr_of_the_configuration_shows_a_key():
-    client = ChatClient("http://127.0.0.1:1/v1", KEY, timeout=1, connections=1)
+    kind = ChatKind(RequestBuilder("template", template="{text}", system=None, defaults={}, id_column="id"))
+    client = ApiClient("http://127.0.0.1:1/v1", KEY, kind=kind, timeout=1, connections=1)
     simulated = SimulatorConfig(api_key=KEY)
     job = build_job({"input": "x.jsonl", "output": "o", "simulator": {"rpm": 5}})
 

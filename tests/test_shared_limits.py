@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import TEST_KEY, read_jsonl, review_rows, start_subprocess_run, write_jsonl
 
 from batcher.sharedlimits import SharedState, state_path
+from tests.helpers import TEST_KEY, read_jsonl, review_rows, start_subprocess_run, write_jsonl
 
 
 @pytest.mark.slow

@@ -8,64 +8,86 @@ import subprocess
 from pathlib import Path
 
 import pyarrow.parquet as pq
-from conftest import batcher_command, read_jsonl, review_rows, run_args, subprocess_env, write_jsonl
+import pytest
+
+from tests.helpers import batcher_command, read_jsonl, review_rows, run_args, subprocess_env, write_jsonl
 
 JOBS = Path(__file__).resolve().parent.parent / "jobs"
 
 
-def test_the_shipped_jobs_run_out_of_the_box(tmp_path):
-    two_endpoints = subprocess.Popen(
-        batcher_command(
-            "run", JOBS / "classify-reviews-two-endpoints.toml", "-o", tmp_path / "two", "--quiet"
-        ),
-        env=subprocess_env(OPENAI_API_KEY=""),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    facts = subprocess.Popen(
-        batcher_command("run", JOBS / "extract-review-facts.toml", "-o", tmp_path / "facts", "--quiet"),
-        env=subprocess_env(OPENAI_API_KEY=""),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    classify = subprocess.Popen(
-        batcher_command("run", JOBS / "classify-reviews.toml", "-o", tmp_path / "classify", "--quiet"),
-        env=subprocess_env(OPENAI_API_KEY=""),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    summarize = subprocess.run(
-        batcher_command("run", JOBS / "summarize-articles.toml", "-o", tmp_path / "summarize", "--quiet"),
-        env=subprocess_env(OPENAI_API_KEY=""),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    _, classify_err = classify.communicate(timeout=120)
-
-    assert classify.returncode == 0, classify_err
-    results = read_jsonl(tmp_path / "classify" / "results.jsonl")
+def classified_reviews(run: Path) -> None:
+    results = read_jsonl(run / "results.jsonl")
     assert {r["label"] for r in results} == {"positive", "negative", "neutral"}
     assert all(json.loads(r["content"]) == {"label": r["label"]} for r in results)
-    assert json.loads((tmp_path / "classify" / "summary.json").read_text())["rows_ok"] == 300
-    _, facts_err = facts.communicate(timeout=120)
-    assert facts.returncode == 0, facts_err
-    facts_table = pq.read_table(tmp_path / "facts" / "results.parquet")
-    assert facts_table.num_rows == 300
-    assert str(facts_table.schema.field("stars_guess").type) == "int64"
-    assert set(facts_table["sentiment"].to_pylist()) == {"positive", "negative", "neutral"}
-    _, two_err = two_endpoints.communicate(timeout=120)
-    assert two_endpoints.returncode == 0, two_err
-    two = json.loads((tmp_path / "two" / "summary.json").read_text())
-    assert two["rows_ok"] == 300 and two["session"]["rows_deduplicated"] > 0
-    assert all(e["answered"] > 0 for e in two["session"]["endpoints"].values())
-    assert summarize.returncode == 0, summarize.stderr
-    table = pq.read_table(tmp_path / "summarize" / "results.parquet")
+    assert json.loads((run / "summary.json").read_text())["rows_ok"] == 300
+
+
+def extracted_facts(run: Path) -> None:
+    facts = pq.read_table(run / "results.parquet")
+    assert facts.num_rows == 300
+    assert str(facts.schema.field("stars_guess").type) == "int64"
+    assert set(facts["sentiment"].to_pylist()) == {"positive", "negative", "neutral"}
+
+
+def spread_over_two_endpoints(run: Path) -> None:
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["rows_ok"] == 300 and summary["session"]["rows_deduplicated"] > 0
+    assert all(e["answered"] > 0 for e in summary["session"]["endpoints"].values())
+
+
+def summarized_articles(run: Path) -> None:
+    table = pq.read_table(run / "results.parquet")
     assert table.num_rows == 120
     assert {"content", "title", "published", "usage"} <= set(table.column_names)
+
+
+# Each job runs as shipped, paced by its own limits: the slow ones take seconds by design.
+SHIPPED_JOBS = [
+    pytest.param("classify-reviews", classified_reviews, marks=pytest.mark.slow, id="classify-reviews"),
+    pytest.param("extract-review-facts", extracted_facts, marks=pytest.mark.slow, id="extract-review-facts"),
+    pytest.param("classify-reviews-two-endpoints", spread_over_two_endpoints, id="two-endpoints"),
+    pytest.param("summarize-articles", summarized_articles, marks=pytest.mark.slow, id="summarize-articles"),
+]
+
+
+@pytest.fixture(scope="module")
+def shipped_runs(request, tmp_path_factory):
+    """Every shipped job this session selected, started together (they wait on their limits, not
+    the CPU); `finished(job)` waits for one and gives its exit status, stderr and run directory."""
+    jobs = {
+        item.callspec.params["job"]
+        for item in request.session.items
+        if getattr(item, "originalname", None) == "test_a_shipped_job_runs_out_of_the_box"
+    }
+    runs = tmp_path_factory.mktemp("shipped")
+    started = {
+        job: subprocess.Popen(
+            batcher_command("run", JOBS / f"{job}.toml", "-o", runs / job, "--quiet"),
+            env=subprocess_env(OPENAI_API_KEY=""),  # the embedded simulator needs no key
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for job in sorted(jobs)
+    }
+
+    def finished(job: str) -> tuple[int, str, Path]:
+        process = started[job]
+        _, stderr = process.communicate(timeout=120)
+        return process.returncode, stderr, runs / job
+
+    yield finished
+    for process in started.values():
+        process.kill()
+        process.communicate()
+
+
+@pytest.mark.parametrize("job, expected_output", SHIPPED_JOBS)
+def test_a_shipped_job_runs_out_of_the_box(shipped_runs, job, expected_output):
+    returncode, stderr, run = shipped_runs(job)
+
+    assert returncode == 0, stderr
+    expected_output(run)
 
 
 def test_simulate_serves_a_run_named_by_openai_base_url(tmp_path):

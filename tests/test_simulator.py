@@ -6,7 +6,8 @@ import json
 
 import openai
 import pytest
-from conftest import TEST_KEY
+
+from tests.helpers import TEST_KEY
 
 
 @pytest.fixture
@@ -109,6 +110,8 @@ def test_response_format_json_schema_and_json_object(client):
         ({"max_tokens": 0}, "max_tokens"),
         ({"messages": []}, "messages"),
         ({"messages": [{"role": "wizard", "content": "hi"}]}, "messages.[0].role"),
+        ({"messages": [{"role": ["user"], "content": "hi"}]}, "messages.[0].role"),
+        ({"messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]}, "messages.[0].content"),
         ({"response_format": {"type": "json_object"}}, "messages"),
     ],
 )

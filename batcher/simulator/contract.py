@@ -78,7 +78,8 @@ def _messages(body: dict[str, Any], config: SimulatorConfig) -> None:
 
 
 def _message(i: int, message: Any) -> None:
-    if not isinstance(message, dict) or message.get("role") not in ROLES:
+    role = message.get("role") if isinstance(message, dict) else None
+    if not isinstance(role, str) or role not in ROLES:
         raise Invalid(f"Invalid value for 'messages[{i}].role'.", f"messages.[{i}].role")
     _content(i, message)
     if message["role"] == "tool" and not message.get("tool_call_id"):
@@ -96,10 +97,17 @@ def _content(i: int, message: dict[str, Any]) -> None:
         if not (message["role"] == "assistant" and message.get("tool_calls")):
             raise Invalid(f"Invalid value for 'messages[{i}].content': expected a string or array.", param)
     elif isinstance(content, list):
-        if not all(isinstance(part, dict) and part.get("type") in _PART_TYPES for part in content):
+        if not all(_part(part) for part in content):
             raise Invalid(f"Invalid content part in 'messages[{i}].content'.", param)
     elif not isinstance(content, str):
         raise Invalid(f"Invalid type for 'messages[{i}].content'.", param)
+
+
+def _part(part: Any) -> bool:
+    """A content part the API takes: a text part's text is a string."""
+    if not isinstance(part, dict) or part.get("type") not in _PART_TYPES:
+        return False
+    return part["type"] != "text" or isinstance(part.get("text"), str)
 
 
 def _number_between(name: str, low: float, high: float) -> Check:
