@@ -166,26 +166,31 @@ class ApiClient:
                 if resp.status == 200 and body.get("stream"):
                     completion = await self._read_stream(resp)
                 else:
-                    raw = await _read_capped(resp)
+                    raw = await read_capped(resp)
                     payload = parse_json(raw)
                     if resp.status != 200:
                         raise error_for_status(resp.status, payload, raw, resp.headers)
                     completion = self._read_answer(payload, raw)
-        except RequestFailed as failure:
-            if self._api_key and self._api_key in failure.message:  # a server that echoes the key
-                failure.message = failure.message.replace(self._api_key, "[the key]")
-                failure.args = (failure.message,)
-            raise
-        except TimeoutError:
-            raise Retryable("the request timed out", type="timeout") from None
-        except aiohttp.ClientConnectorError as e:
-            raise unreachable(e) from None
-        except (aiohttp.ClientError, OSError) as e:
-            raise Retryable(f"connection failed: {_describe(e)}", type="connection_error") from None
+        except (RequestFailed, TimeoutError, aiohttp.ClientError, OSError) as e:
+            raise failure_of(e, self._api_key) from None
         completion.latency_ms = round((time.perf_counter() - started) * 1000, 1)
         completion.request_id = request_id
         completion.headers = resp.headers
         return completion
+
+
+def failure_of(e: Exception, api_key: str | None) -> RequestFailed:
+    """The RequestFailed an exception met while talking to the server stands for (never with the key)."""
+    if isinstance(e, RequestFailed):
+        if api_key and api_key in e.message:  # a server that echoes the key
+            e.message = e.message.replace(api_key, "[the key]")
+            e.args = (e.message,)
+        return e
+    if isinstance(e, TimeoutError):
+        return Retryable("the request timed out", type="timeout")
+    if isinstance(e, aiohttp.ClientConnectorError):
+        return unreachable(e)
+    return Retryable(f"connection failed: {_describe(e)}", type="connection_error")
 
 
 def unreachable(e: aiohttp.ClientConnectorError) -> Unreachable:
@@ -236,7 +241,7 @@ def snippet(body: str | bytes) -> str:
     return " ".join(text.split())[:200]
 
 
-async def _read_capped(resp: aiohttp.ClientResponse) -> bytes:
+async def read_capped(resp: aiohttp.ClientResponse) -> bytes:
     if resp.content_length is not None and resp.content_length <= MAX_BODY_BYTES:
         return await resp.read()  # (aiohttp reads no more than that)
     if (resp.content_length or 0) > MAX_BODY_BYTES:
