@@ -401,12 +401,61 @@ def _cost_text(cost: float, unpriced: int) -> str:
 @click.option("--require-key-env", help="Accept only the key held in this environment variable.")
 @click.option("--reject-marker", help="Answer 400 to prompts containing this text.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the fault generator.")
+@click.option(
+    "--batch-validating-seconds",
+    type=float,
+    default=0.2,
+    show_default=True,
+    help="Seconds a Batch API batch spends validating.",
+)
+@click.option(
+    "--batch-requests-per-second",
+    type=float,
+    default=200.0,
+    show_default=True,
+    help="Requests a batch answers per second.",
+)
+@click.option(
+    "--batch-finalizing-seconds",
+    type=float,
+    default=0.1,
+    show_default=True,
+    help="Seconds a batch spends finalizing or cancelling.",
+)
+@click.option("--batch-expire-after", type=int, help="A batch expires after answering this many requests.")
+@click.option(
+    "--batch-expire-fraction", type=float, help="A batch expires after this fraction of its requests."
+)
+@click.option("--batch-expiring-batches", type=int, help="Only the first N batches created expire.")
+@click.option(
+    "--batch-line-error-rate",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Fraction of batch requests answered --error-status.",
+)
+@click.option(
+    "--batch-create-error-rate",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Fraction of batch creations refused with 500.",
+)
+@click.option(
+    "--batch-create-lost-rate",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Fraction of batch creations made, then answered 500.",
+)
+@click.option("--batch-token-limit", type=int, help="Enqueued-token limit: a batch over it fails validation.")
 def simulate(host: str, port: int, models: str | None, require_key_env: str | None, **options) -> None:
-    """Serve an OpenAI-compatible Chat Completions API for offline tries and tests.
+    """Serve an OpenAI-compatible Chat Completions API (and Files and Batches) for offline tries and tests.
 
     \b
     Example:
       batcher simulate --port 4141 --rpm 600 --latency-ms 200 --error-rate 0.05
+      batcher simulate --batch-expire-fraction 0.5 --batch-token-limit 2000000
       OPENAI_BASE_URL=http://127.0.0.1:4141/v1 OPENAI_API_KEY=sk-any batcher run ...
     """
     from .job import SimulatorConfig

@@ -80,6 +80,25 @@ class SimulatorConfig:
     #: Answer every request with a 307 redirect to this URL.
     redirect_to: str | None = None
     seed: int = 0
+    # -- the Batch API (files.py, batches.py, batchrun.py): quick batches unless told otherwise --
+    #: Seconds a batch spends validating, then the requests per second it answers, then the
+    #: seconds it spends finalizing (or cancelling, once asked to cancel).
+    batch_validating_seconds: float = 0.2
+    batch_requests_per_second: float = 200.0
+    batch_finalizing_seconds: float = 0.1
+    #: A batch expires once it has answered this many of its requests, or this fraction of them;
+    #: only the first `batch_expiring_batches` batches created do (None: every batch).
+    batch_expire_after: int | None = None
+    batch_expire_fraction: float | None = None
+    batch_expiring_batches: int | None = None
+    #: Fraction of a batch's requests answered `error_status` (drawn from a generator seeded per batch).
+    batch_line_error_rate: float = 0.0
+    #: Fractions of batch creations answered 500: refused, or made and then the answer lost.
+    batch_create_error_rate: float = 0.0
+    batch_create_lost_rate: float = 0.0
+    #: Tokens (prompt estimate + max_tokens) of live batches, over which a new one fails validation
+    #: with `token_limit_exceeded`, as OpenAI's enqueued-token limit (one for all models here).
+    batch_token_limit: int | None = None
 
     def __post_init__(self) -> None:
         if self.rate_limit_headers not in ("all", "remaining", "none"):
@@ -103,6 +122,33 @@ class SimulatorConfig:
             value = getattr(self, name)
             if not 0 <= value <= 1:
                 raise ConfigError(f"simulator {name} must be between 0 and 1, got {value}")
+        self._check_batch_settings()
+
+    def _check_batch_settings(self) -> None:
+        for name in ("batch_line_error_rate", "batch_create_error_rate", "batch_create_lost_rate"):
+            value = getattr(self, name)
+            if not 0 <= value <= 1:
+                raise ConfigError(f"simulator {name} must be between 0 and 1, got {value}")
+        if self.batch_create_error_rate + self.batch_create_lost_rate > 1:
+            raise ConfigError(
+                "simulator batch_create_error_rate and batch_create_lost_rate add up to more than 1"
+            )
+        fraction = self.batch_expire_fraction
+        if fraction is not None and not 0 <= fraction < 1:
+            raise ConfigError(
+                f"simulator batch_expire_fraction must be at least 0 and below 1, got {fraction}"
+            )
+        if self.batch_requests_per_second <= 0:
+            raise ConfigError(
+                f"simulator batch_requests_per_second must be positive, got {self.batch_requests_per_second}"
+            )
+        for name in ("batch_validating_seconds", "batch_finalizing_seconds"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"simulator {name} must not be negative, got {getattr(self, name)}")
+        for name in ("batch_expire_after", "batch_expiring_batches", "batch_token_limit"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ConfigError(f"simulator {name} must not be negative, got {value}")
 
     def __repr__(self) -> str:  # never print a key, even a simulator's
         fields = (

@@ -11,6 +11,11 @@ from a seeded generator. A ledger counts the completions delivered per request
 (not those whose client had already given up), so tests can see whether any row
 was paid for twice (`GET /_simulator/ledger`).
 
+It serves the Files and Batches endpoints too (`files`, `batches`, `batchrun`, `batchinput`):
+batches go `validating -> in_progress -> finalizing -> completed` in well under a second by
+default, each request answered by the same code as online and counted in the same ledger; they
+can be made to expire, fail lines, fail creation, or meet an enqueued-token limit.
+
 `server` serves; `contract` checks a request; `ratelimits` and `faults` decide whether
 and how it is refused; `answers` and `streaming` shape the reply; `ledger` keeps count.
 """

@@ -28,9 +28,16 @@ class Invalid(Exception):
         self.param = param
         self.code = code
 
+    @property
+    def status(self) -> int:
+        return 404 if self.code == "model_not_found" else 400  # as OpenAI answers them
+
+    def body(self) -> dict[str, Any]:
+        """The refusal's JSON body, as answered online and in a Batch output line."""
+        return error_body("invalid_request_error", str(self), self.param, self.code)
+
     def response(self) -> web.Response:
-        status = 404 if self.code == "model_not_found" else 400  # as OpenAI answers them
-        return error_response(status, "invalid_request_error", str(self), self.param, self.code)
+        return web.json_response(self.body(), status=self.status)
 
 
 def error_response(
@@ -42,8 +49,12 @@ def error_response(
     headers: dict[str, str] | None = None,
 ) -> web.Response:
     """An error answered as OpenAI answers it."""
-    body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
-    return web.json_response(body, status=status, headers=headers)
+    return web.json_response(error_body(type_, message, param, code), status=status, headers=headers)
+
+
+def error_body(type_: str, message: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
+    """OpenAI's error body: {"error": {"message", "type", "param", "code"}}."""
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
 def validate(body: Any, config: SimulatorConfig) -> None:

@@ -33,6 +33,9 @@ class Ledger:
     statuses: Counter[str] = field(default_factory=Counter)
     #: Completions served whole, per request key: more than one means paid twice.
     completions: Counter[str] = field(default_factory=Counter)
+    #: Batch API request lines answered, by status ("200", "400", "500") or error code
+    #: ("batch_expired", "batch_cancelled"); their completions count in `completions` too.
+    batch_lines: Counter[str] = field(default_factory=Counter)
     #: Recent request bodies and arrival times (time.monotonic()), for tests and benchmarks.
     received: deque[Any] = field(default_factory=lambda: deque(maxlen=1000))
     arrivals: deque[float] = field(default_factory=lambda: deque(maxlen=100_000))
@@ -53,4 +56,5 @@ class Ledger:
             "requests": self.requests,
             "statuses": dict(self.statuses),
             "completions": dict(self.completions),
+            "batch_lines": dict(self.batch_lines),
         }

@@ -18,8 +18,10 @@ from aiohttp import web
 
 from ..job import SimulatorConfig
 from .answers import complete
+from .batches import Batches
 from .contract import Invalid, error_response, validate
 from .faults import Faults, broken_body, huge_body, proxy_page, server_error, storm_refusal, wait_unless_gone
+from .files import Files
 from .ledger import Ledger
 from .ratelimits import RateLimits, admission_tokens
 from .streaming import stream
@@ -34,6 +36,8 @@ class Simulator:
         self.ledger = Ledger()
         self._limits = RateLimits(self.config)
         self._faults = Faults(self.config)
+        self.files = Files(self._authorize)
+        self.batches = Batches(self.config, self.files, self.ledger, self._authorize)
         self.app = web.Application(client_max_size=64 * 1024 * 1024)
         self.app.add_routes(
             [
@@ -41,6 +45,8 @@ class Simulator:
                 web.post("/chat/completions", self.chat_completions),
                 web.get("/v1/models", self.models),
                 web.get("/_simulator/ledger", self.show_ledger),
+                *self.files.routes(),
+                *self.batches.routes(),
             ]
         )
         self._runner: web.AppRunner | None = None
@@ -55,6 +61,7 @@ class Simulator:
         return self.base_url
 
     async def stop(self) -> None:
+        await self.batches.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -140,6 +147,10 @@ class Simulator:
         if refused is not None:
             return refused
         return await self._deliver(request, body, tokens)
+
+    def _authorize(self, request: web.Request) -> web.Response | None:
+        """The key check of the Files and Batches endpoints: the same as for Chat Completions."""
+        return self._refuse_key(request.headers.get("Authorization", ""))
 
     def _refuse_key(self, authorization: str) -> web.Response | None:
         """The 401 for a missing or wrong key, or for any key once `fail_auth_after` has passed."""
