@@ -33,51 +33,73 @@ BUILT_IN_PRICES: dict[str, tuple[float, float]] = {
 }
 
 
+#: The Batch API's price as a share of the online one (OpenAI: half, input and output alike).
+BATCH_DISCOUNT = 0.5
+_KEYS = {"input", "output"}
+_BATCH_KEYS = {"batch_input", "batch_output"}
+
+
 @dataclass(frozen=True)
 class Prices:
-    """The price table of a job: the built-in one, overridden entry by entry by the job's."""
+    """The price table of a job: the built-in one, overridden entry by entry by the job's.
+
+    Each model has an online price (input, output) and a Batch API price: the
+    entry's own `batch_input` / `batch_output` where it says them, else the
+    online price times `BATCH_DISCOUNT`.
+    """
 
     table: Mapping[str, tuple[float, float]]
+    #: Batch API prices an entry states; the others are discounted from the online ones.
+    batch_table: Mapping[str, tuple[float, float]] = field(default_factory=dict)
     #: `of` for each model name asked about (the snapshot pattern costs a regex a row).
-    _known: dict[str, tuple[float, float] | None] = field(default_factory=dict, compare=False, repr=False)
+    _known: dict[tuple[str, bool], tuple[float, float] | None] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     @classmethod
     def from_settings(cls, prices: Mapping[str, Any] | None) -> Prices:
-        table = dict(BUILT_IN_PRICES)
+        table, batch_table = dict(BUILT_IN_PRICES), {}
         for model, entry in (prices or {}).items():
-            if not isinstance(entry, Mapping) or set(entry) != {"input", "output"}:
+            if not isinstance(entry, Mapping) or not _KEYS <= set(entry) <= _KEYS | _BATCH_KEYS:
                 raise ConfigError(
-                    f"prices.{model} needs input and output, USD per million tokens, "
-                    f"e.g. {{ input = 0.15, output = 0.60 }}; got {entry!r}"
+                    f"prices.{model} needs input and output, USD per million tokens, and may say "
+                    f"batch_input and batch_output, e.g. {{ input = 0.15, output = 0.60 }}; got {entry!r}"
                 )
-            values = (entry["input"], entry["output"])
-            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values) or not all(
-                math.isfinite(v) and v >= 0 for v in values
-            ):
-                raise ConfigError(
-                    f"prices.{model}: input and output must be numbers of 0 or more, got {entry!r}"
+            values = {key: entry[key] for key in sorted(set(entry))}
+            if not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in values.values()
+            ) or not all(math.isfinite(v) and v >= 0 for v in values.values()):
+                raise ConfigError(f"prices.{model}: prices must be numbers of 0 or more, got {entry!r}")
+            table[str(model)] = (float(entry["input"]), float(entry["output"]))
+            if _BATCH_KEYS & set(entry):
+                online = table[str(model)]
+                batch_table[str(model)] = (
+                    float(entry.get("batch_input", online[0] * BATCH_DISCOUNT)),
+                    float(entry.get("batch_output", online[1] * BATCH_DISCOUNT)),
                 )
-            table[str(model)] = (float(values[0]), float(values[1]))
-        return cls(table)
+        return cls(table, batch_table)
 
-    def of(self, model: str | None) -> tuple[float, float] | None:
-        """(input, output) USD per million tokens for `model`, or None when unknown."""
+    def of(self, model: str | None, *, batch: bool = False) -> tuple[float, float] | None:
+        """(input, output) USD per million tokens for `model`, online or in a batch; None when unknown."""
         if not model:
             return None
         try:
-            return self._known[model]
+            return self._known[model, batch]
         except KeyError:
             pass
-        price = self.table.get(model)
-        if price is None:
-            price = self.table.get(_SNAPSHOT.sub("", model))  # gpt-4o-mini-2024-07-18 -> gpt-4o-mini
+        name = model if model in self.table else _SNAPSHOT.sub("", model)  # gpt-4o-mini-2024-07-18
+        price = self.table.get(name)
+        if batch and price is not None:
+            price = self.batch_table.get(name) or (price[0] * BATCH_DISCOUNT, price[1] * BATCH_DISCOUNT)
         if len(self._known) < 1024:  # (a few models in a run; never grows with the rows)
-            self._known[model] = price
+            self._known[model, batch] = price
         return price
 
-    def cost(self, model: str | None, usage: Mapping[str, Any] | None) -> float | None:
-        """USD for one answer's usage, or None when the model has no price."""
-        price = self.of(model)
+    def cost(
+        self, model: str | None, usage: Mapping[str, Any] | None, *, batch: bool = False
+    ) -> float | None:
+        """USD for one answer's usage, online or in a batch, or None when the model has no price."""
+        price = self.of(model, batch=batch)
         if price is None or not usage:
             return None
         prompt = usage.get("prompt_tokens") or 0

@@ -125,6 +125,27 @@ def test_price_lookup_knows_dated_snapshots_and_refuses_a_bad_table():
         Prices.from_settings({"m": {"input": -1, "output": 1}})
 
 
+def test_batch_prices_are_half_the_online_ones_unless_an_entry_says_its_own():
+    prices = Prices.from_settings(
+        {
+            "self-hosted": {"input": 1.0, "output": 4.0},
+            "gateway-model": {"input": 1.0, "output": 4.0, "batch_input": 0.8},
+        }
+    )
+    usage = {"prompt_tokens": 1_000_000, "completion_tokens": 1_000_000}
+
+    assert prices.of("gpt-4o-mini", batch=True) == (0.075, 0.30)
+    assert prices.of("gpt-4o-mini-2024-07-18", batch=True) == (0.075, 0.30)  # snapshots too
+    assert prices.cost("gpt-4o", usage, batch=True) == 6.25 and prices.cost("gpt-4o", usage) == 12.5
+    assert prices.of("self-hosted", batch=True) == (0.5, 2.0)
+    assert prices.of("gateway-model", batch=True) == (0.8, 2.0)  # the output discounted, as unsaid
+    assert prices.of("unknown", batch=True) is None
+    with pytest.raises(ConfigError, match="may say batch_input and batch_output"):
+        Prices.from_settings({"m": {"input": 1, "output": 1, "batch": 0.5}})
+    with pytest.raises(ConfigError, match="0 or more"):
+        Prices.from_settings({"m": {"input": 1, "output": 1, "batch_output": -1}})
+
+
 # The budget itself: what a request holds before it is sent, and what its answer settles.
 
 
