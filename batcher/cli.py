@@ -90,6 +90,14 @@ def main() -> None:
     help="Stop when this many rows in a row fail with the same error (0: never).  [default: 10]",
 )
 @click.option(
+    "--mode",
+    type=click.Choice(["online", "batch-api"]),
+    help="online: a request a row; batch-api: the provider's Batch API, half the price, within 24 h"
+    " (docs/batch-api.md).  [default: online]",
+)
+@click.option("--batch-size", type=int, help="Requests a batch holds, in batch-api mode.  [default: 50000]")
+@click.option("--poll-interval", type=float, help="Seconds between looks at running batches.  [default: 60]")
+@click.option(
     "--patience",
     type=float,
     help="Seconds of nothing but 429s or an unreachable server before the run stops, resumably."

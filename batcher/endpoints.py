@@ -117,7 +117,7 @@ class Endpoint:
         self.name = config.name
         #: Where requests go (the embedded simulator's own address, when it is one).
         self.base_url = base_url
-        api_key = os.environ.get(config.api_key_env) or ("sk-simulator" if config.uses_simulator else None)
+        api_key = self.api_key
         # A key's limit is shared with other runs on it (an embedded simulator is the run's own).
         shared = None if config.uses_simulator else SharedState.open(base_url, api_key)
         self.limits: Limiter = RateLimits(config.rpm, config.tpm, concurrency=connections, shared=shared)
@@ -126,6 +126,13 @@ class Endpoint:
         self._failing = 0
         self._rest = REST_SECONDS
         self.resting_until = 0.0
+
+    @property
+    def api_key(self) -> str | None:
+        """Its key, read from its environment variable when needed (never kept in a file or printed)."""
+        return os.environ.get(self.config.api_key_env) or (
+            "sk-simulator" if self.config.uses_simulator else None
+        )
 
     def body(self, body: dict[str, Any]) -> dict[str, Any]:
         """The request as this endpoint wants it: its own model name, where it has one."""

@@ -25,6 +25,10 @@ from .errors import ConfigError
 #: The output format of an OpenAI Batch output file (whole responses), not the input kind of the same
 #: name (prompts.BATCH_INPUT): the API calls both files "batch".
 BATCH_OUTPUT = "openai-batch"
+ONLINE, BATCH_API = "online", "batch-api"
+MODES = (ONLINE, BATCH_API)
+#: The provider's limit on the requests of one batch.
+MAX_BATCH_REQUESTS = 50_000
 OUTPUT_FORMATS = ("jsonl", "parquet", BATCH_OUTPUT)
 #: The `base_url` value that runs the embedded simulator inside the run itself.
 SIMULATOR = "simulator"
@@ -206,6 +210,11 @@ class Job:
     cache: str | None = None
     #: Several endpoints serving the model, each with its own key and limits (see endpoints.py).
     endpoints: tuple[EndpointConfig, ...] = ()
+    #: How rows are sent: one request each ("online"), or as the provider's batches ("batch-api",
+    #: docs/batch-api.md) of at most `batch_size` requests, polled every `poll_interval` seconds.
+    mode: str = "online"
+    batch_size: int = 50_000
+    poll_interval: float = 60.0
     simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
 
     @property
@@ -279,6 +288,9 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "drain_timeout": (int, float),
     "stop_after_identical_failures": (int,),
     "patience": (int, float),
+    "mode": (str,),
+    "batch_size": (int,),
+    "poll_interval": (int, float),
     "allow_insecure_http": (bool,),
     "json_schema": (str, dict),
     "labels": (list, str),
@@ -422,6 +434,7 @@ def _check(job: Job) -> None:
     positive("tpm", job.tpm)
     positive("timeout", job.timeout, allow_none=False)
     positive("patience", job.patience, allow_none=False)
+    _check_mode(job)
     if job.stop_after_identical_failures < 0:
         raise ConfigError(
             f"stop_after_identical_failures must be 0 or more, got {job.stop_after_identical_failures}"
@@ -434,3 +447,15 @@ def _check(job: Job) -> None:
         if not endpoint.uses_simulator and not endpoint.base_url.startswith(("http://", "https://")):
             wanted = f"base_url must start with http:// or https:// (or be '{SIMULATOR}')"
             raise ConfigError(f"{wanted}, got {endpoint.base_url!r}")
+
+
+def _check_mode(job: Job) -> None:
+    if job.mode not in MODES:
+        raise ConfigError(f"mode must be one of {', '.join(MODES)}, got {job.mode!r}")
+    if not 1 <= job.batch_size <= MAX_BATCH_REQUESTS:
+        raise ConfigError(
+            f"batch_size must be between 1 and {MAX_BATCH_REQUESTS:,} (the provider's limit), "
+            f"got {job.batch_size}"
+        )
+    if not math.isfinite(job.poll_interval) or job.poll_interval <= 0:
+        raise ConfigError(f"poll_interval must be a positive number of seconds, got {job.poll_interval}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from .errors import EXIT_FAILED_ROWS, EXIT_INTERRUPTED, EXIT_OK, BatcherError
+from .errors import EXIT_FAILED_ROWS, EXIT_INTERRUPTED, EXIT_OK, BatcherError, BudgetReached
 from .stats import RunStats
 
 
@@ -29,6 +29,17 @@ class RunOutcome:
     stats: RunStats
     #: What stopped the run (ABORTED, BUDGET_REACHED): raised as it is by the Python API.
     error: BatcherError | None = None
+
+    @classmethod
+    def of(cls, stats: RunStats, error: BatcherError | None, interrupted: bool) -> RunOutcome:
+        """How a session ended: stopped by `error`, interrupted, or done (with failed rows or not)."""
+        if error is not None:
+            return cls(
+                Status.BUDGET_REACHED if isinstance(error, BudgetReached) else Status.ABORTED, stats, error
+            )
+        if interrupted:
+            return cls(Status.INTERRUPTED, stats)
+        return cls(Status.COMPLETED_WITH_ERRORS if stats.failed else Status.COMPLETED, stats)
 
     @property
     def exit_code(self) -> int:

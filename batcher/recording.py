@@ -53,6 +53,11 @@ class Recorder:
         """Make rows durable in batches, until cancelled (see Checkpoint.keep_syncing)."""
         await self.checkpoint.keep_syncing(self._on_durable)
 
+    async def sync(self) -> None:
+        """Make every row added so far durable now (and report it), before a step that relies on it."""
+        self._on_durable(await self.checkpoint.sync())
+        self.checkpoint.check()
+
     async def last_sync(self) -> None:
         """Report every row written as durable; raise the WriteFailed of a write that failed."""
         self._on_durable(await self.checkpoint.sync())

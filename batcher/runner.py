@@ -37,7 +37,7 @@ from .errors import (
 from .job import BATCH_OUTPUT, Job
 from .kinds import RequestKind
 from .limits import Permit, Verdict
-from .outcome import RunOutcome, Status
+from .outcome import RunOutcome
 from .recording import FailureStreak, Recorder
 from .retry import RetryPolicy, Tries
 from .reuse import ON_THE_WIRE, Reuse
@@ -456,10 +456,4 @@ class Runner:
             self.recorder.add(False, record)
 
     def _outcome(self) -> RunOutcome:
-        stats = self.stats
-        if self._abort is not None:
-            status = Status.BUDGET_REACHED if isinstance(self._abort, BudgetReached) else Status.ABORTED
-            return RunOutcome(status, stats, self._abort)
-        if self.interrupted:
-            return RunOutcome(Status.INTERRUPTED, stats)
-        return RunOutcome(Status.COMPLETED_WITH_ERRORS if stats.failed else Status.COMPLETED, stats)
+        return RunOutcome.of(self.stats, self._abort, self.interrupted)

@@ -23,11 +23,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .batchapi.parts import COLLECTED, PartsLog
 from .chat import ChatKind
-from .checkpoint import Checkpoint, Progress
+from .checkpoint import STATE_DIR, Checkpoint, Progress
 from .endpoints import Endpoint, Router
 from .errors import ConfigError, WriteFailed
-from .job import BATCH_OUTPUT, Job
+from .job import BATCH_API, BATCH_OUTPUT, Job
 from .journal import write_atomically
 from .kinds import RequestKind
 from .outcome import RunOutcome, Status
@@ -158,23 +159,10 @@ async def run_job(
         )
         router = Router(await _endpoints(job, kind, simulators))
         async with contextlib.AsyncExitStack() as clients:
-            for endpoint in router.endpoints:
-                await clients.enter_async_context(endpoint.client)
             recorder = Recorder(
                 checkpoint, progress, stats, sink=sink, on_progress=on_progress, on_record=on_record
             )
-            transport: Transport = Runner(
-                job=job,
-                kind=kind,
-                router=router,
-                recorder=recorder,
-                parse=parse,
-                reuse=(
-                    Reuse(within_run=job.dedupe, cache=cache, keep_body=job.output_format == BATCH_OUTPUT)
-                    if job.dedupe or cache
-                    else None
-                ),
-            )
+            transport = await _open_transport(clients, job, kind, router, recorder, parse, cache)
             if on_start is not None:
                 on_start(transport)
             loop = asyncio.get_running_loop()
@@ -204,6 +192,40 @@ async def run_job(
             for simulator in simulators:
                 await simulator.stop()
     return outcome
+
+
+async def _open_transport(
+    stack: contextlib.AsyncExitStack,
+    job: Job,
+    kind: RequestKind,
+    router: Router,
+    recorder: Recorder,
+    parse: Callable[[dict[str, Any], str | None], dict[str, Any]] | None,
+    cache: AnswerCache | None,
+) -> Transport:
+    """The job's transport, its connections opened in `stack`: the online pool, or the Batch API."""
+    parts = PartsLog(recorder.checkpoint.directory / STATE_DIR)
+    if job.mode == BATCH_API:
+        from .batchapi.provider import BatchProvider
+        from .batchapi.transport import BatchTransport
+
+        if not router.single or parse is not None:
+            raise ConfigError("batch-api mode takes one endpoint and no parse function (not yet more)")
+        endpoint = router.endpoints[0]
+        provider = BatchProvider(endpoint.base_url, endpoint.api_key, timeout=job.timeout)
+        await stack.enter_async_context(provider)
+        return BatchTransport(job=job, kind=kind, recorder=recorder, provider=provider, log_=parts)
+    if any(part.state != COLLECTED for part in parts.load().values()):
+        raise ConfigError(
+            f"{job.output} has batches at the provider not yet collected: run it with --mode batch-api "
+            "to collect them (sending their rows online as well would pay for them twice)"
+        )
+    for endpoint in router.endpoints:
+        await stack.enter_async_context(endpoint.client)
+    reuse = None
+    if job.dedupe or cache:
+        reuse = Reuse(within_run=job.dedupe, cache=cache, keep_body=job.output_format == BATCH_OUTPUT)
+    return Runner(job=job, kind=kind, router=router, recorder=recorder, parse=parse, reuse=reuse)
 
 
 async def _endpoints(job: Job, kind: RequestKind, simulators: list[Any]) -> list[Endpoint]:

@@ -12,10 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..journal import write_atomically
 
@@ -23,6 +23,7 @@ from ..journal import write_atomically
 MAX_REQUESTS = 50_000
 MAX_BYTES = 200 * 1024 * 1024
 PARTS_FILE = "parts.jsonl"
+T = TypeVar("T")
 PARTS_DIR = "parts"
 
 PLANNED, UPLOADED, CREATING, CREATED, ENDED, COLLECTED = (
@@ -49,11 +50,15 @@ class Part:
     requests: int
     size: int
     sha256: str
+    #: Beside it, what a result record needs of each row: id, row number, kept columns.
+    rows_file: str = ""
     state: str = PLANNED
     file_id: str | None = None
     #: The nonce of the latest creation asked for (in the batch's metadata), and how many there were.
     nonce: str | None = None
     creations: int = 0
+    #: When the latest creation was asked for (time.time()): a lost one is looked for from then on.
+    asked_at: float = 0.0
     batch_id: str | None = None
     #: The provider's last word on the batch (status, request_counts, errors).
     batch: dict[str, Any] = field(default_factory=dict)
@@ -65,19 +70,24 @@ class Part:
 
 
 def split(
-    lines: Iterable[bytes], *, max_requests: int = MAX_REQUESTS, max_bytes: int = MAX_BYTES
-) -> Iterator[list[bytes]]:
-    """Request lines (each ending in a newline) in groups under both limits, in order."""
-    group: list[bytes] = []
-    size = 0
-    for line in lines:
-        if len(line) > max_bytes:
-            raise ValueError(f"a request line of {len(line)} bytes is over the {max_bytes}-byte file limit")
-        if group and (len(group) >= max_requests or size + len(line) > max_bytes):
+    items: Iterable[T],
+    *,
+    max_requests: int = MAX_REQUESTS,
+    max_bytes: int = MAX_BYTES,
+    size: Callable[[T], int] = len,
+) -> Iterator[list[T]]:
+    """Request lines (or items carrying them, `size` their bytes) in groups under both limits, in order."""
+    group: list[T] = []
+    total = 0
+    for item in items:
+        n = size(item)
+        if n > max_bytes:
+            raise ValueError(f"a request line of {n} bytes is over the {max_bytes}-byte file limit")
+        if group and (len(group) >= max_requests or total + n > max_bytes):
             yield group
-            group, size = [], 0
-        group.append(line)
-        size += len(line)
+            group, total = [], 0
+        group.append(item)
+        total += n
     if group:
         yield group
 
@@ -89,15 +99,32 @@ class PartsLog:
         self.path = state_dir / PARTS_FILE
         self.files = state_dir / PARTS_DIR
 
-    def write_part(self, number: int, round_: int, lines: list[bytes]) -> Part:
-        """Write a part's input file whole, then record the part as planned."""
+    def write_part(
+        self, number: int, round_: int, lines: list[bytes], rows: list[bytes] | None = None
+    ) -> Part:
+        """Write a part's input file (and its rows file) whole, then record the part as planned."""
         self.files.mkdir(parents=True, exist_ok=True)
+        name = f"part-{number:05d}"
+        if rows is not None:
+            write_atomically(self.files / f"{name}.rows.jsonl", b"".join(rows))
         data = b"".join(lines)
-        name = f"part-{number:05d}.jsonl"
-        write_atomically(self.files / name, data)
-        part = Part(number, round_, name, len(lines), len(data), hashlib.sha256(data).hexdigest())
+        write_atomically(self.files / f"{name}.jsonl", data)
+        part = Part(
+            number,
+            round_,
+            f"{name}.jsonl",
+            len(lines),
+            len(data),
+            hashlib.sha256(data).hexdigest(),
+            rows_file=f"{name}.rows.jsonl" if rows is not None else "",
+        )
         self.record(part)
         return part
+
+    def read_rows(self, part: Part) -> list[dict[str, Any]]:
+        """What a result record needs of each row of a part, in the part's order."""
+        with (self.files / part.rows_file).open("rb") as f:
+            return [json.loads(line) for line in f]
 
     def record(self, part: Part, state: str | None = None, **changes: Any) -> None:
         """Move `part` on (its fields updated) and make that durable before returning."""

@@ -1,0 +1,117 @@
+"""`--mode batch-api`: a job sent as the provider's batches ends in the same run directory as online."""
+
+from __future__ import annotations
+
+import json
+
+import openai
+import pytest
+
+from tests.helpers import TEST_KEY, prompt_for, read_jsonl, review_rows, run_args, write_jsonl
+
+BATCH = ("--mode", "batch-api", "--poll-interval", "0.1")
+
+
+def summary(run_dir):
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+def parts(run_dir) -> dict[int, dict]:
+    latest = {}
+    for line in (run_dir / ".batcher" / "parts.jsonl").read_text().splitlines():
+        part = json.loads(line)
+        latest[part["number"]] = part
+    return latest
+
+
+def assert_each_row_answered_once(simulator, rows, run_dir):
+    results = read_jsonl(run_dir / "results.jsonl")
+    assert sorted(r["id"] for r in results) == sorted(r["id"] for r in rows)
+    assert all(simulator.completions_for(prompt_for(row)) == 1 for row in rows)
+
+
+def test_a_batch_job_runs_to_the_same_results_split_by_batch_size(cli, simulator, tmp_path, run_dir):
+    rows = review_rows(25)
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+
+    result = cli(*run_args(path, run_dir, simulator.base_url, *BATCH, "--batch-size", "10"))
+
+    assert result.exit_code == 0, result.output
+    assert_each_row_answered_once(simulator, rows, run_dir)
+    assert [p["requests"] for p in parts(run_dir).values()] == [10, 10, 5]
+    assert all(p["state"] == "collected" for p in parts(run_dir).values())
+    results = read_jsonl(run_dir / "results.jsonl")
+    batch_ids = {p["batch_id"] for p in parts(run_dir).values()}
+    assert {r["batch_id"] for r in results} == batch_ids and all(r["attempts"] == 1 for r in results)
+    assert summary(run_dir)["status"] == "completed" and summary(run_dir)["rows_ok"] == 25
+
+
+def test_rows_an_expired_batch_did_not_answer_go_into_a_new_batch_and_end_done_once(
+    cli, simulator_factory, tmp_path, run_dir
+):
+    simulator = simulator_factory(batch_expire_fraction=0.4, batch_expiring_batches=1)
+    rows = review_rows(20)
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+
+    result = cli(*run_args(path, run_dir, simulator.base_url, *BATCH))
+
+    assert result.exit_code == 0, result.output
+    assert_each_row_answered_once(simulator, rows, run_dir)
+    first, second = parts(run_dir)[1], parts(run_dir)[2]
+    assert first["batch"]["status"] == "expired" and first["round"] == 0
+    assert second["round"] == 1 and second["requests"] == 12  # the 60% the expired batch left
+    assert sorted(r["attempts"] for r in read_jsonl(run_dir / "results.jsonl")) == [1] * 8 + [2] * 12
+
+
+def test_a_creation_whose_answer_is_lost_is_adopted_not_made_twice(cli, simulator_factory, tmp_path, run_dir):
+    simulator = simulator_factory(batch_create_lost_rate=1.0)  # every batch made, every answer a 500
+    rows = review_rows(12)
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+
+    result = cli(*run_args(path, run_dir, simulator.base_url, *BATCH, "--batch-size", "5"))
+
+    assert result.exit_code == 0, result.output
+    assert_each_row_answered_once(simulator, rows, run_dir)
+    sdk = openai.OpenAI(base_url=simulator.base_url, api_key=TEST_KEY, max_retries=0)
+    assert len(list(sdk.batches.list(limit=100))) == 3 == len(parts(run_dir))
+
+
+def test_rows_a_batch_answers_4xx_are_row_errors_as_online(cli, simulator_factory, tmp_path, run_dir):
+    simulator = simulator_factory(reject_marker="REJECT")
+    rows = review_rows(6)
+    rows[2]["text"] = "REJECT this one"
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+
+    result = cli(*run_args(path, run_dir, simulator.base_url, *BATCH))
+
+    assert result.exit_code == 1, result.output
+    errors = read_jsonl(run_dir / "errors.jsonl")
+    assert [e["id"] for e in errors] == [rows[2]["id"]] and errors[0]["error"]["status"] == 400
+    assert len(read_jsonl(run_dir / "results.jsonl")) == 5
+
+
+def test_an_online_run_into_a_directory_with_batches_not_collected_is_refused(
+    cli, simulator, tmp_path, run_dir
+):
+    path = write_jsonl(tmp_path / "in.jsonl", review_rows(3))
+    (run_dir / ".batcher").mkdir(parents=True)
+    part = {"number": 1, "round": 0, "file": "part-00001.jsonl", "requests": 3, "size": 1, "sha256": "x"}
+    (run_dir / ".batcher" / "parts.jsonl").write_text(json.dumps({**part, "state": "created"}) + "\n")
+
+    result = cli(*run_args(path, run_dir, simulator.base_url))
+
+    assert result.exit_code == 2
+    assert "not yet collected" in result.output and "--mode batch-api" in result.output
+
+
+@pytest.mark.slow  # waits out the 3 s a server that is starting is given
+def test_a_provider_that_cannot_be_reached_stops_the_run_in_seconds_with_nothing_failed(
+    cli, tmp_path, run_dir
+):
+    path = write_jsonl(tmp_path / "in.jsonl", review_rows(3))
+
+    result = cli(*run_args(path, run_dir, "http://127.0.0.1:9/v1", *BATCH))
+
+    assert result.exit_code == 3
+    assert "cannot connect to 127.0.0.1:9" in result.output and "no row was marked failed" in result.output
+    assert summary(run_dir)["rows_failed"] == 0
