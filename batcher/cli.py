@@ -457,6 +457,13 @@ def _cost_text(cost: float, unpriced: int) -> str:
     help="Fraction of batch creations made, then answered 500.",
 )
 @click.option("--batch-token-limit", type=int, help="Enqueued-token limit: a batch over it fails validation.")
+@click.option(
+    "--batch-create-delay-ms",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Milliseconds a batch creation is answered after the batch is made.",
+)
 def simulate(host: str, port: int, models: str | None, require_key_env: str | None, **options) -> None:
     """Serve an OpenAI-compatible Chat Completions API (and Files and Batches) for offline tries and tests.
 

@@ -103,6 +103,8 @@ class SimulatorConfig:
     #: Tokens (prompt estimate + max_tokens) of live batches, over which a new one fails validation
     #: with `token_limit_exceeded`, as OpenAI's enqueued-token limit (one for all models here).
     batch_token_limit: int | None = None
+    #: Milliseconds a batch creation waits, the batch already made, before it is answered.
+    batch_create_delay_ms: float = 0.0
 
     def __post_init__(self) -> None:
         if self.rate_limit_headers not in ("all", "remaining", "none"):
@@ -146,7 +148,7 @@ class SimulatorConfig:
             raise ConfigError(
                 f"simulator batch_requests_per_second must be positive, got {self.batch_requests_per_second}"
             )
-        for name in ("batch_validating_seconds", "batch_finalizing_seconds"):
+        for name in ("batch_validating_seconds", "batch_finalizing_seconds", "batch_create_delay_ms"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"simulator {name} must not be negative, got {getattr(self, name)}")
         for name in ("batch_expire_after", "batch_expiring_batches", "batch_token_limit"):

@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import json
+import signal
+import time
 
 import openai
 import pytest
 
-from tests.helpers import TEST_KEY, prompt_for, read_jsonl, review_rows, run_args, write_jsonl
+from tests.helpers import (
+    TEST_KEY,
+    prompt_for,
+    read_jsonl,
+    review_rows,
+    run_args,
+    start_subprocess_run,
+    write_jsonl,
+)
 
 BATCH = ("--mode", "batch-api", "--poll-interval", "0.1")
 
@@ -115,3 +125,44 @@ def test_a_provider_that_cannot_be_reached_stops_the_run_in_seconds_with_nothing
     assert result.exit_code == 3
     assert "cannot connect to 127.0.0.1:9" in result.output and "no row was marked failed" in result.output
     assert summary(run_dir)["rows_failed"] == 0
+
+
+def _latest_states(run_dir) -> set[str]:
+    return (
+        {part["state"] for part in parts(run_dir).values()}
+        if (run_dir / ".batcher" / "parts.jsonl").exists()
+        else set()
+    )
+
+
+@pytest.mark.slow
+def test_kill_9_between_asking_for_a_batch_and_its_answer_then_the_same_command_pays_for_no_row_twice(
+    simulator_factory, tmp_path, run_dir
+):
+    # Each creation is answered 300 ms after the batch is made: a kill then leaves a batch the
+    # run directory knows only by the nonce it wrote first. Kills go on, later each time, until
+    # one has landed there twice; the simulator outlives every client and counts what it answered.
+    simulator = simulator_factory(
+        batch_requests_per_second=40, batch_validating_seconds=0.1, batch_create_delay_ms=300
+    )
+    rows = review_rows(60)
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+    flags = (*BATCH, "--batch-size", "15")
+    in_doubt = 0
+    for attempt in range(12):
+        process = start_subprocess_run(path, run_dir, simulator.base_url, *flags)
+        time.sleep(0.4 + 0.1 * attempt)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+        in_doubt += "creating" in _latest_states(run_dir)
+        if in_doubt >= 2 or _latest_states(run_dir) == {"collected"}:
+            break
+
+    final = start_subprocess_run(path, run_dir, simulator.base_url, *flags)
+    _, stderr = final.communicate(timeout=60)
+
+    assert final.returncode == 0, stderr
+    assert in_doubt >= 1, "no kill landed while a creation was in doubt"
+    assert_each_row_answered_once(simulator, rows, run_dir)
+    sdk = openai.OpenAI(base_url=simulator.base_url, api_key=TEST_KEY, max_retries=0)
+    assert len(list(sdk.batches.list(limit=100))) == len(parts(run_dir)) == 4  # no batch made twice

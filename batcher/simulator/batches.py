@@ -77,6 +77,8 @@ class Batches:
         if roll < self.config.batch_create_error_rate:
             return server_error(500, {})
         batch = self._make(params)
+        if self.config.batch_create_delay_ms:  # made, and the answer slow: a client may die waiting
+            await asyncio.sleep(self.config.batch_create_delay_ms / 1000)
         if roll < self.config.batch_create_error_rate + self.config.batch_create_lost_rate:
             return server_error(500, {})  # made, but the client never hears of it
         return web.json_response(batch.to_json())
