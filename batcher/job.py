@@ -461,3 +461,8 @@ def _check_mode(job: Job) -> None:
         )
     if not math.isfinite(job.poll_interval) or job.poll_interval <= 0:
         raise ConfigError(f"poll_interval must be a positive number of seconds, got {job.poll_interval}")
+    if job.mode == BATCH_API and (job.max_cost is not None or job.max_total_tokens is not None):
+        raise ConfigError(
+            "max_cost and max_total_tokens do not hold in batch-api mode yet, so they are refused "
+            "rather than ignored: run online, or without a budget"
+        )

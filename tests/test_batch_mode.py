@@ -166,3 +166,13 @@ def test_kill_9_between_asking_for_a_batch_and_its_answer_then_the_same_command_
     assert_each_row_answered_once(simulator, rows, run_dir)
     sdk = openai.OpenAI(base_url=simulator.base_url, api_key=TEST_KEY, max_retries=0)
     assert len(list(sdk.batches.list(limit=100))) == len(parts(run_dir)) == 4  # no batch made twice
+
+
+def test_a_budget_is_refused_in_batch_mode_rather_than_ignored(cli, simulator, tmp_path, run_dir):
+    path = write_jsonl(tmp_path / "in.jsonl", review_rows(3))
+
+    result = cli(*run_args(path, run_dir, simulator.base_url, *BATCH, "--max-cost", "1"))
+
+    assert result.exit_code == 2
+    assert "do not hold in batch-api mode yet" in result.output
+    assert simulator.requests == 0
