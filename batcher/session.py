@@ -155,7 +155,12 @@ async def run_job(
         cache = AnswerCache(Path(job.cache)) if job.cache else None
         answer_types = job.answer_format.column_types() if job.answer_format else None
         sink = open_sink(
-            job.output_format, job.output, checkpoint.results_path, scan.kept_types, answer_types
+            job.output_format,
+            job.output,
+            checkpoint.results_path,
+            scan.kept_types,
+            answer_types,
+            batches=job.mode == BATCH_API,
         )
         router = Router(await _endpoints(job, kind, simulators))
         async with contextlib.AsyncExitStack() as clients:

@@ -197,8 +197,12 @@ def _arrow_type(pa: Any, seen: Any) -> Any:
 class Schemas:
     """The Arrow schemas of results and errors, with the kept columns typed (see `_arrow_type`)."""
 
-    def __init__(self, kept_types: dict[str, Any], answer_types: dict[str, str] | None = None):
+    def __init__(
+        self, kept_types: dict[str, Any], answer_types: dict[str, str] | None = None, *, batches: bool = False
+    ):
+        """`batches`: the run goes through the Batch API, and its lines say which batch answered them."""
         pa, _ = arrow()
+        batch = [("batch_id", pa.string())] if batches else []
         usage = pa.struct(
             [("prompt_tokens", pa.int64()), ("completion_tokens", pa.int64()), ("total_tokens", pa.int64())]
         )
@@ -220,6 +224,7 @@ class Schemas:
                 ("latency_ms", pa.float64()),
                 ("attempts", pa.int64()),
                 ("reused_from", pa.string()),
+                *batch,
                 *answer,
                 *kept,
             ]
@@ -236,6 +241,7 @@ class Schemas:
                 ("usage", usage),  # of an answer that did not parse
                 ("cost_usd", pa.float64()),
                 ("content", pa.string()),
+                *batch,
                 *kept,
             ]
         )
@@ -302,6 +308,8 @@ def open_sink(
     results_journal: Path,
     kept_types: dict[str, Any],
     answer_types: dict[str, str] | None = None,
+    *,
+    batches: bool = False,
 ) -> Sink | None:
     """The sink for a derived format, already holding the journal's earlier results."""
     if output_format == "jsonl":
@@ -309,7 +317,7 @@ def open_sink(
     if output_format == BATCH_OUTPUT:
         sink: Sink = OpenAIBatchSink(directory)
     else:
-        sink = ParquetSink(directory, Schemas(kept_types, answer_types))
+        sink = ParquetSink(directory, Schemas(kept_types, answer_types, batches=batches))
     for record in iter_journal(results_journal):
         sink.write_result(record)
     return sink

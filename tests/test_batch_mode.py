@@ -56,6 +56,23 @@ def test_a_batch_job_runs_to_the_same_results_split_by_batch_size(cli, simulator
     assert summary(run_dir)["status"] == "completed" and summary(run_dir)["rows_ok"] == 25
 
 
+def test_results_parquet_says_which_batch_answered_each_row(cli, simulator, tmp_path, run_dir):
+    import pyarrow.parquet as pq
+
+    path = write_jsonl(tmp_path / "in.jsonl", review_rows(8))
+
+    result = cli(
+        *run_args(
+            path, run_dir, simulator.base_url, *BATCH, "--batch-size", "5", "--output-format", "parquet"
+        )
+    )
+
+    assert result.exit_code == 0, result.output
+    table = pq.read_table(run_dir / "results.parquet")
+    assert table.num_rows == 8
+    assert set(table.column("batch_id").to_pylist()) == {p["batch_id"] for p in parts(run_dir).values()}
+
+
 def test_rows_an_expired_batch_did_not_answer_go_into_a_new_batch_and_end_done_once(
     cli, simulator_factory, tmp_path, run_dir
 ):
