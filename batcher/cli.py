@@ -98,6 +98,12 @@ def main() -> None:
 @click.option("--batch-size", type=int, help="Requests a batch holds, in batch-api mode.  [default: 50000]")
 @click.option("--poll-interval", type=float, help="Seconds between looks at running batches.  [default: 60]")
 @click.option(
+    "--no-wait",
+    is_flag=True,
+    default=None,
+    help="batch-api mode: submit the batches and exit 4; the same command later collects them.",
+)
+@click.option(
     "--patience",
     type=float,
     help="Seconds of nothing but 429s or an unreachable server before the run stops, resumably."

@@ -32,6 +32,8 @@ EXIT_OK = 0
 EXIT_FAILED_ROWS = 1
 EXIT_USAGE = 2
 EXIT_ABORTED = 3
+#: Batches submitted with --no-wait and not yet collected: the same command collects them.
+EXIT_SUBMITTED = 4
 EXIT_INTERRUPTED = 130
 
 

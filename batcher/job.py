@@ -217,6 +217,8 @@ class Job:
     mode: str = "online"
     batch_size: int = 50_000
     poll_interval: float = 60.0
+    #: In batch-api mode, submit the batches and exit (EXIT_SUBMITTED) instead of waiting for them.
+    no_wait: bool = False
     simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
 
     @property
@@ -293,6 +295,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "mode": (str,),
     "batch_size": (int,),
     "poll_interval": (int, float),
+    "no_wait": (bool,),
     "allow_insecure_http": (bool,),
     "json_schema": (str, dict),
     "labels": (list, str),
@@ -461,6 +464,8 @@ def _check_mode(job: Job) -> None:
         )
     if not math.isfinite(job.poll_interval) or job.poll_interval <= 0:
         raise ConfigError(f"poll_interval must be a positive number of seconds, got {job.poll_interval}")
+    if job.no_wait and job.mode != BATCH_API:
+        raise ConfigError("no_wait is for batch-api mode: an online run waits for its answers")
     if job.mode == BATCH_API and (job.max_cost is not None or job.max_total_tokens is not None):
         raise ConfigError(
             "max_cost and max_total_tokens do not hold in batch-api mode yet, so they are refused "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from .errors import EXIT_FAILED_ROWS, EXIT_INTERRUPTED, EXIT_OK, BatcherError, BudgetReached
+from .errors import EXIT_FAILED_ROWS, EXIT_INTERRUPTED, EXIT_OK, EXIT_SUBMITTED, BatcherError, BudgetReached
 from .stats import RunStats
 
 
@@ -17,6 +17,8 @@ class Status(enum.StrEnum):
     INTERRUPTED = "interrupted"
     ABORTED = "aborted"
     BUDGET_REACHED = "budget_reached"
+    #: Batches were submitted and left to run (--no-wait): the same command collects them.
+    SUBMITTED = "submitted"
     #: The session itself ended in an exception (summary.json is still written).
     FAILED = "failed"
 
@@ -47,6 +49,8 @@ class RunOutcome:
             return self.error.exit_code
         if self.status is Status.INTERRUPTED:
             return EXIT_INTERRUPTED
+        if self.status is Status.SUBMITTED:
+            return EXIT_SUBMITTED
         return EXIT_FAILED_ROWS if self.status is Status.COMPLETED_WITH_ERRORS else EXIT_OK
 
     @property
@@ -55,9 +59,11 @@ class RunOutcome:
             return str(self.error)
         if self.status is Status.COMPLETED_WITH_ERRORS:
             return f"{self.stats.failed} row(s) failed; see errors"
+        if self.status is Status.SUBMITTED:
+            return "batches submitted and left to run at the provider; run the same command to collect them"
         return "interrupted" if self.status is Status.INTERRUPTED else None
 
     @property
     def stopped_early(self) -> bool:
         """Rows were left unsent on purpose or by a stop: the same command continues."""
-        return self.status in (Status.INTERRUPTED, Status.ABORTED, Status.BUDGET_REACHED)
+        return self.status in (Status.INTERRUPTED, Status.ABORTED, Status.BUDGET_REACHED, Status.SUBMITTED)

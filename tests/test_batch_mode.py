@@ -193,3 +193,25 @@ def test_a_budget_is_refused_in_batch_mode_rather_than_ignored(cli, simulator, t
     assert result.exit_code == 2
     assert "do not hold in batch-api mode yet" in result.output
     assert simulator.requests == 0
+
+
+def test_no_wait_submits_and_exits_4_and_the_same_command_collects_later(
+    cli, simulator_factory, tmp_path, run_dir
+):
+    simulator = simulator_factory(batch_requests_per_second=10)  # 10 rows: about a second at the provider
+    rows = review_rows(10)
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+    command = run_args(path, run_dir, simulator.base_url, *BATCH, "--no-wait")
+
+    submitted = cli(*command)
+
+    assert submitted.exit_code == 4, submitted.output
+    assert "run the same command to collect them" in submitted.output
+    assert summary(run_dir)["status"] == "submitted" and not (run_dir / "results.jsonl").exists()
+    for _ in range(40):
+        collected = cli(*command)
+        if collected.exit_code != 4:
+            break
+        time.sleep(0.25)
+    assert collected.exit_code == 0, collected.output
+    assert_each_row_answered_once(simulator, rows, run_dir)

@@ -23,7 +23,7 @@ from ..errors import BatcherError, RequestFailed, RunAborted
 from ..job import BATCH_OUTPUT, Job
 from ..jsoncodec import dumpb
 from ..kinds import RequestKind
-from ..outcome import RunOutcome
+from ..outcome import RunOutcome, Status
 from ..recording import Recorder
 from ..sinks import error_record
 from ..sources import InputRow
@@ -55,6 +55,7 @@ class BatchTransport:
         self.interrupted = False
         self._started = time.monotonic()
         self._last_success: float | None = None
+        self._submitted = False
 
     def request_stop(self) -> None:
         """Ctrl-C / SIGTERM: stop waiting; the batches go on, and the same command collects them."""
@@ -79,6 +80,8 @@ class BatchTransport:
                 await self.recorder.last_sync()
             except BatcherError as e:
                 self._fail(e)
+        if self._submitted and self._abort is None and not self.interrupted:
+            return RunOutcome(Status.SUBMITTED, self.stats)
         return RunOutcome.of(self.stats, self._abort, self.interrupted)
 
     def _fail(self, error: BatcherError) -> None:
@@ -134,6 +137,9 @@ class BatchTransport:
                 if self._stop.is_set():
                     return
                 await self._advance(part)
+            if self.job.no_wait and all(p.state in (CREATED, COLLECTED) for p in self.parts.values()):
+                self._submitted = any(p.state == CREATED for p in self.parts.values())
+                return  # submitted: the batches run on, and the same command collects them
             if any(p.state != COLLECTED for p in self.parts.values()):
                 await self._wait(self.job.poll_interval)
 
