@@ -395,7 +395,27 @@ def inspect(directory: Path, read: tuple[dict[str, Any], Progress] | None = None
         "total_tokens": prompt_tokens + completion_tokens,
         "cost_usd": round(progress.cost_usd, 6),
         "answers_unpriced": progress.unpriced,
+        "batches": batches_of(directory),
     }
+
+
+def batches_of(directory: Path) -> list[dict[str, Any]]:
+    """A Batch API run's parts as last recorded: state, batch, and the provider's last word on it."""
+    from .batchapi.parts import PartsLog
+
+    parts = PartsLog(directory / STATE_DIR).load()
+    return [
+        {
+            "part": part.number,
+            "round": part.round,
+            "requests": part.requests,
+            "state": part.state,
+            "batch_id": part.batch_id,
+            "status": part.batch.get("status"),
+            "request_counts": part.batch.get("request_counts"),
+        }
+        for part in sorted(parts.values(), key=lambda p: p.number)
+    ]
 
 
 def _add_spend(progress: Progress, usage: dict[str, Any] | None, cost: float | None) -> None:

@@ -321,6 +321,18 @@ def status(directory: Path, as_json: bool) -> None:
         f"= {info['total_tokens']}"
     )
     click.echo(f"  cost:      {_cost_text(info['cost_usd'], info['answers_unpriced'])}")
+    for batch in info["batches"]:
+        click.echo(f"  part {batch['part']}:{' ' * max(1, 5 - len(str(batch['part'])))}{_batch_line(batch)}")
+
+
+def _batch_line(batch: dict) -> str:
+    text = f"{batch['state']}, {batch['requests']} requests"
+    if batch["batch_id"]:
+        text += f", {batch['batch_id']} {batch['status'] or ''}".rstrip()
+    counts = batch["request_counts"]
+    if counts:
+        text += f" ({counts.get('completed', 0)} done, {counts.get('failed', 0)} failed)"
+    return text
 
 
 @main.command()

@@ -54,6 +54,11 @@ def test_a_batch_job_runs_to_the_same_results_split_by_batch_size(cli, simulator
     batch_ids = {p["batch_id"] for p in parts(run_dir).values()}
     assert {r["batch_id"] for r in results} == batch_ids and all(r["attempts"] == 1 for r in results)
     assert summary(run_dir)["status"] == "completed" and summary(run_dir)["rows_ok"] == 25
+    batches = json.loads(cli("status", run_dir, "--json").output)["batches"]
+    assert [(b["part"], b["state"], b["status"]) for b in batches] == [
+        (n, "collected", "completed") for n in (1, 2, 3)
+    ]
+    assert "part 3:    collected, 5 requests, batch_" in cli("status", run_dir).output
 
 
 def test_results_parquet_says_which_batch_answered_each_row(cli, simulator, tmp_path, run_dir):
