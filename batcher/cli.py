@@ -338,6 +338,36 @@ def _batch_line(batch: dict) -> str:
 @main.command()
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 @click.option(
+    "--api-key-env",
+    default="OPENAI_API_KEY",
+    show_default=True,
+    help="The environment variable holding the key the batches were made with.",
+)
+def cancel(directory: Path, api_key_env: str) -> None:
+    """Cancel a batch-api run's batches that are still running at the provider.
+
+    What they answered before stopping is kept: run the same `batcher run`
+    command again to collect it (it sends the rest again in new batches).
+
+    \b
+    Example:
+      batcher cancel runs/summaries
+    """
+    from .batchapi.cancel import cancel_batches
+
+    try:
+        cancelled = asyncio.run(cancel_batches(directory, os.environ.get(api_key_env)))
+    except BatcherError as e:
+        _fail(f"error: {e}", e.exit_code)
+    if not cancelled:
+        click.echo(f"{directory}: no batch is running")
+    for part, batch in cancelled:
+        click.echo(f"part {part.number}: {batch}")
+
+
+@main.command()
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
     "-o",
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),

@@ -220,3 +220,28 @@ def test_no_wait_submits_and_exits_4_and_the_same_command_collects_later(
         time.sleep(0.25)
     assert collected.exit_code == 0, collected.output
     assert_each_row_answered_once(simulator, rows, run_dir)
+
+
+def test_cancel_stops_the_live_batches_and_the_next_run_keeps_what_they_answered(
+    cli, simulator_factory, tmp_path, run_dir
+):
+    simulator = simulator_factory(batch_requests_per_second=10)
+    rows = review_rows(20)
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+    command = run_args(path, run_dir, simulator.base_url, *BATCH, "--no-wait")
+    assert cli(*command).exit_code == 4
+    time.sleep(0.6)  # a few rows answered, most not
+
+    cancelled = cli("cancel", run_dir)
+
+    assert cancelled.exit_code == 0, cancelled.output
+    assert "part 1: batch_" in cancelled.output and "cancel" in cancelled.output
+    for _ in range(40):
+        collected = cli(*run_args(path, run_dir, simulator.base_url, *BATCH))
+        if collected.exit_code != 4:
+            break
+    assert collected.exit_code == 0, collected.output
+    first = parts(run_dir)[1]
+    assert first["batch"]["status"] == "cancelled" and 0 < first["batch"]["request_counts"]["completed"] < 20
+    assert_each_row_answered_once(simulator, rows, run_dir)
+    assert "no batch is running" in cli("cancel", run_dir).output

@@ -53,6 +53,8 @@ class Part:
     #: Beside it, what a result record needs of each row: id, row number, kept columns.
     rows_file: str = ""
     state: str = PLANNED
+    #: The base URL its file and batch live at (for `batcher cancel`), and the file's id there.
+    provider: str = ""
     file_id: str | None = None
     #: The nonce of the latest creation asked for (in the batch's metadata), and how many there were.
     nonce: str | None = None

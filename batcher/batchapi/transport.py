@@ -194,7 +194,7 @@ class BatchTransport:
     async def _upload(self, part: Part) -> None:
         data = b"".join(await asyncio.to_thread(self.log.read_lines, part))
         uploaded = await self.provider.upload(part.file, data)
-        await self._record(part, UPLOADED, file_id=uploaded["id"])
+        await self._record(part, UPLOADED, file_id=uploaded["id"], provider=self.provider.base_url)
 
     async def _create(self, part: Part) -> None:
         """Ask for the part's batch, the intent (a new nonce) on disk first."""

@@ -1,0 +1,34 @@
+"""`batcher cancel DIR`: cancel a Batch API run's live batches at the provider.
+
+A cancelled batch keeps (and bills) what it answered before it stopped; the
+next `batcher run` of the same command collects that, and sends the rest again
+in new batches. A creation still in doubt is looked up by its nonce first, so
+a batch the run does not know the id of is cancelled too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..checkpoint import STATE_DIR
+from .parts import CREATED, CREATING, Part, PartsLog
+from .provider import BatchProvider
+from .transport import FIND_SLACK_SECONDS
+
+
+async def cancel_batches(directory: Path, api_key: str | None, timeout: float = 60) -> list[tuple[Part, str]]:
+    """Ask the provider to cancel every batch of `directory` that may still run; (part, its status)."""
+    parts = [p for p in PartsLog(directory / STATE_DIR).load().values() if p.state in (CREATING, CREATED)]
+    cancelled = []
+    for part in sorted(parts, key=lambda p: p.number):
+        async with BatchProvider(part.provider, api_key, timeout=timeout) as provider:
+            batch_id = part.batch_id
+            if batch_id is None:  # a creation in doubt: the provider may have made it
+                metadata = {"batcher_part": str(part.number), "batcher_nonce": part.nonce or ""}
+                found = await provider.find(metadata, since=part.asked_at - FIND_SLACK_SECONDS)
+                if found is None:
+                    continue
+                batch_id = found["id"]
+            batch = await provider.cancel(batch_id) if batch_id else {}
+            cancelled.append((part, f"{batch_id} {batch.get('status', '')}".strip()))
+    return cancelled
