@@ -245,6 +245,8 @@ def _report(job, outcome) -> None:
     )
     if outcome.message and outcome.status != "interrupted":
         click.echo(f"batcher: {outcome.message}", err=True)
+    if outcome.note:
+        click.echo(f"batcher: {outcome.note}", err=True)
     click.echo(f"output: {job.output}", err=True)
 
 

@@ -31,6 +31,8 @@ class RunOutcome:
     stats: RunStats
     #: What stopped the run (ABORTED, BUDGET_REACHED): raised as it is by the Python API.
     error: BatcherError | None = None
+    #: What the user should know of work left running elsewhere (batches at the provider).
+    note: str | None = None
 
     @classmethod
     def of(cls, stats: RunStats, error: BatcherError | None, interrupted: bool) -> RunOutcome:

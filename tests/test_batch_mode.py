@@ -245,3 +245,26 @@ def test_cancel_stops_the_live_batches_and_the_next_run_keeps_what_they_answered
     assert first["batch"]["status"] == "cancelled" and 0 < first["batch"]["request_counts"]["completed"] < 20
     assert_each_row_answered_once(simulator, rows, run_dir)
     assert "no batch is running" in cli("cancel", run_dir).output
+
+
+def test_ctrl_c_leaves_the_batches_running_says_how_to_collect_or_cancel_them_and_exits_130(
+    simulator_factory, tmp_path, run_dir
+):
+    simulator = simulator_factory(batch_requests_per_second=10)
+    rows = review_rows(20)
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+    process = start_subprocess_run(path, run_dir, simulator.base_url, *BATCH)
+    for _ in range(100):
+        if "created" in _latest_states(run_dir):
+            break
+        time.sleep(0.05)
+
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=30)
+
+    assert process.returncode == 130, stderr
+    assert "batches are still running at the provider" in stderr and "batcher cancel" in stderr
+    final = start_subprocess_run(path, run_dir, simulator.base_url, *BATCH)
+    _, stderr = final.communicate(timeout=60)
+    assert final.returncode == 0, stderr
+    assert_each_row_answered_once(simulator, rows, run_dir)

@@ -82,7 +82,13 @@ class BatchTransport:
                 self._fail(e)
         if self._submitted and self._abort is None and not self.interrupted:
             return RunOutcome(Status.SUBMITTED, self.stats)
-        return RunOutcome.of(self.stats, self._abort, self.interrupted)
+        outcome = RunOutcome.of(self.stats, self._abort, self.interrupted)
+        if any(part.live for part in self.parts.values()):
+            outcome.note = (
+                "batches are still running at the provider: run the same command to collect them, "
+                f"or `batcher cancel {self.job.output}` to cancel them"
+            )
+        return outcome
 
     def _fail(self, error: BatcherError) -> None:
         if self._abort is None:
