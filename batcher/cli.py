@@ -273,6 +273,11 @@ def _print_plan(plan) -> None:
         f" = {plan.prompt_tokens + plan.completion_tokens:,}{guessed}"
     )
     cost = f"about ${plan.cost_usd:.4f} at most"
+    if job.mode == "batch-api":
+        cost = f"about ${plan.batch_cost_usd:.4f} at most at Batch prices (${plan.cost_usd:.4f} online)"
+        sizes = ", ".join(f"{n:,} requests in {_bytes(size)}" for n, size in plan.parts[:5])
+        more = f", and {len(plan.parts) - 5} more" if len(plan.parts) > 5 else ""
+        lines.append(f"batches:  {len(plan.parts):,} ({sizes}{more})")
     if plan.unpriced:
         cost += f", and {plan.unpriced:,} rows of a model with no price (set prices or --price)"
     lines.append(f"cost:     {cost}")
@@ -282,6 +287,10 @@ def _print_plan(plan) -> None:
             text = dumps(body)
             lines.append(f"  {where}: {text if len(text) <= 600 else text[:600] + ' ...'}")
     click.echo("\n".join(lines))
+
+
+def _bytes(size: int) -> str:
+    return f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{size / 1e3:.0f} kB"
 
 
 def _resume_command() -> str:

@@ -11,9 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .batchapi.parts import MAX_BYTES
+from .batchapi.transport import batch_line
 from .checkpoint import Checkpoint, DoneRows
 from .errors import ConfigError
-from .job import Job
+from .job import BATCH_API, Job
 from .session import identity_of, prepare
 from .tokens import DEFAULT_COMPLETION_TOKENS
 
@@ -40,6 +42,9 @@ class Plan:
     #: USD at most for the rows to send (completions at max_tokens), and rows with no price.
     cost_usd: float = 0.0
     unpriced: int = 0
+    #: The same at Batch API prices, and in batch-api mode the parts' input files: (requests, bytes).
+    batch_cost_usd: float = 0.0
+    parts: list[tuple[int, int]] = field(default_factory=list)
     #: (where, request body) of the first rows to send.
     samples: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
@@ -72,11 +77,15 @@ def plan(job: Job) -> Plan:
             result.completion_guessed += 1
         result.prompt_tokens += prompt
         result.completion_tokens += completion
-        cost = prices.cost(body.get("model"), {"prompt_tokens": prompt, "completion_tokens": completion})
+        usage = {"prompt_tokens": prompt, "completion_tokens": completion}
+        cost = prices.cost(body.get("model"), usage)
         if cost is None:
             result.unpriced += 1
         else:
             result.cost_usd += cost
+            result.batch_cost_usd += prices.cost(body.get("model"), usage, batch=True)
+        if job.mode == BATCH_API:
+            _add_to_part(result.parts, len(batch_line(row_id, body, kind.path)), job.batch_size)
         if len(result.samples) < SAMPLES:
             result.samples.append((f"{source.unit} {number}", body))
 
@@ -96,3 +105,12 @@ def _check_writable(directory: Path) -> None:
         )
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigError(f"{directory} cannot be used as the output directory: {existing} is not writable")
+
+
+def _add_to_part(parts: list[tuple[int, int]], size: int, batch_size: int) -> None:
+    """Count a request line of `size` bytes into the last part, or a new one when it is full."""
+    if parts and parts[-1][0] < batch_size and parts[-1][1] + size <= MAX_BYTES:
+        requests, total = parts[-1]
+        parts[-1] = (requests + 1, total + size)
+    else:
+        parts.append((1, size))

@@ -268,3 +268,16 @@ def test_ctrl_c_leaves_the_batches_running_says_how_to_collect_or_cancel_them_an
     _, stderr = final.communicate(timeout=60)
     assert final.returncode == 0, stderr
     assert_each_row_answered_once(simulator, rows, run_dir)
+
+
+def test_a_dry_run_in_batch_mode_shows_the_batches_and_the_cost_at_batch_prices(cli, tmp_path, run_dir):
+    path = write_jsonl(tmp_path / "in.jsonl", review_rows(25))
+
+    flags = (*BATCH, "--batch-size", "10", "--max-tokens", "100", "--dry-run")
+    result = cli(*run_args(path, run_dir, "simulator", *flags, model="gpt-4o-mini"))
+
+    assert result.exit_code == 0, result.output
+    assert "batches:  3 (10 requests in " in result.output
+    online = float(result.output.split("($")[1].split(" online)")[0])
+    batch = float(result.output.split("cost:     about $")[1].split(" at most")[0])
+    assert batch == pytest.approx(online / 2, abs=0.0001) and online > 0

@@ -48,6 +48,7 @@ class BatchTransport:
     ):
         self.job, self.kind, self.recorder, self.provider, self.log = job, kind, recorder, provider, log_
         self.stats = recorder.stats
+        #: The endpoint of its batches, as the Batches API names it.
         self.endpoint = "/v1" + kind.path
         self.parts: dict[int, Part] = {}
         self._stop = asyncio.Event()
@@ -111,10 +112,7 @@ class BatchTransport:
         build, keep = self.kind.builder.build, self.job.keep_columns
         pairs = (
             (
-                dumpb(
-                    {"custom_id": row.row_id, "method": "POST", "url": self.endpoint, "body": build(row.row)}
-                )
-                + b"\n",
+                batch_line(row.row_id, build(row.row), self.kind.path),
                 dumpb({"id": row.row_id, "row_number": row.number, "kept": {k: row.row.get(k) for k in keep}})
                 + b"\n",
             )
@@ -376,6 +374,11 @@ class BatchTransport:
         await self.recorder.sync()
         await self._plan_again(part, again)
         await self._record(part, COLLECTED)
+
+
+def batch_line(row_id: str, body: dict[str, Any], path: str) -> bytes:
+    """A row's line of a Batch input file."""
+    return dumpb({"custom_id": row_id, "method": "POST", "url": "/v1" + path, "body": body}) + b"\n"
 
 
 def line_id(line: bytes) -> str:
