@@ -281,3 +281,32 @@ def test_a_dry_run_in_batch_mode_shows_the_batches_and_the_cost_at_batch_prices(
     online = float(result.output.split("($")[1].split(" online)")[0])
     batch = float(result.output.split("cost:     about $")[1].split(" at most")[0])
     assert batch == pytest.approx(online / 2, abs=0.0001) and online > 0
+
+
+def test_parts_over_the_enqueued_token_limit_wait_for_the_others_or_stop_asking_for_smaller_batches(
+    cli, simulator_factory, tmp_path, run_dir
+):
+    rows = review_rows(12)
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+    # A part of 6 rows counts 230 tokens at the provider (prompts + max_tokens): under a limit of
+    # 300 one part runs at a time, and the other is refused until the first has finished.
+    waiting = simulator_factory(batch_token_limit=300, batch_requests_per_second=50)
+    flags = (*BATCH, "--batch-size", "6", "--max-tokens", "16")
+
+    result = cli(*run_args(path, run_dir, waiting.base_url, *flags))
+
+    assert result.exit_code == 0, result.output
+    assert_each_row_answered_once(waiting, rows, run_dir)
+    sdk = openai.OpenAI(base_url=waiting.base_url, api_key=TEST_KEY, max_retries=0)
+    made = list(sdk.batches.list(limit=100))
+    assert len(made) > 2 and any(b.status == "failed" for b in made)  # refused at least once, then made
+    too_big = simulator_factory(batch_token_limit=100)
+    other_dir = tmp_path / "other"
+
+    refused = cli(*run_args(path, other_dir, too_big.base_url, *flags))
+
+    assert refused.exit_code == 3
+    assert (
+        "alone is over the provider's enqueued-token limit" in refused.output
+        and "--batch-size" in refused.output
+    )

@@ -344,6 +344,12 @@ class BatchTransport:
         errors = (part.batch.get("errors") or {}).get("data") or []
         codes = {error.get("code") for error in errors}
         if codes == {"token_limit_exceeded"}:
+            if not any(other.live for other in self.parts.values() if other is not part):
+                raise RunAborted(
+                    f"part {part.number} alone is over the provider's enqueued-token limit "
+                    f"({'; '.join(str(e.get('message')) for e in errors)}): run again with a smaller "
+                    "--batch-size. Nothing was marked failed."
+                )
             log.info("part %d: over the enqueued-token limit; created again once others finish", part.number)
             await self._record(part, UPLOADED, batch_id=None, batch={})
             return
