@@ -383,7 +383,7 @@ def inspect(directory: Path, read: tuple[dict[str, Any], Progress] | None = None
     total = job.get("rows") or 0
     return {
         "directory": str(directory),
-        "running": _is_locked(directory),
+        "running": is_locked(directory),
         "input": job.get("input"),
         "model": job.get("model"),
         "rows_total": total,
@@ -436,7 +436,7 @@ def _has_lines(path: Path) -> bool:
         return False
 
 
-def _is_locked(directory: Path) -> bool:
+def is_locked(directory: Path) -> bool:
     try:
         fd = os.open(directory / LOCK_FILE, os.O_RDONLY)
     except OSError:

@@ -310,3 +310,21 @@ def test_parts_over_the_enqueued_token_limit_wait_for_the_others_or_stop_asking_
         "alone is over the provider's enqueued-token limit" in refused.output
         and "--batch-size" in refused.output
     )
+
+
+def test_a_failed_row_sent_again_in_a_later_run_is_kept_when_it_is_answered(
+    cli, simulator_factory, tmp_path, run_dir
+):
+    rows = review_rows(4)
+    rows[1]["text"] = "REJECT me today"
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+    strict, lenient = simulator_factory(reject_marker="REJECT"), simulator_factory()
+    assert cli(*run_args(path, run_dir, strict.base_url, *BATCH)).exit_code == 1
+
+    again = cli(*run_args(path, run_dir, lenient.base_url, *BATCH))  # failed rows are retried by default
+    once_more = cli(*run_args(path, run_dir, lenient.base_url, *BATCH))
+
+    assert again.exit_code == 0, again.output
+    assert rows[1]["id"] in {r["id"] for r in read_jsonl(run_dir / "results.jsonl")}
+    assert summary(run_dir)["rows_failed"] == 0 and once_more.exit_code == 0
+    assert lenient.completions_for(prompt_for(rows[1])) == 1  # answered once, kept, not asked again

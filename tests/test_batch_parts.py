@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from batcher.batchapi.parts import COLLECTED, CREATED, CREATING, PLANNED, UPLOADED, PartsLog, split
+from batcher.errors import RunAborted
 
 
 def lines(n: int, size: int = 10) -> list[bytes]:
@@ -49,6 +50,9 @@ def test_a_step_torn_by_a_crash_counts_as_not_taken(tmp_path):
     parts = PartsLog(tmp_path).load()
 
     assert parts[1].state == CREATING and parts[1].batch_id is None  # look the batch up by its nonce
+    log.record(parts[1], CREATED, batch_id="batch_1")
+    reread = PartsLog(tmp_path).load()
+    assert reread[1].state == CREATED and reread[1].batch_id == "batch_1"  # not joined to the torn tail
 
 
 def test_a_part_file_changed_after_planning_is_refused(tmp_path):
@@ -56,7 +60,7 @@ def test_a_part_file_changed_after_planning_is_refused(tmp_path):
     part = log.write_part(1, 0, lines(2))
     (log.files / part.file).write_bytes(b"other\n")
 
-    with pytest.raises(ValueError, match="changed since it was planned"):
+    with pytest.raises(RunAborted, match="changed since it was planned"):
         log.read_lines(part)
 
 

@@ -10,14 +10,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..checkpoint import STATE_DIR
+from ..checkpoint import STATE_DIR, is_locked
+from ..errors import ConfigError, RequestFailed
 from .parts import CREATED, CREATING, Part, PartsLog
 from .provider import BatchProvider
 from .transport import FIND_SLACK_SECONDS
 
 
 async def cancel_batches(directory: Path, api_key: str | None, timeout: float = 60) -> list[tuple[Part, str]]:
-    """Ask the provider to cancel every batch of `directory` that may still run; (part, its status)."""
+    """Ask the provider to cancel every batch of `directory` that may still run; (part, what became of it)."""
+    if is_locked(directory):
+        raise ConfigError(
+            f"{directory} is in use by a batcher run, which would send the cancelled rows again: "
+            "stop it first (Ctrl-C leaves its batches running)"
+        )
     parts = [p for p in PartsLog(directory / STATE_DIR).load().values() if p.state in (CREATING, CREATED)]
     cancelled = []
     for part in sorted(parts, key=lambda p: p.number):
@@ -29,6 +35,10 @@ async def cancel_batches(directory: Path, api_key: str | None, timeout: float = 
                 if found is None:
                     continue
                 batch_id = found["id"]
-            batch = await provider.cancel(batch_id) if batch_id else {}
+            try:
+                batch = await provider.cancel(batch_id)
+            except RequestFailed as failure:  # e.g. it ended meanwhile: the next run collects it
+                cancelled.append((part, f"{batch_id} not cancelled: {failure.message}"))
+                continue
             cancelled.append((part, f"{batch_id} {batch.get('status', '')}".strip()))
     return cancelled

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ..errors import RunAborted
 from ..journal import write_atomically
 
 #: The provider's limits on one batch input file.
@@ -61,6 +62,8 @@ class Part:
     creations: int = 0
     #: When the latest creation was asked for (time.time()): a lost one is looked for from then on.
     asked_at: float = 0.0
+    #: Other parts' batches were live when it was made (an enqueued-token refusal then means "wait").
+    crowded: bool = False
     batch_id: str | None = None
     #: The provider's last word on the batch (status, request_counts, errors).
     batch: dict[str, Any] = field(default_factory=dict)
@@ -145,21 +148,30 @@ class PartsLog:
         parts: dict[int, Part] = {}
         if not self.path.exists():
             return parts
+        whole = 0
         with self.path.open("rb") as f:
             for raw in f:
                 if not raw.endswith(b"\n"):
                     break  # torn: that step is not known to have been recorded
+                whole += len(raw)
                 try:
                     fields = json.loads(raw)
                     part = Part(**fields)
                 except (ValueError, TypeError):
                     continue
                 parts[part.number] = part
+        if whole < self.path.stat().st_size:  # cut the torn tail off, or the next step would join it
+            with self.path.open("r+b") as f:
+                f.truncate(whole)
+                os.fsync(f.fileno())
         return parts
 
     def read_lines(self, part: Part) -> list[bytes]:
         """The request lines of a part's input file, checked against the hash it was planned with."""
         data = (self.files / part.file).read_bytes()
         if hashlib.sha256(data).hexdigest() != part.sha256:
-            raise ValueError(f"{self.files / part.file} changed since it was planned")
+            raise RunAborted(
+                f"{self.files / part.file} changed since it was planned: the run directory was edited; "
+                "nothing was sent from it"
+            )
         return data.splitlines(keepends=True)

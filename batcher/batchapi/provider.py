@@ -87,7 +87,12 @@ class BatchProvider:
 
     async def content(self, file_id: str) -> bytes:
         """A file's bytes (an output or error file)."""
-        return await self._call("GET", f"/files/{file_id}/content", raw=True)
+        # Output files are larger than any answer (a 50,000-request batch is tens of MB): read whole,
+        # with time limits on each read rather than on the download.
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=self._timeout.total, sock_read=self._timeout.total
+        )
+        return await self._call("GET", f"/files/{file_id}/content", raw=True, timeout=timeout)
 
     async def _call(self, method: str, path: str, *, raw: bool = False, **kwargs: Any) -> Any:
         assert self._session is not None, "use BatchProvider as an async context manager"
@@ -95,7 +100,7 @@ class BatchProvider:
             async with self._session.request(
                 method, self.base_url + path, allow_redirects=False, **kwargs
             ) as resp:
-                data = await read_capped(resp)
+                data = await resp.read() if raw and resp.status == 200 else await read_capped(resp)
                 if resp.status != 200:
                     raise error_for_status(resp.status, parse_json(data), data, resp.headers)
                 if raw:

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from ..client import job_level_cause
-from ..errors import BatcherError, RequestFailed, RunAborted
+from ..errors import BatcherError, RequestFailed, RunAborted, WriteFailed
 from ..job import BATCH_OUTPUT, Job
 from ..jsoncodec import dumpb
 from ..kinds import RequestKind
@@ -57,6 +57,8 @@ class BatchTransport:
         self._started = time.monotonic()
         self._last_success: float | None = None
         self._submitted = False
+        #: Parts refused for the enqueued-token limit, created again only when no other part runs.
+        self._waiting_for_room: set[int] = set()
 
     def request_stop(self) -> None:
         """Ctrl-C / SIGTERM: stop waiting; the batches go on, and the same command collects them."""
@@ -74,6 +76,10 @@ class BatchTransport:
             await self._passes()
         except BatcherError as e:
             self._fail(e)
+        except OSError as e:  # the parts journal or a part's files could not be written or read
+            self._fail(WriteFailed(f"cannot use {self.log.path.parent}: {e.strerror or e}"))
+        except ValueError as e:  # a request line over the provider's file limit
+            self._fail(RunAborted(f"a row cannot go in a batch: {e}"))
         finally:
             syncer.cancel()
             await asyncio.gather(syncer, return_exceptions=True)
@@ -166,6 +172,10 @@ class BatchTransport:
             ENDED: self._collect,
         }
         try:
+            if part.number in self._waiting_for_room:
+                if any(other.live for other in self.parts.values() if other is not part):
+                    return  # refused for the enqueued-token limit: not asked again while others run
+                self._waiting_for_room.discard(part.number)
             while part.state in steps and not self._stop.is_set():
                 state = part.state
                 await steps[state](part)
@@ -202,8 +212,14 @@ class BatchTransport:
 
     async def _create(self, part: Part) -> None:
         """Ask for the part's batch, the intent (a new nonce) on disk first."""
+        crowded = any(other.live for other in self.parts.values() if other is not part)
         await self._record(
-            part, CREATING, nonce=uuid.uuid4().hex, creations=part.creations + 1, asked_at=time.time()
+            part,
+            CREATING,
+            nonce=uuid.uuid4().hex,
+            creations=part.creations + 1,
+            asked_at=time.time(),
+            crowded=crowded,
         )
         try:
             batch = await self.provider.create(part.file_id, self.endpoint, self._metadata(part))
@@ -260,7 +276,7 @@ class BatchTransport:
         done, again = self.recorder.progress.done, []
         for row in rows:
             row_id = row["id"]
-            if done.has(row_id, row["row_number"]) or row_id in self.recorder.progress.failed:
+            if done.has(row_id, row["row_number"]) or self._recorded_from(part, row_id):
                 continue
             self.stats.requests += 1
             if row_id in fates.answered:
@@ -270,6 +286,11 @@ class BatchTransport:
             else:
                 again.append((row, fates.again[row_id]))
         return again
+
+    def _recorded_from(self, part: Part, row_id: str) -> bool:
+        """The row's error line came from this very batch (collected before a crash), not an earlier one."""
+        failed = self.recorder.progress.failed.get(row_id)
+        return failed is not None and failed.get("batch_id") == part.batch_id
 
     def _add_answer(self, part: Part, row: dict[str, Any], answered: Answered) -> None:
         try:
@@ -344,18 +365,21 @@ class BatchTransport:
         errors = (part.batch.get("errors") or {}).get("data") or []
         codes = {error.get("code") for error in errors}
         if codes == {"token_limit_exceeded"}:
-            if not any(other.live for other in self.parts.values() if other is not part):
+            if not part.crowded:  # nothing else was running when it was made: it is too big alone
+                await self._record(part, COLLECTED)  # its rows go free, to be planned smaller next run
                 raise RunAborted(
                     f"part {part.number} alone is over the provider's enqueued-token limit "
                     f"({'; '.join(str(e.get('message')) for e in errors)}): run again with a smaller "
                     "--batch-size. Nothing was marked failed."
                 )
             log.info("part %d: over the enqueued-token limit; created again once others finish", part.number)
+            self._waiting_for_room.add(part.number)
             await self._record(part, UPLOADED, batch_id=None, batch={})
             return
         named = {error.get("line") for error in errors if isinstance(error.get("line"), int)}
         if not named:
             message = "; ".join(str(error.get("message")) for error in errors) or "no reason given"
+            await self._record(part, COLLECTED)  # it answered nothing: its rows go free for the next run
             raise RunAborted(
                 f"the provider failed batch {part.batch_id} of part {part.number}: {message}. "
                 "Nothing was marked failed: fix it and run the same command again."
