@@ -41,12 +41,20 @@ def summarized_articles(run: Path) -> None:
     assert {"content", "title", "published", "usage"} <= set(table.column_names)
 
 
+def summarized_overnight(run: Path) -> None:
+    table = pq.read_table(run / "results.parquet")
+    assert table.num_rows == 120 and table.column("batch_id").null_count == 0
+    assert len(set(table.column("batch_id").to_pylist())) == 3  # 50 + 50 + 20
+    assert json.loads((run / "summary.json").read_text())["status"] == "completed"
+
+
 # Each job runs as shipped, paced by its own limits: the slow ones take seconds by design.
 SHIPPED_JOBS = [
     pytest.param("classify-reviews", classified_reviews, marks=pytest.mark.slow, id="classify-reviews"),
     pytest.param("extract-review-facts", extracted_facts, marks=pytest.mark.slow, id="extract-review-facts"),
     pytest.param("classify-reviews-two-endpoints", spread_over_two_endpoints, id="two-endpoints"),
     pytest.param("summarize-articles", summarized_articles, marks=pytest.mark.slow, id="summarize-articles"),
+    pytest.param("summarize-articles-overnight", summarized_overnight, id="summarize-articles-overnight"),
 ]
 
 
