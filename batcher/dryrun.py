@@ -7,12 +7,12 @@ max_tokens (256 where unset), so the cost shown is an upper bound.
 from __future__ import annotations
 
 import os
+from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .batchapi.parts import MAX_BYTES
-from .batchapi.transport import batch_line
+from .batchapi.parts import MAX_BYTES, batch_line, split
 from .checkpoint import Checkpoint, DoneRows
 from .errors import ConfigError
 from .job import BATCH_API, Job
@@ -65,6 +65,7 @@ def plan(job: Job) -> Plan:
     retry_failed, prices = job.retry_failed, job.price_table
     estimator = kind.estimator
     result = Plan(job, source.kind, 0, "resume" if recorded is not None else "new")
+    line_sizes = array("L")  # of the Batch input lines, in batch-api mode
 
     def on_body(number: int, row_id: str, body: dict[str, Any]) -> None:
         if done.has(row_id, number) or (row_id in failed and not retry_failed):
@@ -85,13 +86,15 @@ def plan(job: Job) -> Plan:
             result.cost_usd += cost
             result.batch_cost_usd += prices.cost(body.get("model"), usage, batch=True)
         if job.mode == BATCH_API:
-            _add_to_part(result.parts, len(batch_line(row_id, body, kind.path)), job.batch_size)
+            line_sizes.append(len(batch_line(row_id, body, kind.path)))
         if len(result.samples) < SAMPLES:
             result.samples.append((f"{source.unit} {number}", body))
 
     scan = source.scan(kind.builder, source.fingerprint(), on_body)
     result.input_kind, result.rows = scan.kind, scan.total
     result.done, result.failed = len(done), len(failed)
+    groups = split(line_sizes, max_requests=job.batch_size, max_bytes=MAX_BYTES, size=int)
+    result.parts = [(len(sizes), sum(sizes)) for sizes in groups]
     return result
 
 
@@ -105,12 +108,3 @@ def _check_writable(directory: Path) -> None:
         )
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigError(f"{directory} cannot be used as the output directory: {existing} is not writable")
-
-
-def _add_to_part(parts: list[tuple[int, int]], size: int, batch_size: int) -> None:
-    """Count a request line of `size` bytes into the last part, or a new one when it is full."""
-    if parts and parts[-1][0] < batch_size and parts[-1][1] + size <= MAX_BYTES:
-        requests, total = parts[-1]
-        parts[-1] = (requests + 1, total + size)
-    else:
-        parts.append((1, size))

@@ -54,12 +54,7 @@ class Recorder:
         await self.checkpoint.keep_syncing(self._on_durable)
 
     async def sync(self) -> None:
-        """Make every row added so far durable now (and report it), before a step that relies on it."""
-        self._on_durable(await self.checkpoint.sync())
-        self.checkpoint.check()
-
-    async def last_sync(self) -> None:
-        """Report every row written as durable; raise the WriteFailed of a write that failed."""
+        """Make every row added so far durable now and report it; raise the WriteFailed of a failed write."""
         self._on_durable(await self.checkpoint.sync())
         self.checkpoint.check()
 

@@ -155,7 +155,7 @@ class Runner:
         except WriteFailed as e:  # the rows it held are sent again on resume
             self._fail(e)
         try:
-            await self.recorder.last_sync()
+            await self.recorder.sync()
         except BatcherError as e:
             self._fail(e)
 

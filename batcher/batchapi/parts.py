@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from ..errors import RunAborted
 from ..journal import write_atomically
+from ..jsoncodec import dumpb
 
 #: The provider's limits on one batch input file.
 MAX_REQUESTS = 50_000
@@ -175,3 +176,8 @@ class PartsLog:
                 "nothing was sent from it"
             )
         return data.splitlines(keepends=True)
+
+
+def batch_line(row_id: str, body: dict[str, Any], path: str) -> bytes:
+    """A row's line of a Batch input file."""
+    return dumpb({"custom_id": row_id, "method": "POST", "url": "/v1" + path, "body": body}) + b"\n"

@@ -29,7 +29,19 @@ from ..sinks import error_record
 from ..sources import InputRow
 from ..stops import FAST_STOP_SECONDS, never_answered, stalled_for
 from .collect import Answered, read_fates
-from .parts import COLLECTED, CREATED, CREATING, ENDED, MAX_BYTES, PLANNED, UPLOADED, Part, PartsLog, split
+from .parts import (
+    COLLECTED,
+    CREATED,
+    CREATING,
+    ENDED,
+    MAX_BYTES,
+    PLANNED,
+    UPLOADED,
+    Part,
+    PartsLog,
+    batch_line,
+    split,
+)
 from .provider import BatchProvider
 
 log = logging.getLogger("batcher")
@@ -84,7 +96,7 @@ class BatchTransport:
             syncer.cancel()
             await asyncio.gather(syncer, return_exceptions=True)
             try:
-                await self.recorder.last_sync()
+                await self.recorder.sync()
             except BatcherError as e:
                 self._fail(e)
         if self._submitted and self._abort is None and not self.interrupted:
@@ -104,12 +116,15 @@ class BatchTransport:
 
     # -- planning ----------------------------------------------------------------------
 
-    def _claimed(self) -> set[str]:
-        """Ids of the rows in parts not yet collected: never planned into another part."""
+    def _claimed(self, besides: Part | None = None) -> set[str]:
+        """Ids of the rows in parts not yet collected (`besides` left out): never planned into another part.
+
+        (A crash between planning a part's unanswered rows and marking it collected leaves them claimed.)
+        """
         return {
             row["id"]
             for part in self.parts.values()
-            if part.state != COLLECTED
+            if part.state != COLLECTED and part is not besides
             for row in self.log.read_rows(part)
         }
 
@@ -339,7 +354,7 @@ class BatchTransport:
         """Rows the provider did not answer: a new part, unless their rounds are spent (then errors)."""
         if not again:
             return
-        claimed = await asyncio.to_thread(self._claimed_elsewhere, part)
+        claimed = await asyncio.to_thread(self._claimed, part)
         again = [(row, failure) for row, failure in again if row["id"] not in claimed]
         if part.round >= self.job.max_retries:
             for row, failure in again:
@@ -350,15 +365,6 @@ class BatchTransport:
         pairs = [(lines[row["id"]], dumpb(row) + b"\n") for row, _ in again]
         await asyncio.to_thread(self._write_parts, pairs, part.round + 1)
         self.stats.retries += len(pairs)
-
-    def _claimed_elsewhere(self, part: Part) -> set[str]:
-        """Rows of the other uncollected parts (a crash between planning them and collecting `part`)."""
-        return {
-            row["id"]
-            for other in self.parts.values()
-            if other.number != part.number and other.state != COLLECTED
-            for row in self.log.read_rows(other)
-        }
 
     async def _collect_failed(self, part: Part, rows: list[dict[str, Any]]) -> None:
         """A batch that failed validation: wait and try again, fail the lines it names, or stop."""
@@ -404,11 +410,6 @@ class BatchTransport:
         await self.recorder.sync()
         await self._plan_again(part, again)
         await self._record(part, COLLECTED)
-
-
-def batch_line(row_id: str, body: dict[str, Any], path: str) -> bytes:
-    """A row's line of a Batch input file."""
-    return dumpb({"custom_id": row_id, "method": "POST", "url": "/v1" + path, "body": body}) + b"\n"
 
 
 def line_id(line: bytes) -> str:
