@@ -98,7 +98,11 @@ def main() -> None:
     " (docs/batch-api.md).  [default: online]",
 )
 @click.option("--batch-size", type=int, help="Requests a batch holds, in batch-api mode.  [default: 50000]")
-@click.option("--poll-interval", type=float, help="Seconds between looks at running batches.  [default: 60]")
+@click.option(
+    "--poll-interval",
+    type=float,
+    help="Most seconds between looks at running batches (1 s at first, doubling).  [default: 60]",
+)
 @click.option(
     "--no-wait",
     is_flag=True,

@@ -138,6 +138,11 @@ class Budget:
         self._reserved_cost += cost
         return True
 
+    def hold(self, tokens: int, cost: float | None) -> None:
+        """Hold what is already committed (a batch that runs), whether or not it fits."""
+        self._reserved_tokens += tokens
+        self._reserved_cost += cost or 0.0
+
     def settle(self, tokens: int, cost: float | None, *, used_tokens: int, used_cost: float | None) -> None:
         """Replace a reservation with what the request really used (0 if it got no answer)."""
         self._reserved_tokens -= tokens
@@ -145,14 +150,14 @@ class Budget:
         self.spent_tokens += used_tokens
         self.spent_cost += used_cost or 0.0
 
-    def exhausted_message(self) -> str:
+    def exhausted_message(self, what: str = "the next request") -> str:
         parts = []
         if self.max_cost is not None:
             parts.append(f"${self.spent_cost:.4f} of max_cost ${self.max_cost:g}")
         if self.max_tokens is not None:
             parts.append(f"{self.spent_tokens:,} of max_total_tokens {self.max_tokens:,}")
         return (
-            f"budget reached: {' and '.join(parts)} spent over all sessions; the next request would go over. "
-            "Requests already sent were finished and kept. Raise the budget and run the same command "
+            f"budget reached: {' and '.join(parts)} spent over all sessions; {what} would go over. "
+            "What was already sent was finished and kept. Raise the budget and run the same command "
             "again to continue."
         )

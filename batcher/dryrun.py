@@ -65,7 +65,8 @@ def plan(job: Job) -> Plan:
     retry_failed, prices = job.retry_failed, job.price_table
     estimator = kind.estimator
     result = Plan(job, source.kind, 0, "resume" if recorded is not None else "new")
-    line_sizes = array("L")  # of the Batch input lines, in batch-api mode
+    line_sizes = array("L")  # of the Batch input lines, in batch-api mode, and each line's model
+    line_models, models = array("L"), {}
 
     def on_body(number: int, row_id: str, body: dict[str, Any]) -> None:
         if done.has(row_id, number) or (row_id in failed and not retry_failed):
@@ -87,14 +88,21 @@ def plan(job: Job) -> Plan:
             result.batch_cost_usd += prices.cost(body.get("model"), usage, batch=True)
         if job.mode == BATCH_API:
             line_sizes.append(len(batch_line(row_id, body, kind.path)))
+            line_models.append(models.setdefault(body.get("model"), len(models)))
         if len(result.samples) < SAMPLES:
             result.samples.append((f"{source.unit} {number}", body))
 
     scan = source.scan(kind.builder, source.fingerprint(), on_body)
     result.input_kind, result.rows = scan.kind, scan.total
     result.done, result.failed = len(done), len(failed)
-    groups = split(line_sizes, max_requests=job.batch_size, max_bytes=MAX_BYTES, size=int)
-    result.parts = [(len(sizes), sum(sizes)) for sizes in groups]
+    groups = split(
+        range(len(line_sizes)),
+        max_requests=job.batch_size,
+        max_bytes=MAX_BYTES,
+        size=line_sizes.__getitem__,
+        key=line_models.__getitem__,
+    )
+    result.parts = [(len(group), sum(line_sizes[i] for i in group)) for group in groups]
     return result
 
 

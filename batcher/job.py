@@ -105,6 +105,9 @@ class SimulatorConfig:
     batch_token_limit: int | None = None
     #: Milliseconds a batch creation waits, the batch already made, before it is answered.
     batch_create_delay_ms: float = 0.0
+    #: Milliseconds an upload waits, the file already stored, before it is answered; and a
+    #: download before its bytes are sent.
+    files_delay_ms: float = 0.0
 
     def __post_init__(self) -> None:
         if self.rate_limit_headers not in ("all", "remaining", "none"):
@@ -148,7 +151,12 @@ class SimulatorConfig:
             raise ConfigError(
                 f"simulator batch_requests_per_second must be positive, got {self.batch_requests_per_second}"
             )
-        for name in ("batch_validating_seconds", "batch_finalizing_seconds", "batch_create_delay_ms"):
+        for name in (
+            "batch_validating_seconds",
+            "batch_finalizing_seconds",
+            "batch_create_delay_ms",
+            "files_delay_ms",
+        ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"simulator {name} must not be negative, got {getattr(self, name)}")
         for name in ("batch_expire_after", "batch_expiring_batches", "batch_token_limit"):
@@ -466,8 +474,3 @@ def _check_mode(job: Job) -> None:
         raise ConfigError(f"poll_interval must be a positive number of seconds, got {job.poll_interval}")
     if job.no_wait and job.mode != BATCH_API:
         raise ConfigError("no_wait is for batch-api mode: an online run waits for its answers")
-    if job.mode == BATCH_API and (job.max_cost is not None or job.max_total_tokens is not None):
-        raise ConfigError(
-            "max_cost and max_total_tokens do not hold in batch-api mode yet, so they are refused "
-            "rather than ignored: run online, or without a budget"
-        )

@@ -51,6 +51,19 @@ class Reuse:
             return request_key(body)
         return None
 
+    def caches(self, body: dict[str, Any]) -> bool:
+        """The cache keeps (and may already hold) this body's answer."""
+        return self.cache is not None and _cacheable(body)
+
+    def cached(self, key: bytes, body: dict[str, Any]) -> Completion | None:
+        """The cache's answer alone (the Batch API plans rows before any is on the wire)."""
+        return self.cache.get(key) if self.caches(body) else None
+
+    def remember(self, key: bytes, completion: Completion) -> None:
+        """Keep an answer the cache wants (`caches` said so of its body) for later runs."""
+        if self.cache is not None:
+            self.cache.put(key, completion)
+
     def try_find(self, key: bytes, body: dict[str, Any]) -> tuple[Completion, str] | None | object:
         """`find` without waiting: `ON_THE_WIRE` when an identical request is (then await `find`)."""
         if self.within_run:

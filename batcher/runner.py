@@ -14,11 +14,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from .answers import ParseFunction
 from .client import Completion, job_level_cause
 from .costs import Budget
 from .endpoints import Endpoint, Router
@@ -41,7 +40,7 @@ from .outcome import RunOutcome
 from .recording import FailureStreak, Recorder
 from .retry import RetryPolicy, Tries
 from .reuse import ON_THE_WIRE, Reuse
-from .sinks import RESERVED_COLUMNS, error_record
+from .sinks import error_record
 from .sources import InputRow
 from .stops import FAST_STOP_SECONDS, failing_alike, key_refused, never_answered, stalled_for
 
@@ -78,9 +77,9 @@ class Runner:
         recorder: Recorder,
         retry: RetryPolicy | None = None,
         reuse: Reuse | None = None,
-        parse: Callable[[dict[str, Any], str | None], dict[str, Any]] | None = None,
+        answers: Any = None,
     ):
-        """`parse`: the Python API's parse function (see answers.ParseFunction)."""
+        """`answers`: what makes an answer columns (answers.answers_of)."""
         self.job = job
         self.kind = kind
         self._record = kind.record
@@ -92,10 +91,7 @@ class Runner:
         self._with_response = job.output_format == BATCH_OUTPUT
         self.reuse = reuse
         #: What makes an answer columns: a parse function, a JSON Schema or labels, or nothing.
-        if parse is not None:
-            self.answers = ParseFunction(parse, taken={*RESERVED_COLUMNS, *job.keep_columns})
-        else:
-            self.answers = job.answer_format
+        self.answers = answers
         self.budget = Budget(
             job.max_cost,
             job.max_total_tokens,

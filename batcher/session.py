@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .answers import ParseFunction
 from .batchapi.parts import COLLECTED, PartsLog
 from .chat import ChatKind
 from .checkpoint import STATE_DIR, Checkpoint, Progress
@@ -210,16 +211,30 @@ async def _open_transport(
 ) -> Transport:
     """The job's transport, its connections opened in `stack`: the online pool, or the Batch API."""
     parts = PartsLog(recorder.checkpoint.directory / STATE_DIR)
+    answers = (
+        ParseFunction(parse, taken={*RESERVED_COLUMNS, *job.keep_columns}) if parse else job.answer_format
+    )
+    reuse = None
+    if job.dedupe or cache:
+        reuse = Reuse(within_run=job.dedupe, cache=cache, keep_body=job.output_format == BATCH_OUTPUT)
     if job.mode == BATCH_API:
         from .batchapi.provider import BatchProvider
         from .batchapi.transport import BatchTransport
 
-        if not router.single or parse is not None:
-            raise ConfigError("batch-api mode takes one endpoint and no parse function (not yet more)")
+        if not router.single:
+            raise ConfigError("batch-api mode takes one endpoint: its batches live there")
         endpoint = router.endpoints[0]
         provider = BatchProvider(endpoint.base_url, endpoint.api_key, timeout=job.timeout)
         await stack.enter_async_context(provider)
-        return BatchTransport(job=job, kind=kind, recorder=recorder, provider=provider, log_=parts)
+        return BatchTransport(
+            job=job,
+            kind=kind,
+            recorder=recorder,
+            provider=provider,
+            log_=parts,
+            answers=answers,
+            reuse=reuse,
+        )
     if any(part.state != COLLECTED for part in parts.load().values()):
         raise ConfigError(
             f"{job.output} has batches at the provider not yet collected: run it with --mode batch-api "
@@ -227,10 +242,7 @@ async def _open_transport(
         )
     for endpoint in router.endpoints:
         await stack.enter_async_context(endpoint.client)
-    reuse = None
-    if job.dedupe or cache:
-        reuse = Reuse(within_run=job.dedupe, cache=cache, keep_body=job.output_format == BATCH_OUTPUT)
-    return Runner(job=job, kind=kind, router=router, recorder=recorder, parse=parse, reuse=reuse)
+    return Runner(job=job, kind=kind, router=router, recorder=recorder, answers=answers, reuse=reuse)
 
 
 async def _endpoints(job: Job, kind: RequestKind, simulators: list[Any]) -> list[Endpoint]:

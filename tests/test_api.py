@@ -168,6 +168,27 @@ def test_a_parse_function_turns_each_answer_into_columns_and_its_failures_are_as
     assert "results already use" in clashed["error"].to_pylist()[0]["message"]
 
 
+def test_a_parse_function_reads_each_row_and_answer_in_batch_api_mode_too(simulator):
+    rows = [{"id": i, "text": f"review {i}: I love it", "n": i} for i in range(6)]
+
+    def parse(row, answer):
+        return {"length": len(answer), "n_again": row["n"]}
+
+    table = batcher.run(
+        rows,
+        model="m",
+        prompt="{text}",
+        base_url=simulator.base_url,
+        parse=parse,
+        mode="batch-api",
+        poll_interval=0.1,
+    )
+
+    assert table["n_again"].to_pylist() == list(range(6))
+    assert table["length"].to_pylist() == [len(c) for c in table["content"].to_pylist()]
+    assert table["batch_id"].null_count == 0 and table["error"].null_count == 6
+
+
 def test_a_dataframe_given_again_to_the_same_output_resumes_instead_of_resending(simulator, tmp_path):
     frame = pd.DataFrame({"text": [f"review {i}: fine" for i in range(12)], "n": range(12)})
     options = dict(model="m", prompt="{text}", base_url=simulator.base_url, output=tmp_path / "run")

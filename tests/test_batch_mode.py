@@ -34,6 +34,12 @@ def parts(run_dir) -> dict[int, dict]:
     return latest
 
 
+def batches_made(simulator) -> int:
+    """The batches the provider holds, as the official SDK lists them."""
+    sdk = openai.OpenAI(base_url=simulator.base_url, api_key=TEST_KEY, max_retries=0)
+    return len(list(sdk.batches.list(limit=100)))
+
+
 def assert_each_row_answered_once(simulator, rows, run_dir):
     results = read_jsonl(run_dir / "results.jsonl")
     assert sorted(r["id"] for r in results) == sorted(r["id"] for r in rows)
@@ -78,6 +84,112 @@ def test_results_parquet_says_which_batch_answered_each_row(cli, simulator, tmp_
     assert set(table.column("batch_id").to_pylist()) == {p["batch_id"] for p in parts(run_dir).values()}
 
 
+def test_an_openai_batch_input_file_goes_as_it_is_and_comes_back_in_the_batch_output_shape(
+    cli, simulator_factory, tmp_path, run_dir
+):
+    simulator = simulator_factory(reject_marker="BAD")
+    lines = [
+        {
+            "custom_id": f"task-{i}",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {
+                "model": "gpt-4o-mini",
+                "messages": [{"role": "user", "content": "BAD" if i == 1 else f"question {i}"}],
+                "max_tokens": 20 + i,
+            },
+        }
+        for i in range(7)
+    ]
+    path = write_jsonl(tmp_path / "batch.jsonl", lines)
+
+    result = cli(
+        "run",
+        path,
+        "-o",
+        run_dir,
+        "--base-url",
+        simulator.base_url,
+        *BATCH,
+        "--batch-size",
+        "3",
+        "--output-format",
+        "openai-batch",
+    )
+
+    assert result.exit_code == 1, result.output  # one row failed
+    sent = [
+        json.loads(line)
+        for n in (1, 2, 3)
+        for line in (run_dir / ".batcher" / "parts" / f"part-{n:05d}.jsonl").read_text().splitlines()
+    ]
+    assert sent == lines  # each line as it was given, split 3, 3, 1
+    output = read_jsonl(run_dir / "results.jsonl")
+    assert sorted(o["custom_id"] for o in output) == [f"task-{i}" for i in range(7) if i != 1]
+    assert all(o["response"]["status_code"] == 200 for o in output)
+    assert all(o["response"]["body"]["object"] == "chat.completion" for o in output)
+    [failed] = read_jsonl(run_dir / "errors.jsonl")
+    assert failed["custom_id"] == "task-1" and failed["response"]["status_code"] == 400
+    assert "reject_marker" in failed["response"]["body"]["error"]["message"]
+
+
+def test_rows_for_several_models_go_in_batches_of_one_model_each(cli, simulator, tmp_path, run_dir):
+    rows = [
+        {
+            "id": f"r{i}",
+            "model": ["gpt-4o-mini", "gpt-4o"][i % 2],
+            "messages": [{"role": "user", "content": f"t{i}"}],
+        }
+        for i in range(9)
+    ]
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+
+    result = cli(
+        *run_args(path, run_dir, simulator.base_url, *BATCH, "--batch-size", "4", model=None, prompt=None)
+    )
+
+    assert result.exit_code == 0, result.output
+    models = [
+        {json.loads(line)["body"]["model"] for line in (run_dir / ".batcher" / "parts" / p["file"]).open()}
+        for p in parts(run_dir).values()
+    ]
+    assert models == [{"gpt-4o-mini"}, {"gpt-4o-mini"}, {"gpt-4o"}]  # 4 + 1, and 4
+    assert {r["model"] for r in read_jsonl(run_dir / "results.jsonl")} >= {"gpt-4o-mini", "gpt-4o"}
+
+
+def test_identical_requests_go_once_in_a_batch_and_the_cache_answers_them_in_later_runs(
+    cli, simulator, tmp_path
+):
+    texts = ["I love it", "It broke", "It is grey", "Too loud"]
+    rows = [{"id": f"r{i}", "text": texts[i % 4]} for i in range(12)]
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+    cache = tmp_path / "cache"
+
+    def run(run_dir):
+        result = cli(
+            *run_args(path, run_dir, simulator.base_url, *BATCH, "--temperature", "0", "--cache", cache)
+        )
+        assert result.exit_code == 0, result.output
+        return {r["id"]: r for r in read_jsonl(run_dir / "results.jsonl")}
+
+    first = run(tmp_path / "one")
+
+    assert len(first) == 12 and batches_made(simulator) == 1
+    assert all(simulator.completions_for(prompt_for(row)) == 1 for row in rows)  # 4 requests, not 12
+    copies = [r for r in first.values() if "reused_from" in r]
+    assert len(copies) == 8 and summary(tmp_path / "one")["session"]["rows_deduplicated"] == 8
+    for copy in copies:
+        original = first[copy["reused_from"]]
+        assert copy["content"] == original["content"] and copy["batch_id"] == original["batch_id"]
+        assert copy["cost_usd"] == 0 and copy["usage"] is None
+
+    second = run(tmp_path / "two")
+
+    assert batches_made(simulator) == 1  # nothing sent: every answer came from the cache
+    assert all(r["reused_from"] == "cache" and r["cost_usd"] == 0 for r in second.values())
+    assert {r["content"] for r in second.values()} == {r["content"] for r in first.values()}
+
+
 def test_rows_an_expired_batch_did_not_answer_go_into_a_new_batch_and_end_done_once(
     cli, simulator_factory, tmp_path, run_dir
 ):
@@ -95,17 +207,27 @@ def test_rows_an_expired_batch_did_not_answer_go_into_a_new_batch_and_end_done_o
     assert sorted(r["attempts"] for r in read_jsonl(run_dir / "results.jsonl")) == [1] * 8 + [2] * 12
 
 
-def test_a_creation_whose_answer_is_lost_is_adopted_not_made_twice(cli, simulator_factory, tmp_path, run_dir):
-    simulator = simulator_factory(batch_create_lost_rate=1.0)  # every batch made, every answer a 500
+@pytest.mark.parametrize(
+    "lost, flags",
+    [
+        ({"batch_create_lost_rate": 1.0}, ()),  # every batch made, every answer a 500
+        ({"batch_create_delay_ms": 1500}, ("--timeout", "0.5")),  # made, the answer too late
+    ],
+    ids=["5xx", "timeout"],
+)
+def test_a_creation_whose_answer_is_lost_is_adopted_not_made_twice(
+    lost, flags, cli, simulator_factory, tmp_path, run_dir
+):
+    simulator = simulator_factory(**lost)
     rows = review_rows(12)
     path = write_jsonl(tmp_path / "in.jsonl", rows)
 
-    result = cli(*run_args(path, run_dir, simulator.base_url, *BATCH, "--batch-size", "5"))
+    result = cli(*run_args(path, run_dir, simulator.base_url, *BATCH, "--batch-size", "5", *flags))
 
     assert result.exit_code == 0, result.output
     assert_each_row_answered_once(simulator, rows, run_dir)
-    sdk = openai.OpenAI(base_url=simulator.base_url, api_key=TEST_KEY, max_retries=0)
-    assert len(list(sdk.batches.list(limit=100))) == 3 == len(parts(run_dir))
+    assert batches_made(simulator) == 3 == len(parts(run_dir))
+    assert all(part["creations"] == 1 for part in parts(run_dir).values())
 
 
 def test_rows_a_batch_answers_4xx_are_row_errors_as_online(cli, simulator_factory, tmp_path, run_dir):
@@ -120,6 +242,30 @@ def test_rows_a_batch_answers_4xx_are_row_errors_as_online(cli, simulator_factor
     errors = read_jsonl(run_dir / "errors.jsonl")
     assert [e["id"] for e in errors] == [rows[2]["id"]] and errors[0]["error"]["status"] == 400
     assert len(read_jsonl(run_dir / "results.jsonl")) == 5
+
+
+def test_batches_read_again_after_a_crash_before_they_were_marked_collected_add_no_line_twice(
+    cli, simulator_factory, tmp_path, run_dir
+):
+    simulator = simulator_factory(reject_marker="REJECT")
+    rows = review_rows(10)
+    rows[7]["text"] = "REJECT this one"
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+    command = run_args(path, run_dir, simulator.base_url, *BATCH, "--batch-size", "4")
+    assert cli(*command).exit_code == 1
+    journal = run_dir / ".batcher" / "parts.jsonl"
+    steps = journal.read_text().splitlines(keepends=True)
+    # as a kill would leave it just after each batch's rows were journaled: no part marked collected
+    journal.write_text("".join(step for step in steps if '"state":"collected"' not in step))
+
+    again = cli(*command)
+
+    assert again.exit_code == 1, again.output
+    assert all(p["state"] == "collected" for p in parts(run_dir).values())
+    assert len(read_jsonl(run_dir / "results.jsonl")) == 9
+    assert [e["id"] for e in read_jsonl(run_dir / "errors.jsonl")] == [rows[7]["id"]]
+    assert batches_made(simulator) == 3
+    assert all(simulator.completions_for(prompt_for(row)) == 1 for i, row in enumerate(rows) if i != 7)
 
 
 def test_an_online_run_into_a_directory_with_batches_not_collected_is_refused(
@@ -186,18 +332,98 @@ def test_kill_9_between_asking_for_a_batch_and_its_answer_then_the_same_command_
     assert final.returncode == 0, stderr
     assert in_doubt >= 1, "no kill landed while a creation was in doubt"
     assert_each_row_answered_once(simulator, rows, run_dir)
+    assert batches_made(simulator) == len(parts(run_dir)) == 4  # no batch made twice
+
+
+def _batch_files(simulator) -> int:
     sdk = openai.OpenAI(base_url=simulator.base_url, api_key=TEST_KEY, max_retries=0)
-    assert len(list(sdk.batches.list(limit=100))) == len(parts(run_dir)) == 4  # no batch made twice
+    return len(list(sdk.files.list(purpose="batch")))
 
 
-def test_a_budget_is_refused_in_batch_mode_rather_than_ignored(cli, simulator, tmp_path, run_dir):
-    path = write_jsonl(tmp_path / "in.jsonl", review_rows(3))
+def _kill_when(process, reached, timeout: float = 30) -> bool:
+    """SIGKILL the process as soon as `reached()`; whether it was reached before the run ended."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        if reached():
+            process.send_signal(signal.SIGKILL)
+            process.wait(timeout=10)
+            return True
+        time.sleep(0.01)
+    process.kill()
+    process.wait(timeout=10)
+    return False
 
-    result = cli(*run_args(path, run_dir, simulator.base_url, *BATCH, "--max-cost", "1"))
 
-    assert result.exit_code == 2
-    assert "do not hold in batch-api mode yet" in result.output
-    assert simulator.requests == 0
+#: Where a kill -9 lands, the simulator that holds the run there long enough, and how to see it.
+KILL_PHASES = {
+    # the file stored at the provider, its id not yet on disk: uploaded again, the first left unused
+    "during upload": (
+        {"files_delay_ms": 500},
+        lambda sim, run_dir: _batch_files(sim) >= 1 and "uploaded" not in _latest_states(run_dir),
+    ),
+    # batches running at the provider: polled and collected by the next run, none made again
+    "while polling": (
+        {"batch_requests_per_second": 10},
+        lambda sim, run_dir: "created" in _latest_states(run_dir),
+    ),
+    # a batch ended, its output being downloaded: read again, nothing journaled twice
+    "during download": (
+        {"files_delay_ms": 500},
+        lambda sim, run_dir: "ended" in _latest_states(run_dir),
+    ),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("phase", KILL_PHASES)
+def test_kill_9_at_each_phase_then_the_same_command_answers_every_row_once(
+    phase, simulator_factory, tmp_path, run_dir
+):
+    config, reached = KILL_PHASES[phase]
+    simulator = simulator_factory(**config)
+    rows = review_rows(30)
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+    flags = (*BATCH, "--batch-size", "15")
+
+    killed = start_subprocess_run(path, run_dir, simulator.base_url, *flags)
+    assert _kill_when(killed, lambda: reached(simulator, run_dir)), f"the run ended before {phase}"
+    assert reached(simulator, run_dir), f"the kill came after {phase}"  # the run directory as left
+    final = start_subprocess_run(path, run_dir, simulator.base_url, *flags)
+    _, stderr = final.communicate(timeout=60)
+
+    assert final.returncode == 0, stderr
+    assert_each_row_answered_once(simulator, rows, run_dir)
+    assert batches_made(simulator) == len(parts(run_dir)) == 2  # no batch made twice, none resent
+
+
+def test_a_part_whose_worst_case_would_go_over_the_budget_is_not_submitted_until_the_budget_is_raised(
+    cli, simulator, tmp_path, run_dir
+):
+    rows = review_rows(30)
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+    command = run_args(path, run_dir, simulator.base_url, *BATCH, "--batch-size", "10", "--max-tokens", "40")
+
+    nothing_fits = cli(*command, "--max-total-tokens", "1")
+
+    assert nothing_fits.exit_code == 3, nothing_fits.output
+    assert "budget reached" in nothing_fits.output and "part 1" in nothing_fits.output
+    assert summary(run_dir)["status"] == "budget_reached" and batches_made(simulator) == 0
+    worst = [p["worst_tokens"] for p in parts(run_dir).values()]
+    assert len(worst) == 3 and all(w >= 10 * 40 for w in worst)  # each row's max_tokens at least
+
+    one_fits = cli(*command, "--max-total-tokens", str(worst[0] + 1))
+
+    assert one_fits.exit_code == 3, one_fits.output
+    created = [p for p in parts(run_dir).values() if p["batch_id"]]
+    assert [p["number"] for p in created] == [1] and batches_made(simulator) == 1
+    assert summary(run_dir)["rows_ok"] == 10 and summary(run_dir)["rows_failed"] == 0
+    spent = summary(run_dir)["prompt_tokens"] + summary(run_dir)["completion_tokens"]
+    assert spent <= worst[0] + 1
+
+    raised = cli(*command, "--max-total-tokens", str(sum(worst)))
+
+    assert raised.exit_code == 0, raised.output
+    assert_each_row_answered_once(simulator, rows, run_dir)
 
 
 def test_no_wait_submits_and_exits_4_and_the_same_command_collects_later(

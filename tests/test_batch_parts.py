@@ -21,6 +21,16 @@ def test_parts_hold_at_most_the_requests_and_bytes_a_batch_may_have_in_input_ord
     assert b"".join(b"".join(g) for g in by_size) == b"".join(lines(7))
 
 
+def test_each_part_holds_one_model_as_a_batch_must_in_the_order_its_rows_came():
+    models = ["a", "b", "a", "a", "b", "c", "a"]
+    rows = list(enumerate(models))
+
+    groups = list(split(rows, max_requests=2, max_bytes=1_000, size=lambda row: 10, key=lambda row: row[1]))
+
+    assert [[n for n, _ in g] for g in groups] == [[0, 2], [3, 6], [1, 4], [5]]
+    assert all(len({model for _, model in g}) == 1 for g in groups)
+
+
 def test_a_line_over_the_file_limit_is_refused_saying_so():
     with pytest.raises(ValueError, match="over the 25-byte file limit"):
         list(split([b"x" * 30 + b"\n"], max_requests=10, max_bytes=25))

@@ -214,7 +214,7 @@ def test_the_exhausted_message_names_each_budget_what_was_spent_and_how_to_go_on
         in message
     )
     assert "the next request would go over" in message
-    assert "Requests already sent were finished and kept" in message
+    assert "What was already sent was finished and kept" in message
     assert "Raise the budget and run the same command again to continue" in message
 
 

@@ -48,6 +48,11 @@ def summarized_overnight(run: Path) -> None:
     assert json.loads((run / "summary.json").read_text())["status"] == "completed"
 
 
+def summarized_in_a_batch(run: Path) -> None:
+    table = pq.read_table(run / "results.parquet")
+    assert table.num_rows == 120 and len(set(table.column("batch_id").to_pylist())) == 1
+
+
 # Each job runs as shipped, paced by its own limits: the slow ones take seconds by design.
 SHIPPED_JOBS = [
     pytest.param("classify-reviews", classified_reviews, marks=pytest.mark.slow, id="classify-reviews"),
@@ -55,6 +60,10 @@ SHIPPED_JOBS = [
     pytest.param("classify-reviews-two-endpoints", spread_over_two_endpoints, id="two-endpoints"),
     pytest.param("summarize-articles", summarized_articles, marks=pytest.mark.slow, id="summarize-articles"),
     pytest.param("summarize-articles-overnight", summarized_overnight, id="summarize-articles-overnight"),
+    # any job goes through the Batch API by a flag, and its batch is collected in seconds
+    pytest.param(
+        "summarize-articles --mode batch-api", summarized_in_a_batch, id="summarize-articles-batch-api"
+    ),
 ]
 
 
@@ -70,7 +79,9 @@ def shipped_runs(request, tmp_path_factory):
     runs = tmp_path_factory.mktemp("shipped")
     started = {
         job: subprocess.Popen(
-            batcher_command("run", JOBS / f"{job}.toml", "-o", runs / job, "--quiet"),
+            batcher_command(
+                "run", JOBS / f"{job.split()[0]}.toml", *job.split()[1:], "-o", runs / job, "--quiet"
+            ),
             env=subprocess_env(OPENAI_API_KEY=""),  # the embedded simulator needs no key
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

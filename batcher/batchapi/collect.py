@@ -15,8 +15,14 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..client import error_for_status
+from ..client import Completion, error_for_status
 from ..errors import BadRequest, RequestFailed, Retryable
+from ..job import BATCH_OUTPUT, Job
+from ..kinds import RequestKind
+from ..recording import Recorder
+from ..reuse import Reuse
+from ..sinks import error_record
+from .parts import Part
 
 #: Error codes of rows the provider did not get to: sent again in a new part.
 NOT_ANSWERED = ("batch_expired", "batch_cancelled")
@@ -93,3 +99,116 @@ def _sort_response(custom_id: str, response: dict[str, Any], fates: Fates) -> No
         return
     failure = error_for_status(status, body, raw, {})
     (fates.again if failure.retryable else fates.failed)[custom_id] = failure
+
+
+Row = dict[str, Any]
+
+
+class Collector:
+    """Turns a part's fates into journal lines, as online answers and failures are written.
+
+    A part's rows file holds, for each request, what its record needs (`id`, `row_number`,
+    `kept`; the whole `row` for a parse function; the cache `key`) and the `copies`: rows with
+    the very same request, sent once (--dedupe) and given its answer.
+    """
+
+    def __init__(self, *, job: Job, kind: RequestKind, recorder: Recorder, answers: Any, reuse: Reuse | None):
+        self.job, self.kind, self.recorder, self.answers, self.reuse = job, kind, recorder, answers, reuse
+        self._with_response = job.output_format == BATCH_OUTPUT
+
+    def journal(self, part: Part, rows: list[Row], fates: Fates) -> list[tuple[Row, RequestFailed]]:
+        """Add the answered and failed rows (and copies) not already finished; the rows to send again."""
+        again = []
+        for row in rows:
+            members = self.unfinished(part, row)
+            if not members:
+                continue
+            row_id = row["id"]
+            self.recorder.stats.requests += 1
+            if row_id in fates.answered:
+                self._add_answer(part, row, members, fates.answered[row_id])
+            elif row_id in fates.failed:
+                self.fail(part, row, fates.failed[row_id])
+            else:
+                again.append((row, fates.again[row_id]))
+        return again
+
+    def unfinished(self, part: Part, row: Row) -> list[Row]:
+        """The row of a request, and its copies, that are not yet finished."""
+        return [member for member in (row, *row.get("copies", ())) if not self.finished(part, member)]
+
+    def fail(self, part: Part, row: Row, failure: RequestFailed) -> None:
+        """A request failed for good: the error of its row and of its copies not yet finished."""
+        for member in self.unfinished(part, row):
+            self.add_error(part, member, failure)
+
+    def finished(self, part: Part, row: Row) -> bool:
+        """The row is done, or its error line came from this very batch (collected before a crash)."""
+        if self.recorder.progress.done.has(row["id"], row["row_number"]):
+            return True
+        failed = self.recorder.progress.failed.get(row["id"])
+        return failed is not None and failed.get("batch_id") == part.batch_id
+
+    def _add_answer(self, part: Part, row: Row, members: list[Row], answered: Answered) -> None:
+        try:
+            completion = self.kind.read_answer(answered.body, answered.raw)
+        except RequestFailed as failure:
+            for member in members:
+                self.add_error(part, member, failure)
+            return
+        completion.request_id = answered.request_id
+        completion.cost = self.job.price_table.cost(
+            completion.model or self.job.model, completion.usage, batch=True
+        )
+        if self.reuse is not None and row.get("key"):
+            self.reuse.remember(bytes.fromhex(row["key"]), completion)
+        for member in members:
+            reused_from = row["id"] if member is not row else None
+            self.add_answer(part, member, completion, reused_from=reused_from)
+
+    def add_answer(
+        self, part: Part | None, row: Row, completion: Completion, *, reused_from: str | None = None
+    ) -> None:
+        """A row's answer as a result (or, when it does not parse, its error, with what it cost).
+
+        `part` is None for an answer from the cache, found before the row was planned; one the row
+        cannot parse then raises (AnswerInvalid), and the row is sent."""
+        cost = 0.0 if reused_from else completion.cost
+        try:
+            parsed = self._parse(completion, row)
+        except RequestFailed as invalid:  # AnswerInvalid
+            if part is None:
+                raise  # a cached answer this row cannot use: the row is sent instead
+            invalid.usage, invalid.cost = (None, 0.0) if reused_from else (completion.usage, cost)
+            self.add_error(part, row, invalid)
+            return
+        record = self.kind.record(
+            row["id"],
+            row["row_number"],
+            completion,
+            0 if part is None or reused_from else part.round + 1,
+            row["kept"],
+            parsed,
+            cost=cost,
+            with_response=self._with_response,
+            **({"reused_from": reused_from} if reused_from else {}),
+        )
+        record["batch_id"] = part.batch_id if part else None
+        self.recorder.add(True, record)
+
+    def _parse(self, completion: Completion, row: Row) -> dict[str, Any]:
+        if self.answers is None:
+            return {}
+        return self.answers.parse(completion.content, completion.finish_reason, row.get("row"))
+
+    def add_error(self, part: Part, row: Row, failure: RequestFailed) -> None:
+        record = error_record(
+            row["id"],
+            row["row_number"],
+            failure,
+            part.round + 1,
+            row["kept"],
+            cost=getattr(failure, "cost", None),
+        )
+        record["batch_id"] = part.batch_id
+        self.recorder.add(False, record)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -66,6 +66,10 @@ class Part:
     #: Other parts' batches were live when it was made (an enqueued-token refusal then means "wait").
     crowded: bool = False
     batch_id: str | None = None
+    #: Its rows' worst case at online prices (prompt estimate + max_tokens), held against a budget
+    #: while its batch may run (0 when the run has no budget).
+    worst_tokens: int = 0
+    worst_cost: float = 0.0
     #: The provider's last word on the batch (status, request_counts, errors).
     batch: dict[str, Any] = field(default_factory=dict)
 
@@ -81,20 +85,23 @@ def split(
     max_requests: int = MAX_REQUESTS,
     max_bytes: int = MAX_BYTES,
     size: Callable[[T], int] = len,
+    key: Callable[[T], Hashable] = lambda item: None,
 ) -> Iterator[list[T]]:
-    """Request lines (or items carrying them, `size` their bytes) in groups under both limits, in order."""
-    group: list[T] = []
-    total = 0
+    """Request lines (or items carrying them, `size` their bytes) in groups under both limits, each
+    group of one `key` (a batch runs one model), every group in the order its items came."""
+    groups: dict[Hashable, tuple[list[T], int]] = {}
     for item in items:
         n = size(item)
         if n > max_bytes:
             raise ValueError(f"a request line of {n} bytes is over the {max_bytes}-byte file limit")
+        k = key(item)
+        group, total = groups.get(k, ([], 0))
         if group and (len(group) >= max_requests or total + n > max_bytes):
             yield group
             group, total = [], 0
         group.append(item)
-        total += n
-    if group:
+        groups[k] = group, total + n
+    for group, _ in groups.values():
         yield group
 
 
@@ -106,7 +113,12 @@ class PartsLog:
         self.files = state_dir / PARTS_DIR
 
     def write_part(
-        self, number: int, round_: int, lines: list[bytes], rows: list[bytes] | None = None
+        self,
+        number: int,
+        round_: int,
+        lines: list[bytes],
+        rows: list[bytes] | None = None,
+        worst: tuple[int, float] = (0, 0.0),
     ) -> Part:
         """Write a part's input file (and its rows file) whole, then record the part as planned."""
         self.files.mkdir(parents=True, exist_ok=True)
@@ -123,6 +135,8 @@ class PartsLog:
             len(data),
             hashlib.sha256(data).hexdigest(),
             rows_file=f"{name}.rows.jsonl" if rows is not None else "",
+            worst_tokens=worst[0],
+            worst_cost=worst[1],
         )
         self.record(part)
         return part

@@ -1,8 +1,9 @@
 """The Batch API transport: a session's rows sent as the provider's batches, collected into the journal.
 
 Each pass takes every part one step on (plan, upload, create, poll, collect;
-parts.py journals each step before the next relies on it), then waits
-`poll_interval` while only the provider has work to do. Finished rows go to
+parts.py journals each step before the next relies on it), then waits while
+only the provider has work to do: 1 s, then twice as long each pass, up to
+`poll_interval`. Finished rows go to
 the session's Recorder as online answers do, plus `batch_id`; rows the provider
 did not answer go into a new part, up to `max_retries` rounds. See
 docs/batch-api.md for why no row can be in two live batches or paid twice.
@@ -11,7 +12,6 @@ docs/batch-api.md for why no row can be in two live batches or paid twice.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 import uuid
@@ -19,35 +19,35 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from ..client import job_level_cause
-from ..errors import BatcherError, RequestFailed, RunAborted, WriteFailed
-from ..job import BATCH_OUTPUT, Job
-from ..jsoncodec import dumpb
+from ..costs import Budget
+from ..errors import BatcherError, BudgetReached, RequestFailed, RunAborted, WriteFailed
+from ..job import Job
 from ..kinds import RequestKind
 from ..outcome import RunOutcome, Status
 from ..recording import Recorder
-from ..sinks import error_record
+from ..reuse import Reuse
 from ..sources import InputRow
 from ..stops import FAST_STOP_SECONDS, never_answered, stalled_for
-from .collect import Answered, read_fates
+from .collect import Collector, read_fates
 from .parts import (
     COLLECTED,
     CREATED,
     CREATING,
     ENDED,
-    MAX_BYTES,
     PLANNED,
     UPLOADED,
     Part,
     PartsLog,
-    batch_line,
-    split,
 )
+from .plan import Planned, Planner
 from .provider import BatchProvider
 
 log = logging.getLogger("batcher")
 
 #: A batch in one of these states has ended: its files hold all it will ever answer.
 ENDED_STATUSES = ("completed", "failed", "expired", "cancelled")
+#: The first wait between passes; each next one is twice as long, up to the job's poll_interval.
+FIRST_WAIT_SECONDS = 1.0
 #: How far back, before a creation was asked for, a lost creation is looked for (clock skew).
 FIND_SLACK_SECONDS = 300
 
@@ -56,10 +56,30 @@ class BatchTransport:
     """Sends rows as batches and collects their answers (transport.Transport)."""
 
     def __init__(
-        self, *, job: Job, kind: RequestKind, recorder: Recorder, provider: BatchProvider, log_: PartsLog
+        self,
+        *,
+        job: Job,
+        kind: RequestKind,
+        recorder: Recorder,
+        provider: BatchProvider,
+        log_: PartsLog,
+        answers: Any = None,
+        reuse: Reuse | None = None,
     ):
-        self.job, self.kind, self.recorder, self.provider, self.log = job, kind, recorder, provider, log_
+        """`answers`: what makes an answer columns (a parse function, a schema, labels) or None."""
+        self.job, self.recorder, self.provider, self.log = job, recorder, provider, log_
         self.stats = recorder.stats
+        self.collector = Collector(job=job, kind=kind, recorder=recorder, answers=answers, reuse=reuse)
+        self.planner = Planner(
+            job=job,
+            kind=kind,
+            log=log_,
+            reuse=reuse,
+            wants_row=getattr(answers, "wants_row", False),
+            on_cached=lambda row, completion: self.collector.add_answer(
+                None, row, completion, reused_from="cache"
+            ),
+        )
         #: The endpoint of its batches, as the Batches API names it.
         self.endpoint = "/v1" + kind.path
         self.parts: dict[int, Part] = {}
@@ -71,6 +91,9 @@ class BatchTransport:
         self._submitted = False
         #: Parts refused for the enqueued-token limit, created again only when no other part runs.
         self._waiting_for_room: set[int] = set()
+        #: Parts not sent because their worst case would go over a budget (--max-cost, --max-total-tokens).
+        self._held: set[int] = set()
+        self._waits = 0
 
     def request_stop(self) -> None:
         """Ctrl-C / SIGTERM: stop waiting; the batches go on, and the same command collects them."""
@@ -82,10 +105,12 @@ class BatchTransport:
         try:
             self.parts = await asyncio.to_thread(self.log.load)
             claimed = await asyncio.to_thread(self._claimed)
-            await asyncio.to_thread(
-                self._plan, (r for r in rows if r is not None and r.row_id not in claimed), 0
+            await self._plan(
+                self.planner.requests(r for r in rows if r is not None and r.row_id not in claimed), 0
             )
             await self._passes()
+            if self._held:
+                self._fail(self._budget_reached())
         except BatcherError as e:
             self._fail(e)
         except OSError as e:  # the parts journal or a part's files could not be written or read
@@ -122,32 +147,43 @@ class BatchTransport:
         (A crash between planning a part's unanswered rows and marking it collected leaves them claimed.)
         """
         return {
-            row["id"]
+            member["id"]
             for part in self.parts.values()
             if part.state != COLLECTED and part is not besides
             for row in self.log.read_rows(part)
+            for member in (row, *row.get("copies", ()))
         }
 
-    def _plan(self, rows: Iterable[InputRow], round_: int) -> None:
-        """Write parts for `rows` (their request lines and what their records need), each whole."""
-        build, keep = self.kind.builder.build, self.job.keep_columns
-        pairs = (
-            (
-                batch_line(row.row_id, build(row.row), self.kind.path),
-                dumpb({"id": row.row_id, "row_number": row.number, "kept": {k: row.row.get(k) for k in keep}})
-                + b"\n",
-            )
-            for row in rows
-        )
-        self._write_parts(pairs, round_)
-
-    def _write_parts(self, pairs: Iterable[tuple[bytes, bytes]], round_: int) -> None:
-        """Parts of (request line, row info) pairs, under the batch size and the file limit."""
-        size = self.job.batch_size
-        for group in split(pairs, max_requests=size, max_bytes=MAX_BYTES, size=lambda pair: len(pair[0])):
+    async def _plan(self, requests: Iterable[Planned], round_: int) -> None:
+        """Write the parts of `requests`, each whole (the rows are read and built on the loop, as online)."""
+        for group in self.planner.groups(requests):
             number = max(self.parts, default=0) + 1
-            lines, infos = [line for line, _ in group], [info for _, info in group]
-            self.parts[number] = self.log.write_part(number, round_, lines, infos)
+            self.parts[number] = await asyncio.to_thread(self.planner.write, number, round_, group)
+
+    def _budget(self) -> Budget:
+        """The budgets, against what every session spent and the worst case of every batch that may run."""
+        stats = self.stats
+        budget = Budget(
+            self.job.max_cost,
+            self.job.max_total_tokens,
+            spent_cost=stats.cost_usd,
+            spent_tokens=stats.prompt_tokens + stats.completion_tokens,
+        )
+        for part in self.parts.values():
+            if part.state in (CREATING, CREATED, ENDED):
+                budget.hold(part.worst_tokens, part.worst_cost)
+        return budget
+
+    def _fits(self, part: Part) -> bool:
+        """The part's batch can be made without a budget going over, its worst case counted as online."""
+        budget = self._budget()
+        return not budget.limited or budget.reserve(part.worst_tokens, part.worst_cost)
+
+    def _budget_reached(self) -> BudgetReached:
+        first = min(self._held)
+        return BudgetReached(
+            self._budget().exhausted_message(f"the batch of part {first}, at its worst case,")
+        )
 
     # -- the passes --------------------------------------------------------------------
 
@@ -156,17 +192,29 @@ class BatchTransport:
             open_parts = [
                 p for p in sorted(self.parts.values(), key=lambda p: p.number) if p.state != COLLECTED
             ]
-            if not open_parts:
+            if not open_parts or self._only_held(open_parts):
                 return
             for part in open_parts:
                 if self._stop.is_set():
                     return
                 await self._advance(part)
-            if self.job.no_wait and all(p.state in (CREATED, COLLECTED) for p in self.parts.values()):
+            if self.job.no_wait and all(
+                p.state in (CREATED, COLLECTED) or p.number in self._held for p in self.parts.values()
+            ):
                 self._submitted = any(p.state == CREATED for p in self.parts.values())
                 return  # submitted: the batches run on, and the same command collects them
             if any(p.state != COLLECTED for p in self.parts.values()):
-                await self._wait(self.job.poll_interval)
+                await self._wait(self._next_wait())
+
+    def _next_wait(self) -> float:
+        """1 s after the first pass, then twice as long each time, up to `poll_interval`: small batches
+        are collected in seconds, long ones cost a GET a batch every `poll_interval`."""
+        self._waits += 1
+        return min(self.job.poll_interval, FIRST_WAIT_SECONDS * 2 ** (self._waits - 1))
+
+    def _only_held(self, open_parts: list[Part]) -> bool:
+        """Every part left is held for a budget, with nothing running that could free it."""
+        return all(p.number in self._held and not self._fits(p) for p in open_parts)
 
     async def _wait(self, seconds: float) -> None:
         """`seconds`, or less if a stop comes (no wait_for: on 3.11 it can swallow a cancellation)."""
@@ -191,6 +239,11 @@ class BatchTransport:
                 if any(other.live for other in self.parts.values() if other is not part):
                     return  # refused for the enqueued-token limit: not asked again while others run
                 self._waiting_for_room.discard(part.number)
+            if part.state in (PLANNED, UPLOADED):
+                if not self._fits(part):
+                    self._held.add(part.number)  # not sent; looked at again as batches end
+                    return
+                self._held.discard(part.number)
             while part.state in steps and not self._stop.is_set():
                 state = part.state
                 await steps[state](part)
@@ -276,79 +329,13 @@ class BatchTransport:
         output = await self._content(batch.get("output_file_id"))
         errors = await self._content(batch.get("error_file_id"))
         fates = read_fates(output, errors, [row["id"] for row in rows])
-        again = self._journal(part, rows, fates)
+        again = self.collector.journal(part, rows, fates)
         await self.recorder.sync()
         await self._plan_again(part, again)
         await self._record(part, COLLECTED)
 
     async def _content(self, file_id: str | None) -> bytes:
         return await self.provider.content(file_id) if file_id else b""
-
-    def _journal(
-        self, part: Part, rows: list[dict[str, Any]], fates: Any
-    ) -> list[tuple[dict[str, Any], RequestFailed]]:
-        """Add the answered and failed rows not already done; the rows to send again."""
-        done, again = self.recorder.progress.done, []
-        for row in rows:
-            row_id = row["id"]
-            if done.has(row_id, row["row_number"]) or self._recorded_from(part, row_id):
-                continue
-            self.stats.requests += 1
-            if row_id in fates.answered:
-                self._add_answer(part, row, fates.answered[row_id])
-            elif row_id in fates.failed:
-                self._add_error(part, row, fates.failed[row_id])
-            else:
-                again.append((row, fates.again[row_id]))
-        return again
-
-    def _recorded_from(self, part: Part, row_id: str) -> bool:
-        """The row's error line came from this very batch (collected before a crash), not an earlier one."""
-        failed = self.recorder.progress.failed.get(row_id)
-        return failed is not None and failed.get("batch_id") == part.batch_id
-
-    def _add_answer(self, part: Part, row: dict[str, Any], answered: Answered) -> None:
-        try:
-            completion = self.kind.read_answer(answered.body, answered.raw)
-        except RequestFailed as failure:
-            self._add_error(part, row, failure)
-            return
-        completion.request_id = answered.request_id
-        model = completion.model or self.job.model
-        completion.cost = self.job.price_table.cost(model, completion.usage, batch=True)
-        answers = self.job.answer_format
-        parsed = {}
-        if answers is not None:
-            try:
-                parsed = answers.parse(completion.content, completion.finish_reason, None)
-            except RequestFailed as invalid:  # AnswerInvalid: kept as the row's error, with what it cost
-                invalid.usage, invalid.cost = completion.usage, completion.cost
-                self._add_error(part, row, invalid)
-                return
-        record = self.kind.record(
-            row["id"],
-            row["row_number"],
-            completion,
-            part.round + 1,
-            row["kept"],
-            parsed,
-            cost=completion.cost,
-            with_response=self.job.output_format == BATCH_OUTPUT,
-        )
-        record["batch_id"] = part.batch_id
-        self.recorder.add(True, record)
-
-    def _add_error(self, part: Part, row: dict[str, Any], failure: RequestFailed) -> None:
-        record = error_record(
-            row["id"],
-            row["row_number"],
-            failure,
-            part.round + 1,
-            row["kept"],
-            cost=getattr(failure, "cost", None),
-        )
-        record["batch_id"] = part.batch_id
-        self.recorder.add(False, record)
 
     async def _plan_again(self, part: Part, again: list[tuple[dict[str, Any], RequestFailed]]) -> None:
         """Rows the provider did not answer: a new part, unless their rounds are spent (then errors)."""
@@ -358,13 +345,12 @@ class BatchTransport:
         again = [(row, failure) for row, failure in again if row["id"] not in claimed]
         if part.round >= self.job.max_retries:
             for row, failure in again:
-                self._add_error(part, row, failure)
+                self.collector.fail(part, row, failure)
             await self.recorder.sync()
             return
-        lines = {line_id(line): line for line in await asyncio.to_thread(self.log.read_lines, part)}
-        pairs = [(lines[row["id"]], dumpb(row) + b"\n") for row, _ in again]
-        await asyncio.to_thread(self._write_parts, pairs, part.round + 1)
-        self.stats.retries += len(pairs)
+        requests = await asyncio.to_thread(self.planner.again, part, [row for row, _ in again])
+        await self._plan(requests, part.round + 1)
+        self.stats.retries += len(requests)
 
     async def _collect_failed(self, part: Part, rows: list[dict[str, Any]]) -> None:
         """A batch that failed validation: wait and try again, fail the lines it names, or stop."""
@@ -397,12 +383,14 @@ class BatchTransport:
                 bad[rows[line - 1]["id"]] = error
         again = []
         for row in rows:
+            if not self.collector.unfinished(part, row):
+                continue
             if row["id"] in bad:
                 error = bad[row["id"]]
                 failure = RequestFailed(
                     str(error.get("message")), type=str(error.get("code")), param=error.get("param")
                 )
-                self._add_error(part, row, failure)
+                self.collector.fail(part, row, failure)
             else:
                 again.append(
                     (row, RequestFailed("sent again: another line failed the batch", type="batch_failed"))
@@ -410,8 +398,3 @@ class BatchTransport:
         await self.recorder.sync()
         await self._plan_again(part, again)
         await self._record(part, COLLECTED)
-
-
-def line_id(line: bytes) -> str:
-    """The custom_id of a request line."""
-    return json.loads(line)["custom_id"]

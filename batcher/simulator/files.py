@@ -8,6 +8,7 @@ OpenAI checks them. Output and error files of batches are stored here too (purpo
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Callable
@@ -66,8 +67,10 @@ class UploadRefused(Exception):
 class Files:
     """The simulator's files, and the handlers of `/v1/files`."""
 
-    def __init__(self, authorize: Authorize):
+    def __init__(self, authorize: Authorize, *, delay_ms: float = 0.0):
         self._authorize = authorize
+        #: How late an upload (already stored) or a download is answered: a client may die waiting.
+        self._delay = delay_ms / 1000
         self._files: dict[str, StoredFile] = {}
 
     def add(self, filename: str, purpose: str, content: bytes) -> StoredFile:
@@ -97,7 +100,9 @@ class Files:
             filename, purpose, content = await _read_upload(request)
         except UploadRefused as e:
             return e.response()
-        return web.json_response(self.add(filename, purpose, content).to_json())
+        stored = self.add(filename, purpose, content)
+        await asyncio.sleep(self._delay)
+        return web.json_response(stored.to_json())
 
     async def list(self, request: web.Request) -> web.Response:
         refused = self._authorize(request)
@@ -113,7 +118,10 @@ class Files:
 
     async def content(self, request: web.Request) -> web.Response:
         stored, refused = self._find(request)
-        return refused or web.Response(body=stored.content, content_type="application/octet-stream")
+        if refused is not None:
+            return refused
+        await asyncio.sleep(self._delay)
+        return web.Response(body=stored.content, content_type="application/octet-stream")
 
     async def delete(self, request: web.Request) -> web.Response:
         stored, refused = self._find(request)

@@ -36,7 +36,7 @@ class Simulator:
         self.ledger = Ledger()
         self._limits = RateLimits(self.config)
         self._faults = Faults(self.config)
-        self.files = Files(self._authorize)
+        self.files = Files(self._authorize, delay_ms=self.config.files_delay_ms)
         self.batches = Batches(self.config, self.files, self.ledger, self._authorize)
         self.app = web.Application(client_max_size=64 * 1024 * 1024)
         self.app.add_routes(
