@@ -262,7 +262,7 @@ def _write_if_changed(directory: Path, name: str, data: bytes) -> Path:
 def results_table(job: Job) -> Any:
     """Every row's latest outcome in the run directory, in input order, as a `pyarrow.Table`."""
     pa, _ = arrow()
-    checkpoint = Checkpoint.of_run(job.output, job.output_format)
+    checkpoint = Checkpoint.of_run(job.output, job.output_format, job.endpoint)
     results: dict[str, Record] = {}
     for record in iter_journal(checkpoint.results_path):
         results[record["id"]] = record

@@ -27,6 +27,7 @@ from .errors import ConfigError, WriteFailed
 from .idset import IdSet
 from .journal import FastLine, Journal, read_journal, write_atomically
 from .jsoncodec import dumps
+from .vectors import VECTORS_FILE, VectorFile, cut_lines_beyond
 
 SYNC_ROWS = 4096
 SYNC_SECONDS = 0.2
@@ -117,13 +118,16 @@ class Progress:
 class Checkpoint:
     """The run directory: lock, job record, journal, and what is done."""
 
-    def __init__(self, directory: Path, *, hidden_journal: bool = False):
+    def __init__(self, directory: Path, *, hidden_journal: bool = False, vectors: bool = False):
+        """`vectors`: results carry embeddings, kept in vectors.f32 beside the journal (vectors.py)."""
         self.directory = directory
         journal_dir = directory / STATE_DIR if hidden_journal else directory
         self.results_path = journal_dir / "results.jsonl"
         self.errors_path = journal_dir / "errors.jsonl"
         self.results = Journal(self.results_path)
         self.errors = Journal(self.errors_path)
+        self.vectors_path = directory / STATE_DIR / VECTORS_FILE if vectors else None
+        self.vectors: VectorFile | None = None
         self._lock_fd: int | None = None
         #: Records added this loop turn, not yet handed to the OS.
         self._unwritten: list[tuple[bool, dict[str, Any]]] = []
@@ -133,9 +137,11 @@ class Checkpoint:
         self._write_failed: WriteFailed | None = None
 
     @classmethod
-    def of_run(cls, directory: Path, output_format: str) -> Checkpoint:
-        """A run directory's checkpoint: its journal is the output itself for jsonl, else in .batcher/."""
-        return cls(directory, hidden_journal=output_format != "jsonl")
+    def of_run(cls, directory: Path, output_format: str, endpoint: str = "chat") -> Checkpoint:
+        """A run directory's checkpoint: its journal is the output itself for chat in jsonl, else in
+        .batcher/ (embeddings keep their vectors beside it, and derive even results.jsonl)."""
+        embeddings = endpoint == "embeddings"
+        return cls(directory, hidden_journal=output_format != "jsonl" or embeddings, vectors=embeddings)
 
     # -- opening -------------------------------------------------------------
 
@@ -219,6 +225,9 @@ class Checkpoint:
 
         `by_position`: the journal's row numbers can be trusted (see `open`).
         """
+        unbacked = 0
+        if self.vectors_path is not None and repair:
+            unbacked = cut_lines_beyond(self.results_path, self.vectors_path)
         try:
             progress = Progress(done=DoneRows(by_position=by_position))
             broken = self._load_results(progress, repair)
@@ -238,7 +247,7 @@ class Checkpoint:
         broken += read_journal(self.errors_path, on_error, repair=repair)
         for record in failed.values():  # answers that did not parse were paid for too
             _add_spend(progress, record.get("usage"), record.get("cost_usd"))
-        progress.repaired_lines = broken
+        progress.repaired_lines = broken + unbacked
         if repair and len(failed) != errors_seen:
             self._rewrite_errors(failed)
         return progress
@@ -281,10 +290,23 @@ class Checkpoint:
         self.check()
         if not self._unwritten:
             asyncio.get_running_loop().call_soon(self._write)
-        (self.results if ok else self.errors).append(record)
+        vector = record.get("embedding")
+        if vector is None:
+            (self.results if ok else self.errors).append(record)
+        else:  # the line points at the vector; the record handed on keeps it
+            line = dict(record)
+            del line["embedding"]
+            line.update(self._vector_at(vector))
+            self.results.append(line)
         self._unwritten.append((ok, record))
         if len(self._pending) + len(self._unwritten) >= SYNC_ROWS:
             self._wake.set()
+
+    def _vector_at(self, vector: bytes) -> dict[str, int]:
+        if self.vectors is None:
+            assert self.vectors_path is not None, "a vector for a run that keeps none"
+            self.vectors = VectorFile(self.vectors_path)
+        return {"vector_at": self.vectors.append(vector), "dims": len(vector) // 4}
 
     def check(self) -> None:
         """Raise the WriteFailed of a journal write that failed, if one did."""
@@ -295,6 +317,9 @@ class Checkpoint:
         """The rows added this loop turn, to the OS: one write a file, not one a row."""
         batch, self._unwritten = self._unwritten, []
         if not batch:
+            return
+        if self.vectors is not None and (error := self.vectors.write()) is not None:
+            self._write_failed = _write_failed(self.directory, error)  # no line may point past them
             return
         (ok_whole, ok_error), (failed_whole, failed_error) = self.results.write(), self.errors.write()
         error = ok_error or failed_error
@@ -307,10 +332,7 @@ class Checkpoint:
             if whole[ok]:
                 whole[ok] -= 1
                 self._pending.append((ok, record))
-        self._write_failed = WriteFailed(
-            f"cannot write to {self.directory}: {error.strerror or error}; "
-            f"the rows not yet on disk will be sent again on resume"
-        )
+        self._write_failed = _write_failed(self.directory, error)
 
     async def sync(self) -> list[tuple[bool, dict[str, Any]]]:
         """Make every row written so far durable; return those that just became so."""
@@ -319,7 +341,8 @@ class Checkpoint:
         if not count:
             return []
         try:
-            fds = [fd for fd in (self.results.fileno(), self.errors.fileno()) if fd is not None]
+            files = (self.vectors, self.results, self.errors)  # vectors first: lines point into them
+            fds = [fd for fd in (f.fileno() for f in files if f is not None) if fd is not None]
             for fd in fds:
                 await asyncio.to_thread(os.fsync, fd)
         except OSError as e:
@@ -353,11 +376,20 @@ class Checkpoint:
             self._write()  # rows added since the last sync: on disk, if not yet durable
         self.results.close()
         self.errors.close()
+        if self.vectors is not None:
+            self.vectors.close()
         if progress is not None:
             self._rewrite_errors(progress.failed)
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
+
+
+def _write_failed(directory: Path, error: OSError) -> WriteFailed:
+    return WriteFailed(
+        f"cannot write to {directory}: {error.strerror or error}; "
+        "the rows not yet on disk will be sent again on resume"
+    )
 
 
 def read_progress(directory: Path) -> tuple[dict[str, Any], Progress]:
@@ -371,7 +403,7 @@ def read_progress(directory: Path) -> tuple[dict[str, Any], Progress]:
         raise ConfigError(f"{job_path} cannot be read: {e}") from None
     if not isinstance(job, dict):
         raise ConfigError(f"{job_path} cannot be read: not a JSON object")
-    checkpoint = Checkpoint.of_run(directory, job.get("output_format", "jsonl"))
+    checkpoint = Checkpoint.of_run(directory, job.get("output_format", "jsonl"), job.get("endpoint", "chat"))
     return job, checkpoint.load(by_position=job.get(POSITIONS) is True, repair=False)
 
 

@@ -92,6 +92,27 @@ def main() -> None:
     help="Stop when this many rows in a row fail with the same error (0: never).  [default: 10]",
 )
 @click.option(
+    "--endpoint",
+    type=click.Choice(["chat", "embeddings"]),
+    help="chat: /chat/completions; embeddings: /embeddings, rows packed many to a request, vectors out"
+    " (docs/embeddings.md).  [default: chat]",
+)
+@click.option("--dimensions", type=int, help="embeddings: the vectors' dimensions (text-embedding-3 models).")
+@click.option(
+    "--encoding-format",
+    type=click.Choice(["base64", "float"]),
+    help="embeddings: how vectors travel (base64: a quarter of the bytes).  [default: base64]",
+)
+@click.option(
+    "--inputs-per-request",
+    type=int,
+    help="embeddings: most rows packed into one request (e.g. 32 for a TEI server).  [default: 2048]",
+)
+@click.option(
+    "--tokens-per-request", type=int, help="embeddings: most tokens in one request.  [default: 300000]"
+)
+@click.option("--tokens-per-input", type=int, help="embeddings: most tokens in one row.  [default: 8192]")
+@click.option(
     "--mode",
     type=click.Choice(["online", "batch-api"]),
     help="online: a request a row; batch-api: the provider's Batch API, half the price, within 24 h"

@@ -48,6 +48,8 @@ class Completion:
     headers: Mapping[str, str] | None = None
     #: USD at the job's prices, once known.
     cost: float | None = None
+    #: An embedding: the vector as little-endian float32 bytes (embeddings.py).
+    vector: bytes | None = None
 
 
 def retry_after(headers: Any) -> float | None:

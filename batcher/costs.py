@@ -30,6 +30,10 @@ BUILT_IN_PRICES: dict[str, tuple[float, float]] = {
     "o3-mini": (1.10, 4.40),
     "o3": (2.00, 8.00),
     "o4-mini": (1.10, 4.40),
+    # Embeddings: input tokens only.
+    "text-embedding-3-small": (0.02, 0.0),
+    "text-embedding-3-large": (0.13, 0.0),
+    "text-embedding-ada-002": (0.10, 0.0),
 }
 
 

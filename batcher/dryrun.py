@@ -53,7 +53,7 @@ def plan(job: Job) -> Plan:
     """Check everything a run checks before sending; estimate what it would send."""
     source, kind = prepare(job)
     _check_writable(job.output)
-    checkpoint = Checkpoint.of_run(job.output, job.output_format)
+    checkpoint = Checkpoint.of_run(job.output, job.output_format, job.endpoint)
     recorded = checkpoint.recorded_job()
     done, failed = DoneRows(by_position=True), {}
     if recorded is not None:

@@ -32,6 +32,9 @@ MAX_BATCH_REQUESTS = 50_000
 OUTPUT_FORMATS = ("jsonl", "parquet", BATCH_OUTPUT)
 #: The `base_url` value that runs the embedded simulator inside the run itself.
 SIMULATOR = "simulator"
+#: What a job's rows are sent to (`endpoint`): Chat Completions, or Embeddings.
+CHAT, EMBEDDINGS = "chat", "embeddings"
+ENDPOINTS = (CHAT, EMBEDDINGS)
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
 
@@ -108,6 +111,15 @@ class SimulatorConfig:
     #: Milliseconds an upload waits, the file already stored, before it is answered; and a
     #: download before its bytes are sent.
     files_delay_ms: float = 0.0
+    # -- the Embeddings endpoint (embeddings.py): OpenAI's limits unless told otherwise --
+    #: Dimensions of a model's vectors when it is none of OpenAI's (text-embedding-3-small and
+    #: -large, ada-002 have their own: 1536, 3072, 1536).
+    embedding_dimensions: int = 1536
+    #: Inputs one request may hold, tokens one input may hold, tokens one request may hold;
+    #: over any, the request is answered 400 (a TEI-like server has smaller ones).
+    embedding_max_inputs: int = 2048
+    embedding_max_input_tokens: int = 8192
+    embedding_max_request_tokens: int = 300_000
 
     def __post_init__(self) -> None:
         if self.rate_limit_headers not in ("all", "remaining", "none"):
@@ -132,6 +144,7 @@ class SimulatorConfig:
             if not 0 <= value <= 1:
                 raise ConfigError(f"simulator {name} must be between 0 and 1, got {value}")
         self._check_batch_settings()
+        self._check_embedding_settings()
 
     def _check_batch_settings(self) -> None:
         for name in ("batch_line_error_rate", "batch_create_error_rate", "batch_create_lost_rate"):
@@ -163,6 +176,17 @@ class SimulatorConfig:
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ConfigError(f"simulator {name} must not be negative, got {value}")
+
+    def _check_embedding_settings(self) -> None:
+        for name in (
+            "embedding_dimensions",
+            "embedding_max_inputs",
+            "embedding_max_input_tokens",
+            "embedding_max_request_tokens",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"simulator {name} must be a positive integer, got {value!r}")
 
     def __repr__(self) -> str:  # never print a key, even a simulator's
         fields = (
@@ -227,7 +251,20 @@ class Job:
     poll_interval: float = 60.0
     #: In batch-api mode, submit the batches and exit (EXIT_SUBMITTED) instead of waiting for them.
     no_wait: bool = False
+    #: What rows are sent to: "chat" (/chat/completions) or "embeddings" (/embeddings, rows packed
+    #: into requests of at most `inputs_per_request` inputs and `tokens_per_request` tokens, each
+    #: input at most `tokens_per_input`; see embeddings.py).
+    endpoint: str = CHAT
+    dimensions: int | None = None
+    encoding_format: str = "base64"
+    inputs_per_request: int = 2048
+    tokens_per_request: int = 300_000
+    tokens_per_input: int = 8192
     simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
+
+    @property
+    def embeddings(self) -> bool:
+        return self.endpoint == EMBEDDINGS
 
     @property
     def uses_simulator(self) -> bool:
@@ -235,6 +272,13 @@ class Job:
 
     def defaults(self) -> dict[str, Any]:
         """Request parameters the job sets; a row's own values win over these."""
+        if self.embeddings:
+            values = {
+                "model": self.model,
+                "dimensions": self.dimensions,
+                "encoding_format": self.encoding_format,
+            }
+            return {k: v for k, v in values.items() if v is not None}
         values = {
             "model": self.model,
             "max_tokens": self.max_tokens,
@@ -258,6 +302,8 @@ class Job:
             "top_p": self.top_p,
             "output_format": self.output_format,
             "answer_schema": self.answer_format.schema if self.answer_format else None,
+            # (said only of embeddings, so that chat runs from before keep their record)
+            **({"endpoint": self.endpoint, "dimensions": self.dimensions} if self.embeddings else {}),
         }
 
     @property
@@ -314,6 +360,12 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "dedupe": (bool,),
     "cache": (str,),
     "endpoints": (list,),
+    "endpoint": (str,),
+    "dimensions": (int,),
+    "encoding_format": (str,),
+    "inputs_per_request": (int,),
+    "tokens_per_request": (int,),
+    "tokens_per_input": (int,),
     "simulator": (dict,),
 }
 _SECRET_KEYS = {"api_key", "key", "openai_api_key", "token", "secret", "password"}
@@ -448,6 +500,7 @@ def _check(job: Job) -> None:
     positive("timeout", job.timeout, allow_none=False)
     positive("patience", job.patience, allow_none=False)
     _check_mode(job)
+    _check_endpoint(job)
     if job.stop_after_identical_failures < 0:
         raise ConfigError(
             f"stop_after_identical_failures must be 0 or more, got {job.stop_after_identical_failures}"
@@ -460,6 +513,35 @@ def _check(job: Job) -> None:
         if not endpoint.uses_simulator and not endpoint.base_url.startswith(("http://", "https://")):
             wanted = f"base_url must start with http:// or https:// (or be '{SIMULATOR}')"
             raise ConfigError(f"{wanted}, got {endpoint.base_url!r}")
+
+
+def _check_endpoint(job: Job) -> None:
+    if job.endpoint not in ENDPOINTS:
+        raise ConfigError(f"endpoint must be one of {', '.join(ENDPOINTS)}, got {job.endpoint!r}")
+    if not job.embeddings:
+        given = [n for n in ("dimensions",) if getattr(job, n) is not None]
+        if given:
+            raise ConfigError(f"{', '.join(given)} is for embeddings: add --endpoint embeddings")
+        return
+    chat_only = {
+        "max_tokens": job.max_tokens,
+        "temperature": job.temperature,
+        "top_p": job.top_p,
+        "system": job.system,
+        "json_schema": job.json_schema,
+        "labels": job.labels or None,
+    }
+    given = [name for name, value in chat_only.items() if value is not None]
+    if given:
+        raise ConfigError(f"{', '.join(given)} do(es) not apply to embeddings: leave it out")
+    if job.encoding_format not in ("base64", "float"):
+        raise ConfigError(f"encoding_format must be base64 or float, got {job.encoding_format!r}")
+    for name in ("dimensions", "inputs_per_request", "tokens_per_request", "tokens_per_input"):
+        value = getattr(job, name)
+        if value is not None and value < 1:
+            raise ConfigError(f"{name} must be at least 1, got {value}")
+    if job.output_format == BATCH_OUTPUT:
+        raise ConfigError("embeddings are written as jsonl or parquet (openai-batch output is for chat)")
 
 
 def _check_mode(job: Job) -> None:

@@ -66,7 +66,7 @@ class RequestBuilder:
 
     def build(self, row: dict[str, Any]) -> dict[str, Any]:
         if self.kind == TEMPLATE:
-            body = {"messages": self._render(row)}
+            body = self._from_template(row)
         elif self.kind == CHAT:
             # Kept columns are the user's metadata, not request parameters.
             skip = {self.id_column, *self.keep_columns}
@@ -75,10 +75,21 @@ class RequestBuilder:
             body = dict(row["body"])
         for key, value in self.defaults.items():
             body.setdefault(key, value)
-        _check_body(body)
+        self._check(body)
         return body
 
-    def _render(self, row: dict[str, Any]) -> list[dict[str, Any]]:
+    def _from_template(self, row: dict[str, Any]) -> dict[str, Any]:
+        """The body a data row makes through the template (a chat request of one user message)."""
+        messages = [{"role": "user", "content": self._fill(row)}]
+        if self.system:
+            messages.insert(0, {"role": "system", "content": self.system})
+        return {"messages": messages}
+
+    def _check(self, body: dict[str, Any]) -> None:
+        _check_body(body)
+
+    def _fill(self, row: dict[str, Any]) -> str:
+        """The template filled with the row's columns; ValueError names a missing or null one."""
         values = {}
         for name in self.placeholders:
             if name not in row:
@@ -87,10 +98,7 @@ class RequestBuilder:
             if value is None:
                 raise ValueError(f"has a null '{name}', so the prompt's {{{name}}} cannot be filled")
             values[name] = value
-        messages = [{"role": "user", "content": self.template.format_map(values)}]
-        if self.system:
-            messages.insert(0, {"role": "system", "content": self.system})
-        return messages
+        return self.template.format_map(values)
 
 
 def _check_body(body: dict[str, Any]) -> None:

@@ -25,6 +25,7 @@ from .errors import (
     EXIT_ABORTED,
     AnswerInvalid,
     AuthenticationFailed,
+    BadRequest,
     BatcherError,
     BudgetReached,
     NoEndpointLeft,
@@ -50,6 +51,8 @@ log = logging.getLogger("batcher")
 _END = object()
 #: A request the budget (or a stop) leaves unsent.
 _OVER_BUDGET = object()
+#: A packed request refused for what one of its rows holds: send its halves (see _verdict).
+_SPLIT = -1.0
 
 
 @dataclass(slots=True)
@@ -63,6 +66,8 @@ class _Item:
     row: dict[str, Any] | None = None
     #: The worker task carrying the row (asked once a worker: each asking is a system call).
     worker: asyncio.Task | None = None
+    #: The rows of a packed request (embeddings: several rows, one request); None for one row.
+    members: list[Any] | None = None
 
 
 class Runner:
@@ -88,6 +93,8 @@ class Runner:
         self.stats = stats = recorder.stats
         self.retry = retry or RetryPolicy(max_retries=job.max_retries, parse_retries=job.parse_retries)
         self.estimator = kind.estimator
+        #: Rows into packed requests, for a kind that packs them (embeddings); None: a row a request.
+        self._packer = kind.packer() if hasattr(kind, "packer") else None
         self._with_response = job.output_format == BATCH_OUTPUT
         self.reuse = reuse
         #: What makes an answer columns: a parse function, a JSON Schema or labels, or nothing.
@@ -189,6 +196,9 @@ class Runner:
         self._fail(error)
 
     async def _work(self, rows: Iterator[InputRow | None]) -> None:
+        if self._packer is not None:
+            await self._work_packed(rows)
+            return
         wants_row = getattr(self.answers, "wants_row", False)
         build, keep, chars = self.kind.builder.build, self.job.keep_columns, self.estimator.prompt_chars
         worker = asyncio.current_task()
@@ -204,6 +214,27 @@ class Runner:
             await self._process(
                 _Item(row.row_id, row.number, body, kept, chars(body), row.row if wants_row else None, worker)
             )
+
+    async def _work_packed(self, rows: Iterator[InputRow | None]) -> None:
+        """Rows taken into packs (embeddings.Packer): one request a pack, its answer split to the rows."""
+        worker, packer = asyncio.current_task(), self._packer
+        while not self._stop.is_set():
+            body, members, refused, ended = packer.take(rows, _END)
+            for member, error in refused:  # over the per-input limit: never sent
+                record = error_record(member.row_id, member.row_number, error, 0, member.kept)
+                self._row_failed(record, error)
+            if body is not None:
+                await self._send(self._packed(body, members, worker))
+            if ended:
+                return
+            if body is None:
+                await asyncio.sleep(0)  # a long run of done rows must not starve the loop
+
+    def _packed(self, body: dict[str, Any], members: list[Any], worker: asyncio.Task | None) -> _Item:
+        first = members[0]
+        return _Item(
+            first.row_id, first.row_number, body, {}, self.estimator.prompt_chars(body), None, worker, members
+        )
 
     async def _process(self, item: _Item) -> None:
         """Reuse an identical request's answer where there is one; send the row otherwise."""
@@ -263,7 +294,19 @@ class Runner:
             delay = self._verdict(item, endpoint, failure, tries)
             if delay is None:
                 return None
+            if delay == _SPLIT:
+                await self._send_halves(item)
+                return None
             await asyncio.sleep(delay)
+
+    async def _send_halves(self, item: _Item) -> None:
+        """A packed request refused for one of its rows: its halves, each on its own, until the rows
+        at fault stand alone and fail by themselves."""
+        members = item.members or []
+        half = len(members) // 2
+        for part in (members[:half], members[half:]):
+            body = {**item.body, "input": [member.text for member in part]}
+            await self._send(self._packed(body, part, item.worker))
 
     async def _attempt(
         self, item: _Item, tries: Tries
@@ -340,10 +383,12 @@ class Runner:
             cost = completion.cost if completion is not None else None
             self.budget.settle(estimate, reserved, used_tokens=used, used_cost=cost)
 
-    def _accept(self, item: _Item, completion: Completion, tries: Tries) -> AnswerInvalid | None:
+    def _accept(self, item: _Item, completion: Completion, tries: Tries) -> RequestFailed | None:
         """Record an answer as the row's result; the AnswerInvalid when it does not parse."""
         self.stats.latency.add(completion.latency_ms)
         self.estimator.observe(item.prompt_chars, completion.usage)
+        if item.members is not None:
+            return self._accept_packed(item, completion, tries)
         try:
             parsed = self._parse(item, completion)
         except AnswerInvalid as invalid:
@@ -363,6 +408,20 @@ class Runner:
         self._release_streak()
         return None
 
+    def _accept_packed(self, item: _Item, completion: Completion, tries: Tries) -> RequestFailed | None:
+        """A packed request's answer split to its rows; the failure when it cannot be."""
+        try:
+            shares = self.kind.unpack(completion, item.members)
+        except RequestFailed as failure:
+            return failure
+        for member, share in zip(item.members, shares, strict=True):
+            record = self._record(
+                member.row_id, member.row_number, share, tries.attempts, member.kept, cost=share.cost
+            )
+            self.recorder.add(True, record)
+        self._release_streak()
+        return None
+
     def _verdict(self, item: _Item, endpoint: Endpoint, failure: RequestFailed, tries: Tries) -> float | None:
         """After a failed attempt: seconds to wait before the next, or None (row failed, or stopping)."""
         tries.count(failure)
@@ -378,6 +437,8 @@ class Runner:
             return None
         if self._stop.is_set():
             return None  # stopping: a failed attempt is not a verdict on the row
+        if item.members is not None and len(item.members) > 1 and _about_a_row(failure):
+            return _SPLIT
         self._check_stalled(failure)
         delay = self.retry.next_delay(failure, tries, elsewhere=not self.router.single)
         if delay is None:
@@ -388,15 +449,11 @@ class Runner:
                 failure.type,
                 failure.message,
             )
-            record = error_record(
-                item.row_id,
-                item.row_number,
-                failure,
-                tries.attempts,
-                item.kept,
-                cost=getattr(failure, "cost", None),
-            )
-            self._row_failed(record, failure)
+            for row_id, row_number, kept in _rows_of(item):
+                record = error_record(
+                    row_id, row_number, failure, tries.attempts, kept, cost=getattr(failure, "cost", None)
+                )
+                self._row_failed(record, failure)
             return None
         self.stats.retries += 1
         log.info(
@@ -453,3 +510,17 @@ class Runner:
 
     def _outcome(self) -> RunOutcome:
         return RunOutcome.of(self.stats, self._abort, self.interrupted)
+
+
+def _rows_of(item: _Item) -> list[tuple[str, int, dict[str, Any]]]:
+    """(id, row number, kept columns) of each row an item's request carries."""
+    if item.members is None:
+        return [(item.row_id, item.row_number, item.kept)]
+    return [(member.row_id, member.row_number, member.kept) for member in item.members]
+
+
+def _about_a_row(failure: RequestFailed) -> bool:
+    """A refusal that may be for one input of a packed request, not for the request as a whole."""
+    return isinstance(failure, BadRequest) and (
+        failure.param is None or str(failure.param).startswith("input")
+    )

@@ -42,6 +42,7 @@ from .sources import Scan, Source
 from .stats import RunStats
 from .timeline import Timeline, timeline_path
 from .transport import Transport, rows_left
+from .vectors import VectorFile
 
 log = logging.getLogger("batcher")
 
@@ -69,16 +70,30 @@ def prepare(job: Job) -> tuple[Source, RequestKind]:
                 f"${endpoint.api_key_env} would cross the network unencrypted. Use https, or allow it "
                 "with --allow-insecure-http (allow_insecure_http = true) on a network you trust."
             )
+    if job.embeddings:
+        from .embeddings import EmbeddingBuilder, EmbeddingsKind, PackLimits
+
+        source = Source(
+            job.input,
+            id_column=job.id_column,
+            has_template=job.prompt is not None,
+            request_field="input",
+            endpoint_path=EmbeddingsKind.path,
+        )
+        limits = PackLimits(job.inputs_per_request, job.tokens_per_request, job.tokens_per_input)
+        return source, EmbeddingsKind(EmbeddingBuilder(source.kind, **_builder_settings(job)), limits)
     source = Source(job.input, id_column=job.id_column, has_template=job.prompt is not None)
-    builder = RequestBuilder(
-        source.kind,
-        template=job.prompt,
-        system=job.system,
-        defaults=job.defaults(),
-        id_column=job.id_column,
-        keep_columns=job.keep_columns,
-    )
-    return source, ChatKind(builder)
+    return source, ChatKind(RequestBuilder(source.kind, **_builder_settings(job)))
+
+
+def _builder_settings(job: Job) -> dict[str, Any]:
+    return {
+        "template": job.prompt,
+        "system": job.system,
+        "defaults": job.defaults(),
+        "id_column": job.id_column,
+        "keep_columns": job.keep_columns,
+    }
 
 
 def identity_of(job: Job, source: Source, fingerprint: str, scan: Scan | None = None) -> dict[str, Any]:
@@ -126,7 +141,7 @@ async def run_job(
     each result or error record once it is durable.
     """
     source, kind = prepare(job)
-    checkpoint = Checkpoint.of_run(job.output, job.output_format)
+    checkpoint = Checkpoint.of_run(job.output, job.output_format, job.endpoint)
     scan = await asyncio.to_thread(scan_unless_recorded, job, source, kind.builder, checkpoint)
     progress = checkpoint.open(identity_of(job, source, scan.fingerprint, scan), force=job.force)
     log.info(
@@ -162,6 +177,7 @@ async def run_job(
             scan.kept_types,
             answer_types,
             batches=job.mode == BATCH_API,
+            vectors=VectorFile(checkpoint.vectors_path) if checkpoint.vectors_path else None,
         )
         router = Router(await _endpoints(job, kind, simulators))
         async with contextlib.AsyncExitStack() as clients:

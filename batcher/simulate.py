@@ -128,13 +128,38 @@ def _fail(message: str, code: int) -> None:
     show_default=True,
     help="Milliseconds a batch creation is answered after the batch is made.",
 )
+@click.option(
+    "--embedding-dimensions",
+    type=int,
+    default=1536,
+    show_default=True,
+    help="Vector size of embedding models other than OpenAI's.",
+)
+@click.option(
+    "--embedding-max-inputs", type=int, default=2048, show_default=True, help="Inputs per embeddings request."
+)
+@click.option(
+    "--embedding-max-input-tokens",
+    type=int,
+    default=8192,
+    show_default=True,
+    help="Tokens per embeddings input.",
+)
+@click.option(
+    "--embedding-max-request-tokens",
+    type=int,
+    default=300_000,
+    show_default=True,
+    help="Tokens per embeddings request.",
+)
 def simulate(host: str, port: int, models: str | None, require_key_env: str | None, **options) -> None:
-    """Serve an OpenAI-compatible Chat Completions API (and Files and Batches) for offline tries and tests.
+    """Serve OpenAI-compatible Chat Completions, Embeddings, Files and Batches for offline tries and tests.
 
     \b
     Example:
       batcher simulate --port 4141 --rpm 600 --latency-ms 200 --error-rate 0.05
       batcher simulate --batch-expire-fraction 0.5 --batch-token-limit 2000000
+      batcher simulate --embedding-max-inputs 32 --embedding-max-input-tokens 512   # like a TEI server
       OPENAI_BASE_URL=http://127.0.0.1:4141/v1 OPENAI_API_KEY=sk-any batcher run ...
     """
     from .job import SimulatorConfig

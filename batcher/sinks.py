@@ -14,17 +14,20 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import uuid
+from array import array
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from .client import Completion
-from .errors import AnswerInvalid, RequestFailed
+from .errors import AnswerInvalid, RequestFailed, WriteFailed
 from .job import BATCH_OUTPUT
 from .journal import iter_journal
 from .jsoncodec import dumps
 from .sources import arrow
+from .vectors import VectorFile
 
 #: Names a result line already uses; input columns named so cannot be kept.
 RESERVED_COLUMNS = (
@@ -62,7 +65,7 @@ def result_record(
     record = {
         "id": row_id,
         "row_number": row_number,
-        "usage": None if reused_from else _usage(completion.usage),  # a reused answer cost nothing
+        "usage": None if reused_from else result_usage(completion.usage),  # a reused answer cost nothing
         "cost_usd": cost,
         "content": completion.content,
         "tool_calls": completion.tool_calls,
@@ -95,13 +98,13 @@ def error_record(
 ) -> dict[str, Any]:
     record = {"id": row_id, "row_number": row_number, "error": error.as_record(), "attempts": attempts}
     if isinstance(error, AnswerInvalid):  # the server answered: keep what it said, and what it cost
-        record["usage"] = _usage(error.usage)
+        record["usage"] = result_usage(error.usage)
         record["cost_usd"] = cost
         record["content"] = error.content
     return {**record, **kept}
 
 
-def _usage(usage: dict[str, Any] | None) -> dict[str, int] | None:
+def result_usage(usage: dict[str, Any] | None) -> dict[str, int] | None:
     if not isinstance(usage, dict):
         return None
     prompt = usage.get("prompt_tokens") or 0
@@ -198,9 +201,15 @@ class Schemas:
     """The Arrow schemas of results and errors, with the kept columns typed (see `_arrow_type`)."""
 
     def __init__(
-        self, kept_types: dict[str, Any], answer_types: dict[str, str] | None = None, *, batches: bool = False
+        self,
+        kept_types: dict[str, Any],
+        answer_types: dict[str, str] | None = None,
+        *,
+        batches: bool = False,
+        dims: int | None = None,
     ):
-        """`batches`: the run goes through the Batch API, and its lines say which batch answered them."""
+        """`batches`: the run goes through the Batch API, and its lines say which batch answered them.
+        `dims`: results are embeddings of that many dimensions (an `embedding` column, no answer's)."""
         pa, _ = arrow()
         batch = [("batch_id", pa.string())] if batches else []
         usage = pa.struct(
@@ -211,13 +220,19 @@ class Schemas:
             (name, pa.large_string() if kind == "json" else pa.type_for_alias(kind))
             for name, kind in (answer_types or {}).items()
         ]
+        if dims is None:
+            answer_columns = [
+                ("content", pa.string()),
+                ("tool_calls", pa.string()),
+                ("finish_reason", pa.string()),
+            ]
+        else:
+            answer_columns = [("embedding", pa.list_(pa.float32(), dims))]
         self.results = pa.schema(
             [
                 ("id", pa.string()),
                 ("row_number", pa.int64()),
-                ("content", pa.string()),
-                ("tool_calls", pa.string()),
-                ("finish_reason", pa.string()),
+                *answer_columns,
                 ("usage", usage),
                 ("cost_usd", pa.float64()),
                 ("model", pa.string()),
@@ -249,7 +264,7 @@ class Schemas:
         self.json_columns = {"tool_calls"} | {n for n, t in [*answer, *kept] if t == pa.large_string()}
 
     def row(self, record: dict[str, Any], schema: Any) -> dict[str, Any]:
-        """A journal record as a row of `schema`."""
+        """A journal record as a row of `schema` (but for an embedding, which `table` adds)."""
         row = {}
         for name in schema.names:
             value = record.get(name)
@@ -289,17 +304,113 @@ class ParquetSink(Sink):
         self._flush()
         self._writer.close()
         os.replace(self._tmp, self.results_path)
-        tmp = self.errors_path.with_name("errors.parquet.partial")
-        with self._pq.ParquetWriter(tmp, self.errors_schema) as writer:
+        self.write_errors(self._pa, self._pq, self._schemas, self.errors_path, errors)
+
+    @staticmethod
+    def write_errors(
+        pa: Any, pq: Any, schemas: Schemas, path: Path, errors: Iterable[dict[str, Any]]
+    ) -> None:
+        """errors.parquet, whole, from the rows that stand failed."""
+        tmp = path.with_name(path.name + ".partial")
+        schema = schemas.errors
+        with pq.ParquetWriter(tmp, schema) as writer:
             batch: list[dict[str, Any]] = []
             for record in errors:
-                batch.append(self._row(record, self.errors_schema))
+                batch.append(schemas.row(record, schema))
                 if len(batch) >= ROW_GROUP_ROWS:
-                    writer.write_table(self._pa.Table.from_pylist(batch, schema=self.errors_schema))
+                    writer.write_table(pa.Table.from_pylist(batch, schema=schema))
                     batch = []
             if batch:
-                writer.write_table(self._pa.Table.from_pylist(batch, schema=self.errors_schema))
-        os.replace(tmp, self.errors_path)
+                writer.write_table(pa.Table.from_pylist(batch, schema=schema))
+        os.replace(tmp, path)
+
+
+class VectorSink(Sink):
+    """Embeddings: results.parquet with an `embedding` column of fixed_size_list<float32>[dims], or
+    results.jsonl with the vector as a JSON list (the slow choice for large corpora). The vectors of
+    earlier sessions are read from vectors.f32, where the journal's lines point."""
+
+    def __init__(self, directory: Path, output_format: str, schemas: Any, vectors: VectorFile):
+        """`schemas(dims)`: the Schemas once the first vector says how many dimensions there are."""
+        self._pa, self._pq = arrow()
+        self._parquet = output_format == "parquet"
+        suffix = "parquet" if self._parquet else "jsonl"
+        self.results_path = directory / f"results.{suffix}"
+        self.errors_path = directory / f"errors.{suffix}"
+        self._tmp = self.results_path.with_name(self.results_path.name + ".partial")
+        self._schemas_for, self._schemas = schemas, None
+        self._vectors = vectors
+        self._writer: Any = None
+        self._rows: list[dict[str, Any]] = []
+        self._floats: list[bytes] = []
+
+    def write_result(self, record: dict[str, Any]) -> None:
+        vector = record.get("embedding")
+        if vector is None:
+            vector = self._vectors.read(record["vector_at"], record["dims"])
+        if self._writer is None:
+            self._open(len(vector) // 4)
+        if not self._parquet:
+            line = {k: v for k, v in record.items() if k not in ("embedding", "vector_at", "dims")}
+            line["embedding"] = _floats(vector)
+            self._writer.write(dumps(line) + "\n")
+            return
+        self._rows.append(self._schemas.row(record, self._columns))
+        self._floats.append(vector)
+        if len(self._rows) >= ROW_GROUP_ROWS:
+            self._flush()
+
+    def _open(self, dims: int) -> None:
+        self._schemas = self._schemas_for(dims)
+        self._dims = dims
+        if self._parquet:
+            results = self._schemas.results
+            self._columns = results.remove(results.get_field_index("embedding"))
+            self._writer = self._pq.ParquetWriter(self._tmp, results)
+        else:
+            self._writer = self._tmp.open("w", encoding="utf-8")
+
+    def _flush(self) -> None:
+        if not self._rows:
+            return
+        pa, data = self._pa, b"".join(self._floats)
+        if len(data) != len(self._rows) * self._dims * 4:
+            raise WriteFailed(
+                f"the vectors of this run do not all have {self._dims} dimensions: one column cannot "
+                "hold them; run rows of different models or dimensions into different directories"
+            )
+        values = pa.Array.from_buffers(pa.float32(), len(data) // 4, [None, pa.py_buffer(data)])
+        table = pa.Table.from_pylist(self._rows, schema=self._columns)
+        results = self._schemas.results
+        index = results.get_field_index("embedding")
+        table = table.add_column(
+            index, results.field(index), pa.FixedSizeListArray.from_arrays(values, self._dims)
+        )
+        self._writer.write_table(table)
+        self._rows, self._floats = [], []
+
+    def close(self, errors: Iterable[dict[str, Any]]) -> None:
+        if self._writer is None:
+            self._open(1)  # no vector at all: an empty file all the same
+        if self._parquet:
+            self._flush()
+            self._writer.close()
+            os.replace(self._tmp, self.results_path)
+            ParquetSink.write_errors(self._pa, self._pq, self._schemas, self.errors_path, errors)
+            return
+        _finish(self._writer, self._tmp, self.results_path)
+        tmp = self.errors_path.with_name("errors.jsonl.partial")
+        with tmp.open("w", encoding="utf-8") as f:
+            for record in errors:
+                f.write(dumps(record) + "\n")
+            _finish(f, tmp, self.errors_path)
+
+
+def _floats(vector: bytes) -> list[float]:
+    floats = array("f", vector)
+    if sys.byteorder == "big":
+        floats.byteswap()
+    return floats.tolist()
 
 
 def open_sink(
@@ -310,12 +421,22 @@ def open_sink(
     answer_types: dict[str, str] | None = None,
     *,
     batches: bool = False,
+    vectors: VectorFile | None = None,
 ) -> Sink | None:
-    """The sink for a derived format, already holding the journal's earlier results."""
-    if output_format == "jsonl":
+    """The sink for a derived format, already holding the journal's earlier results.
+
+    `vectors`: the results are embeddings, their earlier vectors in that file."""
+    if vectors is not None:
+        sink: Sink = VectorSink(
+            directory,
+            output_format,
+            lambda dims: Schemas(kept_types, None, batches=batches, dims=dims),
+            vectors,
+        )
+    elif output_format == "jsonl":
         return None
-    if output_format == BATCH_OUTPUT:
-        sink: Sink = OpenAIBatchSink(directory)
+    elif output_format == BATCH_OUTPUT:
+        sink = OpenAIBatchSink(directory)
     else:
         sink = ParquetSink(directory, Schemas(kept_types, answer_types, batches=batches))
     for record in iter_journal(results_journal):

@@ -105,9 +105,20 @@ def _row_id(value: Any, column: str) -> str:
 class Source:
     """One input file, of a kind found by looking at it."""
 
-    def __init__(self, path: Path, *, id_column: str, has_template: bool):
+    def __init__(
+        self,
+        path: Path,
+        *,
+        id_column: str,
+        has_template: bool,
+        request_field: str = "messages",
+        endpoint_path: str = "/chat/completions",
+    ):
+        """`request_field`: the field a request-shaped row carries (`messages`; `input` for embeddings);
+        `endpoint_path`: where a Batch input file's lines must say they go."""
         self.path = path
         self.id_column = id_column
+        self.request_field, self.endpoint_path = request_field, endpoint_path
         if not path.exists():
             raise InputError("was not found", path=path)
         if path.is_dir():
@@ -138,10 +149,10 @@ class Source:
             return BATCH_INPUT
         if has_template:
             return TEMPLATE
-        if isinstance(first, dict) and "messages" in first:
+        if isinstance(first, dict) and self.request_field in first:
             return CHAT
         raise ConfigError(
-            f"{self.path}: rows have no 'messages', so they need a prompt template "
+            f"{self.path}: rows have no '{self.request_field}', so they need a prompt template "
             "(--prompt 'Summarize: {text}')"
         )
 
@@ -205,11 +216,12 @@ class Source:
         if self.kind == BATCH_INPUT:
             if record.get("method", "POST") != "POST":
                 raise ValueError(f"needs method POST, not {record.get('method')!r}")
-            url = record.get("url", "/v1/chat/completions")
-            if not isinstance(url, str) or not url.rstrip("/").endswith("/chat/completions"):
-                raise ValueError(f"needs url /v1/chat/completions, not {url!r}")
+            path = self.endpoint_path
+            url = record.get("url", "/v1" + path)
+            if not isinstance(url, str) or not url.rstrip("/").endswith(path):
+                raise ValueError(f"needs url /v1{path}, not {url!r}")
             if not isinstance(record.get("body"), dict):
-                raise ValueError("needs 'body', a JSON object holding the chat request")
+                raise ValueError("needs 'body', a JSON object holding the request")
             return _row_id(record.get("custom_id"), "custom_id"), record
         return _row_id(record.get(self.id_column), self.id_column), record
 

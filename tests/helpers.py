@@ -19,7 +19,7 @@ from click.testing import CliRunner
 
 from batcher.cli import main
 from batcher.job import SimulatorConfig
-from batcher.simulator import Simulator
+from batcher.simulator import Simulator, embedding_key
 
 TEST_KEY = "sk-test-0123456789abcdef"
 PROMPT = "Classify the sentiment of this review: {text}"
@@ -50,6 +50,10 @@ class RunningSimulator:
     def completions_for(self, prompt: str) -> int:
         """How many completions the simulator served (and so billed) for this prompt text."""
         return self.server.completions.get(prompt, 0)
+
+    def embeddings_for(self, text: str | list[int]) -> int:
+        """How many embeddings the simulator served (and so billed) for this input (text or token ids)."""
+        return self.server.ledger.embedded.get(embedding_key(text), 0)
 
 
 # -- inputs and outputs ----------------------------------------------------------------------

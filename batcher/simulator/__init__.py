@@ -1,4 +1,4 @@
-"""An OpenAI-compatible Chat Completions server, for trying and testing batcher offline.
+"""An OpenAI-compatible Chat Completions and Embeddings server, for trying and testing batcher offline.
 
 It keeps the contract a client meets at OpenAI: Bearer-key auth (401
 `authentication_error`), 400 `invalid_request_error` with `param`, RPM/TPM
@@ -9,19 +9,23 @@ response_format. Answers are deterministic (a function of the request). Faults
 answers, huge bodies, 429 storms, a key revoked mid-run, redirects) are drawn
 from a seeded generator. A ledger counts the completions delivered per request
 (not those whose client had already given up), so tests can see whether any row
-was paid for twice (`GET /_simulator/ledger`).
+was paid for twice (`GET /_simulator/ledger`). Embeddings (`embeddings`, `vectors`) are
+deterministic unit vectors, counted per input (`Ledger.embedded`); `vector_for` is the vector
+of an input, for a test to compare with what a client stored.
 
 It serves the Files and Batches endpoints too (`files`, `batches`, `batchrun`, `batchinput`):
 batches go `validating -> in_progress -> finalizing -> completed` in well under a second by
 default, each request answered by the same code as online and counted in the same ledger; they
 can be made to expire, fail lines, fail creation, or meet an enqueued-token limit.
 
-`server` serves; `contract` checks a request; `ratelimits` and `faults` decide whether
-and how it is refused; `answers` and `streaming` shape the reply; `ledger` keeps count.
+`server` serves; `endpoints` says what differs between chat and embeddings; `contract` and
+`embeddings` check a request; `ratelimits` and `faults` decide whether and how it is refused;
+`answers`, `streaming` and `embeddings` shape the reply; `ledger` keeps count.
 """
 
-from .ledger import request_key
+from .ledger import embedding_key, request_key
 from .server import Simulator, serve
 from .tokens import count_tokens
+from .vectors import floats, vector_for
 
-__all__ = ["Simulator", "count_tokens", "request_key", "serve"]
+__all__ = ["Simulator", "count_tokens", "embedding_key", "floats", "request_key", "serve", "vector_for"]

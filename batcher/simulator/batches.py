@@ -17,8 +17,9 @@ from typing import Any
 from aiohttp import web
 
 from ..job import SimulatorConfig
-from .batchrun import ANSWERERS, CANCELLABLE, LIVE, Batch, BatchRunner
+from .batchrun import CANCELLABLE, LIVE, Batch, BatchRunner
 from .contract import Invalid, error_response
+from .endpoints import ENDPOINTS
 from .faults import server_error
 from .files import Authorize, Files
 from .ledger import Ledger
@@ -129,8 +130,8 @@ class Batches:
         for name in ("input_file_id", "endpoint", "completion_window"):
             if not isinstance(params.get(name), str):
                 raise Invalid(f"Missing required parameter: '{name}'.", name)
-        if params["endpoint"] not in ANSWERERS:
-            served = ", ".join(f"'{e}'" for e in ANSWERERS)
+        if params["endpoint"] not in ENDPOINTS:
+            served = ", ".join(f"'{e}'" for e in ENDPOINTS)
             raise Invalid(
                 f"Invalid value: '{params['endpoint']}'. The simulator's Batch API serves: {served}.",
                 "endpoint",

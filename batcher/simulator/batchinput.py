@@ -13,8 +13,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from .ratelimits import admission_tokens
-from .tokens import count_tokens, prompt_tokens
+from .endpoints import CHAT, ENDPOINTS
+from .tokens import count_tokens
 
 MAX_REQUESTS = 50_000
 MAX_BYTES = 200 * 1024 * 1024
@@ -119,9 +119,11 @@ def _model_problem(parsed: InputFile, body: dict[str, Any]) -> tuple[str, str, s
     return None
 
 
-def enqueued_tokens(body: dict[str, Any]) -> int:
-    """The tokens a request holds of the enqueued-token limit: prompt estimate + max_tokens."""
+def enqueued_tokens(body: dict[str, Any], endpoint: str = CHAT) -> int:
+    """The tokens a request holds of the enqueued-token limit: as charged online (chat: prompt
+    estimate + max_tokens; embeddings: the inputs' tokens)."""
+    served = ENDPOINTS[endpoint]
     try:
-        return admission_tokens(body, prompt_tokens(body))
-    except (KeyError, TypeError, AttributeError):
+        return served.charge(body, served.prompt_tokens(body))
+    except (KeyError, TypeError, AttributeError, IndexError, ValueError):
         return count_tokens(json.dumps(body))  # a body the endpoint will refuse: a rough size

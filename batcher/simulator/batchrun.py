@@ -1,8 +1,8 @@
 """A batch's life on the simulator: the `batch` object, and the task that moves it through its states.
 
 `validating` (the input file read and checked, the enqueued-token limit applied) -> `in_progress`
-(each request answered by the code that answers it online: `contract.validate`, then
-`answers.complete`, counted in the ledger) -> `finalizing` -> `completed`; or `failed`, `expired`
+(each request answered by the code that answers it online: its endpoint's `check`, then its
+`answer`, counted in the ledger) -> `finalizing` -> `completed`; or `failed`, `expired`
 (part-way, when the config says so) and `cancelling` -> `cancelled`. A request not answered when a
 batch expires or is cancelled gets a `batch_expired` / `batch_cancelled` line in the error file.
 Success lines go to the output file, every other line to the error file, as at OpenAI; request
@@ -22,12 +22,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..job import SimulatorConfig
-from .answers import complete
 from .batchinput import RequestLine, enqueued_tokens, read_input
-from .contract import Invalid, error_body, validate
+from .contract import error_body
+from .endpoints import ENDPOINTS, answer_line
 from .files import Files
 from .ledger import Ledger
-from .tokens import prompt_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -109,21 +108,6 @@ class Batch:
         }
 
 
-def answer_chat(body: dict[str, Any], config: SimulatorConfig) -> tuple[int, dict[str, Any]]:
-    """A Chat Completions request answered as online: its status and body (no limits, no faults)."""
-    try:
-        validate(body, config)
-    except Invalid as e:
-        return e.status, e.body()
-    return 200, complete(body, prompt_tokens(body))
-
-
-#: How each endpoint a batch may name answers one of its requests.
-ANSWERERS: dict[str, Callable[[dict[str, Any], SimulatorConfig], tuple[int, dict[str, Any]]]] = {
-    "/v1/chat/completions": answer_chat,
-}
-
-
 @dataclass(slots=True)
 class _Lines:
     """The output and error lines written so far, and the requests left unanswered."""
@@ -170,7 +154,7 @@ class BatchRunner:
         if parsed.errors:
             batch.fail(parsed.errors)
             return
-        tokens = sum(enqueued_tokens(request.body) for request in parsed.requests)
+        tokens = sum(enqueued_tokens(request.body, batch.endpoint) for request in parsed.requests)
         refused = self._over_token_limit(batch, parsed.model, tokens)
         if refused is not None:
             batch.fail([refused])
@@ -202,7 +186,7 @@ class BatchRunner:
     async def _answer(self, batch: Batch, requests: list[RequestLine]) -> _Lines:
         """Answer requests at the configured rate until done, expired, or asked to cancel."""
         lines = _Lines()
-        answer = ANSWERERS[batch.endpoint]
+        endpoint = ENDPOINTS[batch.endpoint]
         failing = random.Random(f"{self.config.seed}:{batch.number}")
         stop_after = self._expires_after(batch)
         loop = asyncio.get_running_loop()
@@ -213,7 +197,7 @@ class BatchRunner:
             if failing.random() < self.config.batch_line_error_rate:
                 status, body = self.config.error_status, _server_error()
             else:
-                status, body = answer(request.body, self.config)
+                status, body = answer_line(endpoint, request.body, self.config)
             self._record(batch, lines, request, status, body)
             await asyncio.sleep(
                 max(0.0, started + lines.answered / self.config.batch_requests_per_second - loop.time())
@@ -247,9 +231,9 @@ class BatchRunner:
             return
         batch.completed += 1
         batch.input_tokens += body["usage"]["prompt_tokens"]
-        batch.output_tokens += body["usage"]["completion_tokens"]
+        batch.output_tokens += body["usage"].get("completion_tokens", 0)  # embeddings have none
         lines.output.append(line)
-        self._ledger.delivered(request.body)
+        ENDPOINTS[batch.endpoint].count(self._ledger, request.body)
 
     async def _end_cancelled(self, batch: Batch, lines: _Lines, left: list[RequestLine]) -> None:
         await asyncio.sleep(self.config.batch_finalizing_seconds)

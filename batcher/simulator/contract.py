@@ -3,6 +3,7 @@
 One check per field, run in a fixed order, so that the first failing check names the error a
 client sees (its message and `param`, word for word). A refusal's body is
 {"error": {"message", "type", "param", "code"}}; an unknown model is 404, anything else 400.
+`check_model` and `positive_integer` serve the Embeddings contract (embeddings.py) too.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def validate(body: Any, config: SimulatorConfig) -> None:
 Check = Callable[[dict[str, Any], SimulatorConfig], None]
 
 
-def _model(body: dict[str, Any], config: SimulatorConfig) -> None:
+def check_model(body: dict[str, Any], config: SimulatorConfig) -> None:
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise Invalid("you must provide a model parameter", "model")
@@ -134,7 +135,7 @@ def _number_between(name: str, low: float, high: float) -> Check:
     return check
 
 
-def _positive_integer(name: str) -> Check:
+def positive_integer(name: str) -> Check:
     def check(body: dict[str, Any], config: SimulatorConfig) -> None:
         value = body.get(name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
@@ -202,12 +203,12 @@ def _reject_marker(body: dict[str, Any], config: SimulatorConfig) -> None:
 
 #: Every field's check, in the order they are made: the first that fails is the error answered.
 _CHECKS: tuple[Check, ...] = (
-    _model,
+    check_model,
     _messages,
     _number_between("temperature", 0, 2),
     _number_between("top_p", 0, 1),
-    _positive_integer("max_tokens"),
-    _positive_integer("max_completion_tokens"),
+    positive_integer("max_tokens"),
+    positive_integer("max_completion_tokens"),
     _stream,
     _tools,
     _response_format,

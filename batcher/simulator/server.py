@@ -1,9 +1,10 @@
-"""The simulator's aiohttp server: its routes, and the path a Chat Completions request takes.
+"""The simulator's aiohttp server: its routes, and the one path Chat Completions and Embeddings requests take.
 
 A request is checked in the order OpenAI checks it: key, JSON body, contract, rate limits;
-only an admitted request draws a fault, so a refused one never shifts the seeded draws. The
-counts live in `self.ledger`; `requests`, `completions` and the rest are kept as attributes of
-the server too, where tests and benchmarks read them.
+only an admitted request draws a fault, so a refused one never shifts the seeded draws. What
+differs between the two endpoints (contract, cost, answer, what is counted) is their `Endpoint`'s
+(endpoints.py). The counts live in `self.ledger`; `requests`, `completions` and the rest are kept
+as attributes of the server too, where tests and benchmarks read them.
 """
 
 from __future__ import annotations
@@ -17,15 +18,14 @@ from typing import Any
 from aiohttp import web
 
 from ..job import SimulatorConfig
-from .answers import complete
 from .batches import Batches
-from .contract import Invalid, error_response, validate
+from .contract import Invalid, error_response
+from .endpoints import CHAT, EMBEDDINGS, ENDPOINTS, Endpoint
 from .faults import Faults, broken_body, huge_body, proxy_page, server_error, storm_refusal, wait_unless_gone
 from .files import Files
 from .ledger import Ledger
-from .ratelimits import RateLimits, admission_tokens
+from .ratelimits import RateLimits
 from .streaming import stream
-from .tokens import prompt_tokens
 
 
 class Simulator:
@@ -43,6 +43,8 @@ class Simulator:
             [
                 web.post("/v1/chat/completions", self.chat_completions),
                 web.post("/chat/completions", self.chat_completions),
+                web.post("/v1/embeddings", self.embeddings),
+                web.post("/embeddings", self.embeddings),
                 web.get("/v1/models", self.models),
                 web.get("/_simulator/ledger", self.show_ledger),
                 *self.files.routes(),
@@ -110,9 +112,18 @@ class Simulator:
         return web.json_response(self.ledger.report())
 
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
-        self.ledger.arrived()
+        return await self._serve(request, ENDPOINTS[CHAT])
+
+    async def embeddings(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, ENDPOINTS[EMBEDDINGS])
+
+    # -- a request's path -------------------------------------------------------------------
+
+    async def _serve(self, request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
+        """Answer a request to `endpoint`, counting it and its status in the ledger."""
+        self.ledger.arrived(endpoint.path)
         try:
-            response = await self._answer(request)
+            response = await self._answer(request, endpoint)
         except web.HTTPException as e:
             self.ledger.statuses[str(e.status)] += 1
             raise
@@ -122,9 +133,7 @@ class Simulator:
         self.ledger.statuses[str(response.status)] += 1
         return response
 
-    # -- a request's path -------------------------------------------------------------------
-
-    async def _answer(self, request: web.Request) -> web.StreamResponse | None:
+    async def _answer(self, request: web.Request, endpoint: Endpoint) -> web.StreamResponse | None:
         """Refuse the request as OpenAI would, or deliver it; None if nothing was delivered."""
         refused = self._refuse_key(request.headers.get("Authorization", ""))
         if refused is not None:
@@ -139,14 +148,13 @@ class Simulator:
             )
         self.ledger.received.append(body)
         try:
-            validate(body, self.config)
+            tokens = endpoint.check(body, self.config)
         except Invalid as e:
             return e.response()
-        tokens = prompt_tokens(body)
-        refused = self._admit(body, tokens)
+        refused = self._admit(endpoint.charge(body, tokens))
         if refused is not None:
             return refused
-        return await self._deliver(request, body, tokens)
+        return await self._deliver(request, endpoint, body, tokens)
 
     def _authorize(self, request: web.Request) -> web.Response | None:
         """The key check of the Files and Batches endpoints: the same as for Chat Completions."""
@@ -167,18 +175,17 @@ class Simulator:
             code="invalid_api_key",
         )
 
-    def _admit(self, body: dict[str, Any], tokens: int) -> web.Response | None:
-        """The 429 of a storm or of a full bucket; otherwise charge the request and let it in."""
+    def _admit(self, cost: int) -> web.Response | None:
+        """The 429 of a storm or of a full bucket; otherwise charge the request `cost` and let it in."""
         if self._faults.in_storm():
             return storm_refusal()
-        cost = admission_tokens(body, tokens)
         refused = self._limits.admit(cost)
         if refused is None:
             self.ledger.admitted_tokens += cost
         return refused
 
     async def _deliver(
-        self, request: web.Request, body: dict[str, Any], tokens: int
+        self, request: web.Request, endpoint: Endpoint, body: dict[str, Any], tokens: int
     ) -> web.StreamResponse | None:
         """Answer an admitted request, meeting the fault it draws; None if nothing was delivered."""
         headers = self._limits.headers()
@@ -196,13 +203,13 @@ class Simulator:
             return broken_body(headers)
         if fault == "huge":
             return await huge_body(request, self.config.huge_bytes)
-        completion = complete(body, tokens, invalid=fault == "invalid")
+        answer = endpoint.answer(body, tokens, self.config, fault)
         headers["x-request-id"] = f"req_{uuid.uuid4().hex[:24]}"
-        if body.get("stream"):
-            response = await stream(request, body, completion, headers)
+        if body.get("stream"):  # only chat's contract lets a request ask for a stream
+            response = await stream(request, body, answer, headers)
         else:
-            response = web.json_response(completion, headers=headers)
-        self.ledger.delivered(body)
+            response = web.json_response(answer, headers=headers, dumps=endpoint.dumps)
+        endpoint.count(self.ledger, body)
         return response
 
 

@@ -1,0 +1,232 @@
+"""`--endpoint embeddings`: rows to vectors, packed many to a request, journaled beside the results."""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import subprocess
+from array import array
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from batcher.simulator.vectors import vector_for
+from tests.helpers import batcher_command, read_jsonl, subprocess_env, wait_for_results, write_jsonl
+
+MODEL = "text-embedding-3-small"
+TEMPLATE = "{title}: {body}"
+
+
+def articles(n: int, words: int = 6) -> list[dict]:
+    return [
+        {"id": f"a{i}", "title": f"Title {i}", "body": " ".join(["word"] * (words + i % 5))} for i in range(n)
+    ]
+
+
+def text_of(row: dict) -> str:
+    return TEMPLATE.format(**row)
+
+
+def embed_args(path, run_dir, base_url, *extra, prompt: str | None = TEMPLATE, model: str | None = MODEL):
+    args = ["run", path, "-o", run_dir, "--base-url", base_url, "--endpoint", "embeddings"]
+    args += ["--model", model] if model else []
+    args += ["--prompt", prompt] if prompt else []
+    return [*args, *extra]
+
+
+def ledger(simulator):
+    return simulator.server.ledger
+
+
+def vectors_of(run_dir) -> dict[str, list[float]]:
+    table = pq.read_table(run_dir / "results.parquet")
+    return dict(zip(table["id"].to_pylist(), table["embedding"].to_pylist(), strict=True))
+
+
+def floats(vector: bytes) -> list[float]:
+    return array("f", vector).tolist()
+
+
+def test_rows_become_vectors_in_a_parquet_column_equal_to_what_the_server_sent(
+    cli, simulator, tmp_path, run_dir
+):
+    rows = articles(50)
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+
+    result = cli(
+        *embed_args(path, run_dir, simulator.base_url, "--dimensions", "32", "--output-format", "parquet")
+    )
+
+    assert result.exit_code == 0, result.output
+    table = pq.read_table(run_dir / "results.parquet")
+    assert table.schema.field("embedding").type == pa.list_(pa.float32(), 32)
+    vectors = vectors_of(run_dir)
+    assert all(vectors[row["id"]] == floats(vector_for(text_of(row), 32)) for row in rows)
+    assert all(math.isclose(sum(x * x for x in v), 1.0, rel_tol=1e-5) for v in vectors.values())
+    assert ledger(simulator).embedding_requests == 1  # fifty rows, one request
+    usage = [u["prompt_tokens"] for u in table["usage"].to_pylist()]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert sum(usage) == summary["prompt_tokens"] > 0 and all(n > 0 for n in usage)
+    assert (
+        summary["cost_usd"] == pytest.approx(sum(table["cost_usd"].to_pylist())) and summary["cost_usd"] > 0
+    )
+
+
+@pytest.mark.parametrize("encoding", ["base64", "float"])
+def test_vectors_in_results_jsonl_are_json_lists_whichever_way_they_travelled(
+    encoding, cli, simulator, tmp_path, run_dir
+):
+    rows = articles(5)
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+
+    result = cli(
+        *embed_args(path, run_dir, simulator.base_url, "--dimensions", "8", "--encoding-format", encoding)
+    )
+
+    assert result.exit_code == 0, result.output
+    assert ledger(simulator).received[-1]["encoding_format"] == encoding
+    results = {r["id"]: r for r in read_jsonl(run_dir / "results.jsonl")}
+    assert all(results[row["id"]]["embedding"] == floats(vector_for(text_of(row), 8)) for row in rows)
+    assert not any("vector_at" in r for r in results.values())
+
+
+def test_request_shaped_rows_and_batch_input_lines_are_embedded_too(cli, simulator, tmp_path):
+    requests = [{"id": f"q{i}", "input": f"query number {i}", "model": MODEL} for i in range(4)]
+    lines = [
+        {
+            "custom_id": f"b{i}",
+            "method": "POST",
+            "url": "/v1/embeddings",
+            "body": {"model": MODEL, "input": f"doc {i}"},
+        }
+        for i in range(3)
+    ]
+    chat_line = {**lines[0], "url": "/v1/chat/completions"}
+
+    one = cli(
+        *embed_args(
+            write_jsonl(tmp_path / "q.jsonl", requests),
+            tmp_path / "q",
+            simulator.base_url,
+            prompt=None,
+            model=None,
+        )
+    )
+    two = cli(
+        *embed_args(
+            write_jsonl(tmp_path / "b.jsonl", lines),
+            tmp_path / "b",
+            simulator.base_url,
+            prompt=None,
+            model=None,
+        )
+    )
+    wrong = cli(
+        *embed_args(
+            write_jsonl(tmp_path / "w.jsonl", [chat_line]),
+            tmp_path / "w",
+            simulator.base_url,
+            prompt=None,
+            model=None,
+        )
+    )
+
+    assert one.exit_code == 0 and two.exit_code == 0, one.output + two.output
+    assert [len(r["embedding"]) for r in read_jsonl(tmp_path / "q" / "results.jsonl")] == [1536] * 4
+    assert sorted(r["id"] for r in read_jsonl(tmp_path / "b" / "results.jsonl")) == ["b0", "b1", "b2"]
+    assert wrong.exit_code == 2 and "needs url /v1/embeddings" in wrong.output and "line 1" in wrong.output
+
+
+def test_rows_are_packed_up_to_the_inputs_and_the_tokens_a_request_may_carry(cli, simulator, tmp_path):
+    rows = articles(40)
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+
+    by_count = cli(*embed_args(path, tmp_path / "count", simulator.base_url, "--inputs-per-request", "7"))
+    sent_by_count = ledger(simulator).embedding_requests
+    by_tokens = cli(*embed_args(path, tmp_path / "tokens", simulator.base_url, "--tokens-per-request", "60"))
+    sent_by_tokens = ledger(simulator).embedding_requests - sent_by_count
+
+    assert by_count.exit_code == 0 and by_tokens.exit_code == 0, by_count.output + by_tokens.output
+    assert sent_by_count == 6  # 40 rows, 7 a request
+    packs = [body["input"] for body in list(ledger(simulator).received)[-sent_by_tokens:]]
+    assert sum(len(p) for p in packs) == 40 and sent_by_tokens > 6
+    assert all(
+        len(pack) <= 7
+        for pack in list(ledger(simulator).received)[:sent_by_count]
+        for pack in [pack["input"]]
+    )
+
+
+def test_an_input_over_the_per_input_limit_is_a_row_error_before_anything_is_sent(
+    cli, simulator, tmp_path, run_dir
+):
+    rows = articles(6)
+    rows[2]["body"] = "long " * 400
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+
+    result = cli(*embed_args(path, run_dir, simulator.base_url, "--tokens-per-input", "100"))
+
+    assert result.exit_code == 1, result.output
+    [error] = read_jsonl(run_dir / "errors.jsonl")
+    assert error["id"] == "a2" and error["error"]["type"] == "input_too_long"
+    assert "over the 100-token limit for one input by about" in error["error"]["message"]
+    assert all(text_of(rows[2]) not in body["input"] for body in ledger(simulator).received)
+    assert len(read_jsonl(run_dir / "results.jsonl")) == 5
+
+
+def test_a_packed_request_refused_for_one_row_is_split_until_that_row_fails_alone(
+    cli, simulator_factory, tmp_path, run_dir
+):
+    simulator = simulator_factory(reject_marker="POISON")
+    rows = articles(20)
+    rows[13]["body"] = "POISON pill"
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+
+    result = cli(*embed_args(path, run_dir, simulator.base_url))
+
+    assert result.exit_code == 1, result.output
+    assert [e["id"] for e in read_jsonl(run_dir / "errors.jsonl")] == ["a13"]
+    assert sorted(r["id"] for r in read_jsonl(run_dir / "results.jsonl")) == sorted(
+        row["id"] for row in rows if row["id"] != "a13"
+    )
+    assert all(ledger(simulator).embedded[text_of(row)] == 1 for row in rows if row["id"] != "a13")
+    assert ledger(simulator).embedding_requests <= 1 + 2 * math.ceil(math.log2(20)) + 1
+
+
+def start(*args) -> subprocess.Popen:
+    return subprocess.Popen(
+        batcher_command(*args),
+        env=subprocess_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.mark.slow
+def test_kill_9_then_the_same_command_embeds_no_input_twice_and_loses_none(
+    simulator_factory, tmp_path, run_dir
+):
+    simulator = simulator_factory(latency_ms=150, rpm=600)
+    rows = articles(300)
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+    command = embed_args(
+        path, run_dir, simulator.base_url, "--inputs-per-request", "10", "--concurrency", "4"
+    )
+
+    first = start(*command)
+    wait_for_results(run_dir / ".batcher", 60, first)
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=10)
+    done_before = len(read_jsonl(run_dir / ".batcher" / "results.jsonl"))
+    final = start(*command)
+    _, stderr = final.communicate(timeout=120)
+
+    assert final.returncode == 0, stderr
+    assert 60 <= done_before < 300
+    results = {r["id"]: r for r in read_jsonl(run_dir / "results.jsonl")}
+    assert sorted(results) == sorted(row["id"] for row in rows)
+    assert all(ledger(simulator).embedded[text_of(row)] == 1 for row in rows)
+    assert all(results[row["id"]]["embedding"] == floats(vector_for(text_of(row), 1536)) for row in rows)
