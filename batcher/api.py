@@ -25,6 +25,7 @@ from .journal import iter_journal, write_atomically
 from .jsoncodec import dumps
 from .sinks import Schemas
 from .sources import arrow
+from .vectors import VectorFile
 
 Record = dict[str, Any]
 #: A parse function, as Curator users write them: (input row, answer text) -> columns.
@@ -271,12 +272,16 @@ def results_table(job: Job) -> Any:
         if record["id"] not in results:
             failed[record["id"]] = record
     answer_types = job.answer_format.column_types() if job.answer_format else None
-    schemas = Schemas(_kept_types(job, checkpoint), answer_types)
+    dims = next((r["dims"] for r in results.values() if "dims" in r), 1) if job.embeddings else None
+    schemas = Schemas(_kept_types(job, checkpoint), answer_types, dims=dims)
     schema = schemas.results.append(pa.field("error", schemas.error))
     records = sorted((*results.values(), *failed.values()), key=lambda r: r.get("row_number") or 0)
     table = pa.Table.from_pylist([schemas.row(r, schema) for r in records], schema=schema)
+    if dims is not None:
+        table = _with_vectors(table, records, checkpoint, dims)
     # Columns of a parse function: typed from their values.
-    extra = dict.fromkeys(k for r in records for k in r if k not in schema.names and k != "response")
+    internal = {"response", "vector_at", "dims"}
+    extra = dict.fromkeys(k for r in records for k in r if k not in schema.names and k not in internal)
     for name in extra:
         values = [r.get(name) for r in records]
         try:
@@ -285,6 +290,22 @@ def results_table(job: Job) -> Any:
             column = pa.array([None if v is None else json.dumps(v, default=str) for v in values])
         table = table.append_column(name, column)
     return table
+
+
+def _with_vectors(table: Any, records: list[Record], checkpoint: Checkpoint, dims: int) -> Any:
+    """`table` with its `embedding` column read from the run's vector file (null for failed rows)."""
+    pa, _ = arrow()
+    vectors = VectorFile(checkpoint.vectors_path)
+    zeros = bytes(dims * 4)
+    try:
+        data = b"".join(vectors.read(r["vector_at"], dims) if "vector_at" in r else zeros for r in records)
+    finally:
+        vectors.close()
+    values = pa.Array.from_buffers(pa.float32(), len(data) // 4, [None, pa.py_buffer(data)])
+    mask = pa.array(["vector_at" not in r for r in records], pa.bool_())
+    column = pa.FixedSizeListArray.from_arrays(values, dims, mask=mask)
+    index = table.schema.get_field_index("embedding")
+    return table.set_column(index, table.schema.field(index), column)
 
 
 def _kept_types(job: Job, checkpoint: Checkpoint) -> dict[str, Any]:

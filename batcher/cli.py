@@ -291,14 +291,20 @@ def _print_plan(plan) -> None:
         retried = "sent again" if job.retry_failed else "left failed (--no-retry-failed)"
         lines.append(f"          {plan.done:,} rows done, {plan.failed:,} failed ({retried})")
     endpoint = "the embedded simulator" if job.uses_simulator else job.base_url
-    lines.append(f"to send:  {plan.to_send:,} requests to {endpoint}, model {job.model or '(per row)'}")
+    sent = f"{plan.to_send:,} requests"
+    if job.embeddings:
+        sent = f"{plan.to_send:,} rows in about {plan.requests:,} requests"
+    lines.append(f"to send:  {sent} to {endpoint}, model {job.model or '(per row)'}")
     guessed = (
         f" ({plan.completion_guessed:,} rows set no max_tokens: 256 each)" if plan.completion_guessed else ""
     )
-    lines.append(
-        f"tokens:   about {plan.prompt_tokens:,} prompt + {plan.completion_tokens:,} completion at most"
+    tokens = (
+        f"about {plan.prompt_tokens:,} prompt + {plan.completion_tokens:,} completion at most"
         f" = {plan.prompt_tokens + plan.completion_tokens:,}{guessed}"
     )
+    if job.embeddings:
+        tokens = f"about {plan.prompt_tokens:,} (inputs; embeddings have no completion)"
+    lines.append(f"tokens:   {tokens}")
     cost = f"about ${plan.cost_usd:.4f} at most"
     if job.mode == "batch-api":
         cost = f"about ${plan.batch_cost_usd:.4f} at most at Batch prices (${plan.cost_usd:.4f} online)"

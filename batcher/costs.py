@@ -124,6 +124,12 @@ class Budget:
         self._reserved_cost = 0.0
         self._reserved_tokens = 0
 
+    @classmethod
+    def of_run(cls, job: Any, stats: Any) -> Budget:
+        """A job's budgets (`max_cost`, `max_total_tokens`) against what every session spent (stats)."""
+        spent = stats.prompt_tokens + stats.completion_tokens
+        return cls(job.max_cost, job.max_total_tokens, spent_cost=stats.cost_usd, spent_tokens=spent)
+
     @property
     def limited(self) -> bool:
         return self.max_cost is not None or self.max_tokens is not None

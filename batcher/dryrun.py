@@ -14,6 +14,7 @@ from typing import Any
 
 from .batchapi.parts import MAX_BYTES, batch_line, split
 from .checkpoint import Checkpoint, DoneRows
+from .embeddings import PackCount
 from .errors import ConfigError
 from .job import BATCH_API, Job
 from .session import identity_of, prepare
@@ -34,7 +35,9 @@ class Plan:
     directory: str
     done: int = 0
     failed: int = 0
+    #: Rows to send, and the requests they make (as many, but for embeddings, packed).
     to_send: int = 0
+    requests: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     #: Rows that set no max_tokens, whose completion was counted at DEFAULT_COMPLETION_TOKENS.
@@ -68,13 +71,18 @@ def plan(job: Job) -> Plan:
     line_sizes = array("L")  # of the Batch input lines, in batch-api mode, and each line's model
     line_models, models = array("L"), {}
 
+    packs = PackCount(kind.limits) if job.embeddings else None
+
     def on_body(number: int, row_id: str, body: dict[str, Any]) -> None:
         if done.has(row_id, number) or (row_id in failed and not retry_failed):
             return
         result.to_send += 1
         prompt = round(estimator.prompt_chars(body) / estimator.chars_per_token)
         completion = body.get("max_completion_tokens") or body.get("max_tokens")
-        if not completion:
+        if packs is not None:  # embeddings: no completion, rows packed many to a request
+            completion = 0
+            packs.add(body, prompt)
+        elif not completion:
             completion = DEFAULT_COMPLETION_TOKENS
             result.completion_guessed += 1
         result.prompt_tokens += prompt
@@ -94,6 +102,7 @@ def plan(job: Job) -> Plan:
 
     scan = source.scan(kind.builder, source.fingerprint(), on_body)
     result.input_kind, result.rows = scan.kind, scan.total
+    result.requests = packs.requests if packs is not None else result.to_send
     result.done, result.failed = len(done), len(failed)
     groups = split(
         range(len(line_sizes)),

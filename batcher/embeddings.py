@@ -19,12 +19,13 @@ import base64
 import sys
 from array import array
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .client import Completion, error_for_status, snippet
-from .errors import BadRequest, Retryable
+from .errors import BadRequest, RequestFailed, Retryable
 from .prompts import RequestBuilder
+from .reuse import ON_THE_WIRE, InputReuse
 from .sinks import result_usage
 from .sources import InputRow
 from .tokens import TokenEstimator
@@ -91,57 +92,103 @@ class Member:
     row_number: int
     text: str
     kept: dict[str, Any]
+    #: Its request's reuse key (reuse.InputReuse), and the rows with the same request riding on it.
+    key: bytes | None = None
+    copies: list[Member] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Taken:
+    """What the packer took from the feed: a request (None if no row needs one) and its rows,
+    rows refused before sending, rows answered by reuse, and whether the feed has ended."""
+
+    body: dict[str, Any] | None
+    members: list[Member]
+    refused: list[tuple[Member, BadRequest]]
+    reused: list[tuple[Member, Completion, str]]
+    ended: bool
 
 
 class Packer:
     """Takes rows from the one feed into packs under the request limits (one packer, many workers)."""
 
-    def __init__(self, builder: EmbeddingBuilder, estimator: InputEstimator, limits: PackLimits, keep: tuple):
-        self.builder, self.estimator, self.limits, self.keep = builder, estimator, limits, keep
+    def __init__(
+        self,
+        builder: EmbeddingBuilder,
+        estimator: InputEstimator,
+        limits: PackLimits,
+        reuse: InputReuse | None = None,
+    ):
+        self.builder, self.estimator, self.limits, self.reuse = builder, estimator, limits, reuse
+        self.keep = builder.keep_columns
         #: The row that did not fit the last pack (it starts the next one), and its body.
-        self._carry: tuple[InputRow, dict[str, Any]] | None = None
+        self._carry: tuple[Member, dict[str, Any]] | None = None
 
-    def take(
-        self, rows: Iterator[InputRow | None], end: object
-    ) -> tuple[dict[str, Any] | None, list[Member], list[tuple[Member, BadRequest]], bool]:
-        """The next pack's body and members, rows refused before sending, and whether the feed ended.
-
-        Stops early at a None from the feed (a run of done rows: the caller lets the loop breathe).
-        """
+    def take(self, rows: Iterator[InputRow | None], end: object) -> Taken:
+        """The next pack. Stops early at a None from the feed (a run of done rows: the caller lets
+        the loop breathe)."""
         limits, estimator = self.limits, self.estimator
-        members: list[Member] = []
-        refused: list[tuple[Member, BadRequest]] = []
-        first_body: dict[str, Any] | None = None
+        taken = Taken(None, [], [], [], False)
         tokens = 0
-        while len(members) < limits.inputs:
+        while len(taken.members) < limits.inputs:
             if self._carry is not None:
-                (row, body), self._carry = self._carry, None
+                (member, body), self._carry = self._carry, None
             else:
                 row = next(rows, end)
-                if row is end:
-                    return self._pack(first_body, members), members, refused, True
-                if row is None:
+                if row is end or row is None:
+                    taken.ended = row is end
                     break
                 body = self.builder.build(row.row)
-            member = Member(row.row_id, row.number, body["input"], {k: row.row.get(k) for k in self.keep})
+                member = Member(row.row_id, row.number, body["input"], {k: row.row.get(k) for k in self.keep})
+                need = estimator.tokens(len(member.text))
+                if need > limits.input_tokens * REFUSE_OVER:
+                    taken.refused.append((member, too_long(need, limits.input_tokens)))
+                    continue
+                if self._answered(member, body, taken):
+                    continue
             need = estimator.tokens(len(member.text))
-            if need > limits.input_tokens * REFUSE_OVER:
-                refused.append((member, too_long(need, limits.input_tokens)))
-                continue
-            if members and (tokens + need > limits.request_tokens or not _same_request(first_body, body)):
-                self._carry = (row, body)
+            first = taken.body
+            if taken.members and (tokens + need > limits.request_tokens or not _same_request(first, body)):
+                self._carry = (member, body)
                 break
-            if first_body is None:
-                first_body = body
-            members.append(member)
+            if first is None:
+                taken.body = body
+            taken.members.append(member)
             tokens += need
-        return self._pack(first_body, members), members, refused, False
+        if taken.body is not None:
+            taken.body = {**taken.body, "input": [m.text for m in taken.members]}
+        return taken
 
-    @staticmethod
-    def _pack(first: dict[str, Any] | None, members: list[Member]) -> dict[str, Any] | None:
-        if first is None:
-            return None
-        return {**first, "input": [m.text for m in members]}
+    def _answered(self, member: Member, body: dict[str, Any], taken: Taken) -> bool:
+        """The row needs no place in a request: reused now, or riding on an identical one."""
+        if self.reuse is None:
+            return False
+        found = self.reuse.screen(body, member)
+        if found is None:
+            return False
+        if found is not ON_THE_WIRE:
+            taken.reused.append((member, *found))
+        return True
+
+
+class PackCount:
+    """How many requests rows make once packed (the dry run's count), by the Packer's rule."""
+
+    def __init__(self, limits: PackLimits):
+        self.limits = limits
+        self.requests = 0
+        self._inputs = self._tokens = 0
+        self._first: dict[str, Any] | None = None
+
+    def add(self, body: dict[str, Any], tokens: int) -> None:
+        if tokens > self.limits.input_tokens * REFUSE_OVER:
+            return  # refused before sending
+        full = self._inputs >= self.limits.inputs or self._tokens + tokens > self.limits.request_tokens
+        if self._first is None or full or not _same_request(self._first, body):
+            self.requests += 1
+            self._first, self._inputs, self._tokens = body, 0, 0
+        self._inputs += 1
+        self._tokens += tokens
 
 
 def _same_request(first: dict[str, Any] | None, body: dict[str, Any]) -> bool:
@@ -149,6 +196,14 @@ def _same_request(first: dict[str, Any] | None, body: dict[str, Any]) -> bool:
     if first is None:
         return True
     return len(first) == len(body) and all(k == "input" or body.get(k) == v for k, v in first.items())
+
+
+def splits_on(failure: RequestFailed) -> bool:
+    """A packed request's refusal that may be for one of its inputs (not for the whole request):
+    worth sending its halves apart to find the row at fault."""
+    return isinstance(failure, BadRequest) and (
+        failure.param is None or str(failure.param).startswith("input")
+    )
 
 
 def too_long(tokens: int, limit: int) -> BadRequest:
@@ -290,11 +345,12 @@ class EmbeddingsKind:
     read_stream = staticmethod(read_stream)
     record = staticmethod(embedding_record)
     unpack = staticmethod(unpack)
+    splits_on = staticmethod(splits_on)
 
     def __init__(self, builder: EmbeddingBuilder, limits: PackLimits = PackLimits()):
         self.builder = builder
         self.estimator = InputEstimator()
         self.limits = limits
 
-    def packer(self) -> Packer:
-        return Packer(self.builder, self.estimator, self.limits, self.builder.keep_columns)
+    def packer(self, reuse: InputReuse | None = None) -> Packer:
+        return Packer(self.builder, self.estimator, self.limits, reuse)

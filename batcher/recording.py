@@ -45,6 +45,22 @@ class Recorder:
         """A finished row: a result (`ok`) or an error record. Raises WriteFailed after a failed write."""
         self.checkpoint.add(ok, record)
 
+    def add_failure(self, record: Record, failure: RequestFailed, streak: FailureStreak) -> bool:
+        """A row's failure: recorded now if the row failed so before (its own fault), else held in
+        `streak`; whether the streak is now long enough to say the job, not the rows, is wrong."""
+        previous = self.progress.failed.get(record["id"])
+        if previous is not None and previous.get("error") == record["error"]:
+            self.add(False, record)
+            return False
+        for released in streak.hold(record, failure):
+            self.add(False, released)
+        return streak.reached
+
+    def release(self, streak: FailureStreak) -> None:
+        """The failures `streak` held are genuine row failures after all: record them."""
+        for record in streak.release():
+            self.add(False, record)
+
     def changed(self) -> None:
         """Counters moved outside the journal (a 429, a retry): tell the progress hook."""
         self.on_progress(self.stats)

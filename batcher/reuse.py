@@ -7,6 +7,7 @@ temperature 0 in SQLite. See docs/reuse.md.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 import logging
@@ -24,6 +25,8 @@ log = logging.getLogger("batcher")
 
 #: Answers kept in memory for rows that repeat a request already answered.
 RECENT = 10_000
+#: Bytes of vectors kept for inputs that repeat one answered lately (embeddings).
+RECENT_BYTES = 16 * 1024 * 1024
 #: What `try_find` says when an identical request is on the wire.
 ON_THE_WIRE = object()
 COMMIT_EVERY = 100
@@ -112,6 +115,54 @@ class Reuse:
                 self._recent.popitem(last=False)
 
 
+class InputReuse:
+    """Identical inputs of packed requests (embeddings) sent once a run, and the cache across runs.
+
+    A row whose request (its input, model, dimensions) is the same as one on the wire rides on
+    it as a copy (`Member.copies`), recorded with its answer or its error; one answered lately
+    (`RECENT_BYTES` of vectors kept) or held by the cache is answered at once.
+    """
+
+    def __init__(self, *, within_run: bool, cache: AnswerCache | None):
+        self.within_run, self.cache = within_run, cache
+        self._on_the_wire: dict[bytes, Any] = {}
+        self._recent: OrderedDict[bytes, tuple[Completion, str]] = OrderedDict()
+        self._recent_bytes = 0
+
+    def screen(self, body: dict[str, Any], member: Any) -> tuple[Completion, str] | None | object:
+        """An answer for `member` and where it comes from; ON_THE_WIRE (it became a copy of the row
+        that is); or None: send it (its key is kept on it for `settle`)."""
+        key = member.key = request_key(body)
+        if self.within_run:
+            if (recent := self._recent.get(key)) is not None:
+                return recent
+            if (first := self._on_the_wire.get(key)) is not None:
+                first.copies.append(member)
+                return ON_THE_WIRE
+        if self.cache is not None and (cached := self.cache.get(key)) is not None:
+            return cached, "cache"
+        if self.within_run:
+            self._on_the_wire[key] = member
+        return None
+
+    def settle(self, member: Any, answer: Completion | None) -> None:
+        """`member`'s request is over: its answer, or None when it failed (identical rows then send)."""
+        key = member.key
+        if key is None:
+            return
+        self._on_the_wire.pop(key, None)
+        if answer is None:
+            return
+        if self.cache is not None:
+            self.cache.put(key, answer)
+        if self.within_run:
+            self._recent[key] = (answer, member.row_id)
+            self._recent_bytes += len(answer.vector or b"")
+            while self._recent_bytes > RECENT_BYTES:
+                _, (old, _) = self._recent.popitem(last=False)
+                self._recent_bytes -= len(old.vector or b"")
+
+
 def _cacheable(body: dict[str, Any]) -> bool:
     temperature = body.get("temperature")
     return temperature == 0 and not isinstance(temperature, bool)
@@ -136,14 +187,18 @@ class AnswerCache:
         if row is None:
             return None
         try:
-            return Completion(**json.loads(row[0]))
+            fields = json.loads(row[0])
+            if fields.get("vector") is not None:
+                fields["vector"] = base64.b64decode(fields["vector"])
+            return Completion(**fields)
         except (ValueError, TypeError):
             return None  # an entry of another version: ask again
 
     def put(self, key: bytes, completion: Completion) -> None:
-        self._unsaved.append(
-            (key, json.dumps(asdict(replace(completion, headers=None)), ensure_ascii=False, default=str))
-        )
+        fields = asdict(replace(completion, headers=None))
+        if completion.vector is not None:
+            fields["vector"] = base64.b64encode(completion.vector).decode("ascii")
+        self._unsaved.append((key, json.dumps(fields, ensure_ascii=False, default=str)))
         if len(self._unsaved) >= COMMIT_EVERY:
             self.save()
 

@@ -18,14 +18,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from .client import Completion, job_level_cause
+from .client import Completion
 from .costs import Budget
 from .endpoints import Endpoint, Router
 from .errors import (
     EXIT_ABORTED,
     AnswerInvalid,
-    AuthenticationFailed,
-    BadRequest,
     BatcherError,
     BudgetReached,
     NoEndpointLeft,
@@ -43,7 +41,7 @@ from .retry import RetryPolicy, Tries
 from .reuse import ON_THE_WIRE, Reuse
 from .sinks import error_record
 from .sources import InputRow
-from .stops import FAST_STOP_SECONDS, failing_alike, key_refused, never_answered, stalled_for
+from .stops import failing_alike, job_level_stop, stalled_for
 
 log = logging.getLogger("batcher")
 
@@ -94,17 +92,12 @@ class Runner:
         self.retry = retry or RetryPolicy(max_retries=job.max_retries, parse_retries=job.parse_retries)
         self.estimator = kind.estimator
         #: Rows into packed requests, for a kind that packs them (embeddings); None: a row a request.
-        self._packer = kind.packer() if hasattr(kind, "packer") else None
+        self._packer = kind.packer(reuse) if hasattr(kind, "packer") else None
         self._with_response = job.output_format == BATCH_OUTPUT
         self.reuse = reuse
         #: What makes an answer columns: a parse function, a JSON Schema or labels, or nothing.
         self.answers = answers
-        self.budget = Budget(
-            job.max_cost,
-            job.max_total_tokens,
-            spent_cost=stats.cost_usd,
-            spent_tokens=stats.prompt_tokens + stats.completion_tokens,
-        )
+        self.budget = Budget.of_run(job, stats)
         self._stop = asyncio.Event()
         self._force = asyncio.Event()
         self._in_request: set[asyncio.Task] = set()
@@ -219,22 +212,23 @@ class Runner:
         """Rows taken into packs (embeddings.Packer): one request a pack, its answer split to the rows."""
         worker, packer = asyncio.current_task(), self._packer
         while not self._stop.is_set():
-            body, members, refused, ended = packer.take(rows, _END)
-            for member, error in refused:  # over the per-input limit: never sent
-                record = error_record(member.row_id, member.row_number, error, 0, member.kept)
-                self._row_failed(record, error)
-            if body is not None:
-                await self._send(self._packed(body, members, worker))
-            if ended:
-                return
-            if body is None:
+            taken = packer.take(rows, _END)
+            for member, error in taken.refused:  # over the per-input limit: never sent
+                self._row_failed(error_record(member.row_id, member.row_number, error, 0, member.kept), error)
+            for member, completion, source in taken.reused:
+                self._write_reused(
+                    _Item(member.row_id, member.row_number, {}, member.kept, 0), completion, source
+                )
+            if taken.body is not None:
+                await self._send(self._packed(taken.body, taken.members, worker))
+            elif not taken.ended:
                 await asyncio.sleep(0)  # a long run of done rows must not starve the loop
+            if taken.ended:
+                return
 
     def _packed(self, body: dict[str, Any], members: list[Any], worker: asyncio.Task | None) -> _Item:
-        first = members[0]
-        return _Item(
-            first.row_id, first.row_number, body, {}, self.estimator.prompt_chars(body), None, worker, members
-        )
+        first, chars = members[0], self.estimator.prompt_chars(body)
+        return _Item(first.row_id, first.row_number, body, {}, chars, None, worker, members)
 
     async def _process(self, item: _Item) -> None:
         """Reuse an identical request's answer where there is one; send the row otherwise."""
@@ -409,16 +403,23 @@ class Runner:
         return None
 
     def _accept_packed(self, item: _Item, completion: Completion, tries: Tries) -> RequestFailed | None:
-        """A packed request's answer split to its rows; the failure when it cannot be."""
+        """A packed request's answer split to its rows (and their copies); the failure if it cannot be."""
         try:
             shares = self.kind.unpack(completion, item.members)
         except RequestFailed as failure:
             return failure
+        reuse = self._packer.reuse
         for member, share in zip(item.members, shares, strict=True):
             record = self._record(
                 member.row_id, member.row_number, share, tries.attempts, member.kept, cost=share.cost
             )
             self.recorder.add(True, record)
+            for copy in member.copies:
+                self._write_reused(
+                    _Item(copy.row_id, copy.row_number, {}, copy.kept, 0), share, member.row_id
+                )
+            if reuse is not None:
+                reuse.settle(member, share)
         self._release_streak()
         return None
 
@@ -431,13 +432,13 @@ class Runner:
         if self.router.failed(endpoint, failure):
             log.warning("endpoint %s retired: %s", endpoint.name, endpoint.stats.retired)
             return 0.0  # the endpoint's fault, not the row's: send it elsewhere now
-        abort = self._job_level(endpoint, failure)
+        abort = job_level_stop(failure, endpoint, self.router, self.kind.path, self._started)
         if abort is not None:
             self._fail(abort)
             return None
         if self._stop.is_set():
             return None  # stopping: a failed attempt is not a verdict on the row
-        if item.members is not None and len(item.members) > 1 and _about_a_row(failure):
+        if item.members is not None and len(item.members) > 1 and self.kind.splits_on(failure):
             return _SPLIT
         self._check_stalled(failure)
         delay = self.retry.next_delay(failure, tries, elsewhere=not self.router.single)
@@ -454,6 +455,8 @@ class Runner:
                     row_id, row_number, failure, tries.attempts, kept, cost=getattr(failure, "cost", None)
                 )
                 self._row_failed(record, failure)
+            for member in item.members if self._packer and self._packer.reuse else ():
+                self._packer.reuse.settle(member, None)  # identical rows to come are sent themselves
             return None
         self.stats.retries += 1
         log.info(
@@ -466,22 +469,6 @@ class Runner:
         )
         return delay
 
-    def _job_level(self, endpoint: Endpoint, failure: RequestFailed) -> BatcherError | None:
-        """The run's end, when a failure says the job itself is wrong (see job_level_cause)."""
-        if isinstance(failure, AuthenticationFailed):
-            return key_refused(failure, endpoint.base_url, endpoint.config.api_key_env)
-        if endpoint.stats.answered:
-            return None  # trouble that starts later in a run is retried
-        cause = job_level_cause(failure, endpoint.base_url, self.kind.path)
-        if cause is None:
-            return None
-        if isinstance(failure, Unreachable) and time.monotonic() - self._started < FAST_STOP_SECONDS:
-            return None  # the server may be starting: a few more tries first
-        if not self.router.single:
-            self.router.retire(endpoint, cause)
-            return None
-        return never_answered(cause)
-
     def _check_stalled(self, failure: RequestFailed) -> None:
         """Stop, resumably, when 429s or a server out of reach have let nothing through for too long."""
         if not isinstance(failure, (RateLimited, Unreachable)):
@@ -492,21 +479,13 @@ class Runner:
 
     def _row_failed(self, record: dict[str, Any], failure: RequestFailed) -> None:
         """Hold failures while they all look alike: many in a row mean the job, not the rows, is wrong."""
-        previous = self.recorder.progress.failed.get(record["id"])
-        if previous is not None and previous.get("error") == record["error"]:
-            # Failing again exactly as before is the row's own fault, whatever else fails alike.
-            self.recorder.add(False, record)
-            return
-        for released in self._streak.hold(record, failure):
-            self.recorder.add(False, released)
-        if self._streak.reached and not self._stop.is_set():
+        if self.recorder.add_failure(record, failure, self._streak) and not self._stop.is_set():
             self._systematic = True
             self._fail(failing_alike(len(self._streak), failure))
 
     def _release_streak(self) -> None:
         """The held failures are genuine row failures after all: record them."""
-        for record in self._streak.release():
-            self.recorder.add(False, record)
+        self.recorder.release(self._streak)
 
     def _outcome(self) -> RunOutcome:
         return RunOutcome.of(self.stats, self._abort, self.interrupted)
@@ -516,11 +495,4 @@ def _rows_of(item: _Item) -> list[tuple[str, int, dict[str, Any]]]:
     """(id, row number, kept columns) of each row an item's request carries."""
     if item.members is None:
         return [(item.row_id, item.row_number, item.kept)]
-    return [(member.row_id, member.row_number, member.kept) for member in item.members]
-
-
-def _about_a_row(failure: RequestFailed) -> bool:
-    """A refusal that may be for one input of a packed request, not for the request as a whole."""
-    return isinstance(failure, BadRequest) and (
-        failure.param is None or str(failure.param).startswith("input")
-    )
+    return [(m.row_id, m.row_number, m.kept) for member in item.members for m in (member, *member.copies)]

@@ -35,7 +35,7 @@ from .kinds import RequestKind
 from .outcome import RunOutcome, Status
 from .prompts import RequestBuilder
 from .recording import Recorder
-from .reuse import AnswerCache, Reuse
+from .reuse import AnswerCache, InputReuse, Reuse
 from .runner import Runner
 from .sinks import RESERVED_COLUMNS, Sink, open_sink
 from .sources import Scan, Source
@@ -230,8 +230,10 @@ async def _open_transport(
     answers = (
         ParseFunction(parse, taken={*RESERVED_COLUMNS, *job.keep_columns}) if parse else job.answer_format
     )
-    reuse = None
-    if job.dedupe or cache:
+    reuse: Reuse | InputReuse | None = None
+    if (job.dedupe or cache) and job.embeddings:
+        reuse = InputReuse(within_run=job.dedupe, cache=cache)
+    elif job.dedupe or cache:
         reuse = Reuse(within_run=job.dedupe, cache=cache, keep_body=job.output_format == BATCH_OUTPUT)
     if job.mode == BATCH_API:
         from .batchapi.provider import BatchProvider

@@ -53,6 +53,15 @@ def summarized_in_a_batch(run: Path) -> None:
     assert table.num_rows == 120 and len(set(table.column("batch_id").to_pylist())) == 1
 
 
+def embedded_articles(run: Path) -> None:
+    table = pq.read_table(run / "results.parquet")
+    assert (
+        table.num_rows == 120
+        and str(table.schema.field("embedding").type) == "fixed_size_list<element: float>[256]"
+    )
+    assert json.loads((run / "summary.json").read_text())["status"] == "completed"
+
+
 # Each job runs as shipped, paced by its own limits: the slow ones take seconds by design.
 SHIPPED_JOBS = [
     pytest.param("classify-reviews", classified_reviews, marks=pytest.mark.slow, id="classify-reviews"),
@@ -60,6 +69,7 @@ SHIPPED_JOBS = [
     pytest.param("classify-reviews-two-endpoints", spread_over_two_endpoints, id="two-endpoints"),
     pytest.param("summarize-articles", summarized_articles, marks=pytest.mark.slow, id="summarize-articles"),
     pytest.param("summarize-articles-overnight", summarized_overnight, id="summarize-articles-overnight"),
+    pytest.param("embed-articles", embedded_articles, id="embed-articles"),
     # any job goes through the Batch API by a flag, and its batch is collected in seconds
     pytest.param(
         "summarize-articles --mode batch-api", summarized_in_a_batch, id="summarize-articles-batch-api"

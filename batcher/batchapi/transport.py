@@ -162,13 +162,7 @@ class BatchTransport:
 
     def _budget(self) -> Budget:
         """The budgets, against what every session spent and the worst case of every batch that may run."""
-        stats = self.stats
-        budget = Budget(
-            self.job.max_cost,
-            self.job.max_total_tokens,
-            spent_cost=stats.cost_usd,
-            spent_tokens=stats.prompt_tokens + stats.completion_tokens,
-        )
+        budget = Budget.of_run(self.job, self.stats)
         for part in self.parts.values():
             if part.state in (CREATING, CREATED, ENDED):
                 budget.hold(part.worst_tokens, part.worst_cost)
