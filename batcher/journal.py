@@ -121,12 +121,17 @@ def read_journal(
     return broken
 
 
-def iter_journal(path: Path) -> Iterator[dict[str, Any]]:
-    """Stream the records of a journal file, skipping any broken line."""
+def iter_journal(path: Path, end: int | None = None) -> Iterator[dict[str, Any]]:
+    """Stream the records of a journal file (its first `end` bytes), skipping any broken line."""
     if not path.exists():
         return
+    left = end if end is not None else -1
     with path.open("rb") as f:
         for raw in f:
+            if left >= 0:
+                if left < len(raw):
+                    return
+                left -= len(raw)
             record = _parse_line(raw)
             if record is not None:
                 yield record

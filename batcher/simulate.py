@@ -162,7 +162,7 @@ def simulate(host: str, port: int, models: str | None, require_key_env: str | No
       batcher simulate --embedding-max-inputs 32 --embedding-max-input-tokens 512   # like a TEI server
       OPENAI_BASE_URL=http://127.0.0.1:4141/v1 OPENAI_API_KEY=sk-any batcher run ...
     """
-    from .job import SimulatorConfig
+    from .simconfig import SimulatorConfig
     from .simulator import serve
 
     api_key = None

@@ -120,11 +120,25 @@ def result_usage(usage: dict[str, Any] | None) -> dict[str, int] | None:
 
 
 class Sink:
-    """An output format fed with durable records."""
+    """An output format fed with durable records: this session's as they come, then at `close`
+    the earlier sessions' results, read from the journal up to where it ended when the session
+    began. No rebuild stands before the first request of a resumed run (a million vectors take
+    a while to copy); the cost is paid once, as the session ends."""
+
+    #: The results journal and its length when the session began (None: nothing earlier).
+    earlier: tuple[Path, int] | None = None
 
     def write_result(self, record: dict[str, Any]) -> None: ...
 
-    def close(self, errors: Iterable[dict[str, Any]]) -> None: ...
+    def close(self, errors: Iterable[dict[str, Any]]) -> None:
+        if self.earlier is not None:
+            path, end = self.earlier
+            for record in iter_journal(path, end):
+                self.write_result(record)
+        self.finish(errors)
+
+    def finish(self, errors: Iterable[dict[str, Any]]) -> None:
+        """Write the files whole (results, then the rows that stand failed)."""
 
 
 class OpenAIBatchSink(Sink):
@@ -140,7 +154,7 @@ class OpenAIBatchSink(Sink):
         response = record.get("response") or {"status_code": 200, "request_id": None, "body": None}
         self._file.write(dumps(_batch_line(record["id"], response, None)) + "\n")
 
-    def close(self, errors: Iterable[dict[str, Any]]) -> None:
+    def finish(self, errors: Iterable[dict[str, Any]]) -> None:
         _finish(self._file, self._tmp, self.results_path)
         tmp = self.errors_path.with_name("errors.jsonl.partial")
         with tmp.open("w", encoding="utf-8") as f:
@@ -300,7 +314,7 @@ class ParquetSink(Sink):
             self._writer.write_table(table)
             self._buffer = []
 
-    def close(self, errors: Iterable[dict[str, Any]]) -> None:
+    def finish(self, errors: Iterable[dict[str, Any]]) -> None:
         self._flush()
         self._writer.close()
         os.replace(self._tmp, self.results_path)
@@ -389,7 +403,7 @@ class VectorSink(Sink):
         self._writer.write_table(table)
         self._rows, self._floats = [], []
 
-    def close(self, errors: Iterable[dict[str, Any]]) -> None:
+    def finish(self, errors: Iterable[dict[str, Any]]) -> None:
         if self._writer is None:
             self._open(1)  # no vector at all: an empty file all the same
         if self._parquet:
@@ -423,7 +437,7 @@ def open_sink(
     batches: bool = False,
     vectors: VectorFile | None = None,
 ) -> Sink | None:
-    """The sink for a derived format, already holding the journal's earlier results.
+    """The sink for a derived format (it adds the journal's earlier results when it closes).
 
     `vectors`: the results are embeddings, their earlier vectors in that file."""
     if vectors is not None:
@@ -439,6 +453,6 @@ def open_sink(
         sink = OpenAIBatchSink(directory)
     else:
         sink = ParquetSink(directory, Schemas(kept_types, answer_types, batches=batches))
-    for record in iter_journal(results_journal):
-        sink.write_result(record)
+    if results_journal.exists():
+        sink.earlier = (results_journal, results_journal.stat().st_size)
     return sink

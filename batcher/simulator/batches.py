@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ..job import SimulatorConfig
+from ..simconfig import SimulatorConfig
 from .batchrun import CANCELLABLE, LIVE, Batch, BatchRunner
 from .contract import Invalid, error_response
 from .endpoints import ENDPOINTS

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..job import SimulatorConfig
+from ..simconfig import SimulatorConfig
 from .batchinput import RequestLine, enqueued_tokens, read_input
 from .contract import error_body
 from .endpoints import ENDPOINTS, answer_line

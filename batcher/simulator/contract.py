@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ..job import SimulatorConfig
+from ..simconfig import SimulatorConfig
 
 ROLES = {"system", "user", "assistant", "tool", "developer"}
 _PART_TYPES = ("text", "image_url")

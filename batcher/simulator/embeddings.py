@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from ..job import SimulatorConfig
+from ..simconfig import SimulatorConfig
 from .contract import Invalid, check_model, positive_integer
 from .tokens import count_tokens
 from .vectors import floats, vector_for

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from .. import jsoncodec
-from ..job import SimulatorConfig
+from ..simconfig import SimulatorConfig
 from . import embeddings
 from .answers import complete
 from .contract import Invalid, validate

@@ -13,7 +13,7 @@ import time
 
 from aiohttp import web
 
-from ..job import SimulatorConfig
+from ..simconfig import SimulatorConfig
 from .contract import error_response
 
 #: What a proxy in front of the provider answers when the provider is down.

@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ..job import SimulatorConfig
+from ..simconfig import SimulatorConfig
 from .contract import error_response
 
 #: The completion tokens charged for a request that does not set max_tokens.

@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ..job import SimulatorConfig
+from ..simconfig import SimulatorConfig
 from .batches import Batches
 from .contract import Invalid, error_response
 from .endpoints import CHAT, EMBEDDINGS, ENDPOINTS, Endpoint
