@@ -65,7 +65,7 @@ def main() -> None:
     "[default: $OPENAI_BASE_URL or OpenAI]",
 )
 @click.option("--api-key-env", help="Environment variable holding the API key.  [default: OPENAI_API_KEY]")
-@click.option("--concurrency", type=int, help="Requests in flight at once.  [default: 16]")
+@click.option("--concurrency", type=int, help="Requests in flight at once.  [default: 16; embeddings: 4]")
 @click.option("--rpm", type=float, help="Requests per minute to stay under.")
 @click.option("--tpm", type=float, help="Tokens per minute to stay under (prompt + max_tokens).")
 @click.option("--max-retries", type=int, help="Retries per row for 429, 5xx, timeouts.  [default: 8]")

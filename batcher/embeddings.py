@@ -198,6 +198,12 @@ def _same_request(first: dict[str, Any] | None, body: dict[str, Any]) -> bool:
     return len(first) == len(body) and all(k == "input" or body.get(k) == v for k, v in first.items())
 
 
+def halves(body: dict[str, Any], members: list[Member]) -> list[tuple[dict[str, Any], list[Member]]]:
+    """A packed request's two halves, each a request of its own."""
+    half = len(members) // 2
+    return [({**body, "input": [m.text for m in part]}, part) for part in (members[:half], members[half:])]
+
+
 def splits_on(failure: RequestFailed) -> bool:
     """A packed request's refusal that may be for one of its inputs (not for the whole request):
     worth sending its halves apart to find the row at fault."""
@@ -241,8 +247,10 @@ def unpack(completion: Completion, members: list[Member]) -> list[Completion]:
     vectors = _vectors(completion.body, len(members))
     total = (completion.usage or {}).get("prompt_tokens") or 0
     weights = [len(m.text) for m in members]
+    if not any(weights):
+        weights = [1] * len(members)  # (texts unknown: even shares)
     shares = _apportion(total, weights)
-    whole = sum(weights) or 1
+    whole = sum(weights)
     cost = completion.cost
     return [
         replace(
@@ -254,6 +262,11 @@ def unpack(completion: Completion, members: list[Member]) -> list[Completion]:
         )
         for vector, share, weight in zip(vectors, shares, weights, strict=True)
     ]
+
+
+def unpack_one(completion: Completion) -> Completion:
+    """The Completion of a request of one input (a Batch API line): its vector, all its usage and cost."""
+    return unpack(completion, [Member("", 0, "", {})])[0]
 
 
 def _vectors(body: dict[str, Any], count: int) -> list[bytes]:
@@ -295,15 +308,12 @@ def _vector(value: Any) -> bytes:
 
 
 def _apportion(total: int, weights: list[int]) -> list[int]:
-    """`total` split in proportion to `weights`, in whole numbers that add up to it (largest remainder)."""
+    """`total` split in proportion to `weights` (not all 0), in whole numbers that add up to it."""
     whole = sum(weights)
-    if whole == 0:
-        return [total // len(weights) + (i < total % len(weights)) for i in range(len(weights))]
     exact = [total * w / whole for w in weights]
     shares = [int(x) for x in exact]
-    for i in sorted(range(len(weights)), key=lambda i: exact[i] - shares[i], reverse=True)[
-        : total - sum(shares)
-    ]:
+    by_remainder = sorted(range(len(weights)), key=lambda i: exact[i] - shares[i], reverse=True)
+    for i in by_remainder[: total - sum(shares)]:
         shares[i] += 1
     return shares
 
@@ -345,7 +355,9 @@ class EmbeddingsKind:
     read_stream = staticmethod(read_stream)
     record = staticmethod(embedding_record)
     unpack = staticmethod(unpack)
+    unpack_one = staticmethod(unpack_one)
     splits_on = staticmethod(splits_on)
+    halves = staticmethod(halves)
 
     def __init__(self, builder: EmbeddingBuilder, limits: PackLimits = PackLimits()):
         self.builder = builder

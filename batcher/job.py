@@ -36,6 +36,8 @@ SIMULATOR = "simulator"
 #: What a job's rows are sent to (`endpoint`): Chat Completions, or Embeddings.
 CHAT, EMBEDDINGS = "chat", "embeddings"
 ENDPOINTS = (CHAT, EMBEDDINGS)
+#: Requests on the wire at once for embeddings, unless told otherwise (chat: Job.concurrency).
+EMBEDDINGS_CONCURRENCY = 4
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
 
@@ -270,6 +272,10 @@ def build_job(settings: dict[str, Any]) -> Job:
         settings[key] = Path(settings[key])
     settings.setdefault("base_url", os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL)
     settings["base_url"] = settings["base_url"].rstrip("/")
+    if settings.get("endpoint") == EMBEDDINGS:
+        # A packed request carries up to 2,048 rows and its answer their vectors (16 MB of base64
+        # at 1,536 dimensions): four on the wire keep a fast server busy and the memory small.
+        settings.setdefault("concurrency", EMBEDDINGS_CONCURRENCY)
     sim = settings.get("simulator", {})
     if isinstance(sim, dict):
         settings["simulator"] = _simulator_config(sim)

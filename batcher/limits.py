@@ -22,7 +22,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from .adaptive import AdaptiveRate
 from .pacing import Pacer
@@ -74,8 +74,10 @@ class Limiter(Protocol):
         headers: Mapping[str, str] | None = None,
         retry_after: float | None = None,
         used_tokens: int | None = None,
+        exact: bool = False,
     ) -> None:
-        """What became of a permitted request: its verdict, the answer's headers, the tokens it used."""
+        """What became of a permitted request: its verdict, the answer's headers, the tokens it used
+        (`exact`: as the server charged them, so that a charge above them is given back)."""
 
     def has_room(self, tokens: int) -> bool:
         """Whether a request of about `tokens` could go right now."""
@@ -251,6 +253,7 @@ class RateLimits:
         headers: Mapping[str, str] | None = None,
         retry_after: float | None = None,
         used_tokens: int | None = None,
+        exact: bool = False,
     ) -> None:
         if headers is not None:
             for name in _RATE_HEADERS:  # (a loop, not any(): no generator a row)
@@ -260,10 +263,10 @@ class RateLimits:
                 headers = None
         try:
             if self._shared is None or not (headers or verdict is Verdict.THROTTLED or self._paced):
-                self._settle(permit, verdict, headers, retry_after, used_tokens)
+                self._settle(permit, verdict, headers, retry_after, used_tokens, exact)
             else:
                 with self._section():
-                    self._settle(permit, verdict, headers, retry_after, used_tokens)
+                    self._settle(permit, verdict, headers, retry_after, used_tokens, exact)
         finally:
             self._leave()
 
@@ -278,6 +281,7 @@ class RateLimits:
         headers: Mapping[str, str] | None,
         retry_after: float | None,
         used_tokens: int | None,
+        exact: bool = False,
     ) -> None:
         now = self._clock()
         if headers:
@@ -286,6 +290,10 @@ class RateLimits:
             tokens = self._pacers["tokens"]
             if used_tokens and tokens is not None and used_tokens > permit.tokens:
                 tokens.charge(used_tokens - permit.tokens, now)
+            elif used_tokens and tokens is not None and exact:
+                # Estimated high (an estimate made before the usage of earlier answers corrected
+                # it, say): the server took less, so the bucket holds more.
+                tokens.refund(permit.tokens - used_tokens)
             control = self.control
             control.answered(permit.sent_at, now, self._ceiling() if control.rate is not None else None)
             if self.control.rate is not None:
@@ -385,6 +393,15 @@ class RateLimits:
             if pacer is not None and pacer.start(amount, now) > now:
                 return False
         return True
+
+
+def admission_charge(body: Mapping[str, Any], usage: Mapping[str, Any]) -> tuple[int, bool]:
+    """The tokens a server charged an answered request at admission (its prompt and max_tokens,
+    not only the tokens generated), and whether that is known exactly (not when the request set
+    no max_tokens: the server then charges a default of its own)."""
+    most = body.get("max_completion_tokens") or body.get("max_tokens")
+    completion = usage.get("completion_tokens")
+    return (usage.get("prompt_tokens") or 0) + (most or completion or 0), most is not None or not completion
 
 
 def _number(value: str | None) -> float | None:

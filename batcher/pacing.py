@@ -53,6 +53,10 @@ class Pacer:
         """Take `amount` after the fact (a request used more than it was charged): later requests wait."""
         self.tat = max(self.tat, now) + amount / self.per_second
 
+    def refund(self, amount: float) -> None:
+        """Give back `amount` taken before (a request used less than it was charged)."""
+        self.tat -= amount / self.per_second
+
     def available(self, now: float) -> float:
         """Units that may go at once."""
         return max(0.0, min(self.capacity, (now + self.burst - self.tat) * self.per_second))

@@ -164,6 +164,8 @@ class InputReuse:
 
 
 def _cacheable(body: dict[str, Any]) -> bool:
+    if "input" in body and "messages" not in body:
+        return True  # an embedding: the same input always gets the same vector
     temperature = body.get("temperature")
     return temperature == 0 and not isinstance(temperature, bool)
 

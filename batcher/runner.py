@@ -34,7 +34,7 @@ from .errors import (
 )
 from .job import BATCH_OUTPUT, Job
 from .kinds import RequestKind
-from .limits import Permit, Verdict
+from .limits import Permit, Verdict, admission_charge
 from .outcome import RunOutcome
 from .recording import FailureStreak, Recorder
 from .retry import RetryPolicy, Tries
@@ -296,11 +296,8 @@ class Runner:
     async def _send_halves(self, item: _Item) -> None:
         """A packed request refused for one of its rows: its halves, each on its own, until the rows
         at fault stand alone and fail by themselves."""
-        members = item.members or []
-        half = len(members) // 2
-        for part in (members[:half], members[half:]):
-            body = {**item.body, "input": [member.text for member in part]}
-            await self._send(self._packed(body, part, item.worker))
+        for body, members in self.kind.halves(item.body, item.members):
+            await self._send(self._packed(body, members, item.worker))
 
     async def _attempt(
         self, item: _Item, tries: Tries
@@ -362,10 +359,10 @@ class Runner:
                 completion.model or endpoint.config.model or item.body.get("model"), completion.usage
             )
             self.router.answered(endpoint, completion.usage, completion.latency_ms)
-            # Limits count max_tokens at admission, not only the tokens generated.
-            most = item.body.get("max_completion_tokens") or item.body.get("max_tokens")
-            used = (usage.get("prompt_tokens") or 0) + (most or usage.get("completion_tokens") or 0)
-            endpoint.limits.settle(permit, Verdict.ANSWERED, headers=completion.headers, used_tokens=used)
+            used, exact = admission_charge(item.body, usage)
+            endpoint.limits.settle(
+                permit, Verdict.ANSWERED, headers=completion.headers, used_tokens=used, exact=exact
+            )
         elif isinstance(failure, RateLimited):
             endpoint.limits.settle(
                 permit, Verdict.THROTTLED, headers=failure.headers, retry_after=failure.retry_after

@@ -231,7 +231,7 @@ async def _open_transport(
         ParseFunction(parse, taken={*RESERVED_COLUMNS, *job.keep_columns}) if parse else job.answer_format
     )
     reuse: Reuse | InputReuse | None = None
-    if (job.dedupe or cache) and job.embeddings:
+    if (job.dedupe or cache) and job.embeddings and job.mode != BATCH_API:  # rows packed online
         reuse = InputReuse(within_run=job.dedupe, cache=cache)
     elif job.dedupe or cache:
         reuse = Reuse(within_run=job.dedupe, cache=cache, keep_body=job.output_format == BATCH_OUTPUT)

@@ -233,3 +233,59 @@ def test_kill_9_then_the_same_command_embeds_no_input_twice_and_loses_none(
     assert all(embedded[text_of(row)] == 1 for row in rows if row["id"] in done_at_kill)
     assert sum(embedded[text_of(row)] - 1 for row in rows) <= 4 * 10  # at most the packs in flight
     assert all(results[row["id"]]["embedding"] == floats(vector_for(text_of(row), 1536)) for row in rows)
+
+
+def test_a_budget_stops_before_a_pack_that_would_go_over_and_status_counts_the_vectors(
+    cli, simulator, tmp_path, run_dir
+):
+    path = write_jsonl(tmp_path / "in.jsonl", articles(40))
+    command = embed_args(path, run_dir, simulator.base_url, "--inputs-per-request", "10")
+
+    stopped = cli(*command, "--max-total-tokens", "150")
+
+    assert stopped.exit_code == 3, stopped.output
+    assert "budget reached" in stopped.output
+    status = json.loads(cli("status", run_dir, "--json").output)
+    assert 0 < status["rows_ok"] < 40 and status["total_tokens"] <= 150
+    assert status["rows_ok"] == len(read_jsonl(run_dir / "results.jsonl"))
+
+    finished = cli(*command)
+
+    assert finished.exit_code == 0, finished.output
+    assert json.loads(cli("status", run_dir, "--json").output)["rows_ok"] == 40
+    assert all(ledger(simulator).embedded[text_of(row)] == 1 for row in articles(40))
+
+
+def test_packs_are_spread_over_several_endpoints(cli, simulator_factory, tmp_path):
+    first, second = simulator_factory(latency_ms=20), simulator_factory(latency_ms=20)
+    write_jsonl(tmp_path / "in.jsonl", articles(200))
+    job = tmp_path / "job.toml"
+    job.write_text(
+        'input = "in.jsonl"\noutput = "run"\nendpoint = "embeddings"\n'
+        f'model = "{MODEL}"\nprompt = "{{title}}: {{body}}"\ninputs_per_request = 5\n'
+        + "".join(f'\n[[endpoints]]\nbase_url = "{sim.base_url}"\nrpm = 3000\n' for sim in (first, second))
+    )
+
+    result = cli("run", job)
+
+    assert result.exit_code == 0, result.output
+    assert ledger(first).embedding_requests > 0 and ledger(second).embedding_requests > 0
+    assert ledger(first).embedding_requests + ledger(second).embedding_requests == 40
+    assert len(read_jsonl(tmp_path / "run" / "results.jsonl")) == 200
+
+
+def test_embeddings_go_through_the_batch_api_at_half_the_price(cli, simulator, tmp_path, run_dir):
+    rows = articles(30)
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+    flags = ("--mode", "batch-api", "--poll-interval", "0.1", "--batch-size", "20", "--dimensions", "16")
+
+    result = cli(*embed_args(path, run_dir, simulator.base_url, *flags, "--output-format", "parquet"))
+
+    assert result.exit_code == 0, result.output
+    table = pq.read_table(run_dir / "results.parquet")
+    assert vectors_of(run_dir) == {row["id"]: floats(vector_for(text_of(row), 16)) for row in rows}
+    assert len(set(table["batch_id"].to_pylist())) == 2  # 20 + 10 rows
+    for usage, cost in zip(table["usage"].to_pylist(), table["cost_usd"].to_pylist(), strict=True):
+        assert cost == pytest.approx(usage["prompt_tokens"] * 0.02 / 2 / 1e6)  # text-embedding-3-small
+    assert ledger(simulator).embedding_requests == 0  # nothing online
+    assert all(ledger(simulator).embedded[text_of(row)] == 1 for row in rows)

@@ -160,6 +160,13 @@ class Collector:
         completion.cost = self.job.price_table.cost(
             completion.model or self.job.model, completion.usage, batch=True
         )
+        if hasattr(self.kind, "unpack_one"):  # an embedding: the vector out of the answer's list
+            try:
+                completion = self.kind.unpack_one(completion)
+            except RequestFailed as failure:
+                for member in members:
+                    self.add_error(part, member, failure)
+                return
         if self.reuse is not None and row.get("key"):
             self.reuse.remember(bytes.fromhex(row["key"]), completion)
         for member in members:
