@@ -289,3 +289,20 @@ def test_embeddings_go_through_the_batch_api_at_half_the_price(cli, simulator, t
         assert cost == pytest.approx(usage["prompt_tokens"] * 0.02 / 2 / 1e6)  # text-embedding-3-small
     assert ledger(simulator).embedding_requests == 0  # nothing online
     assert all(ledger(simulator).embedded[text_of(row)] == 1 for row in rows)
+
+
+def test_a_server_that_announces_no_limit_is_found_out_from_its_429s_as_for_chat(
+    cli, simulator_factory, tmp_path, run_dir
+):
+    simulator = simulator_factory(rpm=1200, rate_limit_headers="none")
+    rows = articles(150)
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+
+    result = cli(
+        *embed_args(path, run_dir, simulator.base_url, "--inputs-per-request", "5", "--concurrency", "16")
+    )
+
+    assert result.exit_code == 0, result.output
+    assert len(read_jsonl(run_dir / "results.jsonl")) == 150 and not (run_dir / "errors.jsonl").read_text()
+    assert ledger(simulator).statuses["429"] > 0  # the limit was met, and found
+    assert all(ledger(simulator).embedded[text_of(row)] == 1 for row in rows)
