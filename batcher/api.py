@@ -279,9 +279,14 @@ def results_table(job: Job) -> Any:
     table = pa.Table.from_pylist([schemas.row(r, schema) for r in records], schema=schema)
     if dims is not None:
         table = _with_vectors(table, records, checkpoint, dims)
-    # Columns of a parse function: typed from their values.
+    return _with_parsed_columns(table, records, schema.names)
+
+
+def _with_parsed_columns(table: Any, records: list[Record], names: list[str]) -> Any:
+    """`table` with the columns a parse function added, typed from their values."""
+    pa, _ = arrow()
     internal = {"response", "vector_at", "dims"}
-    extra = dict.fromkeys(k for r in records for k in r if k not in schema.names and k not in internal)
+    extra = dict.fromkeys(k for r in records for k in r if k not in names and k not in internal)
     for name in extra:
         values = [r.get(name) for r in records]
         try:
