@@ -301,6 +301,12 @@ def _with_vectors(table: Any, records: list[Record], checkpoint: Checkpoint, dim
     """`table` with its `embedding` column read from the run's vector file (null for failed rows)."""
     pa, _ = arrow()
     vectors = VectorFile(checkpoint.vectors_path)
+    sizes = {r["dims"] for r in records if "dims" in r}
+    if len(sizes) > 1:
+        raise ConfigError(
+            f"the results hold vectors of {' and '.join(map(str, sorted(sizes)))} dimensions, which one "
+            "column cannot: give every row the same model and dimensions"
+        )
     zeros = bytes(dims * 4)
     try:
         data = b"".join(vectors.read(r["vector_at"], dims) if "vector_at" in r else zeros for r in records)

@@ -14,7 +14,7 @@ from typing import Any
 
 from .batchapi.parts import MAX_BYTES, batch_line, split
 from .checkpoint import Checkpoint, DoneRows
-from .embeddings import PackCount
+from .embeddings import PackCount, check_one_shape
 from .errors import ConfigError
 from .job import BATCH_API, Job
 from .session import identity_of, prepare
@@ -101,8 +101,11 @@ def plan(job: Job) -> Plan:
             result.samples.append((f"{source.unit} {number}", body))
 
     scan = source.scan(kind.builder, source.fingerprint(), on_body)
+    if job.embeddings:
+        check_one_shape(kind.builder, job.output_format)
     result.input_kind, result.rows = scan.kind, scan.total
-    result.requests = packs.requests if packs is not None else result.to_send
+    online_packs = packs is not None and job.mode != BATCH_API  # (a Batch API line is a row)
+    result.requests = packs.requests if online_packs else result.to_send
     result.done, result.failed = len(done), len(failed)
     groups = split(
         range(len(line_sizes)),

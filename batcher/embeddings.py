@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .client import Completion, error_for_status, snippet
-from .errors import BadRequest, RequestFailed, Retryable
+from .errors import BadRequest, ConfigError, RequestFailed, Retryable
 from .prompts import RequestBuilder
 from .reuse import ON_THE_WIRE, InputReuse
 from .sinks import result_usage
@@ -51,7 +51,13 @@ class PackLimits:
 class EmbeddingBuilder(RequestBuilder):
     """Bodies of `/embeddings` requests: `input` from the template, or from request-shaped rows."""
 
-    __slots__ = ()
+    __slots__ = ("shapes",)
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        #: The (model, dimensions) the rows built so far ask for: more than one makes vectors of
+        #: several sizes, which one Parquet column cannot hold (see `check_one_shape`).
+        self.shapes: set[tuple[Any, Any]] = set()
 
     def _from_template(self, row: dict[str, Any]) -> dict[str, Any]:
         return {"input": self._fill(row)}
@@ -64,6 +70,17 @@ class EmbeddingBuilder(RequestBuilder):
             raise ValueError("needs 'input', the one text to embed (a string)")
         if not text:
             raise ValueError("has an empty 'input': there is nothing to embed")
+        self.shapes.add((body.get("model"), body.get("dimensions")))
+
+
+def check_one_shape(builder: EmbeddingBuilder, output_format: str) -> None:
+    """Refuse, before anything is sent, rows that would make vectors of several sizes in Parquet."""
+    if output_format == "parquet" and len(builder.shapes) > 1:
+        shapes = ", ".join(f"{m} at {d or 'its own'} dimensions" for m, d in sorted(builder.shapes, key=str))
+        raise ConfigError(
+            f"the rows ask for vectors of more than one kind ({shapes}); one Parquet column holds vectors "
+            "of one size: give every row the same model and dimensions, or use --output-format jsonl"
+        )
 
 
 class InputEstimator(TokenEstimator):
@@ -195,7 +212,7 @@ def _same_request(first: dict[str, Any] | None, body: dict[str, Any]) -> bool:
     """Rows go in one request only when all but their input is the same (model, dimensions, ...)."""
     if first is None:
         return True
-    return len(first) == len(body) and all(k == "input" or body.get(k) == v for k, v in first.items())
+    return first.keys() == body.keys() and all(k == "input" or body[k] == v for k, v in first.items())
 
 
 def halves(body: dict[str, Any], members: list[Member]) -> list[tuple[dict[str, Any], list[Member]]]:
@@ -246,6 +263,9 @@ def unpack(completion: Completion, members: list[Member]) -> list[Completion]:
     """
     vectors = _vectors(completion.body, len(members))
     total = (completion.usage or {}).get("prompt_tokens") or 0
+    if not isinstance(total, int | float) or isinstance(total, bool) or total < 0:
+        raise Retryable(f"the answer's usage.prompt_tokens is {total!r}", type="invalid_response", status=200)
+    total = int(total)
     weights = [len(m.text) for m in members]
     if not any(weights):
         weights = [1] * len(members)  # (texts unknown: even shares)
@@ -351,6 +371,8 @@ class EmbeddingsKind:
     """Embeddings (see kinds.RequestKind), with `packer` and `unpack` for packed requests."""
 
     path = "/embeddings"
+    #: The server charges a request its inputs' tokens alone (no completion): exactly known.
+    charges_input_only = True
     read_answer = staticmethod(read_answer)
     read_stream = staticmethod(read_stream)
     record = staticmethod(embedding_record)

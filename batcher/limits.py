@@ -58,6 +58,8 @@ class Permit:
     #: Requests and tokens admitted before it, to read a `remaining` header against.
     requests_before: int
     tokens_before: float
+    #: The limiter's count of 429 pauses when it was admitted.
+    generation: int = 0
 
 
 class Limiter(Protocol):
@@ -176,7 +178,7 @@ class RateLimits:
             self._leave()
             raise
         now = self._clock()
-        permit = Permit(tokens, now, self._issued, self._issued_tokens)
+        permit = Permit(tokens, now, self._issued, self._issued_tokens, self._generation)
         self._issued += 1
         self._issued_tokens += tokens
         self.control.sent(now)
@@ -284,16 +286,18 @@ class RateLimits:
         exact: bool = False,
     ) -> None:
         now = self._clock()
+        tokens = self._pacers["tokens"]
+        if verdict is Verdict.ANSWERED and used_tokens and tokens is not None:
+            if used_tokens > permit.tokens:
+                tokens.charge(used_tokens - permit.tokens, now)
+            elif exact and permit.generation == self._generation:
+                # Estimated high (before the usage of earlier answers corrected the estimate, say):
+                # the server took less, so the bucket holds more; but not past what the server says
+                # remains (its headers, read next), nor across a 429's pause since.
+                tokens.refund(permit.tokens - used_tokens)
         if headers:
             self._observe(headers, permit, now)
         if verdict is Verdict.ANSWERED:
-            tokens = self._pacers["tokens"]
-            if used_tokens and tokens is not None and used_tokens > permit.tokens:
-                tokens.charge(used_tokens - permit.tokens, now)
-            elif used_tokens and tokens is not None and exact:
-                # Estimated high (an estimate made before the usage of earlier answers corrected
-                # it, say): the server took less, so the bucket holds more.
-                tokens.refund(permit.tokens - used_tokens)
             control = self.control
             control.answered(permit.sent_at, now, self._ceiling() if control.rate is not None else None)
             if self.control.rate is not None:
@@ -395,13 +399,11 @@ class RateLimits:
         return True
 
 
-def admission_charge(body: Mapping[str, Any], usage: Mapping[str, Any]) -> tuple[int, bool]:
-    """The tokens a server charged an answered request at admission (its prompt and max_tokens,
-    not only the tokens generated), and whether that is known exactly (not when the request set
-    no max_tokens: the server then charges a default of its own)."""
+def admission_charge(body: Mapping[str, Any], usage: Mapping[str, Any]) -> int:
+    """The tokens a server charged an answered request at admission, as far as the client can
+    tell: its prompt and max_tokens, not only the tokens generated."""
     most = body.get("max_completion_tokens") or body.get("max_tokens")
-    completion = usage.get("completion_tokens")
-    return (usage.get("prompt_tokens") or 0) + (most or completion or 0), most is not None or not completion
+    return (usage.get("prompt_tokens") or 0) + (most or usage.get("completion_tokens") or 0)
 
 
 def _number(value: str | None) -> float | None:

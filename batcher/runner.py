@@ -22,7 +22,6 @@ from .client import Completion
 from .costs import Budget
 from .endpoints import Endpoint, Router
 from .errors import (
-    EXIT_ABORTED,
     AnswerInvalid,
     BatcherError,
     BudgetReached,
@@ -42,6 +41,7 @@ from .reuse import ON_THE_WIRE, Reuse
 from .sinks import error_record
 from .sources import InputRow
 from .stops import failing_alike, job_level_stop, stalled_for
+from .transport import drain, failure_of_task
 
 log = logging.getLogger("batcher")
 
@@ -94,6 +94,8 @@ class Runner:
         #: Rows into packed requests, for a kind that packs them (embeddings); None: a row a request.
         self._packer = kind.packer(reuse) if hasattr(kind, "packer") else None
         self._with_response = job.output_format == BATCH_OUTPUT
+        #: The server charges this kind's requests their input alone: a high estimate is given back.
+        self._exact_charge = getattr(kind, "charges_input_only", False)
         self.reuse = reuse
         #: What makes an answer columns: a parse function, a JSON Schema or labels, or nothing.
         self.answers = answers
@@ -157,36 +159,13 @@ class Runner:
 
     async def _drain(self, workers: set[asyncio.Task]) -> None:
         """Cancel workers that are not on the wire; give the others `drain_timeout`."""
-        for worker in workers:
-            if not worker.done() and worker not in self._in_request:
-                worker.cancel()
-        waiting = {w for w in workers if not w.done()}
-        if not waiting:
-            return
-        force = asyncio.create_task(self._force.wait())
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.job.drain_timeout
-        while waiting and not force.done() and (left := deadline - loop.time()) > 0:
-            done, _ = await asyncio.wait({*waiting, force}, timeout=left, return_when=asyncio.FIRST_COMPLETED)
-            waiting -= done
-        force.cancel()
-        for worker in waiting:
-            worker.cancel()  # their rows are not done and will be sent on resume
+        await drain(workers, self._in_request, self._force, self.job.drain_timeout)
 
     def _watch(self, task: asyncio.Task) -> None:
         """A producer, worker or syncer that fails stops the run with its message."""
-        if task.cancelled():
-            return
-        error = task.exception()
-        if error is None:
-            return
-        if not isinstance(error, BatcherError):
-            log.error("internal error", exc_info=error)
-            error = BatcherError(
-                f"internal error: {type(error).__name__}: {error} (run with --verbose for details)"
-            )
-            error.exit_code = EXIT_ABORTED
-        self._fail(error)
+        error = failure_of_task(task)
+        if error is not None:
+            self._fail(error)
 
     async def _work(self, rows: Iterator[InputRow | None]) -> None:
         if self._packer is not None:
@@ -213,8 +192,11 @@ class Runner:
         worker, packer = asyncio.current_task(), self._packer
         while not self._stop.is_set():
             taken = packer.take(rows, _END)
-            for member, error in taken.refused:  # over the per-input limit: never sent
-                self._row_failed(error_record(member.row_id, member.row_number, error, 0, member.kept), error)
+            for member, error in taken.refused:  # over the per-input limit: never sent, nothing paid,
+                # and no sign that the job is wrong (a refusal of the server's would be one)
+                self.recorder.add(
+                    False, error_record(member.row_id, member.row_number, error, 0, member.kept)
+                )
             for member, completion, source in taken.reused:
                 self._write_reused(
                     _Item(member.row_id, member.row_number, {}, member.kept, 0), completion, source
@@ -359,9 +341,12 @@ class Runner:
                 completion.model or endpoint.config.model or item.body.get("model"), completion.usage
             )
             self.router.answered(endpoint, completion.usage, completion.latency_ms)
-            used, exact = admission_charge(item.body, usage)
             endpoint.limits.settle(
-                permit, Verdict.ANSWERED, headers=completion.headers, used_tokens=used, exact=exact
+                permit,
+                Verdict.ANSWERED,
+                headers=completion.headers,
+                used_tokens=admission_charge(item.body, usage),
+                exact=self._exact_charge,
             )
         elif isinstance(failure, RateLimited):
             endpoint.limits.settle(
@@ -447,11 +432,14 @@ class Runner:
                 failure.type,
                 failure.message,
             )
-            for row_id, row_number, kept in _rows_of(item):
+            for row_id, row_number, kept, copy in _rows_of(item):
                 record = error_record(
                     row_id, row_number, failure, tries.attempts, kept, cost=getattr(failure, "cost", None)
                 )
-                self._row_failed(record, failure)
+                if copy:  # a failed request counts once among failures alike, not once a copy
+                    self.recorder.add(False, record)
+                else:
+                    self._row_failed(record, failure)
             for member in item.members if self._packer and self._packer.reuse else ():
                 self._packer.reuse.settle(member, None)  # identical rows to come are sent themselves
             return None
@@ -488,8 +476,12 @@ class Runner:
         return RunOutcome.of(self.stats, self._abort, self.interrupted)
 
 
-def _rows_of(item: _Item) -> list[tuple[str, int, dict[str, Any]]]:
-    """(id, row number, kept columns) of each row an item's request carries."""
+def _rows_of(item: _Item) -> list[tuple[str, int, dict[str, Any], bool]]:
+    """(id, row number, kept columns, whether a copy riding on another) of each row a request carries."""
     if item.members is None:
-        return [(item.row_id, item.row_number, item.kept)]
-    return [(m.row_id, m.row_number, m.kept) for member in item.members for m in (member, *member.copies)]
+        return [(item.row_id, item.row_number, item.kept, False)]
+    return [
+        (m.row_id, m.row_number, m.kept, m is not member)
+        for member in item.members
+        for m in (member, *member.copies)
+    ]

@@ -27,6 +27,7 @@ from .answers import ParseFunction
 from .batchapi.parts import COLLECTED, PartsLog
 from .chat import ChatKind
 from .checkpoint import STATE_DIR, Checkpoint, Progress
+from .embeddings import EmbeddingBuilder, EmbeddingsKind, PackLimits, check_one_shape
 from .endpoints import Endpoint, Router
 from .errors import ConfigError, WriteFailed
 from .job import BATCH_API, BATCH_OUTPUT, Job
@@ -71,8 +72,6 @@ def prepare(job: Job) -> tuple[Source, RequestKind]:
                 "with --allow-insecure-http (allow_insecure_http = true) on a network you trust."
             )
     if job.embeddings:
-        from .embeddings import EmbeddingBuilder, EmbeddingsKind, PackLimits
-
         source = Source(
             job.input,
             id_column=job.id_column,
@@ -143,6 +142,8 @@ async def run_job(
     source, kind = prepare(job)
     checkpoint = Checkpoint.of_run(job.output, job.output_format, job.endpoint)
     scan = await asyncio.to_thread(scan_unless_recorded, job, source, kind.builder, checkpoint)
+    if job.embeddings:
+        check_one_shape(kind.builder, job.output_format)
     progress = checkpoint.open(identity_of(job, source, scan.fingerprint, scan), force=job.force)
     log.info(
         "%s: %d rows; %d done and %d failed before this session; %d torn line(s) repaired",

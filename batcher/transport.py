@@ -15,15 +15,20 @@ builds it for the job's mode.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Iterator
 from typing import Protocol
 
 from .checkpoint import Progress
+from .errors import EXIT_ABORTED, BatcherError
 from .job import Job
 from .outcome import RunOutcome
 from .prompts import RequestBuilder
 from .sources import InputRow, Source
 from .stats import RunStats
+
+log = logging.getLogger("batcher")
 
 
 class Transport(Protocol):
@@ -53,3 +58,40 @@ def rows_left(
     else:
         skip = done.ids.__contains__
     return source.rows(builder, done=done.positions, skip=skip)
+
+
+async def drain(
+    workers: set[asyncio.Task], busy: set[asyncio.Task], force: asyncio.Event, timeout: float
+) -> None:
+    """Stopping: cancel the workers that are not `busy` on the wire; give the others `timeout`
+    seconds to finish (cut short when `force` is set), then cancel them too (their rows are not
+    done and will be sent on resume)."""
+    for worker in workers:
+        if not worker.done() and worker not in busy:
+            worker.cancel()
+    waiting = {w for w in workers if not w.done()}
+    if not waiting:
+        return
+    forced = asyncio.create_task(force.wait())
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while waiting and not forced.done() and (left := deadline - loop.time()) > 0:
+        done, _ = await asyncio.wait({*waiting, forced}, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+        waiting -= done
+    forced.cancel()
+    for worker in waiting:
+        worker.cancel()
+
+
+def failure_of_task(task: asyncio.Task) -> BatcherError | None:
+    """What a failed task of a transport means for the run: its BatcherError, or an internal error
+    (logged with its traceback) that stops the run with exit 3; None if it did not fail."""
+    if task.cancelled():
+        return None
+    error = task.exception()
+    if error is None or isinstance(error, BatcherError):
+        return error
+    log.error("internal error", exc_info=error)
+    stop = BatcherError(f"internal error: {type(error).__name__}: {error} (run with --verbose for details)")
+    stop.exit_code = EXIT_ABORTED
+    return stop

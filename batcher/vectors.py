@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from .errors import WriteFailed
+
 VECTORS_FILE = "vectors.f32"
-#: How much of the journal's end is looked at for lines beyond the vectors (each line points
-#: further than the one before it, so only the last lines can).
-_TAIL_BYTES = 1 << 20
+#: The journal is read backwards this many bytes at a time.
+_CHUNK_BYTES = 1 << 20
 
 
 class VectorFile:
@@ -64,11 +66,17 @@ class VectorFile:
         return self._file.fileno() if self._file is not None else None
 
     def read(self, at: int, dims: int) -> bytes:
-        """The vector of `dims` floats at byte offset `at`."""
+        """The vector of `dims` floats at byte offset `at`; WriteFailed if the file is short of it."""
         if self._reader is None:
             self._reader = self.path.open("rb")
         self._reader.seek(at)
-        return self._reader.read(dims * 4)
+        vector = self._reader.read(dims * 4)
+        if len(vector) != dims * 4:
+            raise WriteFailed(
+                f"{self.path} ends before the vector at byte {at:,} that a results line points to: "
+                "the run directory was damaged; run the same command again to send those rows anew"
+            )
+        return vector
 
     def close(self) -> None:
         for f in (self._file, self._reader):
@@ -78,27 +86,23 @@ class VectorFile:
 
 
 def cut_lines_beyond(journal: Path, vectors: Path) -> int:
-    """Cut off the journal's last lines whose vector is not (wholly) in the vectors file; how many."""
+    """Cut off the journal's last lines whose vector is not (wholly) in the vectors file; how many.
+
+    Each line points further than the one before it, so the journal is read backwards from its
+    end only until a line whose vector is whole: after a power cut, the lines written since the
+    last fsync, however many they are.
+    """
     if not journal.exists():
         return 0
     size = vectors.stat().st_size if vectors.exists() else 0
-    with journal.open("rb") as f:
-        f.seek(0, os.SEEK_END)
-        length = f.tell()
-        start = max(0, length - _TAIL_BYTES)
-        f.seek(start)
-        tail = f.read()
-    lines = tail.split(b"\n")
-    offset = length - len(tail)  # where lines[0] starts (it may be the middle of a line)
     cut, dropped = None, 0
-    position = offset
-    for i, raw in enumerate(lines):
-        whole = i > 0 or start == 0  # the window's first line may begin before it
-        if whole and _points_beyond(raw, size):
-            if cut is None:
-                cut = position
-            dropped += 1
-        position += len(raw) + 1
+    with journal.open("rb") as f:
+        for start, raw in _lines_backwards(f):
+            beyond = _points_beyond(raw, size)
+            if beyond is False:
+                break  # this line's vector is whole, and so is every one before it
+            if beyond:
+                cut, dropped = start, dropped + 1
     if cut is None:
         return 0
     with journal.open("r+b") as f:
@@ -107,11 +111,33 @@ def cut_lines_beyond(journal: Path, vectors: Path) -> int:
     return dropped
 
 
-def _points_beyond(raw: bytes, size: int) -> bool:
+def _lines_backwards(f: BinaryIO) -> Iterator[tuple[int, bytes]]:
+    """(offset, bytes) of each line of a file, the last first (a torn last line included)."""
+    position = f.seek(0, os.SEEK_END)
+    rest = b""  # the start of the line that runs into the chunk read before
+    while position > 0:
+        step = min(_CHUNK_BYTES, position)
+        position -= step
+        f.seek(position)
+        data = f.read(step) + rest
+        lines = data.split(b"\n")
+        rest = lines[0]
+        offset = position + len(data)
+        for raw in reversed(lines[1:]):
+            offset -= len(raw) + 1
+            if raw:
+                yield offset + 1, raw
+    if rest:
+        yield 0, rest
+
+
+def _points_beyond(raw: bytes, size: int) -> bool | None:
+    """Whether a line's vector reaches past `size` bytes; None for a line that points nowhere
+    (torn, or not ours: the journal's own repair deals with it)."""
     if b'"vector_at"' not in raw:
-        return False
+        return None
     try:
         record = json.loads(raw)
         return record["vector_at"] + record["dims"] * 4 > size
     except (ValueError, KeyError, TypeError):
-        return False  # a torn or foreign line: the journal's own repair deals with it
+        return None

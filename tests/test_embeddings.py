@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from batcher.simulator.vectors import vector_for
-from tests.helpers import batcher_command, read_jsonl, subprocess_env, wait_for_results, write_jsonl
+from tests.helpers import TEST_KEY, batcher_command, read_jsonl, subprocess_env, wait_for_results, write_jsonl
 
 MODEL = "text-embedding-3-small"
 TEMPLATE = "{title}: {body}"
@@ -235,6 +235,37 @@ def test_kill_9_then_the_same_command_embeds_no_input_twice_and_loses_none(
     assert all(results[row["id"]]["embedding"] == floats(vector_for(text_of(row), 1536)) for row in rows)
 
 
+def test_identical_texts_are_embedded_once_and_the_cache_answers_them_in_later_runs(cli, simulator, tmp_path):
+    rows = [{"id": f"d{i}", "title": f"Title {i % 4}", "body": "same body"} for i in range(24)]
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+    cache = tmp_path / "cache"
+
+    def run(name):
+        result = cli(
+            *embed_args(
+                path, tmp_path / name, simulator.base_url, "--inputs-per-request", "3", "--cache", cache
+            )
+        )
+        assert result.exit_code == 0, result.output
+        return {r["id"]: r for r in read_jsonl(tmp_path / name / "results.jsonl")}
+
+    first = run("one")
+
+    assert all(ledger(simulator).embedded[text_of(row)] == 1 for row in rows)  # 4 texts, 24 rows
+    copies = [r for r in first.values() if "reused_from" in r]
+    assert len(copies) == 20 and all(r["cost_usd"] == 0 and r["usage"] is None for r in copies)
+    assert all(r["embedding"] == first[r["reused_from"]]["embedding"] for r in copies)
+    summary = json.loads((tmp_path / "one" / "summary.json").read_text())
+    assert summary["session"]["rows_deduplicated"] == 20
+
+    sent_before = ledger(simulator).embedding_requests
+    second = run("two")
+
+    assert ledger(simulator).embedding_requests == sent_before  # every vector from the cache
+    assert all(r["reused_from"] == "cache" for r in second.values())
+    assert {k: r["embedding"] for k, r in second.items()} == {k: r["embedding"] for k, r in first.items()}
+
+
 def test_a_budget_stops_before_a_pack_that_would_go_over_and_status_counts_the_vectors(
     cli, simulator, tmp_path, run_dir
 ):
@@ -294,7 +325,7 @@ def test_embeddings_go_through_the_batch_api_at_half_the_price(cli, simulator, t
 def test_a_server_that_announces_no_limit_is_found_out_from_its_429s_as_for_chat(
     cli, simulator_factory, tmp_path, run_dir
 ):
-    simulator = simulator_factory(rpm=1200, rate_limit_headers="none")
+    simulator = simulator_factory(rpm=600, rate_limit_headers="none")
     rows = articles(150)
     path = write_jsonl(tmp_path / "in.jsonl", rows)
 
@@ -306,3 +337,109 @@ def test_a_server_that_announces_no_limit_is_found_out_from_its_429s_as_for_chat
     assert len(read_jsonl(run_dir / "results.jsonl")) == 150 and not (run_dir / "errors.jsonl").read_text()
     assert ledger(simulator).statuses["429"] > 0  # the limit was met, and found
     assert all(ledger(simulator).embedded[text_of(row)] == 1 for row in rows)
+
+
+def test_after_a_power_cut_left_the_journal_ahead_of_its_vectors_every_row_ends_with_its_own_vector(
+    cli, simulator, tmp_path, run_dir
+):
+    rows = [{**row, "notes": "n" * 6000} for row in articles(300)]  # long lines: 1.8 MB of journal
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+    command = embed_args(path, run_dir, simulator.base_url, "--dimensions", "8", "--keep-columns", "notes")
+    assert cli(*command).exit_code == 0
+    vectors = run_dir / ".batcher" / "vectors.f32"
+    with vectors.open("r+b") as f:  # what the OS had written of the vectors when the power went
+        f.truncate(100 * 8 * 4)
+
+    resumed = cli(*command)
+
+    assert resumed.exit_code == 0, resumed.output
+    results = {r["id"]: r for r in read_jsonl(run_dir / "results.jsonl")}
+    assert sorted(results) == sorted(row["id"] for row in rows)
+    assert all(results[row["id"]]["embedding"] == floats(vector_for(text_of(row), 8)) for row in rows)
+    assert sum(ledger(simulator).embedded[text_of(row)] for row in rows) == 300 + 200  # the cut rows again
+
+
+@pytest.mark.parametrize("refused_by", ["the server", "batcher before sending"])
+def test_copies_of_one_bad_input_fail_as_one_failure_not_as_a_run_of_them(
+    refused_by, cli, simulator_factory, tmp_path, run_dir
+):
+    rows = articles(240)
+    for i in range(0, 240, 20):
+        rows[i] = {**rows[i], "body": "long " * 400}  # one text, twelve times, among good rows
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+    server_limit = refused_by == "the server"
+    simulator = simulator_factory(**({"embedding_max_input_tokens": 100} if server_limit else {}))
+    flags = () if server_limit else ("--tokens-per-input", "100")
+
+    result = cli(*embed_args(path, run_dir, simulator.base_url, *flags))
+
+    assert result.exit_code == 1, result.output  # rows failed; the run was not stopped as systematic
+    assert len(read_jsonl(run_dir / "errors.jsonl")) == 12
+    assert len(read_jsonl(run_dir / "results.jsonl")) == 228
+
+
+def test_rows_asking_for_vectors_of_several_sizes_are_refused_for_parquet_before_anything_is_sent(
+    cli, simulator, tmp_path, run_dir
+):
+    rows = [
+        {"id": f"q{i}", "input": f"text {i}", "model": MODEL, "dimensions": 8 if i else 16} for i in range(5)
+    ]
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+
+    parquet = cli(*embed_args(path, run_dir, simulator.base_url, "--output-format", "parquet", prompt=None))
+    jsonl = cli(*embed_args(path, tmp_path / "lists", simulator.base_url, prompt=None))
+
+    assert parquet.exit_code == 2 and "one Parquet column holds vectors of one size" in parquet.output
+    assert ledger(simulator).embedding_requests == 2  # both for the jsonl run: one pack a shape
+    assert jsonl.exit_code == 0, jsonl.output
+    assert sorted(len(r["embedding"]) for r in read_jsonl(tmp_path / "lists" / "results.jsonl")) == [
+        8,
+        8,
+        8,
+        8,
+        16,
+    ]
+
+
+def test_rows_that_differ_in_more_than_their_input_never_share_a_request(cli, simulator, tmp_path):
+    rows = [
+        {"id": "a", "input": "first", "model": MODEL, "user": None},
+        {"id": "b", "input": "second", "model": MODEL, "dimensions": 8},
+    ]
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+
+    result = cli(*embed_args(path, tmp_path / "run", simulator.base_url, prompt=None, model=None))
+
+    assert result.exit_code == 0, result.output
+    results = {r["id"]: r for r in read_jsonl(tmp_path / "run" / "results.jsonl")}
+    assert (len(results["a"]["embedding"]), len(results["b"]["embedding"])) == (1536, 8)
+
+
+def test_a_dry_run_counts_the_requests_rows_make_once_packed(cli, tmp_path):
+    path = write_jsonl(tmp_path / "in.jsonl", articles(100))
+
+    result = cli(*embed_args(path, tmp_path / "run", "simulator", "--inputs-per-request", "30", "--dry-run"))
+
+    assert result.exit_code == 0, result.output
+    assert "100 rows in about 4 requests" in result.output
+    assert "embeddings have no completion" in result.output and not (tmp_path / "run").exists()
+
+
+def test_the_python_api_returns_the_vectors_as_a_fixed_size_list_column(simulator, tmp_path, monkeypatch):
+    import batcher
+
+    monkeypatch.setenv("OPENAI_API_KEY", TEST_KEY)
+
+    texts = ["the first text", "the second one", "and a third"]
+
+    table = batcher.run(
+        texts,
+        endpoint="embeddings",
+        model=MODEL,
+        base_url=simulator.base_url,
+        dimensions=4,
+        output=tmp_path / "run",
+    )
+
+    assert table.schema.field("embedding").type == pa.list_(pa.float32(), 4)
+    assert table["embedding"].to_pylist() == [floats(vector_for(text, 4)) for text in texts]

@@ -70,6 +70,19 @@ def test_a_pacer_charged_after_the_fact_makes_the_next_requests_wait():
     assert pacer.reserve(100, now=0.0) == approx(1.0)  # (0.5 s without the charge)
 
 
+def test_an_overestimate_is_given_back_when_the_servers_charge_is_known_but_never_past_what_it_says_remains():
+    async def go(exact, headers=None):
+        limiter = limits(tpm=60_000)  # a bucket of 1,000
+        permit = await limiter.acquire(1000)
+        limiter.settle(permit, Verdict.ANSWERED, used_tokens=200, exact=exact, headers=headers)
+        return limiter.has_room(800)
+
+    assert run_virtual(go(exact=True)) is True  # the server took 200: 800 are left
+    assert run_virtual(go(exact=False)) is False  # a charge of the server's own: nothing given back
+    says_none_left = {"x-ratelimit-limit-tokens": "60000", "x-ratelimit-remaining-tokens": "0"}
+    assert run_virtual(go(exact=True, headers=says_none_left)) is False
+
+
 def test_a_pacer_told_what_remains_holds_no_more_and_is_never_raised():
     pacer = Pacer(per_second=10, burst_seconds=1.0)
     pacer.at_most(3, now=0.0)
