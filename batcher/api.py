@@ -25,6 +25,7 @@ from .journal import iter_journal, write_atomically
 from .jsoncodec import dumps
 from .sinks import Schemas
 from .sources import arrow
+from .storage import is_remote
 from .vectors import VectorFile
 
 Record = dict[str, Any]
@@ -325,5 +326,5 @@ def _kept_types(job: Job, checkpoint: Checkpoint) -> dict[str, Any]:
     if isinstance(kept, dict):
         return {name: set(kept.get(name) or ()) for name in job.keep_columns}
     _, pq = arrow()  # a Parquet input: its own column types
-    schema = pq.read_schema(job.input)
+    schema = pq.read_schema(job.input.open_random() if is_remote(job.input) else job.input)
     return {name: schema.field(name).type for name in job.keep_columns}

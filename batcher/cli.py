@@ -44,7 +44,7 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("source", type=click.Path(dir_okay=False, path_type=Path), required=False)
+@click.argument("source", required=False)  # a path, or a URI (s3://...): storage.location reads it
 @click.option(
     "-o",
     "--output",
@@ -176,7 +176,7 @@ def main() -> None:
 )
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar (cron, overnight runs).")
 @click.option("-v", "--verbose", is_flag=True, help="Log retries and failures to stderr.")
-def run(source: Path | None, dry_run: bool, quiet: bool, verbose: bool, **options: object) -> None:
+def run(source: str | None, dry_run: bool, quiet: bool, verbose: bool, **options: object) -> None:
     """Run a job: a TOML job file, or an input file with options.
 
     SOURCE is a job file (.toml) or an input file (.jsonl, .parquet, or an
@@ -200,7 +200,7 @@ def run(source: Path | None, dry_run: bool, quiet: bool, verbose: bool, **option
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", force=True)
     try:
         settings: dict[str, object] = {}
-        if source is not None and source.suffix.lower() == ".toml":
+        if source is not None and source.lower().endswith(".toml"):
             settings = load_job_file(source)
         elif source is not None:
             settings["input"] = str(source)

@@ -22,6 +22,7 @@ from .costs import Prices
 from .endpoints import EndpointConfig, endpoint_configs
 from .errors import ConfigError
 from .simconfig import SimulatorConfig
+from .storage import RemotePath, is_remote, location
 
 #: The output format of an OpenAI Batch output file (whole responses), not the input kind of the same
 #: name (prompts.BATCH_INPUT): the API calls both files "batch".
@@ -45,7 +46,7 @@ DEFAULT_BASE_URL = "https://api.openai.com/v1"
 class Job:
     """A validated run: what to read, how to ask, where to write, how fast."""
 
-    input: Path
+    input: Path | RemotePath
     output: Path
     model: str | None = None
     prompt: str | None = None
@@ -232,7 +233,7 @@ def load_job_file(path: str | os.PathLike) -> dict[str, Any]:
     _refuse_secrets(path, settings)
     check_settings(settings, str(path))
     for key in ("input", "output", "json_schema", "cache"):
-        if isinstance(settings.get(key), str):
+        if isinstance(settings.get(key), str) and "://" not in settings[key]:
             settings[key] = os.path.normpath(path.parent / settings[key])
     return settings
 
@@ -268,8 +269,13 @@ def build_job(settings: dict[str, Any]) -> Job:
         settings["endpoints"] = _endpoints(settings)
     for key in ("keep_columns", "labels"):
         settings[key] = _names(settings.get(key, ()))
-    for key in ("input", "output"):
-        settings[key] = Path(settings[key])
+    settings["input"] = location(settings["input"])
+    settings["output"] = location(settings["output"])
+    if is_remote(settings["output"]):
+        raise ConfigError(
+            f"{settings['output']}: an output directory in an object store is not supported yet; "
+            "write to a local directory (inputs may be in an object store)"
+        )
     settings.setdefault("base_url", os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL)
     settings["base_url"] = settings["base_url"].rstrip("/")
     if settings.get("endpoint") == EMBEDDINGS:

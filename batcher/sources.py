@@ -21,6 +21,7 @@ from .errors import ConfigError, InputError
 from .idset import IdSet
 from .jsoncodec import orjson
 from .prompts import BATCH_INPUT, CHAT, TEMPLATE, RequestBuilder
+from .storage import is_remote
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 #: `rows` yields a None for every this many rows it passes over by id.
@@ -119,10 +120,13 @@ class Source:
         self.path = path
         self.id_column = id_column
         self.request_field, self.endpoint_path = request_field, endpoint_path
-        if not path.exists():
-            raise InputError("was not found", path=path)
-        if path.is_dir():
-            raise InputError("is a directory, not an input file", path=path)
+        try:
+            if not path.exists():
+                raise InputError("was not found", path=path)
+            if path.is_dir():
+                raise InputError("is a directory, not an input file", path=path)
+        except OSError as e:  # an object store that cannot be reached
+            raise InputError(f"cannot be read: {e.strerror or e}", path=path) from None
         self.is_parquet = path.suffix.lower() in PARQUET_SUFFIXES
         #: What a position in the file is called in messages and in `row_number`.
         self.unit = "row" if self.is_parquet else "line"
@@ -179,7 +183,8 @@ class Source:
         _, pq = arrow()
         try:
             # Read a column chunk at a time through a small buffer, not whole row groups at once.
-            return pq.ParquetFile(self.path, pre_buffer=False, buffer_size=1 << 20)
+            source = self.path.open_random() if is_remote(self.path) else self.path
+            return pq.ParquetFile(source, pre_buffer=False, buffer_size=1 << 20)
         except Exception as e:  # pyarrow raises ArrowInvalid, OSError, ...
             raise InputError(f"is not a readable Parquet file ({e})", path=self.path) from None
 
@@ -228,9 +233,15 @@ class Source:
     # -- the two passes -----------------------------------------------------
 
     def fingerprint(self) -> str:
-        """blake2b of the input's bytes (a fast read: no parsing)."""
+        """blake2b of the input's bytes (a fast read: no parsing); of an object store's object, of its
+        size and the time it was written (objects are replaced whole: reading a 100 GB object to
+        recognise it would cost a download)."""
         digest = hashlib.blake2b(digest_size=16)
         try:
+            if is_remote(self.path):
+                stat = self.path.stat()
+                digest.update(f"{stat.st_size}:{stat.st_mtime}".encode())
+                return digest.hexdigest()
             with self.path.open("rb") as f:
                 while chunk := f.read(1 << 20):
                     digest.update(chunk)

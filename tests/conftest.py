@@ -7,13 +7,29 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import Cli, RunningSimulator, review_rows, write_jsonl
+from tests.helpers import Cli, RunningSimulator, S3Server, review_rows, write_jsonl
 
 
 @pytest.fixture(autouse=True, scope="session")
 def _cache_dir(tmp_path_factory):
     """Shared limit state (sharedlimits.py) goes to a directory of the test session's, for every process."""
     os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """One S3-compatible server for the whole test session (started on first use)."""
+    server = S3Server()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3(s3_server, monkeypatch):
+    """The S3 server, with the standard AWS environment pointing at it for this test."""
+    for name, value in s3_server.env.items():
+        monkeypatch.setenv(name, value)
+    return s3_server
 
 
 @pytest.fixture

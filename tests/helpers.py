@@ -9,10 +9,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -143,3 +145,62 @@ def wait_for_results(run_dir, at_least: int, process, timeout: float = 30) -> No
             raise AssertionError(f"run ended early: {process.communicate()}")
         time.sleep(0.02)
     raise AssertionError("no results in time")
+
+
+# -- an S3-compatible server on 127.0.0.1 (moto's server mode: the real S3 protocol over HTTP) ------
+
+
+class S3Server:
+    """moto's S3 server in a process of its own, and the standard environment that points at it."""
+
+    KEY_ID, SECRET = "AKIATESTBATCHER00001", "test-secret-never-written-anywhere"
+
+    def __init__(self):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(self.url + "/moto-api/", timeout=1).read()
+                break
+            except OSError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("moto's S3 server did not start") from None
+                time.sleep(0.05)
+        self.env = {
+            "AWS_ACCESS_KEY_ID": self.KEY_ID,
+            "AWS_SECRET_ACCESS_KEY": self.SECRET,
+            "AWS_ENDPOINT_URL": self.url,
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+
+    def filesystem(self):
+        from pyarrow import fs
+
+        return fs.S3FileSystem(
+            access_key=self.KEY_ID,
+            secret_key=self.SECRET,
+            region="us-east-1",
+            endpoint_override=self.url,
+            allow_bucket_creation=True,
+        )
+
+    def put(self, uri: str, data: bytes) -> str:
+        """Write an object (its bucket made if need be); the URI."""
+        bucket, _, key = uri.removeprefix("s3://").partition("/")
+        filesystem = self.filesystem()
+        filesystem.create_dir(bucket)
+        with filesystem.open_output_stream(f"{bucket}/{key}") as f:
+            f.write(data)
+        return uri
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
