@@ -179,6 +179,7 @@ class S3Server:
             "AWS_SECRET_ACCESS_KEY": self.SECRET,
             "AWS_ENDPOINT_URL": self.url,
             "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_EC2_METADATA_DISABLED": "true",  # never ask the cloud's metadata address for keys
         }
 
     def filesystem(self):
