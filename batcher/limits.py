@@ -360,11 +360,11 @@ class RateLimits:
     def _observe(self, headers: Mapping[str, str], permit: Permit, now: float) -> None:
         """Learn per-minute limits the server announces; start or hold the buckets at what remains."""
         for kind in ("requests", "tokens"):
-            limit = _number(headers.get(f"x-ratelimit-limit-{kind}"))
-            remaining = _number(headers.get(f"x-ratelimit-remaining-{kind}"))
-            reset = _seconds(headers.get(f"x-ratelimit-reset-{kind}"))
+            limit = header_number(headers.get(f"x-ratelimit-limit-{kind}"))
+            remaining = header_number(headers.get(f"x-ratelimit-remaining-{kind}"))
+            reset = header_seconds(headers.get(f"x-ratelimit-reset-{kind}"))
             if limit is not None and limit != self._announced[kind]:
-                if _is_per_minute(limit, remaining, reset):
+                if is_per_minute(limit, remaining, reset):
                     self._announced[kind] = limit
                     self._update_pacers()
                 elif kind not in self._warned:
@@ -406,7 +406,7 @@ def admission_charge(body: Mapping[str, Any], usage: Mapping[str, Any]) -> int:
     return (usage.get("prompt_tokens") or 0) + (most or usage.get("completion_tokens") or 0)
 
 
-def _number(value: str | None) -> float | None:
+def header_number(value: str | None) -> float | None:
     try:
         number = float(value) if value else None
     except ValueError:
@@ -417,11 +417,11 @@ def _number(value: str | None) -> float | None:
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 
 
-def _seconds(value: str | None) -> float | None:
+def header_seconds(value: str | None) -> float | None:
     """OpenAI's reset durations ('1s', '6m0s', '20ms', '1h2m3.5s'), or plain seconds."""
     if not value:
         return None
-    plain = _number(value)
+    plain = header_number(value)
     if plain is not None:
         return plain
     parts = _DURATION.findall(value)
@@ -431,7 +431,7 @@ def _seconds(value: str | None) -> float | None:
     return sum(float(n) * scale[u] for n, u in parts)
 
 
-def _is_per_minute(limit: float, remaining: float | None, reset: float | None) -> bool:
+def is_per_minute(limit: float, remaining: float | None, reset: float | None) -> bool:
     """Whether a limit header is per minute: its bucket must refill within a minute.
 
     A bucket refilling `limit` in a window refills `limit - remaining` in `reset`, so the window is

@@ -32,6 +32,30 @@ def s3(s3_server, monkeypatch):
     return s3_server
 
 
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray cluster for the whole test session (started on first use, about 3 s)."""
+    # Set before Ray is imported: bind to 127.0.0.1 only, no token file in ~/.ray, no usage report.
+    os.environ.update(
+        RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
+        RAY_AUTH_MODE="disabled",
+        RAY_USAGE_STATS_ENABLED="0",
+        RAY_DATA_DISABLE_PROGRESS_BARS="1",
+    )
+    import ray
+
+    root = str(Path(__file__).resolve().parent.parent)
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        object_store_memory=256 * 1024 * 1024,
+        runtime_env={"env_vars": {"PYTHONPATH": root}},  # workers import tests' helpers as pytest does
+    )
+    yield ray
+    ray.shutdown()
+
+
 @pytest.fixture
 def simulator_factory():
     started = []

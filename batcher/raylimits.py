@@ -1,0 +1,200 @@
+"""One rate limit for many processes on a Ray cluster: a named actor that hands out capacity in leases.
+
+Ray Data's own LLM stage paces each actor on its own, so N actors send N times
+the limit. Here every worker's `RayLimiter` (a `limits.Limiter`) draws from one
+`LimitsKeeper`, held by a named Ray actor (`num_cpus=0`), in **leases**: a block
+of requests and tokens (a tenth of a second of the rate, shared out), not a
+round trip per request. The keeper paces the leases with the same GCRA pacers
+as one process does (pacing.py), so the cluster as a whole sends at the rate
+with at most one burst. A 429 anywhere pauses every worker for its retry-after
+and drops the capacity they hold; a lower limit any worker reads in
+`x-ratelimit-limit-*` headers becomes everyone's. (Finding a limit nobody
+announced from the 429s alone, adaptive.py's work in one process, is not
+shared yet: give --rpm / --tpm, or let the server announce them.)
+
+`LimitsKeeper` is a plain class, tested on a virtual clock; Ray is imported only
+by `keeper_actor`, which a Ray run calls (the `ray` extra).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .limits import DEFAULT_PAUSE, Permit, Verdict, header_number, header_seconds, is_per_minute
+from .pacing import Pacer
+
+#: A lease is this many seconds of the rate, at the least one request...
+LEASE_SECONDS = 0.1
+#: ...and of this many requests where no request rate is known (nothing to pace: few round trips).
+UNPACED_LEASE = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """Capacity handed to one worker: usable `wait` seconds from when it was asked for."""
+
+    wait: float
+    requests: int
+    tokens: int
+    #: The keeper's count of 429 pauses: capacity leased before a pause is dropped.
+    generation: int
+    rpm: float | None
+    tpm: float | None
+
+
+class LimitsKeeper:
+    """The cluster's one budget: given limits, lowered by announced ones, paused by 429s."""
+
+    def __init__(
+        self,
+        rpm: float | None,
+        tpm: float | None,
+        *,
+        burst_seconds: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self._given = {"requests": rpm, "tokens": tpm}
+        self._announced: dict[str, float | None] = {"requests": None, "tokens": None}
+        self._burst = burst_seconds
+        self._clock = clock
+        self._pacers: dict[str, Pacer | None] = {"requests": None, "tokens": None}
+        self._paused_until = -math.inf
+        self.generation = 0
+        self._update()
+
+    def _per_minute(self, kind: str) -> float | None:
+        known = [v for v in (self._given[kind], self._announced[kind]) if v]
+        return min(known) if known else None
+
+    def _update(self) -> None:
+        for kind, pacer in self._pacers.items():
+            per_minute = self._per_minute(kind)
+            if per_minute is None:
+                self._pacers[kind] = None
+            elif pacer is None:
+                self._pacers[kind] = Pacer(per_minute / 60, self._burst)
+            else:
+                pacer.per_second = per_minute / 60
+
+    def lease(self, tokens_needed: int = 0) -> Lease:
+        """A block of capacity (enough for a request of `tokens_needed`), and when it may be used."""
+        now = self._clock()
+        requests, tokens = self._pacers["requests"], self._pacers["tokens"]
+        block_requests = max(1, int(requests.per_second * LEASE_SECONDS)) if requests else UNPACED_LEASE
+        block_tokens = max(tokens_needed, int(tokens.per_second * LEASE_SECONDS)) if tokens else 0
+        wait = self._paused_until - now
+        if requests is not None:
+            wait = max(wait, requests.reserve(block_requests, now))
+        if tokens is not None:
+            wait = max(wait, tokens.reserve(block_tokens, now))
+        rpm, tpm = self._per_minute("requests"), self._per_minute("tokens")
+        return Lease(max(0.0, wait), block_requests, block_tokens, self.generation, rpm, tpm)
+
+    def throttled(self, retry_after: float | None) -> None:
+        """A 429 somewhere: every worker waits out its retry-after, then goes at the rate, not a burst."""
+        now = self._clock()
+        self._paused_until = max(
+            self._paused_until, now + (retry_after if retry_after is not None else DEFAULT_PAUSE)
+        )
+        for pacer in self._pacers.values():
+            if pacer is not None:
+                pacer.empty_until(self._paused_until)
+        self.generation += 1
+
+    def announced(self, kind: str, per_minute: float) -> None:
+        """A per-minute limit a server announced: it holds for everyone if lower than what is in force."""
+        if self._announced[kind] is None or per_minute < self._announced[kind]:
+            self._announced[kind] = per_minute
+            self._update()
+
+    def charge(self, tokens: int) -> None:
+        """Tokens a request used beyond its lease: later leases wait for them."""
+        pacer = self._pacers["tokens"]
+        if pacer is not None and tokens > 0:
+            pacer.charge(tokens, self._clock())
+
+
+def keeper_actor(name: str, rpm: float | None, tpm: float | None, *, namespace: str = "batcher") -> Any:
+    """The named Ray actor holding the keeper of `name` (made by the first to ask, found by the rest)."""
+    import ray
+
+    actor_class = ray.remote(num_cpus=0, max_concurrency=1)(LimitsKeeper)
+    return actor_class.options(name=name, namespace=namespace, get_if_exists=True).remote(rpm, tpm)
+
+
+class RayLimiter:
+    """A worker's limiter (limits.Limiter): it spends capacity leased from the cluster's keeper."""
+
+    def __init__(self, keeper: Any):
+        """`keeper`: the keeper's Ray actor handle (or anything whose methods have `.remote`)."""
+        self._keeper = keeper
+        self._requests = 0
+        self._tokens = 0
+        self._generation = 0
+        self._rpm: float | None = None
+        self._tpm: float | None = None
+        self._leasing = asyncio.Lock()
+        self._issued = 0
+
+    async def acquire(self, tokens: int) -> Permit:
+        async with self._leasing:  # one lease in flight for the worker's coroutines, taken in turn
+            while self._requests < 1 or (self._tpm is not None and self._tokens < tokens):
+                lease: Lease = await self._keeper.lease.remote(tokens)
+                if lease.generation != self._generation:  # a 429 since: what was held is void
+                    self._requests = self._tokens = 0
+                    self._generation = lease.generation
+                self._rpm, self._tpm = lease.rpm, lease.tpm
+                if lease.wait > 0:
+                    await asyncio.sleep(lease.wait)
+                self._requests += lease.requests
+                self._tokens += lease.tokens
+            self._requests -= 1
+            self._tokens -= tokens
+            self._issued += 1
+            return Permit(tokens, time.monotonic(), self._issued, 0.0, self._generation)
+
+    def settle(
+        self,
+        permit: Permit,
+        verdict: Verdict,
+        *,
+        headers: Mapping[str, str] | None = None,
+        retry_after: float | None = None,
+        used_tokens: int | None = None,
+        exact: bool = False,
+    ) -> None:
+        if verdict is Verdict.THROTTLED:
+            self._requests = self._tokens = 0
+            self._keeper.throttled.remote(retry_after)
+        if used_tokens and used_tokens > permit.tokens:
+            self._keeper.charge.remote(used_tokens - permit.tokens)
+        if headers:
+            self._tell_announced(headers)
+
+    def _tell_announced(self, headers: Mapping[str, str]) -> None:
+        known = {"requests": self._rpm, "tokens": self._tpm}
+        for kind in ("requests", "tokens"):
+            limit = header_number(headers.get(f"x-ratelimit-limit-{kind}"))
+            remaining = header_number(headers.get(f"x-ratelimit-remaining-{kind}"))
+            reset = header_seconds(headers.get(f"x-ratelimit-reset-{kind}"))
+            lower = limit is not None and (known[kind] is None or limit < known[kind])
+            if lower and is_per_minute(limit, remaining, reset):
+                self._keeper.announced.remote(kind, limit)
+                if kind == "requests":
+                    self._rpm = limit
+                else:
+                    self._tpm = limit
+
+    def has_room(self, tokens: int) -> bool:
+        return self._requests >= 1 and (self._tpm is None or self._tokens >= tokens)
+
+    def limits(self) -> tuple[float | None, float | None]:
+        return self._rpm, self._tpm
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,157 @@
+"""One rate limit for many processes: a keeper hands out capacity in leases (raylimits.py).
+
+The keeper's arithmetic runs on a virtual clock; the cluster test runs real Ray worker processes,
+each sending real requests to the simulator, and asks the simulator what it saw.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+
+import pytest
+
+from batcher.limits import Verdict
+from batcher.raylimits import LimitsKeeper, RayLimiter
+
+
+class Clock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_leases_hand_out_the_rate_and_one_burst_whoever_asks():
+    clock = Clock()
+    keeper = LimitsKeeper(600, None, clock=clock)  # 10 a second, a burst of 10; leases of 1 request
+
+    starts = [clock.now + keeper.lease().wait for _ in range(40)]  # four workers asking in turn
+
+    assert starts[:10] == [100.0] * 10  # the burst
+    assert starts[39] == pytest.approx(103.0)  # then 10 a second, however many ask
+    assert all(b >= a for a, b in itertools.pairwise(starts))
+
+
+def test_a_429_anywhere_pauses_every_worker_and_voids_what_they_hold():
+    clock = Clock()
+    keeper = LimitsKeeper(600, None, clock=clock)
+    before = keeper.lease()
+
+    keeper.throttled(retry_after=2.0)
+    after = keeper.lease()
+
+    assert after.generation == before.generation + 1
+    assert after.wait >= 2.0  # nobody goes before the retry-after
+
+
+def test_a_lower_limit_one_worker_read_in_headers_holds_for_all():
+    keeper = LimitsKeeper(6000, None, clock=Clock())
+
+    keeper.announced("requests", 600)
+
+    assert keeper.lease().rpm == 600
+    keeper.announced("requests", 1200)  # a higher one changes nothing
+    assert keeper.lease().rpm == 600
+
+
+class LocalKeeper:
+    """A keeper called as a Ray actor is (`keeper.method.remote(...)`, awaited), in this process."""
+
+    def __init__(self, keeper):
+        self.keeper, self.calls = keeper, 0
+
+        outer = self
+
+        class Method:
+            def __init__(self, name):
+                self.name = name
+
+            def remote(self, *args):
+                outer.calls += 1
+                future = asyncio.get_running_loop().create_future()
+                future.set_result(getattr(outer.keeper, self.name)(*args))
+                return future
+
+        self.lease, self.throttled, self.announced, self.charge = (
+            Method("lease"),
+            Method("throttled"),
+            Method("announced"),
+            Method("charge"),
+        )
+
+
+def test_a_worker_asks_the_keeper_once_a_lease_not_once_a_request():
+    keeper = LocalKeeper(LimitsKeeper(60_000, None))  # leases of 100 requests
+
+    async def go():
+        limiter = RayLimiter(keeper)
+        for _ in range(250):
+            permit = await limiter.acquire(10)
+            limiter.settle(permit, Verdict.ANSWERED)
+        return limiter.limits()
+
+    assert asyncio.run(go()) == (60_000, None)
+    assert keeper.calls == 3
+
+
+def test_a_worker_told_of_a_429_drops_what_it_holds_and_tells_the_keeper():
+    keeper = LocalKeeper(LimitsKeeper(60_000, None))
+
+    async def go():
+        limiter = RayLimiter(keeper)
+        permit = await limiter.acquire(1)
+        limiter.settle(permit, Verdict.THROTTLED, retry_after=0.2)
+        started = time.monotonic()
+        await limiter.acquire(1)
+        return time.monotonic() - started
+
+    waited = asyncio.run(go())
+
+    assert waited >= 0.15  # the keeper's pause, not the 99 requests it held
+
+
+def send_through_the_cluster_limit(base_url: str, keeper_name: str, count: int) -> list[int]:
+    """A Ray worker's job: `count` chat requests, each let through by the cluster's keeper."""
+    import aiohttp
+    import ray
+
+    from batcher.raylimits import RayLimiter
+
+    async def go() -> list[int]:
+        limiter = RayLimiter(ray.get_actor(keeper_name, namespace="batcher"))
+        statuses = []
+        async with aiohttp.ClientSession(headers={"Authorization": "Bearer sk-test"}) as session:
+            for i in range(count):
+                permit = await limiter.acquire(20)
+                body = {"model": "m", "messages": [{"role": "user", "content": f"{keeper_name} {i}"}]}
+                async with session.post(base_url + "/chat/completions", json=body) as response:
+                    statuses.append(response.status)
+                    verdict = Verdict.THROTTLED if response.status == 429 else Verdict.ANSWERED
+                    limiter.settle(permit, verdict, headers=response.headers)
+        return statuses
+
+    return asyncio.run(go())
+
+
+@pytest.mark.slow  # about 5 s: 120 requests at 20 a second
+def test_three_ray_workers_together_never_send_more_than_the_limit_and_one_burst(
+    ray_cluster, simulator_factory
+):
+    ray = ray_cluster
+    simulator = simulator_factory(rpm=1200, rate_limit_headers="none")  # 20 a second, a 1 s bucket
+    from batcher.raylimits import keeper_actor
+
+    keeper = keeper_actor("three-workers", 1200, None)  # (held: an actor lives while a handle does)
+    ray.get(keeper.__ray_ready__.remote())
+    send = ray.remote(num_cpus=0.1)(send_through_the_cluster_limit)
+
+    statuses = ray.get([send.remote(simulator.base_url, "three-workers", 40) for _ in range(3)])
+
+    assert sorted(s for worker in statuses for s in worker) == [200] * 120  # not one 429
+    arrivals = sorted(simulator.server.ledger.arrivals)
+    busiest = max(sum(1 for t in arrivals if start <= t < start + 1.0) for start in arrivals)
+    assert busiest <= 20 + 20  # a second's rate and one burst, across the three processes
+    assert arrivals[-1] - arrivals[0] >= (120 - 20) / 20 * 0.95  # the whole ran at the rate, no faster
