@@ -113,6 +113,14 @@ def main() -> None:
 )
 @click.option("--tokens-per-input", type=int, help="embeddings: most tokens in one row.  [default: 8192]")
 @click.option(
+    "--executor",
+    type=click.Choice(["local", "ray"]),
+    help="local: this process sends; ray: workers on a Ray cluster, under one limit (docs/ray.md)."
+    "  [default: local]",
+)
+@click.option("--ray-address", help="The Ray cluster to join.  [default: $RAY_ADDRESS, else a new local one]")
+@click.option("--workers", type=int, help="Ray workers sending at once (--executor ray).  [default: 2]")
+@click.option(
     "--mode",
     type=click.Choice(["online", "batch-api"]),
     help="online: a request a row; batch-api: the provider's Batch API, half the price, within 24 h"

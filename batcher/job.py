@@ -37,6 +37,8 @@ SIMULATOR = "simulator"
 #: What a job's rows are sent to (`endpoint`): Chat Completions, or Embeddings.
 CHAT, EMBEDDINGS = "chat", "embeddings"
 ENDPOINTS = (CHAT, EMBEDDINGS)
+LOCAL, RAY = "local", "ray"
+EXECUTORS = (LOCAL, RAY)
 #: Requests on the wire at once for embeddings, unless told otherwise (chat: Job.concurrency).
 EMBEDDINGS_CONCURRENCY = 4
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -107,6 +109,11 @@ class Job:
     inputs_per_request: int = 2048
     tokens_per_request: int = 300_000
     tokens_per_input: int = 8192
+    #: Where the requests are sent from: this process ("local"), or workers on a Ray cluster ("ray",
+    #: raytransport.py) found at `ray_address` (None: the running one, or a new local one).
+    executor: str = "local"
+    ray_address: str | None = None
+    workers: int = 2
     simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
 
     @property
@@ -213,6 +220,9 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "inputs_per_request": (int,),
     "tokens_per_request": (int,),
     "tokens_per_input": (int,),
+    "executor": (str,),
+    "ray_address": (str,),
+    "workers": (int,),
     "simulator": (dict,),
 }
 _SECRET_KEYS = {"api_key", "key", "openai_api_key", "token", "secret", "password"}
@@ -357,6 +367,7 @@ def _check(job: Job) -> None:
     positive("patience", job.patience, allow_none=False)
     _check_mode(job)
     _check_endpoint(job)
+    _check_executor(job)
     if job.stop_after_identical_failures < 0:
         raise ConfigError(
             f"stop_after_identical_failures must be 0 or more, got {job.stop_after_identical_failures}"
@@ -398,6 +409,27 @@ def _check_endpoint(job: Job) -> None:
             raise ConfigError(f"{name} must be at least 1, got {value}")
     if job.output_format == BATCH_OUTPUT:
         raise ConfigError("embeddings are written as jsonl or parquet (openai-batch output is for chat)")
+
+
+def _check_executor(job: Job) -> None:
+    if job.executor not in EXECUTORS:
+        raise ConfigError(f"executor must be one of {', '.join(EXECUTORS)}, got {job.executor!r}")
+    if job.workers < 1:
+        raise ConfigError(f"workers must be at least 1, got {job.workers}")
+    if job.executor != RAY:
+        return
+    unsupported = {
+        "mode batch-api": job.mode == BATCH_API,
+        "max_cost": job.max_cost is not None,
+        "max_total_tokens": job.max_total_tokens is not None,
+        "cache": job.cache is not None,
+    }
+    given = [name for name, set_ in unsupported.items() if set_]
+    if given:
+        raise ConfigError(
+            f"{', '.join(given)} do(es) not hold with --executor ray yet, so they are refused rather than "
+            "ignored: run it without, or with the local executor"
+        )
 
 
 def _check_mode(job: Job) -> None:

@@ -4,7 +4,9 @@ Ray Data's own LLM stage paces each actor on its own, so N actors send N times
 the limit. Here every worker's `RayLimiter` (a `limits.Limiter`) draws from one
 `LimitsKeeper`, held by a named Ray actor (`num_cpus=0`), in **leases**: a block
 of requests and tokens (a tenth of a second of the rate, shared out), not a
-round trip per request. The keeper paces the leases with the same GCRA pacers
+round trip per request. Capacity a worker leaves unused for that tenth of a
+second lapses: saved up, it would join a later lease's requests in a burst the
+server would refuse. The keeper paces the leases with the same GCRA pacers
 as one process does (pacing.py), so the cluster as a whole sends at the rate
 with at most one burst. A 429 anywhere pauses every worker for its retry-after
 and drops the capacity they hold; a lower limit any worker reads in
@@ -140,9 +142,13 @@ class RayLimiter:
         self._tpm: float | None = None
         self._leasing = asyncio.Lock()
         self._issued = 0
+        #: When the capacity held lapses: a lease is for its tenth of a second, not to be saved up.
+        self._expires = -math.inf
 
     async def acquire(self, tokens: int) -> Permit:
         async with self._leasing:  # one lease in flight for the worker's coroutines, taken in turn
+            if time.monotonic() > self._expires:  # unused too long: it may not join a later lease's
+                self._requests = self._tokens = 0  # requests in a burst the server would refuse
             while self._requests < 1 or (self._tpm is not None and self._tokens < tokens):
                 lease: Lease = await self._keeper.lease.remote(tokens)
                 if lease.generation != self._generation:  # a 429 since: what was held is void
@@ -151,8 +157,8 @@ class RayLimiter:
                 self._rpm, self._tpm = lease.rpm, lease.tpm
                 if lease.wait > 0:
                     await asyncio.sleep(lease.wait)
-                self._requests += lease.requests
-                self._tokens += lease.tokens
+                self._requests, self._tokens = lease.requests, lease.tokens
+                self._expires = time.monotonic() + LEASE_SECONDS
             self._requests -= 1
             self._tokens -= tokens
             self._issued += 1

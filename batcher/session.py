@@ -30,7 +30,7 @@ from .checkpoint import STATE_DIR, Checkpoint, Progress
 from .embeddings import EmbeddingBuilder, EmbeddingsKind, PackLimits, check_one_shape
 from .endpoints import Endpoint, Router
 from .errors import ConfigError, WriteFailed
-from .job import BATCH_API, BATCH_OUTPUT, Job
+from .job import BATCH_API, BATCH_OUTPUT, RAY, Job
 from .journal import write_atomically
 from .kinds import RequestKind
 from .outcome import RunOutcome, Status
@@ -79,10 +79,17 @@ def prepare(job: Job) -> tuple[Source, RequestKind]:
             request_field="input",
             endpoint_path=EmbeddingsKind.path,
         )
+    else:
+        source = Source(job.input, id_column=job.id_column, has_template=job.prompt is not None)
+    return source, kind_of(job, source.kind)
+
+
+def kind_of(job: Job, input_kind: str) -> RequestKind:
+    """The job's request kind, for an input of `input_kind` (a Ray worker makes its own from these)."""
+    if job.embeddings:
         limits = PackLimits(job.inputs_per_request, job.tokens_per_request, job.tokens_per_input)
-        return source, EmbeddingsKind(EmbeddingBuilder(source.kind, **_builder_settings(job)), limits)
-    source = Source(job.input, id_column=job.id_column, has_template=job.prompt is not None)
-    return source, ChatKind(RequestBuilder(source.kind, **_builder_settings(job)))
+        return EmbeddingsKind(EmbeddingBuilder(input_kind, **_builder_settings(job)), limits)
+    return ChatKind(RequestBuilder(input_kind, **_builder_settings(job)))
 
 
 def _builder_settings(job: Job) -> dict[str, Any]:
@@ -258,6 +265,12 @@ async def _open_transport(
         raise ConfigError(
             f"{job.output} has batches at the provider not yet collected: run it with --mode batch-api "
             "to collect them (sending their rows online as well would pay for them twice)"
+        )
+    if job.executor == RAY:
+        from .raytransport import RayTransport
+
+        return RayTransport(
+            job=job, input_kind=kind.builder.kind, recorder=recorder, endpoints=router.endpoints
         )
     for endpoint in router.endpoints:
         await stack.enter_async_context(endpoint.client)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import Cli, RunningSimulator, S3Server, review_rows, write_jsonl
+from tests.helpers import TEST_KEY, Cli, RunningSimulator, S3Server, review_rows, write_jsonl
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -50,7 +50,9 @@ def ray_cluster():
         include_dashboard=False,
         log_to_driver=False,
         object_store_memory=256 * 1024 * 1024,
-        runtime_env={"env_vars": {"PYTHONPATH": root}},  # workers import tests' helpers as pytest does
+        # Workers import the tests' helpers as pytest does, and hold the test key (a real cluster's
+        # workers get the key from their own environment: it is never sent to them).
+        runtime_env={"env_vars": {"PYTHONPATH": root, "OPENAI_API_KEY": TEST_KEY}},
     )
     yield ray
     ray.shutdown()

@@ -1,0 +1,127 @@
+"""`--executor ray`: the same job sent by workers on a Ray cluster, under one limit, journaled once."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import (
+    TEST_KEY,
+    batcher_command,
+    prompt_for,
+    read_jsonl,
+    review_rows,
+    run_args,
+    subprocess_env,
+    wait_for_results,
+    write_jsonl,
+)
+
+RAY = ("--executor", "ray", "--workers", "3")
+
+
+def busiest_second(arrivals) -> int:
+    times = sorted(arrivals)
+    return max(sum(1 for t in times if start <= t < start + 1.0) for start in times)
+
+
+@pytest.mark.slow  # about 6 s: 150 rows at 20 a second
+def test_three_workers_send_a_job_under_one_limit_and_the_run_directory_is_a_local_runs(
+    ray_cluster, cli, simulator_factory, tmp_path, run_dir
+):
+    simulator = simulator_factory(rpm=1200, rate_limit_headers="none")  # 20 a second, a 1 s bucket
+    rows = review_rows(150)
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+
+    result = cli(*run_args(path, run_dir, simulator.base_url, *RAY, "--rpm", "1200"))
+
+    assert result.exit_code == 0, result.output
+    results = read_jsonl(run_dir / "results.jsonl")
+    assert sorted(r["id"] for r in results) == sorted(r["id"] for r in rows)
+    assert all(simulator.completions_for(prompt_for(r)) == 1 for r in rows)
+    assert (
+        simulator.server.ledger.statuses.get("429", 0) <= 2
+    )  # 1% (per-worker pacing: three times the limit)
+    assert busiest_second(simulator.server.ledger.arrivals) <= 20 + 20
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert (
+        summary["status"] == "completed"
+        and summary["rows_ok"] == 150
+        and summary["session"]["requests_sent"] == simulator.requests  # the workers' counts, added up
+    )
+
+
+def ray_worker_pids() -> list[int]:
+    """The processes of batcher's Ray workers on this machine (Ray titles them ray::RowWorker...)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if b"ray::RowWorker" in (entry / "cmdline").read_bytes():
+                    pids.append(int(entry.name))
+            except OSError:
+                pass
+    return pids
+
+
+@pytest.mark.slow
+def test_a_killed_worker_loses_no_row_and_the_run_ends_complete(
+    ray_cluster, simulator_factory, tmp_path, run_dir
+):
+    simulator = simulator_factory(latency_ms=30)
+    rows = review_rows(600)
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+    env = subprocess_env(RAY_ADDRESS=ray_cluster.get_runtime_context().gcs_address, RAY_AUTH_MODE="disabled")
+    run = subprocess.Popen(
+        batcher_command(*run_args(path, run_dir, simulator.base_url, *RAY, "--concurrency", "4")),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for_results(run_dir, 100, run, timeout=60)
+    victims = ray_worker_pids()
+    assert victims, "no worker process found"
+    os.kill(victims[0], signal.SIGKILL)
+    _, stderr = run.communicate(timeout=120)
+
+    assert run.returncode == 0, stderr
+    results = read_jsonl(run_dir / "results.jsonl")
+    assert len(results) == len({r["id"] for r in results}) == 600  # none lost, none written twice
+    paid_twice = sum(simulator.completions_for(prompt_for(r)) - 1 for r in rows)
+    assert paid_twice <= 64 * 2  # at most the batches the dead worker held
+
+
+@pytest.mark.slow
+def test_a_killed_driver_then_the_same_command_answers_no_finished_row_twice(
+    ray_cluster, simulator_factory, tmp_path, run_dir
+):
+    simulator = simulator_factory(latency_ms=30)
+    rows = review_rows(600)
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+    env = subprocess_env(RAY_ADDRESS=ray_cluster.get_runtime_context().gcs_address, RAY_AUTH_MODE="disabled")
+    command = batcher_command(*run_args(path, run_dir, simulator.base_url, *RAY, "--concurrency", "4"))
+
+    driver = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for_results(run_dir, 100, driver, timeout=60)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait(timeout=10)
+    lines = (run_dir / "results.jsonl").read_bytes().split(b"\n")[:-1]
+    done_at_kill = {json.loads(line)["id"] for line in lines}
+    time.sleep(1)  # (its workers die with it)
+    final = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+
+    assert final.returncode == 0, final.stderr
+    results = read_jsonl(run_dir / "results.jsonl")
+    assert len(results) == len({r["id"] for r in results}) == 600
+    by_id = {r["id"]: r for r in rows}
+    assert all(simulator.completions_for(prompt_for(by_id[i])) == 1 for i in done_at_kill)
+    paid_twice = sum(simulator.completions_for(prompt_for(r)) - 1 for r in rows)
+    assert paid_twice <= 3 * 64 * 2  # the bound of docs/ray.md: workers x batch x batches in flight
+    assert TEST_KEY not in final.stderr + final.stdout
