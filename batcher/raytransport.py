@@ -168,12 +168,8 @@ class RayTransport:
         except BatcherError as e:
             self._fail(e)
         finally:
-            syncer.cancel()
-            await asyncio.gather(syncer, return_exceptions=True)
-            try:
-                await self.recorder.sync()
-            except BatcherError as e:
-                self._fail(e)
+            if (error := await self.recorder.stop_syncing(syncer)) is not None:
+                self._fail(error)
             for actor in [*workers, *keepers]:
                 ray.kill(actor)
         return RunOutcome.of(self.stats, self._abort, self.interrupted)

@@ -9,11 +9,12 @@ checkpoint, outputs, summary and guarantees.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
 from .checkpoint import Checkpoint, Progress
-from .errors import RequestFailed
+from .errors import BatcherError, RequestFailed
 from .sinks import Sink
 from .stats import RunStats
 
@@ -68,6 +69,16 @@ class Recorder:
     async def keep_syncing(self) -> None:
         """Make rows durable in batches, until cancelled (see Checkpoint.keep_syncing)."""
         await self.checkpoint.keep_syncing(self._on_durable)
+
+    async def stop_syncing(self, syncer: asyncio.Task) -> BatcherError | None:
+        """End `keep_syncing` (task `syncer`), then make every row durable; a failed write's error."""
+        syncer.cancel()
+        await asyncio.gather(syncer, return_exceptions=True)
+        try:
+            await self.sync()
+        except BatcherError as e:
+            return e
+        return None
 
     async def sync(self) -> None:
         """Make every row added so far durable now and report it; raise the WriteFailed of a failed write."""

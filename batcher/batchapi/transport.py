@@ -118,12 +118,8 @@ class BatchTransport:
         except ValueError as e:  # a request line over the provider's file limit
             self._fail(RunAborted(f"a row cannot go in a batch: {e}"))
         finally:
-            syncer.cancel()
-            await asyncio.gather(syncer, return_exceptions=True)
-            try:
-                await self.recorder.sync()
-            except BatcherError as e:
-                self._fail(e)
+            if (error := await self.recorder.stop_syncing(syncer)) is not None:
+                self._fail(error)
         if self._submitted and self._abort is None and not self.interrupted:
             return RunOutcome(Status.SUBMITTED, self.stats)
         outcome = RunOutcome.of(self.stats, self._abort, self.interrupted)
