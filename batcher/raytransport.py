@@ -239,6 +239,10 @@ def connect(job: Job) -> None:
 
     if ray.is_initialized():
         return
+    if job.ray_address is None and not os.environ.get("RAY_ADDRESS"):
+        # A cluster of this run's own: on this machine's loopback only, and no usage report sent.
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     ray.init(
         address=job.ray_address,
         include_dashboard=False,

@@ -1,0 +1,153 @@
+"""Benchmarks of `--executor ray` against the simulator, each side a process of its own.
+
+    python benchmarks/ray_bench.py                  # every case (about 6 minutes)
+    python benchmarks/ray_bench.py limit            # chosen cases
+    python benchmarks/ray_bench.py --quick          # tiny sizes
+
+Cases:
+  limit       4 workers, server 3,000 RPM with a 1 s burst (no headers), 6,000 rows, --rpm 3000:
+              requests/min as the server counts them, share of 429s
+  overhead    zero-latency server, 100,000 rows: rows/s of the local executor and of Ray (2 workers)
+  driver-kill 3,000 RPM, 6,000 rows, the driver killed with SIGKILL after 20 s, then the same
+              command: rows lost, written twice, and paid twice against the bound (workers x 2 x 64)
+Each run starts its own local Ray cluster (a few seconds, counted in the whole-run figures).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import SimulatorProcess, batcher
+
+PROMPT = "Classify the sentiment of this review: {text}"
+ENV = {**os.environ, "OPENAI_API_KEY": "sk-bench", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+def write_rows(path: Path, n: int) -> Path:
+    with path.open("w") as f:
+        for i in range(n):
+            f.write(json.dumps({"id": f"r{i}", "text": f"review {i}: I love it, works great"}) + "\n")
+    return path
+
+
+def run(path: Path, out: Path, base_url: str, *flags: object) -> list[str]:
+    return batcher(
+        "run", path, "-o", out, "--base-url", base_url, "--model", "m", "--prompt", PROMPT, "--quiet", *flags
+    )
+
+
+def case_limit(tmp: Path, quick: bool) -> list[tuple[str, str, str]]:
+    rows = 1_000 if quick else 6_000
+    path = write_rows(tmp / "limit.jsonl", rows)
+    sim = SimulatorProcess("--rpm", 3000, "--rate-limit-headers", "none", "--latency-ms", 200)
+    try:
+        started = time.perf_counter()
+        code = subprocess.run(
+            run(path, tmp / "limit", sim.base_url, "--executor", "ray", "--workers", 4, "--rpm", 3000),
+            env=ENV,
+        ).returncode
+        seconds = time.perf_counter() - started
+        ledger = sim.ledger()
+    finally:
+        sim.stop()
+    assert code == 0, f"exit {code}"
+    span = ledger["last_arrival"] - ledger["first_arrival"]
+    per_minute = (ledger["requests"] - 1) / span * 60
+    throttled = ledger["statuses"].get("429", 0)
+    return [
+        ("limit", f"{rows:,} rows, 4 workers, whole run (Ray start-up included)", f"{seconds:.1f} s"),
+        (
+            "limit",
+            "requests/min as the server counts them",
+            f"{per_minute:,.0f} ({per_minute / 30:.1f}% of 3,000)",
+        ),
+        ("limit", "429s / requests", f"{throttled / ledger['requests']:.2%} ({throttled})"),
+    ]
+
+
+def case_overhead(tmp: Path, quick: bool) -> list[tuple[str, str, str]]:
+    rows = 10_000 if quick else 100_000
+    path = write_rows(tmp / "overhead.jsonl", rows)
+    sim = SimulatorProcess()
+    figures = []
+    try:
+        for name, flags in (("local", ()), ("ray, 2 workers", ("--executor", "ray", "--workers", 2))):
+            started = time.perf_counter()
+            code = subprocess.run(
+                run(path, tmp / f"overhead-{len(flags)}", sim.base_url, *flags), env=ENV
+            ).returncode
+            assert code == 0, f"{name}: exit {code}"
+            figures.append((name, rows / (time.perf_counter() - started)))
+    finally:
+        sim.stop()
+    return [
+        ("overhead", f"{name}: {rows:,} rows, zero latency, whole run", f"{rate:,.0f} rows/s")
+        for name, rate in figures
+    ]
+
+
+def case_driver_kill(tmp: Path, quick: bool) -> list[tuple[str, str, str]]:
+    rows, after = (1_000, 12.0) if quick else (6_000, 20.0)
+    path = write_rows(tmp / "kill.jsonl", rows)
+    out = tmp / "kill"
+    sim = SimulatorProcess("--rpm", 3000, "--latency-ms", 200)
+    command = run(path, out, sim.base_url, "--executor", "ray", "--workers", 4, "--rpm", 3000)
+    try:
+        driver = subprocess.Popen(command, env=ENV)
+        time.sleep(after)
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+        lines = (out / "results.jsonl").read_bytes().split(b"\n")[:-1]
+        done_at_kill = len(lines)
+        time.sleep(2)  # its workers die with it
+        code = subprocess.run(command, env=ENV).returncode
+        ledger = sim.ledger()
+    finally:
+        sim.stop()
+    assert code == 0, f"exit {code}"
+    results = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    ids = [r["id"] for r in results]
+    paid_twice = sum(n - 1 for n in ledger["completions"].values())
+    return [
+        ("driver-kill", f"{rows:,} rows; killed with {done_at_kill:,} done", "then the same command: exit 0"),
+        ("driver-kill", "rows lost / written twice", f"{rows - len(set(ids))} / {len(ids) - len(set(ids))}"),
+        ("driver-kill", "rows paid twice (bound: 4 workers x 2 x 64 = 512)", f"{paid_twice}"),
+    ]
+
+
+CASES = {"limit": case_limit, "overhead": case_overhead, "driver-kill": case_driver_kill}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("cases", nargs="*", help=f"any of {', '.join(CASES)} (default: all)")
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    unknown = set(args.cases) - set(CASES)
+    if unknown:
+        parser.error(f"unknown case(s): {', '.join(sorted(unknown))}")
+    print(
+        f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}", file=sys.stderr
+    )
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.cases or CASES:
+            rows += CASES[name](Path(tmp), args.quick)
+    print("| case | measure | figure |\n|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
+if __name__ == "__main__":
+    main()
