@@ -30,6 +30,10 @@ from typing import Any
 from .limits import DEFAULT_PAUSE, Permit, Verdict, header_number, header_seconds, is_per_minute
 from .pacing import Pacer
 
+#: The cluster's burst: half of a second of the rate, where one process allows a second. Workers
+#: start, connect and send a little after their leases, and a server's bucket of a second must
+#: absorb that jitter too (with a second's burst, a cold cluster's first second drew 429s).
+CLUSTER_BURST_SECONDS = 0.5
 #: A lease is this many seconds of the rate, at the least one request...
 LEASE_SECONDS = 0.1
 #: ...and of this many requests where no request rate is known (nothing to pace: few round trips).
@@ -57,7 +61,7 @@ class LimitsKeeper:
         rpm: float | None,
         tpm: float | None,
         *,
-        burst_seconds: float = 1.0,
+        burst_seconds: float = CLUSTER_BURST_SECONDS,
         clock: Callable[[], float] = time.monotonic,
     ):
         self._given = {"requests": rpm, "tokens": tpm}

@@ -26,12 +26,12 @@ class Clock:
 
 def test_leases_hand_out_the_rate_and_one_burst_whoever_asks():
     clock = Clock()
-    keeper = LimitsKeeper(600, None, clock=clock)  # 10 a second, a burst of 10; leases of 1 request
+    keeper = LimitsKeeper(600, None, clock=clock)  # 10 a second, a burst of 5; leases of 1 request
 
     starts = [clock.now + keeper.lease().wait for _ in range(40)]  # four workers asking in turn
 
-    assert starts[:10] == [100.0] * 10  # the burst
-    assert starts[39] == pytest.approx(103.0)  # then 10 a second, however many ask
+    assert starts[:5] == [100.0] * 5  # the burst: half a second's worth
+    assert starts[39] == pytest.approx(103.5)  # then 10 a second, however many ask
     assert all(b >= a for a, b in itertools.pairwise(starts))
 
 
