@@ -65,7 +65,8 @@ class RowWorker:
     """A Ray actor: batcher's online pool for the batches it is handed (made by `RayTransport`)."""
 
     def __init__(self, job: Job, input_kind: str, endpoints: list[tuple[EndpointConfig, str, str]]):
-        """`endpoints`: each endpoint's config, the base URL it answers at, and its keeper's name."""
+        """`endpoints`: each endpoint's config, the base URL it answers at, and its keeper (its
+        actor's name, or the actor's handle)."""
         from .session import kind_of
 
         self.job, self.kind = job, kind_of(job, input_kind)
@@ -82,7 +83,8 @@ class RowWorker:
             endpoint = Endpoint(
                 config, base_url, kind=self.kind, timeout=job.timeout, connections=job.concurrency
             )
-            endpoint.limits = RayLimiter(ray.get_actor(keeper, namespace="batcher"))
+            handle = ray.get_actor(keeper, namespace="batcher") if isinstance(keeper, str) else keeper
+            endpoint.limits = RayLimiter(handle)
             await endpoint.client.__aenter__()
             endpoints.append(endpoint)
         return Router(endpoints)
