@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import os
+import platform
 import re
 import subprocess
 import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
 
 import aiohttp
 
@@ -39,3 +45,28 @@ class SimulatorProcess:
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(timeout=10)
+
+
+Case = Callable[[Path, bool], list[tuple[str, str, str]]]
+
+
+def run_cases(cases: dict[str, Case], doc: str | None) -> None:
+    """A benchmark script's command line: the cases asked for (all by default), `--quick` for tiny
+    sizes; one markdown table of (case, measure, figure) printed at the end."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("cases", nargs="*", help=f"any of {', '.join(cases)} (default: all)")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, to check the cases run")
+    args = parser.parse_args()
+    unknown = set(args.cases) - set(cases)
+    if unknown:
+        parser.error(f"unknown case(s): {', '.join(sorted(unknown))}")
+    print(
+        f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}", file=sys.stderr
+    )
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.cases or cases:
+            rows += cases[name](Path(tmp), args.quick)
+    print("| case | measure | figure |\n|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")

@@ -17,17 +17,13 @@ Prints one table; the figures go in benchmarks/README.md with the machine they c
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import platform
 import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 
-from common import SimulatorProcess, batcher
+from common import SimulatorProcess, batcher, run_cases
 
 MODEL = "text-embedding-3-small"
 WORDS = "the quick brown fox jumps over a lazy dog near river bank while birds sing".split()  # noqa: SIM905
@@ -217,27 +213,5 @@ def case_resume(tmp: Path, quick: bool) -> list[tuple[str, str, str]]:
 CASES = {"tpm": case_tpm, "cookbook": case_cookbook, "throughput": case_throughput, "resume": case_resume}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("cases", nargs="*", help=f"any of {', '.join(CASES)} (default: all)")
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    unknown = set(args.cases) - set(CASES)
-    if unknown:
-        parser.error(f"unknown case(s): {', '.join(sorted(unknown))}")
-    print(
-        f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}", file=sys.stderr
-    )
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in args.cases or CASES:
-            rows += CASES[name](Path(tmp), args.quick)
-    print("| case | measure | figure |\n|---|---|---|")
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
-
-
 if __name__ == "__main__":
-    main()
+    run_cases(CASES, __doc__)

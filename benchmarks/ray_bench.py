@@ -15,18 +15,14 @@ Each run starts its own local Ray cluster (a few seconds, counted in the whole-r
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import platform
 import signal
 import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 
-from common import SimulatorProcess, batcher
+from common import SimulatorProcess, batcher, run_cases
 
 PROMPT = "Classify the sentiment of this review: {text}"
 ENV = {**os.environ, "OPENAI_API_KEY": "sk-bench", "RAY_USAGE_STATS_ENABLED": "0"}
@@ -127,27 +123,5 @@ def case_driver_kill(tmp: Path, quick: bool) -> list[tuple[str, str, str]]:
 CASES = {"limit": case_limit, "overhead": case_overhead, "driver-kill": case_driver_kill}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("cases", nargs="*", help=f"any of {', '.join(CASES)} (default: all)")
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    unknown = set(args.cases) - set(CASES)
-    if unknown:
-        parser.error(f"unknown case(s): {', '.join(sorted(unknown))}")
-    print(
-        f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}", file=sys.stderr
-    )
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in args.cases or CASES:
-            rows += CASES[name](Path(tmp), args.quick)
-    print("| case | measure | figure |\n|---|---|---|")
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
-
-
 if __name__ == "__main__":
-    main()
+    run_cases(CASES, __doc__)
