@@ -36,6 +36,8 @@ class Planned:
     row: Row
     model: Any = None
     key: bytes | None = None
+    #: Tokens and USD its request could cost at most, at online prices (what a budget holds).
+    worst: tuple[int, float] = (0, 0.0)
 
 
 class Planner:
@@ -77,7 +79,7 @@ class Planner:
                     except RequestFailed:
                         pass  # the cached answer does not parse for this row: it is sent
                 info["key"] = key.hex()
-            yield Planned(batch_line(row.row_id, body, path), info, body.get("model"), key)
+            yield Planned(batch_line(row.row_id, body, path), info, body.get("model"), key, self._worst(body))
 
     def groups(self, requests: Iterable[Planned]) -> Iterator[list[Planned]]:
         """Requests in parts' worth: one model a part (a batch runs one), under the size and file limits."""
@@ -93,6 +95,7 @@ class Planner:
         """The part of `group`, its identical requests sent once when --dedupe says so."""
         firsts: dict[bytes, Row] = {}
         lines, rows = [], []
+        tokens, cost = 0, 0.0
         for request in group:
             if self.job.dedupe and request.key is not None:
                 if (first := firsts.get(request.key)) is not None:
@@ -101,28 +104,23 @@ class Planner:
                 firsts[request.key] = request.row
             lines.append(request.line)
             rows.append(request.row)
+            tokens, cost = tokens + request.worst[0], cost + request.worst[1]
         infos = [dumpb(row) + b"\n" for row in rows]
-        return self.log.write_part(number, round_, lines, infos, self.worst(lines))
+        return self.log.write_part(number, round_, lines, infos, (tokens, cost))
 
     def again(self, part: Part, rows: list[Row]) -> list[Planned]:
         """The requests of `part` for `rows` (each with its copies), to go in a new part."""
-        lines = {_custom_id(line): line for line in self.log.read_lines(part)}
-        return [Planned(lines[row["id"]], row) for row in rows]
+        by_id = {}
+        for line in self.log.read_lines(part):
+            request = json.loads(line)
+            by_id[request["custom_id"]] = line, request["body"]
+        return [Planned(by_id[row["id"]][0], row, worst=self._worst(by_id[row["id"]][1])) for row in rows]
 
-    def worst(self, lines: list[bytes]) -> tuple[int, float]:
-        """Tokens and USD the lines' requests could cost at most, at online prices: what a budget holds
-        while their batch may run (worked out for every part, so a budget given later holds too)."""
-        estimator, prices = self.kind.estimator, self.job.price_table
-        tokens, cost = 0, 0.0
-        for line in lines:
-            body = json.loads(line)["body"]
-            prompt, most = estimator.parts(body, estimator.prompt_chars(body))
-            tokens += prompt + most
-            cost += (
-                prices.cost(body.get("model"), {"prompt_tokens": prompt, "completion_tokens": most}) or 0.0
-            )
-        return tokens, cost
+    def _worst(self, body: dict[str, Any]) -> tuple[int, float]:
+        """Tokens and USD a request could cost at most, at online prices: what a budget holds while
+        its batch may run (worked out for every part, so a budget given later holds too)."""
+        estimator = self.kind.estimator
+        prompt, most = estimator.parts(body, estimator.prompt_chars(body))
+        usage = {"prompt_tokens": prompt, "completion_tokens": most}
+        return prompt + most, self.job.price_table.cost(body.get("model"), usage) or 0.0
 
-
-def _custom_id(line: bytes) -> str:
-    return json.loads(line)["custom_id"]
