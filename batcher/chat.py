@@ -121,6 +121,7 @@ class ChatKind:
 
     path = "/chat/completions"
     read_answer = staticmethod(read_answer)
+    read_one = staticmethod(read_answer)  # (a chat answer is one row's)
     read_stream = staticmethod(read_stream)
     record = staticmethod(result_record)
 

@@ -284,9 +284,9 @@ def unpack(completion: Completion, members: list[Member]) -> list[Completion]:
     ]
 
 
-def unpack_one(completion: Completion) -> Completion:
-    """The Completion of a request of one input (a Batch API line): its vector, all its usage and cost."""
-    return unpack(completion, [Member("", 0, "", {})])[0]
+def read_one(payload: Any, text: str | bytes) -> Completion:
+    """The Completion of a request of one input (a Batch API line): its vector and all its usage."""
+    return unpack(read_answer(payload, text), [Member("", 0, "", {})])[0]
 
 
 def _vectors(body: dict[str, Any], count: int) -> list[bytes]:
@@ -377,7 +377,7 @@ class EmbeddingsKind:
     read_stream = staticmethod(read_stream)
     record = staticmethod(embedding_record)
     unpack = staticmethod(unpack)
-    unpack_one = staticmethod(unpack_one)
+    read_one = staticmethod(read_one)
     splits_on = staticmethod(splits_on)
     halves = staticmethod(halves)
 

@@ -54,6 +54,8 @@ class RequestKind(Protocol):
     estimator: Estimator
     #: The answer a 200 body holds (RequestFailed when it holds an error).
     read_answer: Callable[[Any, bytes], Completion]
+    #: The answer of a request carrying one row (a Batch API line): for a packing kind, that row's part.
+    read_one: Callable[[Any, bytes], Completion]
     #: The answer of a streamed 200 response.
     read_stream: Callable[[aiohttp.ClientResponse], Awaitable[Completion]]
     #: The results line of an answer (sinks.result_record's arguments).

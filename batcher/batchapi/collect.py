@@ -151,7 +151,7 @@ class Collector:
 
     def _add_answer(self, part: Part, row: Row, members: list[Row], answered: Answered) -> None:
         try:
-            completion = self.kind.read_answer(answered.body, answered.raw)
+            completion = self.kind.read_one(answered.body, answered.raw)
         except RequestFailed as failure:
             for member in members:
                 self.add_error(part, member, failure)
@@ -160,13 +160,6 @@ class Collector:
         completion.cost = self.job.price_table.cost(
             completion.model or self.job.model, completion.usage, batch=True
         )
-        if hasattr(self.kind, "unpack_one"):  # an embedding: the vector out of the answer's list
-            try:
-                completion = self.kind.unpack_one(completion)
-            except RequestFailed as failure:
-                for member in members:
-                    self.add_error(part, member, failure)
-                return
         if self.reuse is not None and row.get("key"):
             self.reuse.remember(bytes.fromhex(row["key"]), completion)
         for member in members:
