@@ -25,7 +25,7 @@ from .journal import iter_journal, write_atomically
 from .jsoncodec import dumps
 from .sinks import Schemas
 from .sources import arrow
-from .storage import is_remote
+from .storage import is_remote, location
 from .vectors import VectorFile
 
 Record = dict[str, Any]
@@ -158,6 +158,11 @@ class _Call:
                 raise ConfigError(f"batcher options: pass the {name} as the `source`/`output` argument")
         self.source = source
         self.settings = {"model": model, "prompt": prompt, "base_url": base_url, **options}
+        if output is not None and is_remote(location(output)):
+            raise ConfigError(
+                f"{output}: the Python API keeps its run directory on this machine (it reads the table "
+                "back from it); give a local output, or run `batcher run -o URI` for an object store"
+            )
         self.output = Path(output) if output is not None else None
         self.progress = progress
         self.parse = parse

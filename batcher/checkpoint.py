@@ -370,10 +370,19 @@ class Checkpoint:
             on_durable(await self.sync())
             self.check()
 
+    def journal_files(self) -> list[Path]:
+        """The files that only grow while a session runs, vectors first (lines point into them)."""
+        files = [self.results_path, self.errors_path]
+        return [self.vectors_path, *files] if self.vectors_path is not None else files
+
+    def flush(self) -> None:
+        """Hand the rows added since the last write to the OS (not yet durable)."""
+        if self._write_failed is None:
+            self._write()
+
     def close(self, progress: Progress | None = None) -> None:
         """Close the journal (after a final `sync`) and release the lock."""
-        if self._write_failed is None:
-            self._write()  # rows added since the last sync: on disk, if not yet durable
+        self.flush()  # rows added since the last sync: on disk, if not yet durable
         self.results.close()
         self.errors.close()
         if self.vectors is not None:

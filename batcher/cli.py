@@ -48,8 +48,7 @@ def main() -> None:
 @click.option(
     "-o",
     "--output",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Run directory for results, errors, summary and checkpoint.",
+    help="Run directory for results, errors, summary and checkpoint: a path, or a URI (s3://...).",
 )
 @click.option("--prompt", help="Prompt template; {column} placeholders are filled from each row.")
 @click.option("--system", help="System message sent before each prompt.")
@@ -120,6 +119,11 @@ def main() -> None:
 )
 @click.option("--ray-address", help="The Ray cluster to join.  [default: $RAY_ADDRESS, else a new local one]")
 @click.option("--workers", type=int, help="Ray workers sending at once (--executor ray).  [default: 2]")
+@click.option(
+    "--commit-seconds",
+    type=float,
+    help="With --output in an object store: seconds between commits of new rows to it.  [default: 5]",
+)
 @click.option(
     "--mode",
     type=click.Choice(["online", "batch-api"]),
@@ -340,9 +344,9 @@ def _resume_command() -> str:
 
 
 @main.command()
-@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("directory")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
-def status(directory: Path, as_json: bool) -> None:
+def status(directory: str, as_json: bool) -> None:
     """Show a run directory's progress: rows, tokens, cost.
 
     Works on finished, interrupted and still-running directories and changes nothing.
@@ -352,9 +356,13 @@ def status(directory: Path, as_json: bool) -> None:
       batcher status runs/classify-reviews
     """
     from .checkpoint import inspect
+    from .mirror import readable
 
     try:
-        info = inspect(directory)
+        with readable(directory) as (path, held):
+            info = inspect(path)
+        if held is not None:  # a copy of a run directory in an object store
+            info.update(directory=directory, running=held)
     except BatcherError as e:
         _fail(f"error: {e}", e.exit_code)
     if as_json:
@@ -418,14 +426,14 @@ def cancel(directory: Path, api_key_env: str) -> None:
 
 
 @main.command()
-@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("directory")
 @click.option(
     "-o",
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
     help="Where to write the page.  [default: DIRECTORY/report.html]",
 )
-def report(directory: Path, output: Path | None) -> None:
+def report(directory: str, output: Path | None) -> None:
     """Write an HTML page of a run (figures, charts, errors).
 
     One self-contained file: requests and tokens per minute against the limits
@@ -438,15 +446,21 @@ def report(directory: Path, output: Path | None) -> None:
     Example:
       batcher report runs/classify-reviews
     """
+    from .mirror import readable
     from .report import write
+    from .storage import RemoteDirectory
 
     try:
-        path = write(directory, output)
+        with readable(directory) as (path, held):
+            page = write(path, output)
+            if held is not None and output is None:  # beside the outputs in the object store
+                RemoteDirectory(directory).put_file("report.html", page)
+                page = f"{directory.rstrip('/')}/report.html"
     except BatcherError as e:
         _fail(f"error: {e}", e.exit_code)
     except OSError as e:
         _fail(f"error: cannot write the report: {e.strerror or e}", EXIT_USAGE)
-    click.echo(str(path))
+    click.echo(str(page))
 
 
 def _cost_text(cost: float, unpriced: int) -> str:

@@ -7,6 +7,7 @@ max_tokens (256 where unset), so the cost shown is an upper bound.
 from __future__ import annotations
 
 import os
+import tempfile
 from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,9 @@ from .checkpoint import Checkpoint, DoneRows
 from .embeddings import PackCount, check_one_shape
 from .errors import ConfigError
 from .job import BATCH_API, Job
+from .mirror import read_run
 from .session import identity_of, prepare
+from .storage import is_remote
 from .tokens import DEFAULT_COMPLETION_TOKENS
 
 #: How many request bodies a dry run shows.
@@ -54,9 +57,17 @@ class Plan:
 
 def plan(job: Job) -> Plan:
     """Check everything a run checks before sending; estimate what it would send."""
+    if not is_remote(job.output):
+        return _plan(job, job.output)
+    with tempfile.TemporaryDirectory(prefix="batcher-plan-") as copy:  # the store's run, as it is
+        read_run(str(job.output), Path(copy), new_ok=True)
+        return _plan(job, Path(copy))
+
+
+def _plan(job: Job, directory: Path) -> Plan:
     source, kind = prepare(job)
-    _check_writable(job.output)
-    checkpoint = Checkpoint.of_run(job.output, job.output_format, job.endpoint)
+    _check_writable(directory)
+    checkpoint = Checkpoint.of_run(directory, job.output_format, job.endpoint)
     recorded = checkpoint.recorded_job()
     done, failed = DoneRows(by_position=True), {}
     if recorded is not None:

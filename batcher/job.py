@@ -49,7 +49,8 @@ class Job:
     """A validated run: what to read, how to ask, where to write, how fast."""
 
     input: Path | RemotePath
-    output: Path
+    #: The run directory; in an object store, worked on in a local staging copy (mirror.py).
+    output: Path | RemotePath
     model: str | None = None
     prompt: str | None = None
     system: str | None = None
@@ -114,6 +115,9 @@ class Job:
     executor: str = "local"
     ray_address: str | None = None
     workers: int = 2
+    #: With the output in an object store: seconds between commits of the journal's new lines to it
+    #: (mirror.py). A crash sends again what was answered since the last commit.
+    commit_seconds: float = 5.0
     simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
 
     @property
@@ -223,6 +227,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "executor": (str,),
     "ray_address": (str,),
     "workers": (int,),
+    "commit_seconds": (int, float),
     "simulator": (dict,),
 }
 _SECRET_KEYS = {"api_key", "key", "openai_api_key", "token", "secret", "password"}
@@ -281,11 +286,6 @@ def build_job(settings: dict[str, Any]) -> Job:
         settings[key] = _names(settings.get(key, ()))
     settings["input"] = location(settings["input"])
     settings["output"] = location(settings["output"])
-    if is_remote(settings["output"]):
-        raise ConfigError(
-            f"{settings['output']}: an output directory in an object store is not supported yet; "
-            "write to a local directory (inputs may be in an object store)"
-        )
     settings.setdefault("base_url", os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL)
     settings["base_url"] = settings["base_url"].rstrip("/")
     if settings.get("endpoint") == EMBEDDINGS:
@@ -444,3 +444,10 @@ def _check_mode(job: Job) -> None:
         raise ConfigError(f"poll_interval must be a positive number of seconds, got {job.poll_interval}")
     if job.no_wait and job.mode != BATCH_API:
         raise ConfigError("no_wait is for batch-api mode: an online run waits for its answers")
+    if not math.isfinite(job.commit_seconds) or job.commit_seconds <= 0:
+        raise ConfigError(f"commit_seconds must be a positive number of seconds, got {job.commit_seconds}")
+    if job.mode == BATCH_API and is_remote(job.output):
+        raise ConfigError(
+            f"{job.output}: batch-api mode keeps its batches' log in a local run directory, not yet in an "
+            "object store: give a local --output"
+        )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import ipaddress
 import json
 import logging
@@ -33,6 +34,7 @@ from .errors import ConfigError, WriteFailed
 from .job import BATCH_API, BATCH_OUTPUT, RAY, Job
 from .journal import write_atomically
 from .kinds import RequestKind
+from .mirror import Mirror
 from .outcome import RunOutcome, Status
 from .prompts import RequestBuilder
 from .recording import Recorder
@@ -41,6 +43,7 @@ from .runner import Runner
 from .sinks import RESERVED_COLUMNS, Sink, open_sink
 from .sources import Scan, Source
 from .stats import RunStats
+from .storage import is_remote
 from .timeline import Timeline, timeline_path
 from .transport import Transport, rows_left
 from .vectors import VectorFile
@@ -147,6 +150,34 @@ async def run_job(
     each result or error record once it is durable.
     """
     source, kind = prepare(job)
+    hooks = Hooks(on_progress, on_start, on_record, parse, handle_signals)
+    if not is_remote(job.output):
+        return await _run_session(job, source, kind, hooks, None)
+    mirror = Mirror(str(job.output), commit_seconds=job.commit_seconds)
+    staging = await asyncio.to_thread(mirror.pull)
+    try:
+        return await _run_session(dataclasses.replace(job, output=staging), source, kind, hooks, mirror)
+    finally:
+        await asyncio.to_thread(mirror.release)
+
+
+@dataclasses.dataclass(frozen=True)
+class Hooks:
+    """What the caller of `run_job` hears of the session, and may do to it."""
+
+    on_progress: Callable[[RunStats], None] | None = None
+    on_start: Callable[[Transport], None] | None = None
+    on_record: Callable[[bool, dict[str, Any]], None] | None = None
+    parse: Callable[[dict[str, Any], str | None], dict[str, Any]] | None = None
+    handle_signals: bool = False
+
+
+async def _run_session(
+    job: Job, source: Source, kind: RequestKind, hooks: Hooks, mirror: Mirror | None
+) -> RunOutcome:
+    """`run_job` in a local run directory (`mirror`: the object store it is committed to)."""
+    on_progress, on_start, on_record = hooks.on_progress, hooks.on_start, hooks.on_record
+    parse, handle_signals = hooks.parse, hooks.handle_signals
     checkpoint = Checkpoint.of_run(job.output, job.output_format, job.endpoint)
     scan = await asyncio.to_thread(scan_unless_recorded, job, source, kind.builder, checkpoint)
     if job.embeddings:
@@ -160,6 +191,8 @@ async def run_job(
         len(progress.failed),
         progress.repaired_lines,
     )
+    if mirror is not None:
+        mirror.track(checkpoint.journal_files() + [timeline_path(job.output)])
     stats = RunStats(
         total=scan.total,
         ok=len(progress.done),
@@ -201,10 +234,14 @@ async def run_job(
                     loop.add_signal_handler(sig, transport.request_stop)
             timeline = Timeline(timeline_path(job.output), stats, router.limits)
             telemetry = asyncio.create_task(timeline.keep_recording())
+            if mirror is not None:
+                committer = asyncio.create_task(mirror.keep_committing(transport.request_stop))
             try:
                 outcome = await transport.run(rows_left(job, source, kind.builder, progress))
             finally:
                 telemetry.cancel()
+                if mirror is not None:
+                    committer.cancel()
                 timeline.record()
                 if handle_signals:
                     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -217,7 +254,7 @@ async def run_job(
         if cache is not None:
             cache.close()
         try:
-            _finish(job, checkpoint, progress, sink, stats, outcome)
+            _finish(job, checkpoint, progress, sink, stats, outcome, mirror)
         finally:
             for simulator in simulators:
                 await simulator.stop()
@@ -300,8 +337,17 @@ def _finish(
     sink: Sink | None,
     stats: RunStats,
     outcome: RunOutcome | None,
+    mirror: Mirror | None,
 ) -> None:
-    """Close the outputs and write summary.json; the lock is released whatever happens."""
+    """Close the outputs and write summary.json; the lock is released whatever happens. In an
+    object store, the journal's last lines are committed first and the outputs put last."""
+    uncommitted = None
+    if mirror is not None:
+        checkpoint.flush()
+        try:
+            mirror.finish()
+        except WriteFailed as e:
+            uncommitted = e
     try:
         if sink is not None:
             sink.close(progress.failed.values())
@@ -312,6 +358,10 @@ def _finish(
     except OSError as e:
         checkpoint.close()
         raise WriteFailed(f"cannot finish writing {job.output}: {e.strerror or e}") from None
+    if uncommitted is not None:
+        raise uncommitted
+    if mirror is not None:
+        mirror.put_outputs()
 
 
 def _in_clear(base_url: str) -> bool:

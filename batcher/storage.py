@@ -131,3 +131,91 @@ class RemotePath:
 def _reason(error: Exception) -> str:
     """An error's first line: pyarrow's messages name the bucket and key, never the credentials."""
     return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+class RemoteDirectory:
+    """A "directory" of an object store (a key prefix), with what keeping a run there needs: whole
+    objects put and read, and the objects under a prefix listed. A put is atomic: the object is
+    there whole or not at all; nothing is ever appended to."""
+
+    def __init__(self, uri: str):
+        self.uri = uri.rstrip("/")
+        self._remote = RemotePath(self.uri)
+
+    def __str__(self) -> str:
+        return self.uri
+
+    def _key(self, name: str) -> tuple[Any, str]:
+        filesystem, path = self._remote.filesystem
+        return filesystem, f"{path}/{name}" if name else path
+
+    def put(self, name: str, data: bytes) -> None:
+        filesystem, path = self._key(name)
+        try:
+            with filesystem.open_output_stream(path) as out:
+                out.write(data)
+        except Exception as e:
+            raise OSError(f"cannot put {self.uri}/{name} ({_reason(e)})") from None
+
+    def put_file(self, name: str, local: Path) -> None:
+        """A local file, put whole as the object `name` (read and sent in pieces)."""
+        filesystem, path = self._key(name)
+        try:
+            with local.open("rb") as f, filesystem.open_output_stream(path) as out:
+                while chunk := f.read(BUFFER_BYTES * 8):
+                    out.write(chunk)
+        except OSError as e:
+            if isinstance(e, FileNotFoundError):
+                raise
+            raise OSError(f"cannot put {self.uri}/{name} ({_reason(e)})") from None
+        except Exception as e:
+            raise OSError(f"cannot put {self.uri}/{name} ({_reason(e)})") from None
+
+    def read(self, name: str) -> bytes | None:
+        """The object `name`'s bytes, or None when there is none."""
+        from pyarrow import fs
+
+        filesystem, path = self._key(name)
+        try:
+            if filesystem.get_file_info(path).type == fs.FileType.NotFound:
+                return None
+            with filesystem.open_input_stream(path) as f:
+                return f.read()
+        except Exception as e:
+            raise OSError(f"cannot read {self.uri}/{name} ({_reason(e)})") from None
+
+    def copy_to(self, name: str, local: Path, *, append: bool) -> None:
+        """The object `name`, written to (or appended to) the local file `local`, in pieces."""
+        filesystem, path = self._key(name)
+        try:
+            with filesystem.open_input_stream(path) as f, local.open("ab" if append else "wb") as out:
+                while chunk := f.read(BUFFER_BYTES * 8):
+                    out.write(chunk)
+        except OSError as e:
+            if e.errno is not None:
+                raise
+            raise OSError(f"cannot read {self.uri}/{name} ({_reason(e)})") from None
+        except Exception as e:
+            raise OSError(f"cannot read {self.uri}/{name} ({_reason(e)})") from None
+
+    def list(self, prefix: str) -> list[str]:
+        """The names (relative to this directory) of every object under `prefix`."""
+        from pyarrow import fs
+
+        filesystem, base = self._key("")
+        try:
+            infos = filesystem.get_file_info(
+                fs.FileSelector(f"{base}/{prefix}", recursive=True, allow_not_found=True)
+            )
+        except Exception as e:
+            raise OSError(f"cannot list {self.uri}/{prefix} ({_reason(e)})") from None
+        return sorted(i.path[len(base) + 1 :] for i in infos if i.type == fs.FileType.File)
+
+    def delete(self, name: str) -> None:
+        filesystem, path = self._key(name)
+        try:
+            filesystem.delete_file(path)
+        except FileNotFoundError:
+            pass
+        except Exception as e:
+            raise OSError(f"cannot delete {self.uri}/{name} ({_reason(e)})") from None

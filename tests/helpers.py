@@ -202,6 +202,23 @@ class S3Server:
             f.write(data)
         return uri
 
+    def bucket(self, name: str) -> str:
+        """A bucket made (if need be) for outputs; its URI."""
+        self.filesystem().create_dir(name)
+        return f"s3://{name}"
+
+    def get(self, uri: str) -> bytes:
+        with self.filesystem().open_input_stream(uri.removeprefix("s3://")) as f:
+            return f.read()
+
+    def names(self, uri: str) -> list[str]:
+        """The keys under a prefix, relative to it."""
+        from pyarrow import fs
+
+        base = uri.removeprefix("s3://").rstrip("/")
+        infos = self.filesystem().get_file_info(fs.FileSelector(base, recursive=True, allow_not_found=True))
+        return sorted(i.path[len(base) + 1 :] for i in infos if i.type == fs.FileType.File)
+
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(timeout=10)

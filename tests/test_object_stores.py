@@ -73,7 +73,7 @@ def test_an_object_store_that_cannot_be_reached_is_a_clear_error_not_a_traceback
     assert simulator.requests == 0
 
 
-def test_an_unknown_scheme_and_an_output_in_an_object_store_are_refused_saying_so(cli, simulator, tmp_path):
+def test_an_unknown_scheme_is_refused_saying_so(cli, simulator, tmp_path):
     unknown = cli(*run_args("ftp://host/in.jsonl", tmp_path / "run", simulator.base_url))
 
     assert unknown.exit_code == 2 and "not ftp://" in unknown.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -9,6 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from tests.helpers import (
@@ -22,6 +24,7 @@ from tests.helpers import (
     wait_for_results,
     write_jsonl,
 )
+from tests.test_object_stores import parquet_bytes
 
 RAY = ("--executor", "ray", "--workers", "3")
 
@@ -125,3 +128,20 @@ def test_a_killed_driver_then_the_same_command_answers_no_finished_row_twice(
     paid_twice = sum(simulator.completions_for(prompt_for(r)) - 1 for r in rows)
     assert paid_twice <= 3 * 64 * 2  # the bound of docs/ray.md: workers x batch x batches in flight
     assert TEST_KEY not in final.stderr + final.stdout
+
+
+def test_a_ray_run_reads_its_input_from_s3_and_commits_its_output_there(
+    ray_cluster, cli, simulator, s3, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("BATCHER_STAGING", str(tmp_path / "staging"))
+    rows = review_rows(120)
+    source = s3.put("s3://inputs/for-ray.parquet", parquet_bytes(rows, row_group_size=32))
+    output = s3.bucket("outputs") + "/by-ray"
+
+    result = cli(*run_args(source, output, simulator.base_url, *RAY, "--output-format", "parquet"))
+
+    assert result.exit_code == 0, result.output
+    table = pq.read_table(io.BytesIO(s3.get(f"{output}/results.parquet")))
+    assert sorted(table["id"].to_pylist()) == sorted(r["id"] for r in rows)
+    assert all(simulator.completions_for(prompt_for(r)) == 1 for r in rows)
+    assert json.loads(s3.get(f"{output}/summary.json"))["rows_ok"] == 120

@@ -123,4 +123,3 @@ class Planner:
         prompt, most = estimator.parts(body, estimator.prompt_chars(body))
         usage = {"prompt_tokens": prompt, "completion_tokens": most}
         return prompt + most, self.job.price_table.cost(body.get("model"), usage) or 0.0
-
