@@ -44,6 +44,7 @@ import os
 import shutil
 import socket
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -84,6 +85,7 @@ class Mirror:
         self._lengths: dict[str, int] = {}
         self._tracked: list[_Tracked] = []
         self._leased = False
+        self._putting = threading.Lock()
         self.lost: WriteFailed | None = None
 
     # -- the session's start -------------------------------------------------------
@@ -142,7 +144,12 @@ class Mirror:
         return [(t, t.path.stat().st_size if t.path.exists() else 0) for t in self._tracked]
 
     def _put_growth(self, growth: list[tuple[_Tracked, int]]) -> None:
-        """Put what each file grew by as a part; renew the lease (or find it lost)."""
+        """Put what each file grew by as a part; renew the lease (or find it lost). One at a time:
+        a commit cancelled at the session's end may still be putting in its thread."""
+        with self._putting:
+            self._put_growth_now(growth)
+
+    def _put_growth_now(self, growth: list[tuple[_Tracked, int]]) -> None:
         held = _read_lease(self.remote)
         if held is not None and held.get("session") != self.session:
             raise WriteFailed(
