@@ -193,16 +193,7 @@ async def _run_session(
     )
     if mirror is not None:
         mirror.track(checkpoint.journal_files() + [timeline_path(job.output)])
-    stats = RunStats(
-        total=scan.total,
-        ok=len(progress.done),
-        failed=len(progress.failed),
-        prompt_tokens=progress.prompt_tokens,
-        completion_tokens=progress.completion_tokens,
-        cost_usd=progress.cost_usd,
-        unpriced=progress.unpriced,
-        skipped=len(progress.done) + (0 if job.retry_failed else len(progress.failed)),
-    )
+    stats = _stats_at_start(job, scan, progress)
     sink = None
     simulators: list[Any] = []
     router = None
@@ -233,15 +224,15 @@ async def _run_session(
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     loop.add_signal_handler(sig, transport.request_stop)
             timeline = Timeline(timeline_path(job.output), stats, router.limits)
-            telemetry = asyncio.create_task(timeline.keep_recording())
+            background = [timeline.keep_recording()]
             if mirror is not None:
-                committer = asyncio.create_task(mirror.keep_committing(transport.request_stop))
+                background.append(mirror.keep_committing(transport.request_stop))
+            tasks = [asyncio.create_task(work) for work in background]
             try:
                 outcome = await transport.run(rows_left(job, source, kind.builder, progress))
             finally:
-                telemetry.cancel()
-                if mirror is not None:
-                    committer.cancel()
+                for task in tasks:
+                    task.cancel()
                 timeline.record()
                 if handle_signals:
                     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -259,6 +250,20 @@ async def _run_session(
             for simulator in simulators:
                 await simulator.stop()
     return outcome
+
+
+def _stats_at_start(job: Job, scan: Scan, progress: Progress) -> RunStats:
+    """The session's figures before it sends: what earlier sessions did."""
+    return RunStats(
+        total=scan.total,
+        ok=len(progress.done),
+        failed=len(progress.failed),
+        prompt_tokens=progress.prompt_tokens,
+        completion_tokens=progress.completion_tokens,
+        cost_usd=progress.cost_usd,
+        unpriced=progress.unpriced,
+        skipped=len(progress.done) + (0 if job.retry_failed else len(progress.failed)),
+    )
 
 
 async def _open_transport(
