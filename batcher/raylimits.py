@@ -10,9 +10,16 @@ server would refuse. The keeper paces the leases with the same GCRA pacers
 as one process does (pacing.py), so the cluster as a whole sends at the rate
 with at most one burst. A 429 anywhere pauses every worker for its retry-after
 and drops the capacity they hold; a lower limit any worker reads in
-`x-ratelimit-limit-*` headers becomes everyone's. (Finding a limit nobody
-announced from the 429s alone, adaptive.py's work in one process, is not
-shared yet: give --rpm / --tpm, or let the server announce them.)
+`x-ratelimit-limit-*` headers becomes everyone's.
+
+A limit nobody announced is found from the 429s as in one process (adaptive.py),
+by the keeper for the cluster: workers tell it their answers with their next
+lease and their 429s at once. Where no request rate is known, the cluster's
+rate starts at `RAMP_START` a second and, once answers come, doubles every
+`adaptive.RAMP_SECONDS` (slow start, as a rate: the keeper cannot see what is in
+flight without a round trip a request); the first 429 sets it to the rate of
+the answers and 429s reported over the last second, cut; answers then bring it back
+along CUBIC's curve. Only a 429 of a request leased since the last cut cuts.
 
 `LimitsKeeper` is a plain class, tested on a virtual clock; Ray is imported only
 by `keeper_actor`, which a Ray run calls (the `ray` extra).
@@ -27,6 +34,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .adaptive import RAMP_SECONDS, AdaptiveRate
 from .limits import DEFAULT_PAUSE, Permit, Verdict, header_number, header_seconds, is_per_minute
 from .pacing import Pacer
 
@@ -36,8 +44,13 @@ from .pacing import Pacer
 CLUSTER_BURST_SECONDS = 0.5
 #: A lease is this many seconds of the rate, at the least one request...
 LEASE_SECONDS = 0.1
-#: ...and of this many requests where no request rate is known (nothing to pace: few round trips).
-UNPACED_LEASE = 1000
+#: ...and of at most this many requests (a rate found by slow start may be far beyond the cluster's).
+MAX_LEASE = 1000
+#: Where no request rate is known: the cluster's rate (a second) until the first answer, doubling
+#: every RAMP_SECONDS after it until the first 429. (One process's slow start sends one request.)
+RAMP_START = 2.0
+#: Doublings after which slow start stops counting: a rate no cluster reaches.
+RAMP_DOUBLINGS = 40
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +64,10 @@ class Lease:
     generation: int
     rpm: float | None
     tpm: float | None
+    #: On the keeper's clock: when it was issued, and when the rate was last cut (answers to
+    #: requests leased before the cut say nothing of the new rate; adaptive.py).
+    issued_at: float = 0.0
+    last_cut: float = -math.inf
 
 
 class LimitsKeeper:
@@ -71,39 +88,86 @@ class LimitsKeeper:
         self._pacers: dict[str, Pacer | None] = {"requests": None, "tokens": None}
         self._paused_until = -math.inf
         self.generation = 0
+        #: The rate the 429s allow (adaptive.py), on the keeper's clock.
+        self.control = AdaptiveRate(max_window=1)
+        self._first_answer: float | None = None
         self._update()
 
     def _per_minute(self, kind: str) -> float | None:
         known = [v for v in (self._given[kind], self._announced[kind]) if v]
         return min(known) if known else None
 
+    def request_rate(self, now: float) -> float:
+        """Requests a second in force: the given or announced limit, lowered by what the 429s allow;
+        where neither is known yet, slow start's."""
+        per_minute = self._per_minute("requests")
+        known = [r for r in (per_minute / 60 if per_minute else None, self.control.rate) if r]
+        if known:
+            return min(known)
+        if self._first_answer is None:
+            return RAMP_START
+        return RAMP_START * 2 ** min((now - self._first_answer) / RAMP_SECONDS + 1, RAMP_DOUBLINGS)
+
     def _update(self) -> None:
         for kind, pacer in self._pacers.items():
-            per_minute = self._per_minute(kind)
-            if per_minute is None:
+            per_second = self.request_rate(self._clock()) if kind == "requests" else None
+            if kind == "tokens" and (per_minute := self._per_minute(kind)):
+                per_second = per_minute / 60
+            if per_second is None:
                 self._pacers[kind] = None
             elif pacer is None:
-                self._pacers[kind] = Pacer(per_minute / 60, self._burst)
+                self._pacers[kind] = Pacer(per_second, self._burst)
             else:
-                pacer.per_second = per_minute / 60
+                pacer.per_second = per_second
 
-    def lease(self, tokens_needed: int = 0) -> Lease:
-        """A block of capacity (enough for a request of `tokens_needed`), and when it may be used."""
+    def lease(self, tokens_needed: int = 0, answered: int = 0, leased_at: float = math.inf) -> Lease:
+        """A block of capacity (enough for a request of `tokens_needed`), and when it may be used.
+        `answered`: the asker's answers since its last lease, to requests leased at `leased_at` or
+        later (the keeper's clock); counted only if that is after the last cut."""
         now = self._clock()
+        if answered and leased_at >= self.control.last_cut:
+            self._answered(answered, now)
+        self._update()
         requests, tokens = self._pacers["requests"], self._pacers["tokens"]
-        block_requests = max(1, int(requests.per_second * LEASE_SECONDS)) if requests else UNPACED_LEASE
+        assert requests is not None  # a request rate is always in force (slow start's, at least)
+        block_requests = min(MAX_LEASE, max(1, int(requests.per_second * LEASE_SECONDS)))
         block_tokens = max(tokens_needed, int(tokens.per_second * LEASE_SECONDS)) if tokens else 0
-        wait = self._paused_until - now
-        if requests is not None:
-            wait = max(wait, requests.reserve(block_requests, now))
+        wait = max(self._paused_until - now, requests.reserve(block_requests, now))
         if tokens is not None:
             wait = max(wait, tokens.reserve(block_tokens, now))
         rpm, tpm = self._per_minute("requests"), self._per_minute("tokens")
-        return Lease(max(0.0, wait), block_requests, block_tokens, self.generation, rpm, tpm)
+        return Lease(
+            max(0.0, wait),
+            block_requests,
+            block_tokens,
+            self.generation,
+            rpm,
+            tpm,
+            now,
+            self.control.last_cut,
+        )
 
-    def throttled(self, retry_after: float | None) -> None:
-        """A 429 somewhere: every worker waits out its retry-after, then goes at the rate, not a burst."""
+    def _answered(self, count: int, now: float) -> None:
+        if self._first_answer is None:
+            self._first_answer = now
+        if self.control.rate is None:  # what was sent, measured by what came back (leases lapse)
+            for _ in range(count):
+                self.control.sent(now)
+            return
+        per_minute = self._per_minute("requests")
+        for _ in range(count):
+            self.control.answered(now, now, per_minute / 60 if per_minute else None)
+
+    def throttled(self, retry_after: float | None, leased_at: float | None = None) -> None:
+        """A 429 somewhere: every worker waits out its retry-after, then goes at the rate, not a burst.
+        The 429 of a request leased (`leased_at`, the keeper's clock) since the last cut cuts the rate."""
         now = self._clock()
+        leased_at = now if leased_at is None else leased_at
+        if leased_at >= self.control.last_cut:
+            self.control.sent(now)
+            current = self.request_rate(now) if self._per_minute("requests") or self.control.rate else None
+            self.control.throttled(leased_at, now, current)
+            self._update()
         self._paused_until = max(
             self._paused_until, now + (retry_after if retry_after is not None else DEFAULT_PAUSE)
         )
@@ -146,6 +210,12 @@ class RayLimiter:
         self._tpm: float | None = None
         self._leasing = asyncio.Lock()
         self._issued = 0
+        #: Answers to requests leased since the keeper's last cut, to tell it with the next lease, and
+        #: when the oldest of those requests was leased; the last lease's times (the keeper's clock).
+        self._answered = 0
+        self._answered_since = math.inf
+        self._leased_at = 0.0
+        self._last_cut = -math.inf
         #: When the capacity held lapses: a lease is for its tenth of a second, not to be saved up.
         self._expires = -math.inf
 
@@ -154,11 +224,14 @@ class RayLimiter:
             if time.monotonic() > self._expires:  # unused too long: it may not join a later lease's
                 self._requests = self._tokens = 0  # requests in a burst the server would refuse
             while self._requests < 1 or (self._tpm is not None and self._tokens < tokens):
-                lease: Lease = await self._keeper.lease.remote(tokens)
+                answered, since = self._answered, self._answered_since
+                self._answered, self._answered_since = 0, math.inf
+                lease: Lease = await self._keeper.lease.remote(tokens, answered, since)
                 if lease.generation != self._generation:  # a 429 since: what was held is void
                     self._requests = self._tokens = 0
                     self._generation = lease.generation
                 self._rpm, self._tpm = lease.rpm, lease.tpm
+                self._leased_at, self._last_cut = lease.issued_at, lease.last_cut
                 if lease.wait > 0:
                     await asyncio.sleep(lease.wait)
                 self._requests, self._tokens = lease.requests, lease.tokens
@@ -166,7 +239,7 @@ class RayLimiter:
             self._requests -= 1
             self._tokens -= tokens
             self._issued += 1
-            return Permit(tokens, time.monotonic(), self._issued, 0.0, self._generation)
+            return Permit(tokens, self._leased_at, self._issued, 0.0, self._generation)
 
     def settle(
         self,
@@ -178,9 +251,12 @@ class RayLimiter:
         used_tokens: int | None = None,
         exact: bool = False,
     ) -> None:
+        if verdict is Verdict.ANSWERED and permit.sent_at >= self._last_cut:
+            self._answered += 1
+            self._answered_since = min(self._answered_since, permit.sent_at)
         if verdict is Verdict.THROTTLED:
             self._requests = self._tokens = 0
-            self._keeper.throttled.remote(retry_after)
+            self._keeper.throttled.remote(retry_after, permit.sent_at)
         if used_tokens and used_tokens > permit.tokens:
             self._keeper.charge.remote(used_tokens - permit.tokens)
         if headers:

@@ -47,6 +47,46 @@ def test_a_429_anywhere_pauses_every_worker_and_voids_what_they_hold():
     assert after.wait >= 2.0  # nobody goes before the retry-after
 
 
+def test_where_no_limit_is_known_the_cluster_starts_slow_and_doubles_after_the_first_answer():
+    clock = Clock()
+    keeper = LimitsKeeper(None, None, clock=clock)
+
+    first = keeper.lease()
+    second = keeper.lease()  # before any answer: slow start's first rate, two a second
+    clock.now += 1.0
+    keeper.lease(answered=1)
+    rates = []
+    for _ in range(4):
+        clock.now += 0.25
+        rates.append(keeper.request_rate(clock.now))
+
+    assert (first.requests, first.wait, second.requests, second.wait) == (1, 0.0, 1, 0.5)
+    assert rates == [8.0, 16.0, 32.0, 64.0]
+
+
+def test_the_first_429_sets_the_cluster_rate_from_what_came_back_and_answers_climb_it_back():
+    clock = Clock()
+    keeper = LimitsKeeper(None, None, clock=clock)
+    keeper.lease(answered=1)
+    clock.now += 0.9
+    leased_at = keeper.lease(answered=100).issued_at  # 100 answers reported over the last second
+    clock.now += 0.01
+
+    keeper.throttled(retry_after=0.5, leased_at=leased_at)
+    cut = keeper.request_rate(clock.now)
+    keeper.throttled(retry_after=0.5, leased_at=leased_at)  # leased before the cut: no second cut
+    keeper.lease(answered=500, leased_at=leased_at)  # answers to requests leased before it: ignored
+    after_both = keeper.request_rate(clock.now)
+    clock.now += 1.0
+    for _ in range(15):  # 150 answers, three quarters of a plateau (200)
+        keeper.lease(answered=10, leased_at=clock.now)
+    climbed = keeper.request_rate(clock.now)
+
+    assert cut == pytest.approx(0.9 * 101, rel=0.01)  # (the 429 counts as sent)
+    assert after_both == cut
+    assert cut < climbed <= 101  # near the peak the 429 marked, flat as it nears it, not past it
+
+
 def test_a_lower_limit_one_worker_read_in_headers_holds_for_all():
     keeper = LimitsKeeper(6000, None, clock=Clock())
 
