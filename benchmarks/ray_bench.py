@@ -7,6 +7,8 @@
 Cases:
   limit       4 workers, server 3,000 RPM with a 1 s burst (no headers), 6,000 rows, --rpm 3000:
               requests/min as the server counts them, share of 429s
+  found       the same server and rows, no --rpm: the limit found from 429s, 4 workers together and
+              one local process: requests/min as the server counts them, share of 429s
   overhead    zero-latency server, 100,000 rows: rows/s of the local executor and of Ray (2 workers)
   driver-kill 3,000 RPM, 6,000 rows, the driver killed with SIGKILL after 20 s, then the same
               command: rows lost, written twice, and paid twice against the bound (workers x 2 x 64)
@@ -41,33 +43,46 @@ def run(path: Path, out: Path, base_url: str, *flags: object) -> list[str]:
     )
 
 
-def case_limit(tmp: Path, quick: bool) -> list[tuple[str, str, str]]:
-    rows = 1_000 if quick else 6_000
+def against_3000_rpm(tmp: Path, rows: int, name: str, *flags: object) -> tuple[float, dict]:
+    """A run against a server of 3,000 RPM with a 1 s burst and no headers: its seconds, the ledger."""
     path = write_rows(tmp / "limit.jsonl", rows)
     sim = SimulatorProcess("--rpm", 3000, "--rate-limit-headers", "none", "--latency-ms", 200)
     try:
         started = time.perf_counter()
-        code = subprocess.run(
-            run(path, tmp / "limit", sim.base_url, "--executor", "ray", "--workers", 4, "--rpm", 3000),
-            env=ENV,
-        ).returncode
+        code = subprocess.run(run(path, tmp / name, sim.base_url, *flags), env=ENV).returncode
         seconds = time.perf_counter() - started
         ledger = sim.ledger()
     finally:
         sim.stop()
-    assert code == 0, f"exit {code}"
+    assert code == 0, f"{name}: exit {code}"
+    return seconds, ledger
+
+
+def rate_figures(case: str, ledger: dict) -> list[tuple[str, str, str]]:
     span = ledger["last_arrival"] - ledger["first_arrival"]
     per_minute = (ledger["requests"] - 1) / span * 60
     throttled = ledger["statuses"].get("429", 0)
     return [
-        ("limit", f"{rows:,} rows, 4 workers, whole run (Ray start-up included)", f"{seconds:.1f} s"),
-        (
-            "limit",
-            "requests/min as the server counts them",
-            f"{per_minute:,.0f} ({per_minute / 30:.1f}% of 3,000)",
-        ),
-        ("limit", "429s / requests", f"{throttled / ledger['requests']:.2%} ({throttled})"),
+        (case, "requests/min as the server counts them", f"{per_minute:,.0f} ({per_minute / 30:.1f}%)"),
+        (case, "429s / requests", f"{throttled / ledger['requests']:.2%} ({throttled})"),
     ]
+
+
+def case_limit(tmp: Path, quick: bool) -> list[tuple[str, str, str]]:
+    rows = 1_000 if quick else 6_000
+    seconds, ledger = against_3000_rpm(tmp, rows, "limit", "--executor", "ray", "--workers", 4, "--rpm", 3000)
+    whole = ("limit", f"{rows:,} rows, 4 workers, whole run (Ray start-up included)", f"{seconds:.1f} s")
+    return [whole, *rate_figures("limit", ledger)]
+
+
+def case_found(tmp: Path, quick: bool) -> list[tuple[str, str, str]]:
+    rows = 1_000 if quick else 6_000
+    figures = []
+    for name, flags in (("ray, 4 workers", ("--executor", "ray", "--workers", 4)), ("local", ())):
+        seconds, ledger = against_3000_rpm(tmp, rows, f"found-{len(flags)}", *flags)
+        figures.append((f"found: {name}", f"{rows:,} rows, no --rpm, whole run", f"{seconds:.1f} s"))
+        figures += rate_figures(f"found: {name}", ledger)
+    return figures
 
 
 def case_overhead(tmp: Path, quick: bool) -> list[tuple[str, str, str]]:
@@ -120,7 +135,7 @@ def case_driver_kill(tmp: Path, quick: bool) -> list[tuple[str, str, str]]:
     ]
 
 
-CASES = {"limit": case_limit, "overhead": case_overhead, "driver-kill": case_driver_kill}
+CASES = {"limit": case_limit, "found": case_found, "overhead": case_overhead, "driver-kill": case_driver_kill}
 
 
 if __name__ == "__main__":
