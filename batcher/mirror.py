@@ -212,15 +212,17 @@ class Mirror:
             ) from None
 
     def release(self) -> None:
-        """Give up the lease (unless another session holds it now) and remove the staging directory."""
-        if self._leased:
-            self._leased = False
-            try:
-                held = _read_lease(self.remote)
-                if held is None or held.get("session") == self.session:
-                    self.remote.delete(LEASE)
-            except OSError as e:
-                log.warning("%s: cannot give up the lease (%s); it lapses by itself", self.uri, e)
+        """Give up the lease (unless another session holds it now) and remove the staging directory.
+        Without the lease, nothing is touched: the staging directory may be a live session's."""
+        if not self._leased:
+            return
+        self._leased = False
+        try:
+            held = _read_lease(self.remote)
+            if held is None or held.get("session") == self.session:
+                self.remote.delete(LEASE)
+        except OSError as e:
+            log.warning("%s: cannot give up the lease (%s); it lapses by itself", self.uri, e)
         shutil.rmtree(self.staging, ignore_errors=True)
 
 

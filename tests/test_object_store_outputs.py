@@ -16,7 +16,7 @@ import pytest
 
 import batcher
 from batcher.errors import ConfigError
-from batcher.mirror import COMMITS, LEASE
+from batcher.mirror import COMMITS, LEASE, staging_for
 from tests.helpers import (
     TEST_KEY,
     batcher_command,
@@ -158,10 +158,15 @@ def test_a_second_run_is_refused_while_a_live_session_holds_the_lease(cli, simul
     }
     s3.put(f"{output}/{LEASE}", json.dumps(alive).encode())
 
+    live_staging = staging_for(output)
+    live_staging.mkdir(parents=True)
+    (live_staging / "results.jsonl").write_text("the live session's\n")
+
     refused = cli(*run_args(reviews, output, simulator.base_url))
 
     assert refused.exit_code == 2 and "in use by another batcher run" in refused.output
     assert simulator.requests == 0
+    assert (live_staging / "results.jsonl").read_text() == "the live session's\n"  # left alone
 
 
 @pytest.mark.parametrize("holder", ["a process of this machine that is gone", "a lease that lapsed"])
