@@ -132,6 +132,11 @@ class Mirror:
     def track(self, files: list[Path]) -> None:
         """Commit the growth of `files` (in this order) from now on: called once the checkpoint has
         opened, after its load rewrote what it rewrites. Vectors go first: lines point into them."""
+        job = self.staging / JOB_FILE  # put now, not only at the end: a crashed session's parts
+        try:  # are resumed with the job they belong to, and a different job refused
+            self.remote.put_file(JOB_FILE, job)
+        except OSError as e:
+            raise ConfigError(f"{self.uri} cannot be used as the output directory: {e}") from None
         for path in files:
             name = path.relative_to(self.staging).as_posix()
             size = path.stat().st_size if path.exists() else 0

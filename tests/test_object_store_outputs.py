@@ -127,6 +127,7 @@ def test_a_run_killed_with_sigkill_is_resumed_from_the_store_alone(simulator_fac
     run.send_signal(signal.SIGKILL)
     run.wait(timeout=10)
     committed = {r["id"] for r in committed_lines(s3, output, "results.jsonl")}
+    assert "job.json" in s3.names(output)  # the job the parts belong to, put when the session began
     (staged,) = first_machine.iterdir()
     answered_locally = (staged / "results.jsonl").read_bytes().count(b"\n")
 
