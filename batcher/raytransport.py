@@ -1,18 +1,22 @@
-"""`--executor ray`: a job's rows sent by workers on a Ray cluster, under one limit, journaled once.
+"""`--executor ray`: a job's rows read and sent on a Ray cluster, under one limit, journaled once.
 
-The driver (this process) reads the rows left, as a local run does (streamed,
-never held whole), and deals them out in batches to `--workers` Ray actors.
-Each actor runs batcher's own online pool (runner.py) on its batch, with its
-own connections and a `RayLimiter` drawing on the cluster's one budget
-(raylimits.py), and hands the finished rows back. Only the driver writes the
-run directory, through the session's Recorder, so results, errors, summary,
-status, report and resume are those of a local run, and a row is written once.
+A Ray Data pipeline: the input is read by Ray Data tasks on the cluster (rayinput.py: ranges
+planned on the driver, done rows passed over where they are read), in batches of 64 rows dealt to
+`--workers` actors. Each actor runs batcher's own online pool (runner.py) on its batch, with its
+own connections and a `RayLimiter` drawing on the cluster's one budget (raylimits.py), and the
+finished rows come back to the driver (this process), which alone writes the run directory,
+through the session's Recorder: results, errors, summary, status, report and resume are those of
+a local run, and a row is written once.
 
-What a crash costs (docs/ray.md): a worker that dies has its batch dealt again
-to a new worker: the rows of that batch it had already sent are paid twice. A
-driver that dies takes its workers with it; the same command then sends every
-row not yet journaled: at most `workers x BATCH_ROWS x IN_FLIGHT` rows are paid
-twice.
+Stopping (Ctrl-C, SIGTERM, a fatal answer such as a 401): a `Switch` actor is turned off; read
+tasks yield no more batches and workers send none they have not begun, the batches being sent are
+finished and journaled. A second Ctrl-C stops waiting for them.
+
+What a crash costs (docs/ray.md): a worker that dies has its batches sent again by a new worker: the
+rows of those batches it had already sent are paid twice. A driver that dies takes its workers with
+it; the same command then sends every row not yet journaled: at most the rows of the batches out
+at workers (`workers x IN_FLIGHT x BATCH_ROWS`) and of finished batches not yet taken by the driver
+are paid twice.
 """
 
 from __future__ import annotations
@@ -20,24 +24,30 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import pickle
+import threading
 import uuid
-from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 from .endpoints import Endpoint, EndpointConfig, Router
 from .errors import BatcherError, RunAborted
 from .job import Job
 from .outcome import RunOutcome
+from .rayinput import rows_of
 from .raylimits import RayLimiter, keeper_actor
 from .recording import Recorder
 from .sources import InputRow
 from .stats import RunStats
+from .transport import RowsLeft
 
 log = logging.getLogger("batcher")
 
-#: Rows a worker is handed at a time, and batches a worker holds at once (one sending, one waiting).
-BATCH_ROWS = 64
+#: Batches a worker holds at once, both being sent (rayinput.BATCH_ROWS rows each).
 IN_FLIGHT = 2
+#: Ray Data's target block size for the run: below one batch's, so that a batch is a block.
+BLOCK_BYTES = 1024
+_END, _ABANDON = object(), object()
 #: Counters a worker's pool keeps that the driver adds to its own.
 COUNTERS = ("requests", "retries", "rate_limited")
 
@@ -123,29 +133,90 @@ class RowWorker:
         return collected.records, {name: getattr(stats, name) for name in COUNTERS}, outcome.error
 
 
+class Switch:
+    """A Ray actor saying whether the run is stopping: read tasks and workers ask it before each batch."""
+
+    def __init__(self) -> None:
+        self._stopped = False
+
+    def stop(self) -> None:
+        self._stopped = True
+
+    def stopped(self) -> bool:
+        return self._stopped
+
+
+def _asks(switch: Any) -> bool:
+    """A read task's question: is the run stopping? (Yes if the switch is gone: the run has ended.)"""
+    import ray
+    from ray.exceptions import RayActorError
+
+    try:
+        return ray.get(switch.stopped.remote())
+    except RayActorError:
+        return True
+
+
+class SendBatches:
+    """A Ray Data actor of a run: its RowWorker sends each batch it is handed, unless the run stops."""
+
+    def __init__(self, job: Job, input_kind: str, endpoints: list, keys: dict[str, str], switch: Any):
+        """`keys`: the endpoints' API keys by the variable each is read from. They come with the
+        work, in Ray's memory: never in its runtime_env (which its dashboard shows), a file or a log."""
+        self._worker = RowWorker(job, input_kind, endpoints)
+        self._keys, self._switch = keys, switch
+
+    async def __call__(self, batch: Any) -> Any:
+        rows = rows_of(batch)
+        if isinstance(rows, BatcherError):  # the input no longer reads as it did at the scan
+            self._switch.stop.remote()
+            return _sent([], {}, rows)
+        if await self._switch.stopped.remote():
+            return _sent([], {}, None)  # not sent: the run is stopping; the next session sends them
+        records, counters, error = await self._worker.process(rows, self._keys)
+        if error is not None:
+            self._switch.stop.remote()
+        return _sent(records, counters, error)
+
+
+def _sent(records: list, counters: dict, error: Any) -> Any:
+    import pyarrow as pa
+
+    return pa.table({"sent": pa.array([pickle.dumps((records, counters, error))], pa.binary())})
+
+
 class RayTransport:
-    """Deals rows out to Ray workers and journals what they hand back (transport.Transport)."""
+    """Runs the job's Ray Data pipeline and journals what comes back (transport.Transport)."""
 
     def __init__(self, *, job: Job, input_kind: str, recorder: Recorder, endpoints: list[Endpoint]):
         self.job, self.input_kind, self.recorder = job, input_kind, recorder
         self.stats = recorder.stats
         self._endpoints = endpoints
-        self._stop = asyncio.Event()
         self._abort: BatcherError | None = None
         self.interrupted = False
-        self._keys: dict[str, str] = {}
+        self._switch: Any = None
+        self._stopping = False
+        self._results: asyncio.Queue = asyncio.Queue()
 
     def request_stop(self) -> None:
-        """Ctrl-C / SIGTERM: deal no more rows; the batches out are finished and journaled."""
+        """Ctrl-C / SIGTERM: send no more batches, journal those being sent; a second call stops
+        waiting for them (they are sent again on resume)."""
+        if self.interrupted:
+            self._results.put_nowait(_ABANDON)
         self.interrupted = True
-        self._stop.set()
+        self._stop()
+
+    def _stop(self) -> None:
+        self._stopping = True
+        if self._switch is not None:
+            self._switch.stop.remote()
 
     def _fail(self, error: BatcherError) -> None:
         if self._abort is None:
             self._abort = error
-        self._stop.set()
+        self._stop()
 
-    async def run(self, rows: Iterator[InputRow | None]) -> RunOutcome:
+    async def run(self, rows: RowsLeft) -> RunOutcome:
         import ray
 
         connect(self.job)
@@ -155,60 +226,82 @@ class RayTransport:
             name = f"batcher-{run_id}-{n}"
             keepers.append(keeper_actor(name, endpoint.config.rpm, endpoint.config.tpm))
             endpoints.append((endpoint.config, endpoint.base_url, name))
-        ray.get([keeper.__ray_ready__.remote() for keeper in keepers])
-        worker_class = ray.remote(num_cpus=0)(RowWorker)
+        self._switch = ray.remote(num_cpus=0)(Switch).remote()
+        ray.get([actor.__ray_ready__.remote() for actor in [*keepers, self._switch]])
+        if self._stopping:
+            self._stop()
         keys = {e.config.api_key_env: e.api_key for e in self._endpoints if e.api_key}
-
-        def new_worker() -> Any:
-            return worker_class.remote(self.job, self.input_kind, endpoints)
-
-        workers = [new_worker() for _ in range(self.job.workers)]
-        self._keys = keys
         syncer = asyncio.create_task(self.recorder.keep_syncing())
         try:
-            await self._deal(rows, workers, new_worker)
+            # Planning reads the Parquet footer or counts the JSONL's lines: off the event loop.
+            dataset = await asyncio.to_thread(self._pipeline, rows, endpoints, keys)
+            if dataset is not None:
+                await self._collect(dataset)
         except BatcherError as e:
             self._fail(e)
         finally:
             if (error := await self.recorder.stop_syncing(syncer)) is not None:
                 self._fail(error)
-            for actor in [*workers, *keepers]:
+            for actor in [*keepers, self._switch]:
                 ray.kill(actor)
         return RunOutcome.of(self.stats, self._abort, self.interrupted)
 
-    async def _deal(self, rows: Iterator[InputRow | None], workers: list[Any], replacement: Any) -> None:
-        """Keep every worker busy with IN_FLIGHT batches until the rows end or a stop; journal what
-        comes back. `workers` is kept current: a dead worker's place goes to its replacement."""
-        from ray.exceptions import RayActorError
+    def _pipeline(self, rows: RowsLeft, endpoints: list, keys: dict[str, str]) -> Any:
+        """The job as a Ray Data dataset: the input's ranges read, their batches sent by the workers.
+        None when no range holds a row left."""
+        import ray.data
 
-        pending: dict[asyncio.Future, tuple[Any, list[InputRow]]] = {}
-        exhausted = False
-        free = [w for w in workers for _ in range(IN_FLIGHT)]
-        replaced: dict[Any, Any] = {}
-        while True:
-            while free and not exhausted and not self._stop.is_set():
-                batch = _take(rows, BATCH_ROWS)
-                exhausted = len(batch) < BATCH_ROWS
-                if batch:
-                    worker = free.pop()
-                    pending[asyncio.ensure_future(worker.process.remote(batch, self._keys))] = (worker, batch)
-            if not pending:
-                return
-            done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            for future in done:
-                worker, batch = pending.pop(future)
-                try:
-                    records, counters, error = future.result()
-                except RayActorError:  # the worker died: its batches go to a new one
-                    log.warning("a Ray worker died; its %d rows go to a new worker", len(batch))
-                    if worker not in replaced:
-                        replaced[worker] = replacement()
-                        workers[workers.index(worker)] = replaced[worker]
-                    free.append(replaced[worker])
-                    rows, exhausted = _again(batch, rows), False
-                    continue
-                self._journal(records, counters, error)
-                free.append(worker)
+        from .rayinput import Reader, datasource, plan
+
+        for handler in logging.getLogger("ray.data").handlers:  # its console: errors only (the rest
+            if handler.name == "console":  # stays in the Ray session's ray-data.log)
+                handler.setLevel(logging.ERROR)
+
+        source = rows.source
+        ranges = plan(source, rows.done, self.job.workers)
+        if not ranges:
+            return None
+        skip = ray.put(rows.skip) if rows.skip is not None else None
+        reader = Reader(source, source.columns(rows.builder), skip, partial(_asks, self._switch))
+        context = ray.data.DataContext.get_current()
+        # Blocks are shaped by bytes: with a target below one batch's, every batch (one record)
+        # stays a block of its own, and so a task of its own for one worker.
+        context.target_max_block_size = BLOCK_BYTES
+        dataset = ray.data.read_datasource(datasource(reader, ranges, rows.done))
+        return dataset.map_batches(
+            SendBatches,
+            fn_constructor_args=(self.job, self.input_kind, endpoints, keys, self._switch),
+            compute=ray.data.ActorPoolStrategy(
+                size=self.job.workers,
+                max_tasks_in_flight_per_actor=IN_FLIGHT,
+                max_concurrent_calls_per_actor=IN_FLIGHT,
+            ),
+            batch_size=1,
+            batch_format="pyarrow",
+            num_cpus=0,
+        )
+
+    async def _collect(self, dataset: Any) -> None:
+        """Journal the batches the workers finish, as they come (taken from Ray Data by a thread)."""
+        loop = asyncio.get_running_loop()
+        results = self._results
+
+        def pull() -> None:
+            item: Any = _END
+            try:
+                for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
+                    for value in batch["sent"].to_pylist():
+                        loop.call_soon_threadsafe(results.put_nowait, pickle.loads(value))
+            except Exception as e:  # the cluster failed the run: a task failed past its retries
+                item = e
+            loop.call_soon_threadsafe(results.put_nowait, item)
+
+        threading.Thread(target=pull, name="batcher-ray-results", daemon=True).start()
+        while (item := await results.get()) is not _END and item is not _ABANDON:
+            if isinstance(item, Exception):
+                log.debug("the Ray pipeline failed", exc_info=item)
+                raise RunAborted(f"the Ray cluster stopped the run: {_first_line(item)}")
+            self._journal(*item)
 
     def _journal(self, records: list[tuple[bool, dict[str, Any]]], counters: dict, error: Any) -> None:
         for ok, record in records:
@@ -220,19 +313,9 @@ class RayTransport:
             self._fail(error if isinstance(error, BatcherError) else RunAborted(str(error)))
 
 
-def _take(rows: Iterator[InputRow | None], count: int) -> list[InputRow]:
-    batch: list[InputRow] = []
-    for row in rows:
-        if row is not None:
-            batch.append(row)
-            if len(batch) == count:
-                break
-    return batch
-
-
-def _again(batch: list[InputRow], rows: Iterator[InputRow | None]) -> Iterator[InputRow | None]:
-    yield from batch
-    yield from rows
+def _first_line(error: Exception) -> str:
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    return lines[-1].strip() if lines else type(error).__name__
 
 
 def connect(job: Job) -> None:
@@ -245,6 +328,7 @@ def connect(job: Job) -> None:
         # A cluster of this run's own: on this machine's loopback only, and no usage report sent.
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")  # batcher's own bar counts the rows
     ray.init(
         address=job.ray_address,
         include_dashboard=False,

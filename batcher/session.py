@@ -45,7 +45,7 @@ from .sources import Scan, Source
 from .stats import RunStats
 from .storage import is_remote
 from .timeline import Timeline, timeline_path
-from .transport import Transport, rows_left
+from .transport import RowsLeft, Transport
 from .vectors import VectorFile
 
 log = logging.getLogger("batcher")
@@ -229,7 +229,7 @@ async def _run_session(
                 background.append(mirror.keep_committing(transport.request_stop))
             tasks = [asyncio.create_task(work) for work in background]
             try:
-                outcome = await transport.run(rows_left(job, source, kind.builder, progress))
+                outcome = await transport.run(RowsLeft(job, source, kind.builder, progress))
             finally:
                 for task in tasks:
                     task.cancel()

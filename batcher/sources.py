@@ -179,7 +179,7 @@ class Source:
             except ValueError as e:
                 yield number, e
 
-    def _parquet_file(self) -> Any:
+    def parquet_file(self) -> Any:
         _, pq = arrow()
         try:
             # Read a column chunk at a time through a small buffer, not whole row groups at once.
@@ -189,7 +189,7 @@ class Source:
             raise InputError(f"is not a readable Parquet file ({e})", path=self.path) from None
 
     def _parquet_rows(self, columns: list[str] | None) -> Iterator[tuple[int, Any]]:
-        parquet = self._parquet_file()
+        parquet = self.parquet_file()
         names = parquet.schema_arrow.names
         if columns is not None:
             missing = [c for c in columns if c not in names]
@@ -259,7 +259,7 @@ class Source:
 
         `on_body(number, row_id, body)` sees the request body of every good row.
         """
-        columns = self._columns(builder)
+        columns = self.columns(builder)
         ids = IdSet()
         kept_types: dict[str, Any] = {name: set() for name in builder.keep_columns}
         problems: list[tuple[int, str]] = []
@@ -301,10 +301,10 @@ class Source:
         return Scan(kind=self.kind, total=total, fingerprint=fingerprint, kept_types=kept_types)
 
     def parquet_types(self, columns: list[str]) -> dict[str, Any]:
-        schema = self._parquet_file().schema_arrow
+        schema = self.parquet_file().schema_arrow
         return {name: schema.field(name).type for name in columns}
 
-    def _columns(self, builder: RequestBuilder) -> list[str] | None:
+    def columns(self, builder: RequestBuilder) -> list[str] | None:
         if not self.is_parquet:
             return None
         return list(dict.fromkeys([self.id_column, *builder.placeholders, *builder.keep_columns]))
@@ -359,7 +359,7 @@ class Source:
                     number += 1
                     if number < len(done) and done[number] or not raw.strip():
                         continue
-                    row = self._input_row(number, parse_json_line, raw, skip)
+                    row = self.input_row(number, parse_json_line, raw, skip)
                     if row is not None:
                         yield row
                     elif (skipped := skipped + 1) % SKIP_CHUNK == 0:
@@ -370,10 +370,10 @@ class Source:
     def _parquet_rows_left(
         self, builder: RequestBuilder, done: bytearray, skip: Callable[[str], bool] | None
     ) -> Iterator[InputRow | None]:
-        parquet = self._parquet_file()
+        parquet = self.parquet_file()
         number = skipped = 0  # rows read, rows passed over by id
         try:
-            batches = parquet.iter_batches(batch_size=_BATCH_ROWS, columns=self._columns(builder))
+            batches = parquet.iter_batches(batch_size=_BATCH_ROWS, columns=self.columns(builder))
             for batch in batches:
                 if _done_run(done, number + 1) >= batch.num_rows:
                     number += batch.num_rows
@@ -383,7 +383,7 @@ class Source:
                     number += 1
                     if number < len(done) and done[number]:
                         continue
-                    row = self._input_row(number, None, record, skip)
+                    row = self.input_row(number, None, record, skip)
                     if row is not None:
                         yield row
                     elif (skipped := skipped + 1) % SKIP_CHUNK == 0:
@@ -393,7 +393,7 @@ class Source:
         except Exception as e:
             raise InputError(f"cannot be read from row {number + 1} on ({e})", path=self.path) from None
 
-    def _input_row(
+    def input_row(
         self, number: int, parse: Callable[[bytes], Any] | None, raw: Any, skip: Callable[[str], bool] | None
     ) -> InputRow | None:
         try:

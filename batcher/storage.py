@@ -57,6 +57,14 @@ class RemotePath:
     def __str__(self) -> str:
         return self.uri
 
+    def __getstate__(self) -> dict[str, str]:
+        # Sent to a Ray task as its URI alone: the filesystem is made again where it is read, from
+        # that machine's own credentials (a pickled S3 filesystem would carry the keys it holds).
+        return {"uri": self.uri}
+
+    def __setstate__(self, state: dict[str, str]) -> None:
+        self.__init__(state["uri"])  # type: ignore[misc]
+
     def __repr__(self) -> str:
         return f"RemotePath({self.uri!r})"
 

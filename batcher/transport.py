@@ -1,6 +1,6 @@
 """The transport seam: how a session's rows become answers.
 
-A transport is handed the rows left to send (`rows_left`) and gives every one of
+A transport is handed the rows left to send (`RowsLeft`) and gives every one of
 them, answered or failed, to the session's `Recorder` (recording.py), which
 keeps the journal, the outputs and the counters. So whatever the transport,
 a run directory has the same files, resumes the same way and reports the same
@@ -22,6 +22,7 @@ from typing import Protocol
 
 from .checkpoint import Progress
 from .errors import EXIT_ABORTED, BatcherError
+from .idset import IdSet
 from .job import Job
 from .outcome import RunOutcome
 from .prompts import RequestBuilder
@@ -40,24 +41,45 @@ class Transport(Protocol):
     def request_stop(self) -> None:
         """Ctrl-C / SIGTERM: stop taking rows; a second call cuts the drain short."""
 
-    async def run(self, rows: Iterator[InputRow | None]) -> RunOutcome:
+    async def run(self, rows: RowsLeft) -> RunOutcome:
         """Send `rows` (a None now and then lets the loop breathe) until done or stopped."""
 
 
-def rows_left(
-    job: Job, source: Source, builder: RequestBuilder, progress: Progress
-) -> Iterator[InputRow | None]:
-    """The rows this session sends: all but those done, and those failed unless retried."""
-    done, failed = progress.done, progress.failed
-    skip_failed = bool(failed) and not job.retry_failed
-    if done.ids is None:
-        skip = failed.__contains__ if skip_failed else None
-    elif skip_failed:
-        ids = done.ids
-        skip = lambda row_id: row_id in ids or row_id in failed  # noqa: E731
-    else:
-        skip = done.ids.__contains__
-    return source.rows(builder, done=done.positions, skip=skip)
+class SkipIds:
+    """Which rows to pass over by id: those done (when done is known by id, not by position) and
+    those failed, unless the job retries them. A class, not a lambda, so it can travel to the Ray
+    tasks that read the input (rayinput.py)."""
+
+    def __init__(self, done: IdSet | None, failed: set[str] | None):
+        self.done, self.failed = done, failed
+
+    def __call__(self, row_id: str) -> bool:
+        return (self.done is not None and row_id in self.done) or (
+            self.failed is not None and row_id in self.failed
+        )
+
+
+class RowsLeft:
+    """The rows this session sends: all but those done, and those failed unless retried.
+
+    An iterator of them for a transport that reads them here; what it is made of (the source, the
+    done positions, the ids passed over) for one that has them read elsewhere (rayinput.py)."""
+
+    def __init__(self, job: Job, source: Source, builder: RequestBuilder, progress: Progress):
+        self.source, self.builder = source, builder
+        self.done = progress.done.positions
+        failed = set(progress.failed) if progress.failed and not job.retry_failed else None
+        ids = progress.done.ids
+        self.skip = SkipIds(ids, failed) if ids is not None or failed else None
+        self._rows: Iterator[InputRow | None] | None = None
+
+    def __iter__(self) -> Iterator[InputRow | None]:
+        return self
+
+    def __next__(self) -> InputRow | None:
+        if self._rows is None:
+            self._rows = self.source.rows(self.builder, done=self.done, skip=self.skip)
+        return next(self._rows)
 
 
 async def drain(

@@ -33,8 +33,10 @@ def s3(s3_server, monkeypatch):
 
 
 @pytest.fixture(scope="session")
-def ray_cluster():
-    """One local Ray cluster for the whole test session (started on first use, about 3 s)."""
+def ray_cluster(s3_server):
+    """One local Ray cluster for the whole test session (started on first use, about 3 s), its
+    workers' environment pointing at the test session's S3 server, as a real cluster's nodes have
+    their own credentials (batcher never sends them)."""
     # Set before Ray is imported: bind to 127.0.0.1 only, no token file in ~/.ray, no usage report.
     os.environ.update(
         RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
@@ -52,7 +54,7 @@ def ray_cluster():
         object_store_memory=256 * 1024 * 1024,
         # Workers import the tests' helpers as pytest does, and hold the test key (a real cluster's
         # workers get the key from their own environment: it is never sent to them).
-        runtime_env={"env_vars": {"PYTHONPATH": root, "OPENAI_API_KEY": TEST_KEY}},
+        runtime_env={"env_vars": {"PYTHONPATH": root, "OPENAI_API_KEY": TEST_KEY, **s3_server.env}},
     )
     yield ray
     ray.shutdown()

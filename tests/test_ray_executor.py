@@ -79,12 +79,12 @@ def test_three_workers_find_a_limit_nobody_announced_together_and_no_row_fails(
 
 
 def ray_worker_pids() -> list[int]:
-    """The processes of batcher's Ray workers on this machine (Ray titles them ray::RowWorker...)."""
+    """The processes of batcher's Ray workers on this machine (Ray Data's actors of SendBatches)."""
     pids = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if b"ray::RowWorker" in (entry / "cmdline").read_bytes():
+                if b"MapBatches(SendBatches)" in (entry / "cmdline").read_bytes():
                     pids.append(int(entry.name))
             except OSError:
                 pass
@@ -120,31 +120,49 @@ def test_a_killed_worker_loses_no_row_and_the_run_ends_complete(
 
 
 @pytest.mark.slow
-def test_a_killed_driver_then_the_same_command_answers_no_finished_row_twice(
+def test_a_ray_run_stopped_by_ctrl_c_then_killed_is_finished_by_the_same_command_each_row_once(
     ray_cluster, simulator_factory, tmp_path, run_dir
 ):
-    simulator = simulator_factory(latency_ms=30)
-    rows = review_rows(600)
+    simulator = simulator_factory(latency_ms=100)
+    rows = review_rows(800)
     path = write_jsonl(tmp_path / "in.jsonl", rows)
     env = subprocess_env(RAY_ADDRESS=ray_cluster.get_runtime_context().gcs_address, RAY_AUTH_MODE="disabled")
-    command = batcher_command(*run_args(path, run_dir, simulator.base_url, *RAY, "--concurrency", "4"))
+    # 2 workers, each with 2 batches of 64 rows out at once: 256 rows on the wire at most.
+    flags = ("--executor", "ray", "--workers", "2", "--concurrency", "8")
+    command = batcher_command(*run_args(path, run_dir, simulator.base_url, *flags))
 
-    driver = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    wait_for_results(run_dir, 100, driver, timeout=60)
-    driver.send_signal(signal.SIGKILL)
-    driver.wait(timeout=10)
-    lines = (run_dir / "results.jsonl").read_bytes().split(b"\n")[:-1]
-    done_at_kill = {json.loads(line)["id"] for line in lines}
+    def start():
+        return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def journaled() -> set[str]:
+        return {r["id"] for r in read_jsonl(run_dir / "results.jsonl")}
+
+    def paid() -> int:
+        return sum(simulator.completions_for(prompt_for(r)) for r in rows)
+
+    stopped = start()  # Ctrl-C: the batches out are finished and kept, no other begun
+    wait_for_results(run_dir, 100, stopped, timeout=60)
+    stopped.send_signal(signal.SIGINT)
+    _, stderr = stopped.communicate(timeout=60)
+    kept = journaled()
+    assert stopped.returncode == 130, stderr
+    assert len(kept) <= 512  # journaled when it was stopped (128 or 256), and the batches then out
+    assert paid() == len(kept)  # every row sent was kept
+
+    killed = start()  # kill -9: the driver and its workers die mid-run
+    wait_for_results(run_dir, len(kept) + 64, killed, timeout=60)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait(timeout=10)
+    done_at_kill = journaled()
     time.sleep(1)  # (its workers die with it)
     final = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
 
     assert final.returncode == 0, final.stderr
     results = read_jsonl(run_dir / "results.jsonl")
-    assert len(results) == len({r["id"] for r in results}) == 600
+    assert len(results) == len({r["id"] for r in results}) == 800  # none lost, none written twice
     by_id = {r["id"]: r for r in rows}
     assert all(simulator.completions_for(prompt_for(by_id[i])) == 1 for i in done_at_kill)
-    paid_twice = sum(simulator.completions_for(prompt_for(r)) - 1 for r in rows)
-    assert paid_twice <= 3 * 64 * 2  # the bound of docs/ray.md: workers x batch x batches in flight
+    assert paid() - 800 <= 2 * 2 * 64  # the bound of docs/ray.md: workers x batches out x 64
     assert TEST_KEY not in final.stderr + final.stdout
 
 

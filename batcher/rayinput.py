@@ -1,0 +1,238 @@
+"""A `batcher run`'s input read by Ray Data on the cluster (`--executor ray`): the driver plans, the
+cluster reads.
+
+The journal names every row by its line (JSONL) or row (Parquet) number, and resume passes over
+the rows done by those numbers, so the input is read in ranges whose first number is known before
+they are read:
+
+- **Parquet:** a range a row group; its first row number comes from the footer (row counts), read
+  on the driver. Nothing else of the file is read there.
+- **JSONL:** a range a span of bytes, holding the lines that start in it. Where the first of them
+  stands in the file comes from counting newlines, a chunk a Ray task, in parallel; the counts add
+  up to each range's first line number. No line is parsed twice.
+
+Each range goes to a Ray Data read task with its slice of the done set (a byte a number, as
+checkpoint.py keeps it) and the ids to pass over, so done rows are passed over where they are
+read, without being parsed; a range wholly done is not read at all. A read task yields its rows in
+batches of `BATCH_ROWS`, each batch one record of one block (the rows pickled), so that Ray Data's
+block shaping, which goes by bytes, keeps every batch a block of its own and deals it to one worker.
+
+A local input is read on the driver's node (the only one that has the file); an object store's
+anywhere in the cluster, each task making its filesystem from its own machine's credentials.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from .errors import BatcherError, InputError
+from .sources import InputRow, Source, parse_json_line
+from .storage import is_remote
+
+#: Rows a worker is handed at a time.
+BATCH_ROWS = 64
+#: A JSONL input is counted and read in spans of about this many bytes a worker ...
+_SPANS_A_WORKER = 4
+#: ... none smaller or larger than these.
+_MIN_SPAN, _MAX_SPAN = 1 << 20, 64 << 20
+_READ = 1 << 20
+
+
+@dataclass(frozen=True)
+class Range:
+    """A part of the input read by one task: numbers `first` .. `first + count - 1`."""
+
+    first: int
+    #: How many numbers it spans; None for the last span of a JSONL input not counted.
+    count: int | None
+    #: JSONL: the bytes its lines start in.
+    start: int = 0
+    end: int = 0
+    #: Parquet: its row group.
+    group: int = -1
+
+
+def plan(source: Source, done: bytearray | None, workers: int) -> list[Range]:
+    """The ranges of `source` that hold a row not done (`done`: a byte a number, or None)."""
+    ranges = _parquet_ranges(source) if source.is_parquet else _jsonl_ranges(source, workers)
+    return [r for r in ranges if not _all_done(done, r)]
+
+
+def _parquet_ranges(source: Source) -> list[Range]:
+    metadata = source.parquet_file().metadata
+    ranges, first = [], 1
+    for group in range(metadata.num_row_groups):
+        count = metadata.row_group(group).num_rows
+        if count:
+            ranges.append(Range(first, count, group=group))
+        first += count
+    return ranges
+
+
+def _jsonl_ranges(source: Source, workers: int) -> list[Range]:
+    try:
+        size = source.path.stat().st_size
+    except OSError as e:
+        raise InputError(f"cannot be read: {e.strerror or e}", path=source.path) from None
+    span = min(_MAX_SPAN, max(_MIN_SPAN, size // max(1, workers * _SPANS_A_WORKER)))
+    edges = [*range(0, size, span), size]
+    if len(edges) <= 2:
+        return [Range(1, None, 0, size)] if size else []
+    # The lines that start in [a, b) are those after a newline in [a - 1, b - 1) (and the first line).
+    spans = list(zip(edges, edges[1:], strict=False))
+    if is_remote(source.path):  # counted where the store is near, in parallel
+        import ray
+
+        count = ray.remote(num_cpus=1)(_newlines)
+        counts = ray.get([count.remote(source.path, max(0, a - 1), b - 1) for a, b in spans])
+    else:  # counted here, at the speed of the disk: the file is on this node only
+        counts = [_newlines(source.path, max(0, a - 1), b - 1) for a, b in spans]
+    ranges, first = [], 1
+    for (a, b), newlines in zip(spans, counts, strict=True):
+        lines = newlines + (1 if a == 0 else 0)
+        ranges.append(Range(first, lines, a, b))
+        first += lines
+    return ranges
+
+
+def _newlines(path: Any, start: int, end: int) -> int:
+    with _open(path) as f:
+        f.seek(start)
+        newlines, left = 0, end - start
+        while left > 0 and (chunk := f.read(min(_READ, left))):
+            newlines += chunk.count(b"\n")
+            left -= len(chunk)
+    return newlines
+
+
+def _open(path: Any) -> Any:
+    return io.BufferedReader(path.open_random(), _READ) if is_remote(path) else path.open("rb")
+
+
+def block(payload: list[InputRow] | BatcherError) -> Any:
+    """A batch of rows (or the error that stopped reading them) as a Ray Data block of one record."""
+    import pyarrow as pa
+
+    return pa.table({"rows": pa.array([pickle.dumps(payload)], pa.binary())})
+
+
+def rows_of(batch: Any) -> list[InputRow] | BatcherError:
+    return pickle.loads(batch["rows"][0].as_py())
+
+
+def _all_done(done: bytearray | None, r: Range) -> bool:
+    if r.count is None or done is None:
+        return r.count == 0
+    part = done[r.first : r.first + r.count]
+    return len(part) == r.count and part.count(1) == r.count
+
+
+def datasource(reader: Reader, ranges: list[Range], done: bytearray | None) -> Any:
+    """The rows left of a run's input as a Ray Data datasource (for `ray.data.read_datasource`): a
+    read task a range, each with its slice of the done set."""
+    from ray.data import Datasource, ReadTask
+    from ray.data.block import BlockMetadata
+
+    def done_of(r: Range) -> bytes:
+        if done is None:
+            return b""
+        return bytes(done[r.first : None if r.count is None else r.first + r.count])
+
+    class RunInput(Datasource):  # (made here: ray.data is imported only by a Ray run)
+        @property
+        def supports_distributed_reads(self) -> bool:
+            return is_remote(reader.source.path)  # a local file is read on the driver's node
+
+        def estimate_inmemory_data_size(self) -> None:
+            return None
+
+        def get_read_tasks(self, parallelism: int, **_: Any) -> list[Any]:
+            unknown = BlockMetadata(num_rows=None, size_bytes=None, exec_stats=None, input_files=None)
+            return [ReadTask(partial(reader.read, r, done_of(r)), unknown) for r in ranges]
+
+    return RunInput()
+
+
+@dataclass(frozen=True)
+class Reader:
+    """What every read task of a run has: the input, the columns it reads (Parquet), the ids to pass
+    over (transport.SkipIds, or an object reference to them: one copy for the cluster) or None, and
+    a callable saying the run is stopping, asked before each batch is yielded."""
+
+    source: Source
+    columns: list[str] | None
+    skip: Any
+    stopped: Callable[[], bool]
+
+    def read(self, r: Range, done: bytes) -> Iterator[Any]:
+        """A read task: the range's rows not done, a block of one batch at a time (or, where the
+        input no longer reads as it did at the scan, a block of the error, which stops the run)."""
+        skip = self.skip
+        if skip is not None and not callable(skip):  # an object reference: fetched once a task
+            import ray
+
+            skip = ray.get(skip)
+        rows = self._parquet(r, done, skip) if self.source.is_parquet else self._jsonl(r, done, skip)
+        batch: list[InputRow] = []
+        try:
+            for row in rows:
+                batch.append(row)
+                if len(batch) == BATCH_ROWS:
+                    if self.stopped():
+                        return
+                    yield block(batch)
+                    batch = []
+        except BatcherError as e:
+            yield block(e)
+            return
+        if batch and not self.stopped():
+            yield block(batch)
+
+    def _jsonl(self, r: Range, done: bytes, skip: Any) -> Iterator[InputRow]:
+        source = self.source
+        try:
+            with _open(source.path) as f:
+                if r.start > 0:  # past the line that ends in our first byte or after it: the last range's
+                    f.seek(r.start - 1)
+                    f.readline()
+                number = r.first - 1
+                position = f.tell()
+                while position < r.end:
+                    raw = f.readline()
+                    if not raw:
+                        return
+                    position += len(raw)
+                    number += 1
+                    at = number - r.first
+                    if at < len(done) and done[at] or not raw.strip():
+                        continue
+                    row = source.input_row(number, parse_json_line, raw, skip)
+                    if row is not None:
+                        yield row
+        except OSError as e:
+            raise InputError(f"cannot be read: {e.strerror or e}", path=source.path) from None
+
+    def _parquet(self, r: Range, done: bytes, skip: Any) -> Iterator[InputRow]:
+        source = self.source
+        number = r.first - 1
+        try:
+            for batch in source.parquet_file().iter_batches(
+                batch_size=4096, row_groups=[r.group], columns=self.columns
+            ):
+                for record in batch.to_pylist():
+                    number += 1
+                    at = number - r.first
+                    if at < len(done) and done[at]:
+                        continue
+                    row = source.input_row(number, None, record, skip)
+                    if row is not None:
+                        yield row
+        except InputError:
+            raise
+        except Exception as e:
+            raise InputError(f"cannot be read from row {number + 1} on ({e})", path=source.path) from None
