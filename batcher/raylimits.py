@@ -120,10 +120,14 @@ class LimitsKeeper:
             else:
                 pacer.per_second = per_second
 
-    def lease(self, tokens_needed: int = 0, answered: int = 0, leased_at: float = math.inf) -> Lease:
+    def lease(
+        self, tokens_needed: int = 0, answered: int = 0, leased_at: float = math.inf, owed: int = 0
+    ) -> Lease:
         """A block of capacity (enough for a request of `tokens_needed`), and when it may be used.
         `answered`: the asker's answers since its last lease, to requests leased at `leased_at` or
-        later (the keeper's clock); counted only if that is after the last cut."""
+        later (the keeper's clock); counted only if that is after the last cut. `owed`: tokens its
+        requests used beyond what they were leased (see `charge`)."""
+        self.charge(owed)
         now = self._clock()
         if answered and leased_at >= self.control.last_cut:
             self._answered(answered, now)
@@ -214,6 +218,8 @@ class RayLimiter:
         #: when the oldest of those requests was leased; the last lease's times (the keeper's clock).
         self._answered = 0
         self._answered_since = math.inf
+        #: Tokens answers used beyond their leases, to tell the keeper with the next lease.
+        self._owed = 0
         self._leased_at = 0.0
         self._last_cut = -math.inf
         #: When the capacity held lapses: a lease is for its tenth of a second, not to be saved up.
@@ -224,9 +230,9 @@ class RayLimiter:
             if time.monotonic() > self._expires:  # unused too long: it may not join a later lease's
                 self._requests = self._tokens = 0  # requests in a burst the server would refuse
             while self._requests < 1 or (self._tpm is not None and self._tokens < tokens):
-                answered, since = self._answered, self._answered_since
-                self._answered, self._answered_since = 0, math.inf
-                lease: Lease = await self._keeper.lease.remote(tokens, answered, since)
+                answered, since, owed = self._answered, self._answered_since, self._owed
+                self._answered, self._answered_since, self._owed = 0, math.inf, 0
+                lease: Lease = await self._keeper.lease.remote(tokens, answered, since, owed)
                 if lease.generation != self._generation:  # a 429 since: what was held is void
                     self._requests = self._tokens = 0
                     self._generation = lease.generation
@@ -257,8 +263,8 @@ class RayLimiter:
         if verdict is Verdict.THROTTLED:
             self._requests = self._tokens = 0
             self._keeper.throttled.remote(retry_after, permit.sent_at)
-        if used_tokens and used_tokens > permit.tokens:
-            self._keeper.charge.remote(used_tokens - permit.tokens)
+        if used_tokens and used_tokens > permit.tokens and self._tpm is not None:
+            self._owed += used_tokens - permit.tokens  # told with the next lease, not a call a request
         if headers:
             self._tell_announced(headers)
 

@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import pickle
 import threading
+import time
 import uuid
-from functools import partial
 from typing import Any
 
 from .endpoints import Endpoint, EndpointConfig, Router
@@ -43,8 +44,11 @@ from .transport import RowsLeft
 
 log = logging.getLogger("batcher")
 
-#: Batches a worker holds at once, both being sent (rayinput.BATCH_ROWS rows each).
+#: Batches a worker sends at once (rayinput.BATCH_ROWS rows each), and batches it holds: those
+#: waiting their turn are ready when one ends (Ray Data's dispatch is a round trip through the
+#: driver) and are not begun if the run stops, so they cost nothing twice.
 IN_FLIGHT = 2
+QUEUED = 2
 #: Ray Data's target block size for the run: below one batch's, so that a batch is a block.
 BLOCK_BYTES = 1024
 _END, _ABANDON = object(), object()
@@ -146,15 +150,27 @@ class Switch:
         return self._stopped
 
 
-def _asks(switch: Any) -> bool:
-    """A read task's question: is the run stopping? (Yes if the switch is gone: the run has ended.)"""
-    import ray
-    from ray.exceptions import RayActorError
+class Asking:
+    """A read task's question, is the run stopping?, put to the switch at most every `seconds` (a
+    round trip a batch slowed reading; the workers ask before every batch they send). Yes if the
+    switch is gone: the run has ended."""
 
-    try:
-        return ray.get(switch.stopped.remote())
-    except RayActorError:
-        return True
+    def __init__(self, switch: Any, seconds: float = 0.5):
+        self._switch, self._seconds = switch, seconds
+        self._asked_at, self._stopped = -math.inf, False
+
+    def __call__(self) -> bool:
+        import ray
+        from ray.exceptions import RayActorError
+
+        now = time.monotonic()
+        if not self._stopped and now - self._asked_at >= self._seconds:
+            self._asked_at = now
+            try:
+                self._stopped = ray.get(self._switch.stopped.remote())
+            except RayActorError:
+                self._stopped = True
+        return self._stopped
 
 
 class SendBatches:
@@ -262,7 +278,7 @@ class RayTransport:
         if not ranges:
             return None
         skip = ray.put(rows.skip) if rows.skip is not None else None
-        reader = Reader(source, source.columns(rows.builder), skip, partial(_asks, self._switch))
+        reader = Reader(source, source.columns(rows.builder), skip, Asking(self._switch))
         context = ray.data.DataContext.get_current()
         # Blocks are shaped by bytes: with a target below one batch's, every batch (one record)
         # stays a block of its own, and so a task of its own for one worker.
@@ -273,7 +289,7 @@ class RayTransport:
             fn_constructor_args=(self.job, self.input_kind, endpoints, keys, self._switch),
             compute=ray.data.ActorPoolStrategy(
                 size=self.job.workers,
-                max_tasks_in_flight_per_actor=IN_FLIGHT,
+                max_tasks_in_flight_per_actor=IN_FLIGHT + QUEUED,
                 max_concurrent_calls_per_actor=IN_FLIGHT,
             ),
             batch_size=1,

@@ -137,6 +137,28 @@ def test_a_worker_asks_the_keeper_once_a_lease_not_once_a_request():
     assert keeper.calls == 3
 
 
+def test_tokens_used_beyond_a_lease_are_owed_with_the_next_lease_not_told_a_request_at_a_time():
+    charged = []
+
+    class Keeper(LimitsKeeper):
+        def charge(self, tokens):
+            charged.append(tokens)
+            super().charge(tokens)
+
+    keeper = LocalKeeper(Keeper(60_000, 6_000_000))  # leases of 100 requests and 10,000 tokens
+
+    async def go():
+        limiter = RayLimiter(keeper)
+        for _ in range(250):
+            permit = await limiter.acquire(10)
+            limiter.settle(permit, Verdict.ANSWERED, used_tokens=50)  # 40 beyond the estimate
+
+    asyncio.run(go())
+
+    assert keeper.calls == 3  # the leases, and nothing else
+    assert sum(charged) == 200 * 40  # the first two leases' requests, told with the next lease each
+
+
 def test_a_worker_told_of_a_429_drops_what_it_holds_and_tells_the_keeper():
     keeper = LocalKeeper(LimitsKeeper(60_000, None))
 
