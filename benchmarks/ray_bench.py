@@ -1,6 +1,6 @@
 """Benchmarks of `--executor ray` against the simulator, each side a process of its own.
 
-    python benchmarks/ray_bench.py                  # every case (about 6 minutes)
+    python benchmarks/ray_bench.py                  # every case (about 13 minutes)
     python benchmarks/ray_bench.py limit            # chosen cases
     python benchmarks/ray_bench.py --quick          # tiny sizes
 
