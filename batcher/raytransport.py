@@ -316,7 +316,7 @@ class RayTransport:
         while (item := await results.get()) is not _END and item is not _ABANDON:
             if isinstance(item, Exception):
                 log.debug("the Ray pipeline failed", exc_info=item)
-                raise RunAborted(f"the Ray cluster stopped the run: {_first_line(item)}")
+                raise RunAborted(f"the Ray cluster stopped the run: {_cause(item)}")
             self._journal(*item)
 
     def _journal(self, records: list[tuple[bool, dict[str, Any]]], counters: dict, error: Any) -> None:
@@ -329,7 +329,8 @@ class RayTransport:
             self._fail(error if isinstance(error, BatcherError) else RunAborted(str(error)))
 
 
-def _first_line(error: Exception) -> str:
+def _cause(error: Exception) -> str:
+    """A Ray error's last line: its cause (the lines before are the tasks it passed through)."""
     lines = [line for line in str(error).splitlines() if line.strip()]
     return lines[-1].strip() if lines else type(error).__name__
 

@@ -166,6 +166,20 @@ def test_a_ray_run_stopped_by_ctrl_c_then_killed_is_finished_by_the_same_command
     assert TEST_KEY not in final.stderr + final.stdout
 
 
+def test_a_key_the_server_refuses_stops_every_worker_and_the_run_as_a_local_one_stops(
+    ray_cluster, cli, simulator_factory, tmp_path, run_dir
+):
+    simulator = simulator_factory(api_key="sk-the-right-one")
+    path = write_jsonl(tmp_path / "in.jsonl", review_rows(2000))
+
+    result = cli(*run_args(path, run_dir, simulator.base_url, *RAY))
+
+    assert result.exit_code == 3, result.output
+    assert f"{simulator.base_url} refused the key (HTTP 401" in result.output
+    assert read_jsonl(run_dir / "errors.jsonl") == []  # the job is wrong, not its rows
+    assert simulator.requests <= 3, simulator.requests  # a first request a worker at most: none after
+
+
 def test_a_ray_run_reads_its_input_from_s3_and_commits_its_output_there(
     ray_cluster, cli, simulator, s3, tmp_path, monkeypatch
 ):
