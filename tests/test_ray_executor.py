@@ -91,6 +91,12 @@ def ray_worker_pids() -> list[int]:
     return pids
 
 
+def start_on_the_cluster(ray_cluster, command: list[str]) -> subprocess.Popen:
+    """`batcher run ...` in a process of its own, joining the test session's Ray cluster."""
+    env = subprocess_env(RAY_ADDRESS=ray_cluster.get_runtime_context().gcs_address, RAY_AUTH_MODE="disabled")
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
 @pytest.mark.slow
 def test_a_killed_worker_loses_no_row_and_the_run_ends_complete(
     ray_cluster, simulator_factory, tmp_path, run_dir
@@ -98,14 +104,8 @@ def test_a_killed_worker_loses_no_row_and_the_run_ends_complete(
     simulator = simulator_factory(latency_ms=30)
     rows = review_rows(600)
     path = write_jsonl(tmp_path / "in.jsonl", rows)
-    env = subprocess_env(RAY_ADDRESS=ray_cluster.get_runtime_context().gcs_address, RAY_AUTH_MODE="disabled")
-    run = subprocess.Popen(
-        batcher_command(*run_args(path, run_dir, simulator.base_url, *RAY, "--concurrency", "4")),
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    command = batcher_command(*run_args(path, run_dir, simulator.base_url, *RAY, "--concurrency", "4"))
+    run = start_on_the_cluster(ray_cluster, command)
     wait_for_results(run_dir, 100, run, timeout=60)
     victims = ray_worker_pids()
     assert victims, "no worker process found"
@@ -126,13 +126,12 @@ def test_a_ray_run_stopped_by_ctrl_c_then_killed_is_finished_by_the_same_command
     simulator = simulator_factory(latency_ms=100)
     rows = review_rows(800)
     path = write_jsonl(tmp_path / "in.jsonl", rows)
-    env = subprocess_env(RAY_ADDRESS=ray_cluster.get_runtime_context().gcs_address, RAY_AUTH_MODE="disabled")
     # 2 workers, each with 2 batches of 64 rows out at once: 256 rows on the wire at most.
     flags = ("--executor", "ray", "--workers", "2", "--concurrency", "8")
     command = batcher_command(*run_args(path, run_dir, simulator.base_url, *flags))
 
     def start():
-        return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return start_on_the_cluster(ray_cluster, command)
 
     def journaled() -> set[str]:
         return {r["id"] for r in read_jsonl(run_dir / "results.jsonl")}
@@ -155,15 +154,16 @@ def test_a_ray_run_stopped_by_ctrl_c_then_killed_is_finished_by_the_same_command
     killed.wait(timeout=10)
     done_at_kill = journaled()
     time.sleep(1)  # (its workers die with it)
-    final = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    final = start()
+    out, err = final.communicate(timeout=120)
 
-    assert final.returncode == 0, final.stderr
+    assert final.returncode == 0, err
     results = read_jsonl(run_dir / "results.jsonl")
     assert len(results) == len({r["id"] for r in results}) == 800  # none lost, none written twice
     by_id = {r["id"]: r for r in rows}
     assert all(simulator.completions_for(prompt_for(by_id[i])) == 1 for i in done_at_kill)
     assert paid() - 800 <= 2 * 2 * 64  # the bound of docs/ray.md: workers x batches out x 64
-    assert TEST_KEY not in final.stderr + final.stdout
+    assert TEST_KEY not in err + out
 
 
 def test_a_key_the_server_refuses_stops_every_worker_and_the_run_as_a_local_one_stops(
