@@ -22,6 +22,7 @@ are paid twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import os
@@ -29,6 +30,7 @@ import pickle
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 from .endpoints import Endpoint, EndpointConfig, Router
@@ -249,10 +251,11 @@ class RayTransport:
         keys = {e.config.api_key_env: e.api_key for e in self._endpoints if e.api_key}
         syncer = asyncio.create_task(self.recorder.keep_syncing())
         try:
-            # Planning reads the Parquet footer or counts the JSONL's lines: off the event loop.
-            dataset = await asyncio.to_thread(self._pipeline, rows, endpoints, keys)
-            if dataset is not None:
-                await self._collect(dataset)
+            with _blocks_of_one_batch():
+                # Planning reads the Parquet footer or counts the JSONL's lines: off the event loop.
+                dataset = await asyncio.to_thread(self._pipeline, rows, endpoints, keys)
+                if dataset is not None:
+                    await self._collect(dataset)
         except BatcherError as e:
             self._fail(e)
         finally:
@@ -279,10 +282,6 @@ class RayTransport:
             return None
         skip = ray.put(rows.skip) if rows.skip is not None else None
         reader = Reader(source, source.columns(rows.builder), skip, Asking(self._switch))
-        context = ray.data.DataContext.get_current()
-        # Blocks are shaped by bytes: with a target below one batch's, every batch (one record)
-        # stays a block of its own, and so a task of its own for one worker.
-        context.target_max_block_size = BLOCK_BYTES
         dataset = ray.data.read_datasource(datasource(reader, ranges, rows.done))
         return dataset.map_batches(
             SendBatches,
@@ -327,6 +326,20 @@ class RayTransport:
         self.recorder.changed()
         if error is not None:
             self._fail(error if isinstance(error, BatcherError) else RunAborted(str(error)))
+
+
+@contextlib.contextmanager
+def _blocks_of_one_batch() -> Iterator[None]:
+    """Ray Data's target block size below one batch's, for the run only. Blocks are shaped by bytes:
+    so every batch (one record) stays a block of its own, and a task of its own for one worker."""
+    import ray.data
+
+    context = ray.data.DataContext.get_current()
+    before, context.target_max_block_size = context.target_max_block_size, BLOCK_BYTES
+    try:
+        yield
+    finally:
+        context.target_max_block_size = before
 
 
 def _cause(error: Exception) -> str:
