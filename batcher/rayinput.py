@@ -114,15 +114,22 @@ def _open(path: Any) -> Any:
     return io.BufferedReader(path.open_random(), _READ) if is_remote(path) else path.open("rb")
 
 
-def block(payload: list[InputRow] | BatcherError) -> Any:
-    """A batch of rows (or the error that stopped reading them) as a Ray Data block of one record."""
+#: The one column of a block of the run's pipeline: a pickled payload (a batch of rows going to a
+#: worker, or what the worker made of them coming back).
+PAYLOAD = "payload"
+
+
+def block(payload: Any) -> Any:
+    """`payload` as a Ray Data block of one record: a batch of rows (or the error that stopped
+    reading them), or a worker's records for one."""
     import pyarrow as pa
 
-    return pa.table({"rows": pa.array([pickle.dumps(payload)], pa.binary())})
+    return pa.table({PAYLOAD: pa.array([pickle.dumps(payload)], pa.binary())})
 
 
-def rows_of(batch: Any) -> list[InputRow] | BatcherError:
-    return pickle.loads(batch["rows"][0].as_py())
+def payloads(batch: Any) -> list[Any]:
+    """The payloads of a block (or of a batch of blocks), in order."""
+    return [pickle.loads(value) for value in batch[PAYLOAD].to_pylist()]
 
 
 def _all_done(done: bytearray | None, r: Range) -> bool:

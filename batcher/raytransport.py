@@ -26,7 +26,6 @@ import contextlib
 import logging
 import math
 import os
-import pickle
 import threading
 import time
 import uuid
@@ -37,7 +36,7 @@ from .endpoints import Endpoint, EndpointConfig, Router
 from .errors import BatcherError, RunAborted
 from .job import Job
 from .outcome import RunOutcome
-from .rayinput import rows_of
+from .rayinput import block, payloads
 from .raylimits import RayLimiter, keeper_actor
 from .recording import Recorder
 from .sources import InputRow
@@ -185,22 +184,16 @@ class SendBatches:
         self._keys, self._switch = keys, switch
 
     async def __call__(self, batch: Any) -> Any:
-        rows = rows_of(batch)
+        (rows,) = payloads(batch)  # one batch a block (rayinput.py)
         if isinstance(rows, BatcherError):  # the input no longer reads as it did at the scan
             self._switch.stop.remote()
-            return _sent([], {}, rows)
+            return block(([], {}, rows))
         if await self._switch.stopped.remote():
-            return _sent([], {}, None)  # not sent: the run is stopping; the next session sends them
+            return block(([], {}, None))  # not sent: the run is stopping; the next session sends them
         records, counters, error = await self._worker.process(rows, self._keys)
         if error is not None:
             self._switch.stop.remote()
-        return _sent(records, counters, error)
-
-
-def _sent(records: list, counters: dict, error: Any) -> Any:
-    import pyarrow as pa
-
-    return pa.table({"sent": pa.array([pickle.dumps((records, counters, error))], pa.binary())})
+        return block((records, counters, error))
 
 
 class RayTransport:
@@ -305,8 +298,8 @@ class RayTransport:
             item: Any = _END
             try:
                 for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
-                    for value in batch["sent"].to_pylist():
-                        loop.call_soon_threadsafe(results.put_nowait, pickle.loads(value))
+                    for sent in payloads(batch):
+                        loop.call_soon_threadsafe(results.put_nowait, sent)
             except Exception as e:  # the cluster failed the run: a task failed past its retries
                 item = e
             loop.call_soon_threadsafe(results.put_nowait, item)

@@ -10,7 +10,7 @@ import pytest
 
 from batcher import rayinput
 from batcher.job import build_job
-from batcher.rayinput import BATCH_ROWS, Reader, plan, rows_of
+from batcher.rayinput import BATCH_ROWS, Reader, payloads, plan
 from batcher.session import prepare
 from batcher.transport import SkipIds
 from tests.helpers import review_rows
@@ -30,7 +30,7 @@ def read_by_ranges(source, builder, done, skip=None, workers=3):
     for r in plan(source, done, workers):
         part = bytes(done[r.first : None if r.count is None else r.first + r.count]) if done else b""
         for block in reader.read(r, part):
-            batch = rows_of(block)
+            (batch,) = payloads(block)
             assert 0 < len(batch) <= BATCH_ROWS
             got += [(row.number, row.row_id) for row in batch]
     return got
@@ -126,7 +126,7 @@ def test_a_line_that_no_longer_parses_stops_the_read_with_its_number(tmp_path):
     (r,) = plan(source, None, workers=3)
     (block,) = reader.read(r, b"")
 
-    error = rows_of(block)
+    (error,) = payloads(block)
     assert "line 5" in str(error) and "in.jsonl" in str(error)
 
 
