@@ -21,6 +21,7 @@ import click
 
 from .errors import EXIT_INTERRUPTED, EXIT_USAGE, BatcherError
 from .simulate import simulate
+from .words import plural, usd
 
 
 def _fail(message: str, code: int) -> None:
@@ -182,6 +183,12 @@ def main() -> None:
     help="Reuse answers across runs for identical requests at temperature 0, kept in this directory.",
 )
 @click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    help="Send only the first N rows of the input (try a prompt on a few); the same job without it"
+    " continues with the rest.",
+)
+@click.option(
     "--dry-run",
     is_flag=True,
     help="Check the whole job, show the first requests, count rows and estimate tokens; send nothing.",
@@ -236,11 +243,15 @@ def run(source: str | None, dry_run: bool, quiet: bool, verbose: bool, **options
         _report(job, outcome)
     if stats.cut:  # even when quiet: the most common silent failure
         click.echo(
-            f"batcher: warning: {stats.cut} answer(s) were cut at max_tokens (finish_reason: length);"
-            " raise --max-tokens if they should be whole",
+            f"batcher: warning: {plural(stats.cut, 'answer was', 'answers were')} cut at max_tokens"
+            " (finish_reason: length); raise --max-tokens if they should be whole",
             err=True,
         )
-    if outcome.stopped_early or stats.remaining:
+    if outcome.stopped_early:
+        click.echo(f"resume with: {_resume_command()}", err=True)
+    elif stats.remaining and job.limit is not None:
+        click.echo(f"the rest: {_resume_command(without=('--limit',))}", err=True)
+    elif stats.remaining:
         click.echo(f"resume with: {_resume_command()}", err=True)
     sys.exit(outcome.exit_code)
 
@@ -274,12 +285,13 @@ def _report(job, outcome) -> None:
     s = outcome.stats.summary(outcome.status)
     session = s["session"]
     click.echo(
-        f"{outcome.status}: {s['rows_ok']} ok, {s['rows_failed']} failed, {s['rows_remaining']} remaining"
-        f" of {s['rows_total']} rows ({s['rows_skipped']} done before);"
-        f" this session {session['rows_done']} rows in {session['wall_time_s']:.1f} s"
-        f" ({session['rows_per_s'] or 0:.1f} rows/s), {session['requests_sent']} requests,"
-        f" {session['retries']} retries, {session['rate_limited_429']} 429s,"
-        f" {s['total_tokens']} tokens, {_cost_text(s['cost_usd'], s['answers_unpriced'])} in all",
+        f"{outcome.status}: {s['rows_ok']:,} ok, {s['rows_failed']:,} failed,"
+        f" {s['rows_remaining']:,} remaining of {plural(s['rows_total'], 'row')}"
+        f" ({s['rows_skipped']:,} done before);"
+        f" this session {plural(session['rows_done'], 'row')} in {session['wall_time_s']:.1f} s"
+        f" ({session['rows_per_s'] or 0:.1f} rows/s), {_requests_text(session)},"
+        f" {plural(session['retries'], 'retry', 'retries')}, {plural(session['rate_limited_429'], '429')},"
+        f" {plural(s['total_tokens'], 'token')}, {_cost_text(s['cost_usd'], s['answers_unpriced'])} in all",
         err=True,
     )
     if outcome.message and outcome.status != "interrupted":
@@ -287,6 +299,17 @@ def _report(job, outcome) -> None:
     if outcome.note:
         click.echo(f"batcher: {outcome.note}", err=True)
     click.echo(f"output: {job.output}", err=True)
+
+
+def _requests_text(session: dict) -> str:
+    """The requests of a session: answered, and apart from them those that got no answer."""
+    text = f"{plural(session['answers'], 'request')} answered"
+    if session["connection_failures"]:
+        text += (
+            f" and {plural(session['connection_failures'], 'attempt')} with no answer"
+            f" ({session['attempts'] - session['requests_sent']:,} could not connect)"
+        )
+    return text
 
 
 def _print_plan(plan) -> None:
@@ -338,9 +361,18 @@ def _bytes(size: int) -> str:
     return f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{size / 1e3:.0f} kB"
 
 
-def _resume_command() -> str:
-    args = sys.argv[1:]
-    return shlex.join(["batcher", *args])
+def _resume_command(without: tuple[str, ...] = ()) -> str:
+    """The command line of this run again, but for the options named in `without` (and their values)."""
+    args, kept = sys.argv[1:], []
+    while args:
+        arg = args.pop(0)
+        name = arg.split("=", 1)[0]
+        if name in without:
+            if "=" not in arg and args:
+                args.pop(0)
+            continue
+        kept.append(arg)
+    return shlex.join(["batcher", *kept])
 
 
 @main.command()
@@ -464,9 +496,12 @@ def report(directory: str, output: Path | None) -> None:
 
 
 def _cost_text(cost: float, unpriced: int) -> str:
-    text = f"${cost:.4f}"
+    text = usd(cost)
     if unpriced:
-        text += f" (and {unpriced} answer(s) of a model with no price: set prices in the job file or --price)"
+        text += (
+            f" (and {plural(unpriced, 'answer')} of a model with no price: set prices in the job file"
+            " or --price)"
+        )
     return text
 
 

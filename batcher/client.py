@@ -218,13 +218,17 @@ def job_level_cause(failure: RequestFailed, base_url: str, path: str = "/chat/co
     if isinstance(failure, Unreachable):
         return f"{failure.message}: {failure.hint}"
     if failure.status == 404 or (failure.status == 400 and failure.param == "model"):
+        # (said once: a message of a body that is no OpenAI error already begins "HTTP 404")
+        said = failure.message
+        if not said.startswith("HTTP "):
+            said = f"HTTP {failure.status}: {said}"
         if failure.param == "model" or failure.type == "model_not_found" or "model" in failure.message:
             return (
-                f"the server does not serve this model (HTTP {failure.status}: {failure.message}); "
+                f"the server does not serve this model ({said}); "
                 f"check --model against the models listed at {base_url}/models"
             )
         return (
-            f"nothing answers at {base_url}{path} (HTTP 404: {failure.message}); "
+            f"nothing answers at {base_url}{path} ({said}); "
             "an OpenAI-compatible base URL usually ends in /v1"
         )
     if failure.type == "redirect":

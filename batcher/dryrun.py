@@ -83,9 +83,12 @@ def _plan(job: Job, directory: Path) -> Plan:
     line_models, models = array("L"), {}
 
     packs = PackCount(kind.limits) if job.embeddings else None
+    until = source.position_of_row(job.limit) if job.limit is not None else None  # --limit
 
     def on_body(number: int, row_id: str, body: dict[str, Any]) -> None:
         if done.has(row_id, number) or (row_id in failed and not retry_failed):
+            return
+        if until is not None and number > until:
             return
         result.to_send += 1
         prompt = round(estimator.prompt_chars(body) / estimator.chars_per_token)

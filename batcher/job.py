@@ -118,6 +118,9 @@ class Job:
     #: With the output in an object store: seconds between commits of the journal's new lines to it
     #: (mirror.py). A crash sends again what was answered since the last commit.
     commit_seconds: float = 5.0
+    #: Send only the first `limit` rows of the input (in input order; not part of the job's identity,
+    #: so the same job without it continues with the rest).
+    limit: int | None = None
     simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
 
     @property
@@ -228,6 +231,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "ray_address": (str,),
     "workers": (int,),
     "commit_seconds": (int, float),
+    "limit": (int,),
     "simulator": (dict,),
 }
 _SECRET_KEYS = {"api_key", "key", "openai_api_key", "token", "secret", "password"}
@@ -359,6 +363,8 @@ def _check(job: Job) -> None:
         raise ConfigError(f"max_retries must be 0 or more, got {job.max_retries}")
     positive("max_cost", job.max_cost)
     positive("max_total_tokens", job.max_total_tokens)
+    if job.limit is not None and job.limit < 1:
+        raise ConfigError(f"limit must be at least 1, got {job.limit}")
     if job.parse_retries < 0:
         raise ConfigError(f"parse_retries must be 0 or more, got {job.parse_retries}")
     positive("rpm", job.rpm)

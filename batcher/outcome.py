@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from .errors import EXIT_FAILED_ROWS, EXIT_INTERRUPTED, EXIT_OK, EXIT_SUBMITTED, BatcherError, BudgetReached
 from .stats import RunStats
+from .words import plural
 
 
 class Status(enum.StrEnum):
@@ -60,7 +61,7 @@ class RunOutcome:
         if self.error is not None:
             return str(self.error)
         if self.status is Status.COMPLETED_WITH_ERRORS:
-            return f"{self.stats.failed} row(s) failed; see errors"
+            return f"{plural(self.stats.failed, 'row')} failed; see errors"
         if self.status is Status.SUBMITTED:
             return "batches submitted and left to run at the provider; run the same command to collect them"
         return "interrupted" if self.status is Status.INTERRUPTED else None

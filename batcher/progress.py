@@ -6,6 +6,7 @@ import sys
 from typing import Any
 
 from .stats import RunStats
+from .words import usd
 
 
 class ProgressBar:
@@ -28,7 +29,7 @@ class ProgressBar:
 
     def update(self, stats: RunStats) -> None:
         tokens = stats.prompt_tokens + stats.completion_tokens
-        cost = f" cost=${stats.cost_usd:.2f}" if stats.cost_usd else ""
+        cost = f" cost={usd(stats.cost_usd)}" if stats.cost_usd else ""
         self._bar.set_postfix_str(
             f"tokens={_short(tokens)}{cost} errors={stats.failed} 429s={stats.rate_limited}", refresh=False
         )

@@ -54,7 +54,7 @@ QUEUED = 2
 BLOCK_BYTES = 1024
 _END, _ABANDON = object(), object()
 #: Counters a worker's pool keeps that the driver adds to its own.
-COUNTERS = ("requests", "retries", "rate_limited")
+COUNTERS = ("requests", "answers", "connection_failures", "never_connected", "retries", "rate_limited")
 
 
 class Collected:

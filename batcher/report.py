@@ -18,6 +18,7 @@ from typing import Any
 from . import timeline
 from .checkpoint import inspect, read_progress
 from .stats import LatencyHistogram
+from .words import usd
 
 #: Points per chart at most: longer runs are summed into wider intervals.
 MAX_POINTS = 240
@@ -185,7 +186,7 @@ def write(directory: Path, output: Path | None = None) -> Path:
 
 def render(report: Report) -> str:
     f, s = report.figures, report.series
-    cost = f"${f['cost_usd']:.4f}" + (f" + {f['answers_unpriced']} unpriced" if f["answers_unpriced"] else "")
+    cost = usd(f["cost_usd"]) + (f" + {f['answers_unpriced']} unpriced" if f["answers_unpriced"] else "")
     cards = [
         ("status", report.status, "status"),
         ("rows done", f"{f['rows_ok']:,} of {f['rows_total']:,}", "rows_ok"),

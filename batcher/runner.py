@@ -307,6 +307,10 @@ class Runner:
         finally:
             self._in_request.discard(item.worker)
             self._settle(endpoint, permit, item, estimate, reserved, completion, failure)
+        self.stats.count_attempt(
+            answered=failure is None or failure.status is not None,
+            connected=not isinstance(failure, Unreachable),
+        )
         return endpoint, completion, failure
 
     def _reserve_budget(self, item: _Item, estimate: int) -> float | None | object:

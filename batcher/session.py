@@ -230,6 +230,11 @@ async def _run_session(
             tasks = [asyncio.create_task(work) for work in background]
             try:
                 outcome = await transport.run(RowsLeft(job, source, kind.builder, progress))
+                if job.limit is not None and not outcome.stopped_early and stats.remaining:
+                    outcome.note = (
+                        f"sent the first {job.limit:,} rows (--limit); {stats.remaining:,} rows are left: "
+                        "the same job without --limit sends them"
+                    )
             finally:
                 for task in tasks:
                     task.cancel()

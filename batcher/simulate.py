@@ -7,7 +7,9 @@ the server itself is imported only when the command runs, so `batcher --help` st
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
 import sys
 
 import click
@@ -183,8 +185,17 @@ def simulate(host: str, port: int, models: str | None, require_key_env: str | No
         click.echo(f"simulator listening on {base_url}", err=True)
         sys.stderr.flush()
 
+    async def serve_until_stopped() -> None:
+        # SIGTERM (a service manager, `kill`) and Ctrl-C both end the server cleanly, exit 0, as servers do.
+        main_task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, main_task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await serve(config, host, port, ready)
+
     try:
-        asyncio.run(serve(config, host, port, ready))
+        asyncio.run(serve_until_stopped())
     except KeyboardInterrupt:
         pass
     except OSError as e:

@@ -404,6 +404,18 @@ class Source:
             return None
         return InputRow(row_id, number, row)
 
+    def position_of_row(self, count: int) -> int:
+        """The position (`InputRow.number`) of the `count`-th row: the same number where a position
+        is a row; in JSONL, where blank lines hold no row, found by reading lines (not parsing them)."""
+        if self.unit != "line":
+            return count
+        seen = last = 0
+        for last, _ in self._lines():
+            seen += 1
+            if seen == count:
+                return last
+        return last + count - seen  # (past the end: every row)
+
 
 def _done_run(done: bytearray, start: int) -> int:
     """How many numbers from `start` on are marked done (a C-speed search)."""

@@ -61,7 +61,12 @@ class RunStats:
     failed: int = 0
     #: Rows done (ok or failed) in this session, durable.
     done_now: int = 0
+    #: Requests tried; of them, those the server answered (any status), those that got no answer
+    #: (no connection, a dropped one, a timeout) and, of those, the ones that never connected.
     requests: int = 0
+    answers: int = 0
+    connection_failures: int = 0
+    never_connected: int = 0
     retries: int = 0
     rate_limited: int = 0
     #: Rows of this session answered by an identical request's answer, or from the cache.
@@ -90,6 +95,15 @@ class RunStats:
     @property
     def wall_time(self) -> float:
         return (self.finished or time.monotonic()) - self.started
+
+    def count_attempt(self, *, answered: bool, connected: bool) -> None:
+        """Count what became of one request tried: answered, or not (and whether it ever connected)."""
+        if answered:
+            self.answers += 1
+            return
+        self.connection_failures += 1
+        if not connected:
+            self.never_connected += 1
 
     def record_durable(self, ok: bool, record: dict[str, Any], retried_failure: bool) -> None:
         """Count a row whose line just became durable."""
@@ -136,7 +150,11 @@ class RunStats:
             "answers_unpriced": self.unpriced,
             "session": {
                 "rows_done": self.done_now,
-                "requests_sent": self.requests,
+                "attempts": self.requests,
+                # (a request that could not connect was never sent)
+                "requests_sent": self.requests - self.never_connected,
+                "answers": self.answers,
+                "connection_failures": self.connection_failures,
                 "retries": self.retries,
                 "rate_limited_429": self.rate_limited,
                 "answers_cut_at_max_tokens": self.cut,

@@ -71,6 +71,8 @@ class RowsLeft:
         failed = set(progress.failed) if progress.failed and not job.retry_failed else None
         ids = progress.done.ids
         self.skip = SkipIds(ids, failed) if ids is not None or failed else None
+        #: The position of the last row to send (`--limit`: the first N rows of the input), or None.
+        self.until = source.position_of_row(job.limit) if job.limit is not None else None
         self._rows: Iterator[InputRow | None] | None = None
 
     def __iter__(self) -> Iterator[InputRow | None]:
@@ -79,7 +81,11 @@ class RowsLeft:
     def __next__(self) -> InputRow | None:
         if self._rows is None:
             self._rows = self.source.rows(self.builder, done=self.done, skip=self.skip)
-        return next(self._rows)
+        row = next(self._rows)
+        if row is not None and self.until is not None and row.number > self.until:
+            self._rows.close()  # (the file it reads is closed now, not when collected)
+            raise StopIteration
+        return row
 
 
 async def drain(

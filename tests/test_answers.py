@@ -162,7 +162,7 @@ def test_plain_answers_cut_at_max_tokens_are_counted_and_warned_about(cli, simul
 
     assert result.exit_code == 0
     assert json.loads((run_dir / "summary.json").read_text())["session"]["answers_cut_at_max_tokens"] == 5
-    assert "5 answer(s) were cut at max_tokens" in result.output
+    assert "5 answers were cut at max_tokens" in result.output
 
 
 @pytest.mark.parametrize(

@@ -42,7 +42,7 @@ def test_a_model_with_no_price_has_an_unknown_cost_not_a_zero_one(cli, simulator
 
     assert all(row["cost_usd"] is None for row in read_jsonl(run_dir / "results.jsonl"))
     assert summary(run_dir)["answers_unpriced"] == 4
-    assert "4 answer(s) of a model with no price" in status.output
+    assert "4 answers of a model with no price" in status.output
 
 
 def test_prices_come_from_price_or_the_job_file_over_the_built_in_table(cli, simulator, tmp_path):

@@ -125,6 +125,8 @@ class Collector:
                 continue
             row_id = row["id"]
             self.recorder.stats.requests += 1
+            if row_id in fates.answered or row_id in fates.failed:
+                self.recorder.stats.answers += 1
             if row_id in fates.answered:
                 self._add_answer(part, row, members, fates.answered[row_id])
             elif row_id in fates.failed:
