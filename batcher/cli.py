@@ -32,8 +32,9 @@ def _fail(message: str, code: int) -> None:
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="batcher", prog_name="batcher")
 def main() -> None:
-    """Send every row of a dataset to an OpenAI-compatible Chat Completions API,
-    under rate limits, with retries and resumable checkpoints.
+    """Send every row of a dataset (JSONL, CSV, Parquet, an OpenAI Batch input file) to an
+    OpenAI-compatible API: Chat Completions or embeddings, one request a row online or at half the
+    price through the provider's Batch API, under rate limits, with retries and resumable checkpoints.
 
     \b
     Try it offline on the embedded simulator:
