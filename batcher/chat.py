@@ -64,13 +64,12 @@ async def read_stream(resp: aiohttp.ClientResponse) -> Completion:
 
 
 class _Stream:
-    """The chunks of a streamed chat completion, merged as they come into what a whole answer says."""
+    """The chunks of a streamed chat completion, merged as they come into what a whole answer says:
+    every choice by its `index` (a request with `n` > 1 interleaves them), each with its logprobs."""
 
     def __init__(self) -> None:
-        self.content: list[str] = []
-        self.tool_calls: dict[int, dict[str, Any]] = {}
+        self.choices: dict[int, _StreamedChoice] = {}
         self.fields: dict[str, Any] = dict.fromkeys(("id", "created", "model", "usage"))
-        self.finish_reason: str | None = None
 
     def add(self, data: str) -> None:
         chunk = parse_json(data)
@@ -81,9 +80,58 @@ class _Stream:
         for key in self.fields:
             self.fields[key] = chunk.get(key) or self.fields[key]
         for choice in chunk.get("choices") or ():
-            if choice.get("index", 0) == 0:
-                self._add_delta(choice.get("delta") or {})
-                self.finish_reason = choice.get("finish_reason") or self.finish_reason
+            index = choice.get("index")
+            if not isinstance(index, int):
+                index = 0
+            merged = self.choices.get(index)
+            if merged is None:
+                merged = self.choices[index] = _StreamedChoice()
+            merged.add(choice)
+
+    def completion(self) -> Completion:
+        streamed = self.choices or {0: _StreamedChoice()}
+        choices = [streamed[index].whole(index) for index in sorted(streamed)]
+        first = choices[0]
+        message = first["message"]
+        fields = self.fields
+        body = {
+            "id": fields["id"],
+            "object": "chat.completion",
+            "created": fields["created"],
+            "model": fields["model"],
+            "choices": choices,
+            "usage": fields["usage"],
+        }
+        return Completion(
+            message["content"],
+            message.get("tool_calls"),
+            first["finish_reason"],
+            fields["usage"],
+            fields["model"],
+            None,
+            0.0,
+            body,
+        )
+
+
+class _StreamedChoice:
+    """One choice of a stream: its text, tool calls and logprobs, merged delta by delta."""
+
+    __slots__ = ("content", "tool_calls", "finish_reason", "logprobs")
+
+    def __init__(self) -> None:
+        self.content: list[str] = []
+        self.tool_calls: dict[int, dict[str, Any]] = {}
+        self.finish_reason: str | None = None
+        #: The choice's logprobs: each chunk's lists (`content`, `refusal`) joined; None if none came.
+        self.logprobs: dict[str, Any] | None = None
+
+    def add(self, choice: dict[str, Any]) -> None:
+        self._add_delta(choice.get("delta") or {})
+        self.finish_reason = choice.get("finish_reason") or self.finish_reason
+        logprobs = choice.get("logprobs")
+        if isinstance(logprobs, dict):
+            self._add_logprobs(logprobs)
 
     def _add_delta(self, delta: dict[str, Any]) -> None:
         if delta.get("content"):
@@ -98,22 +146,32 @@ class _Stream:
                 merged["function"]["name"] = function["name"]
             merged["function"]["arguments"] += function.get("arguments") or ""
 
-    def completion(self) -> Completion:
+    def _add_logprobs(self, logprobs: dict[str, Any]) -> None:
+        merged = self.logprobs if self.logprobs is not None else {}
+        for key, value in logprobs.items():
+            if isinstance(value, list):
+                joined = merged.get(key)
+                if isinstance(joined, list):
+                    joined.extend(value)
+                else:
+                    merged[key] = list(value)
+            else:
+                merged.setdefault(key, value)
+        self.logprobs = merged
+
+    def whole(self, index: int) -> dict[str, Any]:
+        """The choice as a whole answer holds it."""
         calls = [self.tool_calls[i] for i in sorted(self.tool_calls)] or None
         text = "".join(self.content) if self.content or not calls else None
         message: dict[str, Any] = {"role": "assistant", "content": text}
         if calls:
             message["tool_calls"] = calls
-        fields = self.fields
-        body = {
-            "id": fields["id"],
-            "object": "chat.completion",
-            "created": fields["created"],
-            "model": fields["model"],
-            "choices": [{"index": 0, "message": message, "finish_reason": self.finish_reason}],
-            "usage": fields["usage"],
+        return {
+            "index": index,
+            "message": message,
+            "logprobs": self.logprobs,
+            "finish_reason": self.finish_reason,
         }
-        return Completion(text, calls, self.finish_reason, fields["usage"], fields["model"], None, 0.0, body)
 
 
 class ChatKind:

@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from .choices import choice_fields
 from .client import Completion
 from .errors import AnswerInvalid, RequestFailed, WriteFailed
 from .job import BATCH_OUTPUT
@@ -37,6 +38,8 @@ RESERVED_COLUMNS = (
     "content",
     "tool_calls",
     "finish_reason",
+    "choices",
+    "logprobs",
     "usage",
     "model",
     "latency_ms",
@@ -61,7 +64,7 @@ def result_record(
     reused_from: str | None = None,
 ) -> dict[str, Any]:
     """A results line. Its first keys (id, row_number, usage, cost_usd) keep this order: resume
-    reads them fast."""
+    reads them fast. `choices` and `logprobs` come only with an answer that has them (choices.py)."""
     record = {
         "id": row_id,
         "row_number": row_number,
@@ -76,6 +79,9 @@ def result_record(
         **(answer or {}),
         **kept,
     }
+    extra = choice_fields(completion.body)
+    if extra is not None:
+        record.update(extra)
     if reused_from:
         record["reused_from"] = reused_from
     if with_response:
@@ -239,6 +245,8 @@ class Schemas:
                 ("content", pa.string()),
                 ("tool_calls", pa.string()),
                 ("finish_reason", pa.string()),
+                ("choices", pa.large_string()),  # JSON text, null unless the answer had n > 1
+                ("logprobs", pa.large_string()),  # JSON text, null unless logprobs were asked
             ]
         else:
             answer_columns = [("embedding", pa.list_(pa.float32(), dims))]
@@ -274,8 +282,10 @@ class Schemas:
                 *kept,
             ]
         )
-        #: Columns held as JSON text: tool calls, and values of mixed or nested types.
-        self.json_columns = {"tool_calls"} | {n for n, t in [*answer, *kept] if t == pa.large_string()}
+        #: Columns held as JSON text: tool calls, choices, logprobs, values of mixed or nested types.
+        self.json_columns = {"tool_calls", "choices", "logprobs"} | {
+            n for n, t in [*answer, *kept] if t == pa.large_string()
+        }
 
     def row(self, record: dict[str, Any], schema: Any) -> dict[str, Any]:
         """A journal record as a row of `schema` (but for an embedding, which `table` adds)."""

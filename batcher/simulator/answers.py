@@ -3,7 +3,9 @@
 Everything drawn (words, tool-call ids, schema values) comes from a generator seeded with the
 model and messages, so asking twice gets the same answer. Prompts that ask for a sentiment or a
 summary get a plausible one, a tool named in the last message is called, and a response_format
-is met (unless the injected `invalid` fault asks for an answer that ignores it).
+is met (unless the injected `invalid` fault asks for an answer that ignores it). A request with
+`n` gets n choices, the first the same as without `n`; one with `logprobs` gets a logprob per
+token of each text choice (a tool call's choice has none), with `top_logprobs` alternatives.
 """
 
 from __future__ import annotations
@@ -84,15 +86,44 @@ _FILLER = [
 ]
 #: The answer of the `invalid` fault: text that meets no response_format.
 _INVALID_TEXT = "Sure! I think the answer is probably fine."
+#: A token as logprobs spell it: one of the tokenizer's (tokens.WORD), with the spaces before it.
+_SPELLED = re.compile(r"\s*(?:\w+|[^\w\s])")
+#: The other tokens a logprobs entry names as likely (top_logprobs is at most 20).
+_ALTERNATIVES = sorted(set(_FILLER) | {"answer", "result", "it", "this"})
 
 
 def complete(body: dict[str, Any], prompt_tokens: int, *, invalid: bool = False) -> dict[str, Any]:
-    """The `chat.completion` answering a valid request: a tool call, or text cut at max_tokens."""
+    """The `chat.completion` answering a valid request: `n` choices (a tool call, or text cut at
+    max_tokens), each with its logprobs when asked; usage counts the tokens of every choice."""
     digest = hashlib.sha256(
         json.dumps([body.get("model"), body.get("messages")], sort_keys=True, default=str).encode()
     ).digest()
-    rng = random.Random(digest)
+    choices, completion_tokens = [], 0
+    for index in range(body.get("n") or 1):
+        choice, tokens = _choice(body, digest, index, invalid)
+        choices.append(choice)
+        completion_tokens += tokens
+    return {
+        "id": f"chatcmpl-{digest.hex()[:24]}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": body["model"],
+        "system_fingerprint": "fp_simulator",
+        "choices": choices,
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+    }
+
+
+def _choice(body: dict[str, Any], digest: bytes, index: int, invalid: bool) -> tuple[dict[str, Any], int]:
+    """Choice `index` and its completion tokens. The first is drawn from the request's digest
+    alone (what an `n`-less request gets); each other from the digest and its index."""
+    rng = random.Random(digest if index == 0 else digest + index.to_bytes(2, "big"))
     call = _tool_call(body, rng)
+    logprobs = None
     if call is not None:
         message = {"role": "assistant", "content": None, "tool_calls": [call]}
         finish_reason = "tool_calls"
@@ -101,19 +132,40 @@ def complete(body: dict[str, Any], prompt_tokens: int, *, invalid: bool = False)
         text, finish_reason = _truncated(_INVALID_TEXT if invalid else _text(body, rng), body)
         message = {"role": "assistant", "content": text}
         completion_tokens = count_tokens(text)
-    return {
-        "id": f"chatcmpl-{digest.hex()[:24]}",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": body["model"],
-        "system_fingerprint": "fp_simulator",
-        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}],
-        "usage": {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-        },
-    }
+        if body.get("logprobs"):
+            logprobs = _token_logprobs(
+                text, random.Random(rng.getrandbits(64)), body.get("top_logprobs") or 0
+            )
+    choice = {"index": index, "message": message, "logprobs": logprobs, "finish_reason": finish_reason}
+    return choice, completion_tokens
+
+
+def _token_logprobs(text: str, rng: random.Random, top: int) -> dict[str, Any]:
+    """A choice's `logprobs`: one entry per token of `text` (the tokens spell it out, leading
+    spaces included), each with its `top` most likely alternatives, itself first."""
+    tokens = _SPELLED.findall(text)
+    if tokens and text[-1].isspace():
+        tokens[-1] += text[len(text.rstrip()) :]
+    return {"content": [_entry(token, rng, top) for token in tokens], "refusal": None}
+
+
+def _entry(token: str, rng: random.Random, top: int) -> dict[str, Any]:
+    logprob = -round(rng.expovariate(8), 6)
+    entry = _logprob(token, logprob)
+    entry["top_logprobs"] = []
+    if top:
+        space = token[: len(token) - len(token.lstrip())]
+        others = rng.sample([w for w in _ALTERNATIVES if space + w != token], top - 1)
+        drops = sorted(rng.uniform(0.5, 12) for _ in others)
+        alternatives = [
+            _logprob(space + w, round(logprob - d, 6)) for w, d in zip(others, drops, strict=True)
+        ]
+        entry["top_logprobs"] = [_logprob(token, logprob), *alternatives]
+    return entry
+
+
+def _logprob(token: str, logprob: float) -> dict[str, Any]:
+    return {"token": token, "logprob": logprob, "bytes": list(token.encode("utf-8"))}
 
 
 def _truncated(text: str, body: dict[str, Any]) -> tuple[str, str]:

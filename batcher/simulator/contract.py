@@ -148,6 +148,70 @@ def positive_integer(name: str) -> Check:
     return check
 
 
+def _integer_between(name: str, low: int, high: int) -> Check:
+    """An optional integer parameter in [low, high], refused in OpenAI's words and codes."""
+
+    def check(body: dict[str, Any], config: SimulatorConfig) -> None:
+        value = body.get(name)
+        if value is None:
+            return
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise Invalid(
+                f"Invalid type for '{name}': expected an integer, but got {_json_type(value)} instead.",
+                name,
+                "invalid_type",
+            )
+        if value < low:
+            raise Invalid(
+                f"Invalid '{name}': integer below minimum value. Expected a value >= {low}, "
+                f"but got {value} instead.",
+                name,
+                "integer_below_min_value",
+            )
+        if value > high:
+            raise Invalid(
+                f"Invalid '{name}': integer above maximum value. Expected a value <= {high}, "
+                f"but got {value} instead.",
+                name,
+                "integer_above_max_value",
+            )
+
+    return check
+
+
+def _json_type(value: Any) -> str:
+    """How OpenAI's messages name a JSON value's type ("a string", "an array", ...)."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a decimal number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object" if isinstance(value, dict) else "null"
+
+
+def _logprobs(body: dict[str, Any], config: SimulatorConfig) -> None:
+    """`logprobs` a boolean; `top_logprobs` (0 to 20) only with `logprobs` true."""
+    logprobs = body.get("logprobs")
+    if logprobs is not None and not isinstance(logprobs, bool):
+        raise Invalid(
+            f"Invalid type for 'logprobs': expected a boolean, but got {_json_type(logprobs)} instead.",
+            "logprobs",
+            "invalid_type",
+        )
+    if body.get("top_logprobs") is None:
+        return
+    _integer_between("top_logprobs", 0, 20)(body, config)
+    if not logprobs:
+        raise Invalid(
+            "The 'top_logprobs' parameter is only allowed when 'logprobs' is enabled.", "top_logprobs"
+        )
+
+
 def _stream(body: dict[str, Any], config: SimulatorConfig) -> None:
     if "stream" in body and not isinstance(body["stream"], bool):
         raise Invalid("Invalid type for 'stream': expected a boolean.", "stream")
@@ -209,6 +273,8 @@ _CHECKS: tuple[Check, ...] = (
     _number_between("top_p", 0, 1),
     positive_integer("max_tokens"),
     positive_integer("max_completion_tokens"),
+    _integer_between("n", 1, 128),
+    _logprobs,
     _stream,
     _tools,
     _response_format,
