@@ -13,6 +13,7 @@ import string
 from typing import Any
 
 from .errors import ConfigError
+from .scanning import DEFAULT_ID
 
 TEMPLATE = "template"
 CHAT = "chat"
@@ -53,14 +54,14 @@ class RequestBuilder:
         template: str | None,
         system: str | None,
         defaults: dict[str, Any],
-        id_column: str,
+        id_column: str | None,
         keep_columns: tuple[str, ...] = (),
     ):
         self.kind = kind
         self.template = template
         self.system = system
         self.defaults = defaults
-        self.id_column = id_column
+        self.id_column = id_column or DEFAULT_ID  # (None: `id`, or rows named by position)
         self.keep_columns = keep_columns
         self.placeholders = template_columns(template) if template is not None else []
 

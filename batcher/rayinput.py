@@ -10,6 +10,8 @@ they are read:
 - **JSONL:** a range a span of bytes, holding the lines that start in it. Where the first of them
   stands in the file comes from counting newlines, a chunk a Ray task, in parallel; the counts add
   up to each range's first line number. No line is parsed twice.
+- **CSV, TSV:** one range, read by one task: a quoted field may hold a newline, so where a row
+  starts cannot be found without reading every row before it.
 
 Each range goes to a Ray Data read task with its slice of the done set (a byte a number, as
 checkpoint.py keeps it) and the ids to pass over, so done rows are passed over where they are
@@ -31,7 +33,8 @@ from functools import partial
 from typing import Any
 
 from .errors import BatcherError, InputError
-from .sources import InputRow, Source, parse_json_line
+from .jsonl import parse_json_line, without_bom
+from .sources import InputRow, Source
 from .storage import is_remote
 
 #: Rows a worker is handed at a time.
@@ -59,7 +62,10 @@ class Range:
 
 def plan(source: Source, done: bytearray | None, workers: int) -> list[Range]:
     """The ranges of `source` that hold a row not done (`done`: a byte a number, or None)."""
-    ranges = _parquet_ranges(source) if source.is_parquet else _jsonl_ranges(source, workers)
+    if source.csv is not None:
+        ranges = [Range(1, None)]
+    else:
+        ranges = _parquet_ranges(source) if source.is_parquet else _jsonl_ranges(source, workers)
     return [r for r in ranges if not _all_done(done, r)]
 
 
@@ -184,7 +190,13 @@ class Reader:
             import ray
 
             skip = ray.get(skip)
-        rows = self._parquet(r, done, skip) if self.source.is_parquet else self._jsonl(r, done, skip)
+        if self.source.csv is not None:  # its one range, from row 1 (`done` is a byte a row from row 1)
+            left = self.source.table_rows(self.columns, bytearray(1) + done, skip)
+            rows = (row for row in left if row is not None)
+        elif self.source.is_parquet:
+            rows = self._parquet(r, done, skip)
+        else:
+            rows = self._jsonl(r, done, skip)
         batch: list[InputRow] = []
         try:
             for row in rows:
@@ -215,6 +227,8 @@ class Reader:
                         return
                     position += len(raw)
                     number += 1
+                    if number == 1:
+                        raw = without_bom(raw)
                     at = number - r.first
                     if at < len(done) and done[at] or not raw.strip():
                         continue

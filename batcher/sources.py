@@ -1,43 +1,44 @@
-"""Stream input rows from JSONL, Parquet (by record batch) or OpenAI Batch files.
+"""Stream input rows from JSONL, Parquet (by record batch), CSV/TSV (by block) or OpenAI Batch files.
 
 A new run reads its input twice, both times streamed: `scan` checks every row
 before anything is sent (parse, id, duplicate id, template columns, request
 shape) and counts them; `rows` then yields them for sending. Finding a bad line
 before spending money is worth a second read of the file. A resume whose input
 has the fingerprint (a hash of the bytes) of the scan it recorded skips the scan.
+Rows of a file without an `id` at all are named by their position (see `Source`).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
+from .csvinput import CsvFile
 from .errors import ConfigError, InputError
+from .formats import CSV, JSONL, LABELS, PARQUET, TSV, kind_of_file
 from .idset import IdSet
-from .jsoncodec import orjson
+from .jsonl import done_run, parse_json_line, skip_lines, without_bom
 from .prompts import BATCH_INPUT, CHAT, TEMPLATE, RequestBuilder
+from .scanning import DEFAULT_ID, MAX_PROBLEMS, Kept, Unnamed, checked_id
 from .storage import is_remote
 
-PARQUET_SUFFIXES = (".parquet", ".pq")
+#: `--keep-columns '*'`: every column of the input.
+KEEP_ALL = "*"
 #: `rows` yields a None for every this many rows it passes over by id.
 SKIP_CHUNK = 1024
 #: Runs of at least this many done lines are passed over by counting newlines.
 _BULK_SKIP = 32
-_SKIP_READ = 1 << 20
-#: How many problems a scan lists before it stops looking.
-MAX_PROBLEMS = 20
 _BATCH_ROWS = 4096
 
 
 @dataclass(frozen=True, slots=True)
 class InputRow:
     row_id: str
-    #: Where the row stands in its file, from 1: its line number (JSONL) or row number (Parquet).
+    #: Where the row stands in its file, from 1: its line number (JSONL) or row number (Parquet, CSV).
     number: int
     row: dict[str, Any]
 
@@ -48,7 +49,7 @@ class Scan:
     total: int
     #: blake2b of the input's bytes: resuming checks the input has not changed.
     fingerprint: str
-    #: Per kept column: its Arrow type (Parquet input) or the Python type names seen (JSONL).
+    #: Per kept column: its Arrow type (Parquet input) or the Python type names seen (JSONL, CSV).
     kept_types: dict[str, Any]
 
 
@@ -66,99 +67,93 @@ def arrow() -> tuple[Any, Any]:
     return pa, pq
 
 
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-_fast_loads = orjson.loads if orjson is not None else None
-
-
-def parse_json_line(raw: bytes) -> Any:
-    """Parse one JSONL line; ValueError names what is wrong (NaN/Infinity refused)."""
-    if _fast_loads is not None:
-        try:
-            return _fast_loads(raw)  # refuses all the stdlib refuses, and more: the stdlib rules on that
-        except ValueError:
-            pass
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise ValueError(f"is not valid UTF-8 (byte {e.start})") from None
-    try:
-        return json.loads(text, parse_constant=_reject_constant)
-    except RecursionError:
-        raise ValueError("is nested too deeply") from None
-    except ValueError as e:
-        raise ValueError(f"is not valid JSON ({e})") from None
-
-
-def _row_id(value: Any, column: str) -> str:
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
-        if value is None:
-            raise ValueError(f"has no '{column}' (--id-column names the column that identifies each row)")
-        raise ValueError(f"has a '{column}' that is not a string or an integer but {type(value).__name__}")
-    row_id = str(value)
-    if not row_id.strip():
-        raise ValueError(f"has an empty '{column}'")
-    return row_id
-
-
 class Source:
-    """One input file, of a kind found by looking at it."""
+    """One input file, of a kind found by looking at it (formats.py).
+
+    Its rows are named by `id_column`. With None (no --id-column given), by the column `id`, or,
+    when the file has no `id` at all (no such Parquet or CSV column; no `id` in JSONL's first row),
+    by their position: line number (JSONL) or row number (Parquet, CSV), as text. A JSONL file where
+    only some rows have an `id` is refused, naming the rows without one.
+    """
 
     def __init__(
         self,
         path: Path,
         *,
-        id_column: str,
+        id_column: str | None,
         has_template: bool,
         request_field: str = "messages",
         endpoint_path: str = "/chat/completions",
+        name: str | None = None,
     ):
         """`request_field`: the field a request-shaped row carries (`messages`; `input` for embeddings);
-        `endpoint_path`: where a Batch input file's lines must say they go."""
+        `endpoint_path`: where a Batch input file's lines must say they go; `name`: what messages
+        call the input (its path, unless told otherwise)."""
         self.path = path
-        self.id_column = id_column
+        self.name = name or str(path)
         self.request_field, self.endpoint_path = request_field, endpoint_path
         try:
             if not path.exists():
-                raise InputError("was not found", path=path)
+                raise InputError("was not found", path=self.name)
             if path.is_dir():
-                raise InputError("is a directory, not an input file", path=path)
+                raise InputError("is a directory, not an input file", path=self.name)
         except OSError as e:  # an object store that cannot be reached
-            raise InputError(f"cannot be read: {e.strerror or e}", path=path) from None
-        self.is_parquet = path.suffix.lower() in PARQUET_SUFFIXES
+            raise InputError(f"cannot be read: {e.strerror or e}", path=self.name) from None
+        #: JSONL, PARQUET, CSV or TSV (formats.py).
+        self.format = kind_of_file(path)
+        self.is_parquet = self.format == PARQUET
+        #: Read a block of rows at a time, by column (Parquet, CSV), rather than a line at a time.
+        self.tabular = self.format != JSONL
+        self.csv = (
+            CsvFile(path, "\t" if self.format == TSV else ",", self.name)
+            if self.format in (CSV, TSV)
+            else None
+        )
         #: What a position in the file is called in messages and in `row_number`.
-        self.unit = "row" if self.is_parquet else "line"
-        self.kind = self._detect(has_template)
+        self.unit = "row" if self.tabular else "line"
+        self.kind, first = self._detect(has_template)
+        #: The column naming each row; None: rows are named by their position.
+        self.id_column = self._id_column(id_column, first)
 
-    def _detect(self, has_template: bool) -> str:
-        if self.is_parquet:
+    def _detect(self, has_template: bool) -> tuple[str, Any]:
+        """The input kind (prompts.py), and the first row of a JSONL file."""
+        if self.tabular:
             if not has_template:
-                raise ConfigError(f"{self.path}: a Parquet input needs a prompt template (--prompt)")
-            return TEMPLATE
+                raise ConfigError(
+                    f"{self.name}: a {LABELS[self.format]} input needs a prompt template "
+                    "(--prompt 'Summarize: {text}')"
+                )
+            return TEMPLATE, None
         first = None
         for number, raw in self._lines():
             try:
                 first = parse_json_line(raw)
             except ValueError as e:
-                raise InputError(str(e), path=self.path, where=f"line {number}") from None
+                raise InputError(str(e), path=self.name, where=f"line {number}") from None
             break
         if isinstance(first, dict) and "custom_id" in first and "body" in first:
             if has_template:
                 raise ConfigError(
-                    f"{self.path} is an OpenAI Batch input file (its lines carry their own request "
+                    f"{self.name} is an OpenAI Batch input file (its lines carry their own request "
                     "bodies), so --prompt does not apply: leave it out"
                 )
-            return BATCH_INPUT
+            return BATCH_INPUT, first
         if has_template:
-            return TEMPLATE
+            return TEMPLATE, first
         if isinstance(first, dict) and self.request_field in first:
-            return CHAT
+            return CHAT, first
         raise ConfigError(
-            f"{self.path}: rows have no '{self.request_field}', so they need a prompt template "
+            f"{self.name}: rows have no '{self.request_field}', so they need a prompt template "
             "(--prompt 'Summarize: {text}')"
         )
+
+    def _id_column(self, given: str | None, first: Any) -> str | None:
+        if given is not None or self.kind == BATCH_INPUT:
+            return given or DEFAULT_ID
+        if self.tabular:
+            return DEFAULT_ID if DEFAULT_ID in self.column_names() else None
+        has_id = not isinstance(first, dict) or first.get(DEFAULT_ID) is not None
+        return DEFAULT_ID if has_id else None
 
     # -- reading -----------------------------------------------------------
 
@@ -166,10 +161,12 @@ class Source:
         try:
             with self.path.open("rb") as f:
                 for number, raw in enumerate(f, start=1):
+                    if number == 1:
+                        raw = without_bom(raw)
                     if raw.strip():
                         yield number, raw
         except OSError as e:
-            raise InputError(f"cannot be read: {e.strerror or e}", path=self.path) from None
+            raise InputError(f"cannot be read: {e.strerror or e}", path=self.name) from None
 
     def _jsonl_rows(self) -> Iterator[tuple[int, Any]]:
         """(line number, parsed row or the ValueError that parsing raised)."""
@@ -186,34 +183,49 @@ class Source:
             source = self.path.open_random() if is_remote(self.path) else self.path
             return pq.ParquetFile(source, pre_buffer=False, buffer_size=1 << 20)
         except Exception as e:  # pyarrow raises ArrowInvalid, OSError, ...
-            raise InputError(f"is not a readable Parquet file ({e})", path=self.path) from None
+            raise InputError(f"is not a readable Parquet file ({e})", path=self.name) from None
 
-    def _parquet_rows(self, columns: list[str] | None) -> Iterator[tuple[int, Any]]:
-        parquet = self.parquet_file()
-        names = parquet.schema_arrow.names
+    def column_names(self) -> list[str]:
+        """The columns of a Parquet or CSV input (empty for JSONL, whose rows each have their own)."""
+        if self.csv is not None:
+            return self.csv.names()
+        return list(self.parquet_file().schema_arrow.names) if self.is_parquet else []
+
+    def _batches(self, columns: list[str] | None) -> Iterator[Any]:
+        """The record batches of a Parquet or CSV input: the columns named (None: all)."""
         if columns is not None:
+            names = self.column_names()
             missing = [c for c in columns if c not in names]
             if missing:
                 raise InputError(
                     f"has no column {', '.join(repr(c) for c in missing)} (columns: {', '.join(names)})",
-                    path=self.path,
+                    path=self.name,
                 )
+        if self.csv is not None:
+            yield from self.csv.batches(columns)
+            return
         number = 0
         try:
-            for batch in parquet.iter_batches(batch_size=_BATCH_ROWS, columns=columns):
-                for row in batch.to_pylist():
-                    number += 1
-                    yield number, row
-        except Exception as e:
-            raise InputError(f"cannot be read from row {number + 1} on ({e})", path=self.path) from None
+            for batch in self.parquet_file().iter_batches(batch_size=_BATCH_ROWS, columns=columns):
+                yield batch
+                number += batch.num_rows
+        except Exception as e:  # pyarrow raises ArrowInvalid, OSError, ...
+            raise InputError(f"cannot be read from row {number + 1} on ({e})", path=self.name) from None
 
     def _records(self, columns: list[str] | None = None) -> Iterator[tuple[int, Any]]:
-        if self.is_parquet:
-            return self._parquet_rows(columns)
-        return self._jsonl_rows()
+        """(position, parsed row or the ValueError that parsing raised) of every row."""
+        if not self.tabular:
+            yield from self._jsonl_rows()
+            return
+        number = 0
+        for batch in self._batches(columns):
+            for row in batch.to_pylist():
+                number += 1
+                yield number, row
 
-    def _identify(self, record: Any) -> tuple[str, dict[str, Any]]:
-        """The row id and the row; ValueError says what is wrong with it."""
+    def _identify(self, record: Any, position: int) -> tuple[str, dict[str, Any]]:
+        """The row id (`position` names a row of a file without ids) and the row; ValueError says
+        what is wrong with it."""
         if isinstance(record, ValueError):
             raise record
         if not isinstance(record, dict):
@@ -227,8 +239,10 @@ class Source:
                 raise ValueError(f"needs url /v1{path}, not {url!r}")
             if not isinstance(record.get("body"), dict):
                 raise ValueError("needs 'body', a JSON object holding the request")
-            return _row_id(record.get("custom_id"), "custom_id"), record
-        return _row_id(record.get(self.id_column), self.id_column), record
+            return checked_id(record.get("custom_id"), "custom_id"), record
+        if self.id_column is None:
+            return str(position), record
+        return checked_id(record.get(self.id_column), self.id_column), record
 
     # -- the two passes -----------------------------------------------------
 
@@ -246,7 +260,7 @@ class Source:
                 while chunk := f.read(1 << 20):
                     digest.update(chunk)
         except OSError as e:
-            raise InputError(f"cannot be read: {e.strerror or e}", path=self.path) from None
+            raise InputError(f"cannot be read: {e.strerror or e}", path=self.name) from None
         return digest.hexdigest()
 
     def scan(
@@ -261,53 +275,66 @@ class Source:
         """
         columns = self.columns(builder)
         ids = IdSet()
-        kept_types: dict[str, Any] = {name: set() for name in builder.keep_columns}
+        kept = Kept(self.kept_names(builder.keep_columns), typed=not self.is_parquet)
+        unnamed = Unnamed() if self.id_column is None and not self.tabular else None
         problems: list[tuple[int, str]] = []
         total = 0
         for number, (position, record) in enumerate(self._records(columns), start=1):
             total += 1
-            where = f"{self.unit} {position}"
             try:
-                row_id, row = self._identify(record)
+                row_id, row = self._identify(record, position)
                 ids.add(row_id)
                 body = builder.build(row)
                 if self.kind != BATCH_INPUT:
-                    for name, types in kept_types.items():
-                        if name not in row:
-                            raise ValueError(f"has no column {name!r} named in keep_columns")
-                        if row[name] is not None and not self.is_parquet:
-                            types.add(type(row[name]).__name__)
+                    kept.see(row)
+                if unnamed is not None:
+                    unnamed.see(number, position, row)
                 if on_body is not None:
                     on_body(position, row_id, body)
             except ValueError as e:
-                problems.append((number, f"{where} {e}"))
+                problems.append((number, f"{self.unit} {position} {e}"))
                 if len(problems) >= MAX_PROBLEMS:
                     break
+        problems += unnamed.problems(self.unit) if unnamed is not None else []
         repeated = ids.repeated_hashes()
         if repeated and len(problems) < MAX_PROBLEMS:
             problems += self._duplicates(columns, repeated)
-        if problems:
-            problems.sort()
-            listed = [text for _, text in problems[:MAX_PROBLEMS]]
-            if len(problems) >= MAX_PROBLEMS:
-                listed.append(f"(stopped after {MAX_PROBLEMS} problems)")
-            raise InputError(
-                f"has {len(listed)} problem(s); nothing was sent:\n  " + "\n  ".join(listed), path=self.path
-            )
+        self._refuse(problems)
         if total == 0:
-            raise InputError("has no rows", path=self.path)
-        if self.is_parquet:
-            kept_types = self.parquet_types(list(kept_types))
+            raise InputError("has no rows", path=self.name)
+        kept_types = self.parquet_types(list(kept.types)) if self.is_parquet else kept.types
         return Scan(kind=self.kind, total=total, fingerprint=fingerprint, kept_types=kept_types)
+
+    def _refuse(self, problems: list[tuple[int, str]]) -> None:
+        """One InputError listing the problems (by their order in the file), if there are any."""
+        if not problems:
+            return
+        problems.sort()
+        listed = [text for _, text in problems[:MAX_PROBLEMS]]
+        if len(problems) >= MAX_PROBLEMS:
+            listed.append(f"(stopped after {MAX_PROBLEMS} problems)")
+        raise InputError(
+            f"has {len(listed)} problem(s); nothing was sent:\n  " + "\n  ".join(listed), path=self.name
+        )
 
     def parquet_types(self, columns: list[str]) -> dict[str, Any]:
         schema = self.parquet_file().schema_arrow
         return {name: schema.field(name).type for name in columns}
 
+    def kept_names(self, keep: tuple[str, ...]) -> list[str] | None:
+        """The columns `keep` names; for '*' every named column of a Parquet or CSV input, or None for
+        a JSONL input (whose scan finds its columns)."""
+        if tuple(keep) != (KEEP_ALL,):
+            return list(keep)
+        return [name for name in self.column_names() if name] if self.tabular else None
+
     def columns(self, builder: RequestBuilder) -> list[str] | None:
-        if not self.is_parquet:
+        """The columns a Parquet or CSV input is read for (None for JSONL)."""
+        if not self.tabular:
             return None
-        return list(dict.fromkeys([self.id_column, *builder.placeholders, *builder.keep_columns]))
+        named = [self.id_column] if self.id_column is not None else []
+        kept = self.kept_names(builder.keep_columns) or []
+        return list(dict.fromkeys([*named, *builder.placeholders, *kept]))
 
     def _duplicates(self, columns: list[str] | None, repeated: set[int]) -> list[tuple[int, str]]:
         """A second read, only when hashes repeat: which ids really repeat, and where."""
@@ -316,7 +343,7 @@ class Source:
         for number, (position, record) in enumerate(self._records(columns), start=1):
             where = f"{self.unit} {position}"
             try:
-                row_id, _ = self._identify(record)
+                row_id, _ = self._identify(record, position)
             except ValueError:
                 continue
             if IdSet.hash_of(row_id) not in repeated:
@@ -343,20 +370,22 @@ class Source:
         consumer can yield to its event loop.
         """
         done = done if done is not None else bytearray()
-        if self.is_parquet:
-            yield from self._parquet_rows_left(builder, done, skip)
+        if self.tabular:
+            yield from self.table_rows(self.columns(builder), done, skip)
             return
         try:
             with self.path.open("rb") as f:
                 number = skipped = 0  # lines read, rows passed over by id
                 while True:
-                    run = _done_run(done, number + 1)
+                    run = done_run(done, number + 1)
                     if run >= _BULK_SKIP:
-                        number += yield from _skip_lines(f, run)
+                        number += yield from skip_lines(f, run)
                     raw = f.readline()
                     if not raw:
                         return
                     number += 1
+                    if number == 1:
+                        raw = without_bom(raw)
                     if number < len(done) and done[number] or not raw.strip():
                         continue
                     row = self.input_row(number, parse_json_line, raw, skip)
@@ -365,41 +394,35 @@ class Source:
                     elif (skipped := skipped + 1) % SKIP_CHUNK == 0:
                         yield None
         except OSError as e:
-            raise InputError(f"cannot be read: {e.strerror or e}", path=self.path) from None
+            raise InputError(f"cannot be read: {e.strerror or e}", path=self.name) from None
 
-    def _parquet_rows_left(
-        self, builder: RequestBuilder, done: bytearray, skip: Callable[[str], bool] | None
+    def table_rows(
+        self, columns: list[str] | None, done: bytearray, skip: Callable[[str], bool] | None
     ) -> Iterator[InputRow | None]:
-        parquet = self.parquet_file()
+        """`rows` of a Parquet or CSV input (its `columns`): a batch wholly done is not converted."""
         number = skipped = 0  # rows read, rows passed over by id
-        try:
-            batches = parquet.iter_batches(batch_size=_BATCH_ROWS, columns=self.columns(builder))
-            for batch in batches:
-                if _done_run(done, number + 1) >= batch.num_rows:
-                    number += batch.num_rows
-                    yield None
+        for batch in self._batches(columns):
+            if done_run(done, number + 1) >= batch.num_rows:
+                number += batch.num_rows
+                yield None
+                continue
+            for record in batch.to_pylist():
+                number += 1
+                if number < len(done) and done[number]:
                     continue
-                for record in batch.to_pylist():
-                    number += 1
-                    if number < len(done) and done[number]:
-                        continue
-                    row = self.input_row(number, None, record, skip)
-                    if row is not None:
-                        yield row
-                    elif (skipped := skipped + 1) % SKIP_CHUNK == 0:
-                        yield None
-        except InputError:
-            raise
-        except Exception as e:
-            raise InputError(f"cannot be read from row {number + 1} on ({e})", path=self.path) from None
+                row = self.input_row(number, None, record, skip)
+                if row is not None:
+                    yield row
+                elif (skipped := skipped + 1) % SKIP_CHUNK == 0:
+                    yield None
 
     def input_row(
         self, number: int, parse: Callable[[bytes], Any] | None, raw: Any, skip: Callable[[str], bool] | None
     ) -> InputRow | None:
         try:
-            row_id, row = self._identify(parse(raw) if parse is not None else raw)
+            row_id, row = self._identify(parse(raw) if parse is not None else raw, number)
         except ValueError as e:  # the file changed since the scan
-            raise InputError(str(e), path=self.path, where=f"{self.unit} {number}") from None
+            raise InputError(str(e), path=self.name, where=f"{self.unit} {number}") from None
         if skip is not None and skip(row_id):
             return None
         return InputRow(row_id, number, row)
@@ -415,32 +438,3 @@ class Source:
             if seen == count:
                 return last
         return last + count - seen  # (past the end: every row)
-
-
-def _done_run(done: bytearray, start: int) -> int:
-    """How many numbers from `start` on are marked done (a C-speed search)."""
-    if start >= len(done):
-        return 0
-    end = done.find(0, start)
-    return (len(done) if end == -1 else end) - start
-
-
-def _skip_lines(f: BinaryIO, count: int) -> Generator[None, None, int]:
-    """Move `f` past `count` lines by counting newlines a chunk at a time; return how many it passed."""
-    passed = 0
-    while passed < count:
-        start = f.tell()
-        chunk = f.read(_SKIP_READ)
-        if not chunk:
-            break
-        newlines = chunk.count(b"\n")
-        if passed + newlines < count:
-            passed += newlines
-            yield None
-            continue
-        end = -1
-        for _ in range(count - passed):
-            end = chunk.index(b"\n", end + 1)
-        f.seek(start + end + 1)
-        passed = count
-    return passed
