@@ -54,8 +54,10 @@ def main() -> None:
 )
 @click.option("--prompt", help="Prompt template; {column} placeholders are filled from each row.")
 @click.option("--system", help="System message sent before each prompt.")
-@click.option("--id-column", help="Column that names each row.  [default: id]")
-@click.option("--keep-columns", help="Input columns copied into each result, comma-separated.")
+@click.option(
+    "--id-column", help="Column that names each row.  [default: id; a file with none: line/row numbers]"
+)
+@click.option("--keep-columns", help="Input columns copied into each result, comma-separated; '*': all.")
 @click.option("--model", help="Model for rows that do not name one.")
 @click.option("--max-tokens", type=int, help="max_tokens for rows that set none.")
 @click.option("--temperature", type=float, help="temperature for rows that set none (0..2).")
@@ -66,6 +68,20 @@ def main() -> None:
     "[default: $OPENAI_BASE_URL or OpenAI]",
 )
 @click.option("--api-key-env", help="Environment variable holding the API key.  [default: OPENAI_API_KEY]")
+@click.option(
+    "--header",
+    multiple=True,
+    metavar="'NAME: VALUE'",
+    help="A header sent on every request (repeatable), e.g. 'api-key: env:AZURE_OPENAI_API_KEY'"
+    " (env:VAR reads the variable). Never written or printed; a header holding the key replaces"
+    " Authorization: Bearer.",
+)
+@click.option(
+    "--query",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="A query parameter on every request (repeatable), e.g. api-version=2024-10-21 (Azure).",
+)
 @click.option("--concurrency", type=int, help="Requests in flight at once.  [default: 16; embeddings: 4]")
 @click.option("--rpm", type=float, help="Requests per minute to stay under.")
 @click.option("--tpm", type=float, help="Tokens per minute to stay under (prompt + max_tokens).")
@@ -199,9 +215,10 @@ def main() -> None:
 def run(source: str | None, dry_run: bool, quiet: bool, verbose: bool, **options: object) -> None:
     """Run a job: a TOML job file, or an input file with options.
 
-    SOURCE is a job file (.toml) or an input file (.jsonl, .parquet, or an
-    OpenAI Batch input file). Flags override the job file. Running the same
-    command again into the same output directory resumes where it stopped.
+    SOURCE is a job file (.toml), an input file (.jsonl, .parquet, .csv, .tsv,
+    or an OpenAI Batch input file), or - for JSONL rows piped into standard
+    input. Flags override the job file. Running the same command again into
+    the same output directory resumes where it stopped.
 
     \b
     Examples:
@@ -209,7 +226,9 @@ def run(source: str | None, dry_run: bool, quiet: bool, verbose: bool, **options
       batcher run reviews.jsonl -o runs/reviews --model gpt-4o-mini \\
           --prompt "Classify the sentiment of this review: {text}" --rpm 500
       batcher run batch_input.jsonl -o runs/batch --output-format openai-batch
+      cat rows.jsonl | batcher run - -o runs/piped --model gpt-4o-mini --prompt "{text}"
     """
+    from .gateway import flags_over
     from .job import build_job, load_job_file
 
     # A run allocates many short-lived objects a row, and the collector's default (a pass every
@@ -225,7 +244,9 @@ def run(source: str | None, dry_run: bool, quiet: bool, verbose: bool, **options
         elif source is not None:
             settings["input"] = str(source)
         price = options.pop("price")
+        headers, query = options.pop("header"), options.pop("query")
         settings.update({k: v for k, v in options.items() if v is not None})
+        flags_over(settings, headers, query)  # (over the job file's, name by name)
         if price is not None:
             settings["prices"] = {**settings.get("prices", {}), **_price_option(price, settings.get("model"))}
         job = build_job(settings)
@@ -331,6 +352,7 @@ def _print_plan(plan) -> None:
     if job.embeddings:
         sent = f"{plan.to_send:,} rows in about {plan.requests:,} requests"
     lines.append(f"to send:  {sent} to {endpoint}, model {job.model or '(per row)'}")
+    lines += _gateway_lines(job)
     guessed = (
         f" ({plan.completion_guessed:,} rows set no max_tokens: 256 each)" if plan.completion_guessed else ""
     )
@@ -358,12 +380,26 @@ def _print_plan(plan) -> None:
     click.echo("\n".join(lines))
 
 
+def _gateway_lines(job) -> list[str]:
+    """The headers and query parameters each endpoint sends: names only (a header's value may be a key)."""
+    lines = []
+    for config in job.endpoint_configs:
+        at = f" ({config.name})" if len(job.endpoint_configs) > 1 else ""
+        for label, pairs in (("headers:", config.headers), ("query:", config.query)):
+            if pairs:
+                lines.append(f"{label:<10}{', '.join(pairs.names)}{at}; values not shown")
+    return lines
+
+
 def _bytes(size: int) -> str:
     return f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{size / 1e3:.0f} kB"
 
 
 def _resume_command(without: tuple[str, ...] = ()) -> str:
-    """The command line of this run again, but for the options named in `without` (and their values)."""
+    """The command line of this run again, but for the options named in `without` (and their values);
+    --header values (and --query values that are credentials) shown as *** (gateway.shown_flag)."""
+    from .gateway import HIDDEN, shown_flag
+
     args, kept = sys.argv[1:], []
     while args:
         arg = args.pop(0)
@@ -372,8 +408,14 @@ def _resume_command(without: tuple[str, ...] = ()) -> str:
             if "=" not in arg and args:
                 args.pop(0)
             continue
+        if name in ("--header", "--query") and "=" in arg:
+            arg = f"{name}={shown_flag(name, arg.split('=', 1)[1])}"
+        elif name in ("--header", "--query") and args:
+            kept.append(arg)
+            arg = shown_flag(name, args.pop(0))
         kept.append(arg)
-    return shlex.join(["batcher", *kept])
+    hidden = any(HIDDEN in arg for arg in kept) and HIDDEN not in " ".join(sys.argv)
+    return shlex.join(["batcher", *kept]) + ("  (with your values in place of ***)" if hidden else "")
 
 
 @main.command()

@@ -22,6 +22,7 @@ import yarl
 
 from . import jsoncodec
 from .errors import AuthenticationFailed, BadRequest, RateLimited, RequestFailed, Retryable, Unreachable
+from .gateway import Gateway
 
 if TYPE_CHECKING:
     from .kinds import RequestKind
@@ -128,9 +129,15 @@ class ApiClient:
         kind: RequestKind,
         timeout: float,
         connections: int,
+        gateway: Gateway | None = None,
     ):
-        self.url = base_url.rstrip("/") + kind.path
-        self._url = yarl.URL(self.url)  # parsed once, not by aiohttp for every request
+        """`gateway`: the endpoint's headers and query (gateway.py); None: the key as a Bearer only."""
+        self.url = base_url.rstrip("/") + kind.path  # (without the query: it is shown in messages)
+        self._gateway = gateway if gateway is not None else Gateway.of(api_key)
+        # parsed once, not by aiohttp for every request
+        self._url = yarl.URL(self.url)
+        if self._gateway.query:
+            self._url = self._url.update_query(self._gateway.query)
         self._read_answer, self._read_stream = kind.read_answer, kind.read_stream
         self._api_key = api_key
         self._timeout = aiohttp.ClientTimeout(total=timeout)
@@ -141,11 +148,8 @@ class ApiClient:
         return f"ApiClient(url={self.url!r})"  # never the key
 
     async def __aenter__(self) -> ApiClient:
-        headers = {"Content-Type": "application/json", "User-Agent": "batcher"}
-        if self._api_key:
-            headers["Authorization"] = f"Bearer {self._api_key}"
         self._session = aiohttp.ClientSession(
-            headers=headers,
+            headers=self._gateway.with_defaults({"Content-Type": "application/json"}),
             timeout=self._timeout,
             connector=aiohttp.TCPConnector(limit=self._connections),
             cookie_jar=aiohttp.DummyCookieJar(),  # an API needs none, and the jar costs every request
@@ -174,19 +178,30 @@ class ApiClient:
                         raise error_for_status(resp.status, payload, raw, resp.headers)
                     completion = self._read_answer(payload, raw)
         except (RequestFailed, TimeoutError, aiohttp.ClientError, OSError) as e:
-            raise failure_of(e, self._api_key) from None
+            raise failure_of(e, self._api_key, *self._gateway.secrets) from None
         completion.latency_ms = round((time.perf_counter() - started) * 1000, 1)
         completion.request_id = request_id
         completion.headers = resp.headers
         return completion
 
 
-def failure_of(e: Exception, api_key: str | None) -> RequestFailed:
-    """The RequestFailed an exception met while talking to the server stands for (never with the key)."""
+def failure_of(e: Exception, api_key: str | None, *secrets: str) -> RequestFailed:
+    """The RequestFailed an exception met while talking to the server stands for (never with the key,
+    nor the header values in `secrets`)."""
+    failure = _failure_of(e)
+    message = failure.message
+    if api_key:  # a server that echoes the key
+        message = message.replace(api_key, "[the key]")
+    for secret in secrets:
+        message = message.replace(secret, "[a header value]")
+    if message != failure.message:
+        failure.message = message
+        failure.args = (message,)
+    return failure
+
+
+def _failure_of(e: Exception) -> RequestFailed:
     if isinstance(e, RequestFailed):
-        if api_key and api_key in e.message:  # a server that echoes the key
-            e.message = e.message.replace(api_key, "[the key]")
-            e.args = (e.message,)
         return e
     if isinstance(e, TimeoutError):
         return Retryable("the request timed out", type="timeout")

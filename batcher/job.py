@@ -21,6 +21,7 @@ from .answers import AnswerFormat
 from .costs import Prices
 from .endpoints import EndpointConfig, endpoint_configs
 from .errors import ConfigError
+from .gateway import NO_PAIRS, Pairs, check_variables, job_settings, refuse_written_secrets
 from .simconfig import SimulatorConfig
 from .storage import RemotePath, is_remote, location
 
@@ -54,7 +55,9 @@ class Job:
     model: str | None = None
     prompt: str | None = None
     system: str | None = None
-    id_column: str = "id"
+    #: The column naming each row; None (not given): `id`, or, in a file with no `id` at all, each
+    #: row's line or row number (sources.Source).
+    id_column: str | None = None
     keep_columns: tuple[str, ...] = ()
     max_tokens: int | None = None
     temperature: float | None = None
@@ -121,6 +124,10 @@ class Job:
     #: Send only the first `limit` rows of the input (in input order; not part of the job's identity,
     #: so the same job without it continues with the rest).
     limit: int | None = None
+    #: Headers and query parameters sent on every request (gateway.py): values never written or
+    #: shown, not part of the job's identity (a rotated key in a header is the same job).
+    headers: Pairs = NO_PAIRS
+    query: Pairs = NO_PAIRS
     simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
 
     @property
@@ -171,8 +178,9 @@ class Job:
     def endpoint_configs(self) -> tuple[EndpointConfig, ...]:
         """Where requests go: the job's endpoints, or the one its base_url names."""
         if self.endpoints:
-            return self.endpoints
-        return (EndpointConfig("default", self.base_url, self.api_key_env, self.rpm, self.tpm),)
+            return tuple(endpoint.under(self.headers, self.query) for endpoint in self.endpoints)
+        default = EndpointConfig("default", self.base_url, self.api_key_env, self.rpm, self.tpm)
+        return (default.under(self.headers, self.query),)
 
     @functools.cached_property
     def price_table(self) -> Prices:
@@ -232,6 +240,8 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "workers": (int,),
     "commit_seconds": (int, float),
     "limit": (int,),
+    "headers": (list, dict),
+    "query": (list, dict),
     "simulator": (dict,),
 }
 _SECRET_KEYS = {"api_key", "key", "openai_api_key", "token", "secret", "password"}
@@ -251,6 +261,13 @@ def load_job_file(path: str | os.PathLike) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
     _refuse_secrets(path, settings)
     check_settings(settings, str(path))
+    if settings.get("input") == "-":
+        raise ConfigError(
+            f'{path}: input = "-" (standard input) is for the command line (... | batcher run - -o DIR):'
+            " a job file is run again to resume, and what was piped in cannot be read again; name a file"
+        )
+    api_key = os.environ.get(settings.get("api_key_env") or "OPENAI_API_KEY")
+    refuse_written_secrets(str(path), settings, api_key)
     for key in ("input", "output", "json_schema", "cache"):
         if isinstance(settings.get(key), str) and "://" not in settings[key]:
             settings[key] = os.path.normpath(path.parent / settings[key])
@@ -266,7 +283,8 @@ def check_settings(settings: dict[str, Any], origin: str) -> None:
         types = _FIELD_TYPES[key]
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
             wanted = " or ".join(t.__name__ for t in types)
-            raise ConfigError(f"{origin}: '{key}' must be {wanted}, got {type(value).__name__} {value!r}")
+            shown = "" if key in ("headers", "query") else f" {value!r}"  # (a header's value may be a key)
+            raise ConfigError(f"{origin}: '{key}' must be {wanted}, got {type(value).__name__}{shown}")
 
 
 def _refuse_secrets(path: Path, table: dict[str, Any], prefix: str = "") -> None:
@@ -276,7 +294,7 @@ def _refuse_secrets(path: Path, table: dict[str, Any], prefix: str = "") -> None
                 f"{path}: '{prefix}{key}' looks like a secret; job files never hold keys. "
                 "Put the key in an environment variable and name it with api_key_env."
             )
-        if isinstance(value, dict):
+        if isinstance(value, dict) and key not in ("headers", "query"):  # (those: refuse_written_secrets)
             _refuse_secrets(path, value, f"{prefix}{key}.")
 
 
@@ -286,6 +304,7 @@ def build_job(settings: dict[str, Any]) -> Job:
     _require_input_and_output(settings)
     if "endpoints" in settings:
         settings["endpoints"] = _endpoints(settings)
+    job_settings(settings, os.environ)
     for key in ("keep_columns", "labels"):
         settings[key] = _names(settings.get(key, ()))
     settings["input"] = location(settings["input"])
@@ -380,9 +399,10 @@ def _check(job: Job) -> None:
         )
     if job.drain_timeout < 0:
         raise ConfigError(f"drain_timeout must be 0 or more, got {job.drain_timeout}")
-    if not job.id_column:
+    if job.id_column == "":
         raise ConfigError("id_column must not be empty")
     for endpoint in job.endpoint_configs:
+        check_variables(endpoint.headers, endpoint.query)
         if not endpoint.uses_simulator and not endpoint.base_url.startswith(("http://", "https://")):
             wanted = f"base_url must start with http:// or https:// (or be '{SIMULATOR}')"
             raise ConfigError(f"{wanted}, got {endpoint.base_url!r}")

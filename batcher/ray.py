@@ -18,7 +18,6 @@ resumable way.
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 import uuid
 from typing import Any
@@ -57,10 +56,10 @@ def process(
         raise ValueError("a pipeline stage needs a server's base_url (the embedded simulator lives in a run)")
     config = job.endpoint_configs[0]
     keeper = keeper_actor(f"batcher-stage-{uuid.uuid4().hex[:12]}", config.rpm, config.tpm)
-    key = os.environ.get(config.api_key_env)
     return ds.map_batches(
         _Stage,
-        fn_constructor_args=(job, config, keeper, {config.api_key_env: key} if key else {}),
+        # (the key, and the variables `env:` headers read, travel with the work: never a runtime_env)
+        fn_constructor_args=(job, config, keeper, config.environment()),
         compute=ray.data.ActorPoolStrategy(size=workers),
         batch_size=batch_size,
         batch_format="pyarrow",

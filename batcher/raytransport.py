@@ -241,7 +241,8 @@ class RayTransport:
         ray.get([actor.__ray_ready__.remote() for actor in [*keepers, self._switch]])
         if self._stopping:
             self._stop()
-        keys = {e.config.api_key_env: e.api_key for e in self._endpoints if e.api_key}
+        # (the keys, and the variables `env:` headers and query read: EndpointConfig.environment)
+        keys = {name: value for e in self._endpoints for name, value in e.config.environment().items()}
         syncer = asyncio.create_task(self.recorder.keep_syncing())
         try:
             with _blocks_of_one_batch():

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from . import stdin
 from .answers import ParseFunction
 from .batchapi.parts import COLLECTED, PartsLog
 from .chat import ChatKind
@@ -36,12 +37,12 @@ from .journal import write_atomically
 from .kinds import RequestKind
 from .mirror import Mirror
 from .outcome import RunOutcome, Status
-from .prompts import RequestBuilder
+from .prompts import TEMPLATE, RequestBuilder
 from .recording import Recorder
 from .reuse import AnswerCache, InputReuse, Reuse
 from .runner import Runner
 from .sinks import RESERVED_COLUMNS, Sink, open_sink
-from .sources import Scan, Source
+from .sources import KEEP_ALL, Scan, Source
 from .stats import RunStats
 from .storage import is_remote
 from .timeline import Timeline, timeline_path
@@ -74,17 +75,24 @@ def prepare(job: Job) -> tuple[Source, RequestKind]:
                 f"${endpoint.api_key_env} would cross the network unencrypted. Use https, or allow it "
                 "with --allow-insecure-http (allow_insecure_http = true) on a network you trust."
             )
-    if job.embeddings:
-        source = Source(
-            job.input,
-            id_column=job.id_column,
-            has_template=job.prompt is not None,
-            request_field="input",
-            endpoint_path=EmbeddingsKind.path,
-        )
-    else:
-        source = Source(job.input, id_column=job.id_column, has_template=job.prompt is not None)
+    source = _open_input(job)
     return source, kind_of(job, source.kind)
+
+
+def _open_input(job: Job) -> Source:
+    """The job's input (`-`: standard input, copied to a file first: stdin.py)."""
+    keep_all = KEEP_ALL in job.keep_columns
+    if keep_all and len(job.keep_columns) > 1:
+        raise ConfigError("keep_columns '*' keeps every column: give it alone, not with other names")
+    path, name = (stdin.spool(job.output), stdin.NAME) if stdin.is_stdin(job.input) else (job.input, None)
+    shape = {"request_field": "input", "endpoint_path": EmbeddingsKind.path} if job.embeddings else {}
+    source = Source(path, id_column=job.id_column, has_template=job.prompt is not None, name=name, **shape)
+    if keep_all and source.kind != TEMPLATE:
+        raise ConfigError(
+            f"{source.name}: keep_columns '*' keeps the columns of rows filled into a prompt; these rows are "
+            "requests themselves (their fields are sent), so name the columns to keep"
+        )
+    return source
 
 
 def kind_of(job: Job, input_kind: str) -> RequestKind:
@@ -108,6 +116,7 @@ def _builder_settings(job: Job) -> dict[str, Any]:
 def identity_of(job: Job, source: Source, fingerprint: str, scan: Scan | None = None) -> dict[str, Any]:
     """The job record of this job on this input (see checkpoint.py), with the scan's figures once known."""
     identity = {**job.identity(), "input_kind": source.kind, "input_fingerprint": fingerprint}
+    identity["id_column"] = source.id_column  # (None: rows named by position, the file having no ids)
     if scan is not None:
         identity["rows"] = scan.total
         identity["kept_types"] = (
@@ -123,13 +132,31 @@ def scan_unless_recorded(job: Job, source: Source, builder: RequestBuilder, chec
     identity = identity_of(job, source, fingerprint)
     if checkpoint.same_job(identity, recorded) and isinstance(recorded.get("rows"), int):
         if source.is_parquet:
-            kept = source.parquet_types(list(job.keep_columns))
+            kept = source.parquet_types(source.kept_names(job.keep_columns) or [])
         else:
             kept = {name: set(types) for name, types in (recorded.get("kept_types") or {}).items()}
-        if set(kept) == set(job.keep_columns):
-            log.info("%s: unchanged since its scan; not scanned again", job.input)
-            return Scan(source.kind, recorded["rows"], fingerprint, kept)
-    return source.scan(builder, fingerprint)
+        if set(kept) == set(job.keep_columns) or job.keep_columns == (KEEP_ALL,):
+            log.info("%s: unchanged since its scan; not scanned again", source.name)
+            return _columns_kept(job, source, Scan(source.kind, recorded["rows"], fingerprint, kept))
+    return _columns_kept(job, source, source.scan(builder, fingerprint))
+
+
+def _columns_kept(job: Job, source: Source, scan: Scan) -> Scan:
+    """With keep_columns '*': the scan's kept columns but the id column and those a result already
+    names (left out rather than renamed: a renamed column would be found under no name one knows)."""
+    if job.keep_columns != (KEEP_ALL,):
+        return scan
+    taken = {*RESERVED_COLUMNS, *(job.answer_format.columns if job.answer_format else ()), source.id_column}
+    kept = {name: types for name, types in scan.kept_types.items() if name not in taken}
+    return dataclasses.replace(scan, kept_types=kept)
+
+
+def _with_columns_kept(job: Job, source: Source, kind: RequestKind, scan: Scan) -> tuple[Job, RequestKind]:
+    """The job and request kind keeping, for keep_columns '*', the columns the scan found."""
+    if job.keep_columns != (KEEP_ALL,):
+        return job, kind
+    job = dataclasses.replace(job, keep_columns=tuple(scan.kept_types))
+    return job, kind_of(job, source.kind)
 
 
 async def run_job(
@@ -183,6 +210,8 @@ async def _run_session(
     if job.embeddings:
         check_one_shape(kind.builder, job.output_format)
     progress = checkpoint.open(identity_of(job, source, scan.fingerprint, scan), force=job.force)
+    stdin.keep_in(source, job.output)  # rows piped in, kept in the run directory once it is opened
+    job, kind = _with_columns_kept(job, source, kind, scan)
     log.info(
         "%s: %d rows; %d done and %d failed before this session; %d torn line(s) repaired",
         job.output,
@@ -297,7 +326,9 @@ async def _open_transport(
         if not router.single:
             raise ConfigError("batch-api mode takes one endpoint: its batches live there")
         endpoint = router.endpoints[0]
-        provider = BatchProvider(endpoint.base_url, endpoint.api_key, timeout=job.timeout)
+        provider = BatchProvider(
+            endpoint.base_url, endpoint.api_key, timeout=job.timeout, gateway=endpoint.gateway
+        )
         await stack.enter_async_context(provider)
         return BatchTransport(
             job=job,

@@ -15,6 +15,7 @@ import aiohttp
 
 from ..client import error_for_status, failure_of, parse_json, read_capped
 from ..errors import RequestFailed, Retryable
+from ..gateway import Gateway
 
 #: Batches listed a page at a time when a lost creation is looked for.
 PAGE = 100
@@ -23,9 +24,11 @@ PAGE = 100
 class BatchProvider:
     """`POST /files`, `POST /batches`, `GET /batches/{id}`, `GET /batches`, cancel, file content."""
 
-    def __init__(self, base_url: str, api_key: str | None, *, timeout: float):
+    def __init__(self, base_url: str, api_key: str | None, *, timeout: float, gateway: Gateway | None = None):
+        """`gateway`: the endpoint's headers and query, on every call (Azure's api-version)."""
         self.base_url = base_url.rstrip("/")
         self._api_key = api_key
+        self._gateway = gateway if gateway is not None else Gateway.of(api_key)
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
 
@@ -33,11 +36,8 @@ class BatchProvider:
         return f"BatchProvider(base_url={self.base_url!r})"  # never the key
 
     async def __aenter__(self) -> BatchProvider:
-        headers = {"User-Agent": "batcher"}
-        if self._api_key:
-            headers["Authorization"] = f"Bearer {self._api_key}"
         self._session = aiohttp.ClientSession(
-            headers=headers, timeout=self._timeout, cookie_jar=aiohttp.DummyCookieJar()
+            headers=self._gateway.headers, timeout=self._timeout, cookie_jar=aiohttp.DummyCookieJar()
         )
         return self
 
@@ -96,6 +96,8 @@ class BatchProvider:
 
     async def _call(self, method: str, path: str, *, raw: bool = False, **kwargs: Any) -> Any:
         assert self._session is not None, "use BatchProvider as an async context manager"
+        if self._gateway.query:
+            kwargs["params"] = {**self._gateway.query, **kwargs.get("params", {})}
         try:
             async with self._session.request(
                 method, self.base_url + path, allow_redirects=False, **kwargs
@@ -112,4 +114,4 @@ class BatchProvider:
                     )
                 return payload
         except (RequestFailed, TimeoutError, aiohttp.ClientError, OSError) as e:
-            raise failure_of(e, self._api_key) from None
+            raise failure_of(e, self._api_key, *self._gateway.secrets) from None

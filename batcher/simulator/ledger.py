@@ -1,4 +1,5 @@
-"""What the simulator counts, and reports at `GET /_simulator/ledger`.
+"""What the simulator counts, and reports at `GET /_simulator/ledger` (and the last requests' headers
+and query at `GET /_simulator/requests`, the keys in them shown as `REDACTED`).
 
 A completion is counted once it has been delivered whole, not when it is computed: an answer
 whose client had already given up was never paid for. More than one completion for the same
@@ -13,6 +14,10 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
+
+#: Headers that carry a key, shown as REDACTED by `GET /_simulator/requests`.
+KEY_HEADERS = frozenset({"authorization", "api-key", "x-api-key"})
+REDACTED = "[redacted]"
 
 
 def request_key(body: dict[str, Any]) -> str:
@@ -49,6 +54,9 @@ class Ledger:
     #: Recent request bodies and arrival times (time.monotonic()), for tests and benchmarks.
     received: deque[Any] = field(default_factory=lambda: deque(maxlen=1000))
     arrivals: deque[float] = field(default_factory=lambda: deque(maxlen=100_000))
+    #: The last requests' (method, path, headers, URL), of every endpoint: what a client sent besides
+    #: the body (its headers and query), for tests of gateways' headers.
+    seen: deque[tuple[str, str, Any, Any]] = field(default_factory=lambda: deque(maxlen=200))
 
     @property
     def embedding_requests(self) -> int:
@@ -65,6 +73,22 @@ class Ledger:
 
     def delivered_embeddings(self, items: list[str | list[int]]) -> None:
         self.embedded.update(map(embedding_key, items))
+
+    def saw(self, request: Any) -> None:
+        """Keep a request's headers and URL (an aiohttp request's own, read only when reported)."""
+        self.seen.append((request.method, request.path, request.headers, request.rel_url))
+
+    def requests_report(self) -> list[dict[str, Any]]:
+        """The last requests, oldest first, for `GET /_simulator/requests`: each one's method, path,
+        headers (a name sent twice: its values joined by ", ") and query; keys REDACTED."""
+        report = []
+        for method, path, headers, url in self.seen:
+            shown: dict[str, str] = {}
+            for name, value in headers.items():
+                value = REDACTED if name.lower() in KEY_HEADERS else value
+                shown[name] = f"{shown[name]}, {value}" if name in shown else value
+            report.append({"method": method, "path": path, "headers": shown, "query": dict(url.query)})
+        return report
 
     def report(self) -> dict[str, Any]:
         """The ledger as JSON for `GET /_simulator/ledger`."""

@@ -47,6 +47,7 @@ class Simulator:
                 web.post("/embeddings", self.embeddings),
                 web.get("/v1/models", self.models),
                 web.get("/_simulator/ledger", self.show_ledger),
+                web.get("/_simulator/requests", self.show_requests),
                 *self.files.routes(),
                 *self.batches.routes(),
             ]
@@ -111,6 +112,10 @@ class Simulator:
     async def show_ledger(self, request: web.Request) -> web.Response:
         return web.json_response(self.ledger.report())
 
+    async def show_requests(self, request: web.Request) -> web.Response:
+        """The last requests' headers and query (keys redacted), oldest first."""
+        return web.json_response(self.ledger.requests_report())
+
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
         return await self._serve(request, ENDPOINTS[CHAT])
 
@@ -135,7 +140,7 @@ class Simulator:
 
     async def _answer(self, request: web.Request, endpoint: Endpoint) -> web.StreamResponse | None:
         """Refuse the request as OpenAI would, or deliver it; None if nothing was delivered."""
-        refused = self._refuse_key(request.headers.get("Authorization", ""))
+        refused = self._authorize(request)
         if refused is not None:
             return refused
         if self.config.redirect_to:
@@ -157,13 +162,17 @@ class Simulator:
         return await self._deliver(request, endpoint, body, tokens)
 
     def _authorize(self, request: web.Request) -> web.Response | None:
-        """The key check of the Files and Batches endpoints: the same as for Chat Completions."""
-        return self._refuse_key(request.headers.get("Authorization", ""))
+        """The key check of every endpoint (its headers and query kept in the ledger first)."""
+        self.ledger.saw(request)
+        return self._refuse_key(request.headers)
 
-    def _refuse_key(self, authorization: str) -> web.Response | None:
-        """The 401 for a missing or wrong key, or for any key once `fail_auth_after` has passed."""
+    def _refuse_key(self, headers: Any) -> web.Response | None:
+        """The 401 for a missing or wrong key, or for any key once `fail_auth_after` has passed. The
+        key comes as `Authorization: Bearer`, or in an `api-key` header as Azure OpenAI takes it."""
         config = self.config
+        authorization = headers.get("Authorization", "")
         key = authorization[7:].strip() if authorization.startswith("Bearer ") else ""
+        key = key or headers.get("api-key", "").strip()
         revoked = config.fail_auth_after is not None and self.ledger.requests > config.fail_auth_after
         if key and (config.api_key is None or key == config.api_key) and not revoked:
             return None
