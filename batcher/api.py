@@ -23,8 +23,8 @@ from .errors import ConfigError
 from .job import Job, build_job, check_settings
 from .journal import iter_journal, write_atomically
 from .jsoncodec import dumps
-from .sinks import Schemas
-from .sources import arrow
+from .sinks import RESERVED_COLUMNS, Schemas
+from .sources import KEEP_ALL, arrow
 from .storage import is_remote, location
 from .vectors import VectorFile
 
@@ -326,10 +326,15 @@ def _with_vectors(table: Any, records: list[Record], checkpoint: Checkpoint, dim
 
 
 def _kept_types(job: Job, checkpoint: Checkpoint) -> dict[str, Any]:
+    """The kept columns and their types, as the run recorded them (`*`: every column it kept)."""
     recorded = checkpoint.recorded_job() or {}
-    kept = recorded.get("kept_types")
+    kept, names = recorded.get("kept_types"), job.keep_columns
     if isinstance(kept, dict):
-        return {name: set(kept.get(name) or ()) for name in job.keep_columns}
+        return {name: set(kept.get(name) or ()) for name in (tuple(kept) if names == (KEEP_ALL,) else names)}
     _, pq = arrow()  # a Parquet input: its own column types
     schema = pq.read_schema(job.input.open_random() if is_remote(job.input) else job.input)
-    return {name: schema.field(name).type for name in job.keep_columns}
+    if names == (KEEP_ALL,):  # as session._columns_kept chose them
+        answers = job.answer_format.columns if job.answer_format else ()
+        taken = {*RESERVED_COLUMNS, *answers, recorded.get("id_column")}
+        names = tuple(name for name in schema.names if name not in taken)
+    return {name: schema.field(name).type for name in names}

@@ -275,6 +275,12 @@ def run(source: str | None, dry_run: bool, quiet: bool, verbose: bool, **options
         click.echo(f"the rest: {_resume_command(without=('--limit',))}", err=True)
     elif stats.remaining:
         click.echo(f"resume with: {_resume_command()}", err=True)
+    if (outcome.stopped_early or stats.remaining) and str(job.input) == "-":
+        click.echo(
+            f"  (the rows piped in are kept in {job.output}/.batcher/input.jsonl: pipe the same rows again,"
+            " or name that file in place of -)",
+            err=True,
+        )
     sys.exit(outcome.exit_code)
 
 

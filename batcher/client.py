@@ -243,8 +243,7 @@ def job_level_cause(failure: RequestFailed, base_url: str, path: str = "/chat/co
                 f"check --model against the models listed at {base_url}/models"
             )
         return (
-            f"nothing answers at {base_url}{path} ({said}); "
-            "an OpenAI-compatible base URL usually ends in /v1"
+            f"nothing answers at {base_url}{path} ({said}); an OpenAI-compatible base URL usually ends in /v1"
         )
     if failure.type == "redirect":
         return failure.message

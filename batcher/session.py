@@ -48,6 +48,7 @@ from .storage import is_remote
 from .timeline import Timeline, timeline_path
 from .transport import RowsLeft, Transport
 from .vectors import VectorFile
+from .words import plural
 
 log = logging.getLogger("batcher")
 
@@ -261,7 +262,8 @@ async def _run_session(
                 outcome = await transport.run(RowsLeft(job, source, kind.builder, progress))
                 if job.limit is not None and not outcome.stopped_early and stats.remaining:
                     outcome.note = (
-                        f"sent the first {job.limit:,} rows (--limit); {stats.remaining:,} rows are left: "
+                        f"sent the first {plural(job.limit, 'row')} (--limit);"
+                        f" {plural(stats.remaining, 'row is', 'rows are')} left: "
                         "the same job without --limit sends them"
                     )
             finally:

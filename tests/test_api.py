@@ -7,6 +7,7 @@ import json
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet
 import pytest
 
 import batcher
@@ -198,3 +199,26 @@ def test_a_dataframe_given_again_to_the_same_output_resumes_instead_of_resending
 
     assert simulator.requests == 12  # the same data, written to the same bytes: nothing left to send
     assert again["content"].to_pylist() == first["content"].to_pylist()
+
+
+@pytest.mark.parametrize("as_parquet", [False, True], ids=["rows", "parquet"])
+def test_keep_columns_star_gives_every_input_column_in_the_table(simulator, tmp_path, as_parquet):
+    rows = [{**row, "lang": "en"} for row in review_rows(6)]
+    source = rows
+    if as_parquet:
+        source = tmp_path / "reviews.parquet"
+        pa.parquet.write_table(pa.Table.from_pylist(rows), source)
+
+    table = batcher.run(
+        source,
+        model="m",
+        prompt=PROMPT,
+        base_url=simulator.base_url,
+        output=tmp_path / "run",
+        keep_columns="*",
+    )
+
+    assert "*" not in table.column_names
+    assert table["text"].to_pylist() == [r["text"] for r in rows]
+    assert table["stars"].to_pylist() == [r["stars"] for r in rows]
+    assert table["lang"].to_pylist() == ["en"] * 6

@@ -76,7 +76,9 @@ def test_limit_holds_in_batch_api_mode(tmp_path, simulator, run_dir):
     path = write_jsonl(tmp_path / "reviews.jsonl", review_rows(12))
 
     done = run_subprocess(
-        *run_args(path, run_dir, simulator.base_url, "--mode", "batch-api", "--poll-interval", "0.2", "--limit", "4")
+        *run_args(
+            path, run_dir, simulator.base_url, "--mode", "batch-api", "--poll-interval", "0.2", "--limit", "4"
+        )
     )
 
     assert done.returncode == 0, done.stderr
