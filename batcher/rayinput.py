@@ -26,6 +26,7 @@ anywhere in the cluster, each task making its filesystem from its own machine's 
 from __future__ import annotations
 
 import io
+import itertools
 import pickle
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -60,13 +61,14 @@ class Range:
     group: int = -1
 
 
-def plan(source: Source, done: bytearray | None, workers: int) -> list[Range]:
-    """The ranges of `source` that hold a row not done (`done`: a byte a number, or None)."""
+def plan(source: Source, done: bytearray | None, workers: int, until: int | None = None) -> list[Range]:
+    """The ranges of `source` that hold a row not done (`done`: a byte a number, or None) at a
+    position up to `until` (--limit), or at any."""
     if source.csv is not None:
         ranges = [Range(1, None)]
     else:
         ranges = _parquet_ranges(source) if source.is_parquet else _jsonl_ranges(source, workers)
-    return [r for r in ranges if not _all_done(done, r)]
+    return [r for r in ranges if not _all_done(done, r) and (until is None or r.first <= until)]
 
 
 def _parquet_ranges(source: Source) -> list[Range]:
@@ -181,6 +183,8 @@ class Reader:
     columns: list[str] | None
     skip: Any
     stopped: Callable[[], bool]
+    #: The position of the last row to read (--limit), or None: every row.
+    until: int | None = None
 
     def read(self, r: Range, done: bytes) -> Iterator[Any]:
         """A read task: the range's rows not done, a block of one batch at a time (or, where the
@@ -197,6 +201,8 @@ class Reader:
             rows = self._parquet(r, done, skip)
         else:
             rows = self._jsonl(r, done, skip)
+        if self.until is not None:
+            rows = itertools.takewhile(lambda row: row.number <= self.until, rows)
         batch: list[InputRow] = []
         try:
             for row in rows:

@@ -271,11 +271,11 @@ class RayTransport:
                 handler.setLevel(logging.ERROR)
 
         source = rows.source
-        ranges = plan(source, rows.done, self.job.workers)
+        ranges = plan(source, rows.done, self.job.workers, rows.until)
         if not ranges:
             return None
         skip = ray.put(rows.skip) if rows.skip is not None else None
-        reader = Reader(source, source.columns(rows.builder), skip, Asking(self._switch))
+        reader = Reader(source, source.columns(rows.builder), skip, Asking(self._switch), rows.until)
         dataset = ray.data.read_datasource(datasource(reader, ranges, rows.done))
         return dataset.map_batches(
             SendBatches,

@@ -195,3 +195,22 @@ def test_a_ray_run_reads_its_input_from_s3_and_commits_its_output_there(
     assert sorted(table["id"].to_pylist()) == sorted(r["id"] for r in rows)
     assert all(simulator.completions_for(prompt_for(r)) == 1 for r in rows)
     assert json.loads(s3.get(f"{output}/summary.json"))["rows_ok"] == 120
+
+
+@pytest.mark.slow  # a few seconds: a Ray Data pipeline, 20 rows of 200
+def test_a_ray_run_with_a_limit_sends_the_first_rows_and_the_same_job_without_it_the_rest(
+    ray_cluster, cli, simulator, tmp_path, run_dir
+):
+    rows = review_rows(200)
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+
+    first = cli(*run_args(path, run_dir, simulator.base_url, *RAY, "--limit", "20"))
+
+    assert first.exit_code == 0, first.output
+    assert sorted(r["row_number"] for r in read_jsonl(run_dir / "results.jsonl")) == list(range(1, 21))
+    assert simulator.requests == 20
+
+    rest = cli(*run_args(path, run_dir, simulator.base_url, *RAY))
+
+    assert rest.exit_code == 0, rest.output
+    assert all(simulator.completions_for(prompt_for(r)) == 1 for r in rows)

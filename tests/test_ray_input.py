@@ -23,11 +23,11 @@ def source_of(path):
     return source, kind.builder
 
 
-def read_by_ranges(source, builder, done, skip=None, workers=3):
+def read_by_ranges(source, builder, done, skip=None, workers=3, until=None):
     """What the read tasks of a Ray run yield, range by range, as (number, id) pairs."""
-    reader = Reader(source, source.columns(builder), skip, stopped=lambda: False)
+    reader = Reader(source, source.columns(builder), skip, stopped=lambda: False, until=until)
     got = []
-    for r in plan(source, done, workers):
+    for r in plan(source, done, workers, until):
         part = bytes(done[r.first : None if r.count is None else r.first + r.count]) if done else b""
         for block in reader.read(r, part):
             (batch,) = payloads(block)
@@ -144,3 +144,18 @@ def test_a_stopping_run_yields_no_more_batches(tmp_path):
     (r,) = plan(source, None, workers=3)
 
     assert len(list(reader.read(r, b""))) == 2  # of 5 batches
+
+
+def test_a_limit_reads_the_first_rows_only_and_plans_no_range_past_them(tiny_spans, tmp_path):
+    path = tmp_path / "in.jsonl"
+    lines = [json.dumps(row) + ("\n\n" if i % 10 == 0 else "\n") for i, row in enumerate(review_rows(300))]
+    path.write_text("".join(lines), encoding="utf-8")  # a blank line now and then: positions are not rows
+    source, builder = source_of(path)
+    until = source.position_of_row(120)
+
+    got = read_by_ranges(source, builder, done_at([1, 2, 3]), until=until)
+
+    everything = read_locally(source, builder, done_at([1, 2, 3]))  # (1 and 3 hold r0 and r1; 2 is blank)
+    assert got == everything[:118]
+    assert got[-1][1] == "r119"
+    assert len(plan(source, None, 3, until)) < len(plan(source, None, 3))
