@@ -484,20 +484,32 @@ def _batch_line(batch: dict) -> str:
     show_default=True,
     help="The environment variable holding the key the batches were made with.",
 )
-def cancel(directory: Path, api_key_env: str) -> None:
+@click.option(
+    "--header", "headers", multiple=True, help="'Name: value' sent on every call, as the run sent it."
+)
+@click.option(
+    "--query", multiple=True, help="name=value added to every URL (Azure's api-version), as the run's."
+)
+def cancel(directory: Path, api_key_env: str, headers: tuple[str, ...], query: tuple[str, ...]) -> None:
     """Cancel a batch-api run's batches that are still running at the provider.
 
     What they answered before stopping is kept: run the same `batcher run`
     command again to collect it (it sends the rest again in new batches).
+    A run made through a gateway needs its --header / --query here too.
 
     \b
     Example:
       batcher cancel runs/summaries
+      batcher cancel runs/azure --query api-version=2024-10-21 --header 'api-key: env:AZURE_OPENAI_API_KEY'
     """
     from .batchapi.cancel import cancel_batches
+    from .gateway import Gateway, merged, openai_headers, parse_headers, parse_query
 
     try:
-        cancelled = asyncio.run(cancel_batches(directory, os.environ.get(api_key_env)))
+        api_key = os.environ.get(api_key_env)
+        sent = merged(openai_headers(os.environ), parse_headers(headers, "--header"))
+        gateway = Gateway.of(api_key, sent, parse_query(query, "--query"))
+        cancelled = asyncio.run(cancel_batches(directory, api_key, gateway=gateway))
     except BatcherError as e:
         _fail(f"error: {e}", e.exit_code)
     if not cancelled:

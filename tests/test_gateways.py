@@ -78,6 +78,25 @@ def test_the_batch_apis_file_and_batch_calls_carry_the_headers_and_query(simulat
         assert request["query"].get("api-version") == "2024-10-21", request["path"]
 
 
+def test_batcher_cancel_sends_the_headers_and_query_the_run_sent(simulator_factory, tmp_path, run_dir):
+    simulator = simulator_factory(batch_requests_per_second=2)
+    path = write_jsonl(tmp_path / "in.jsonl", review_rows(10))
+    batch = ("--mode", "batch-api", "--no-wait")
+    assert (
+        run_subprocess(*run_args(path, run_dir, simulator.base_url, *batch, *TENANT, *VERSION)).returncode
+        == 4
+    )
+
+    cancelled = run_subprocess("cancel", run_dir, *TENANT, *VERSION)
+
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert "part 1: batch_" in cancelled.stdout and "cancel" in cancelled.stdout
+    cancels = [r for r in to("/v1/batches", seen(simulator)) if r["path"].endswith("/cancel")]
+    assert len(cancels) == 1
+    assert header(cancels[0], "X-Gateway-Tenant") == "team-42"
+    assert cancels[0]["query"] == {"api-version": "2024-10-21"}
+
+
 def test_openai_org_and_project_variables_are_sent_as_the_sdk_sends_them(simulator, tmp_path, run_dir):
     path = write_jsonl(tmp_path / "in.jsonl", review_rows(2))
 

@@ -12,13 +12,17 @@ from pathlib import Path
 
 from ..checkpoint import STATE_DIR, is_locked
 from ..errors import ConfigError, RequestFailed
+from ..gateway import Gateway
 from .parts import CREATED, CREATING, Part, PartsLog
 from .provider import BatchProvider
 from .transport import FIND_SLACK_SECONDS
 
 
-async def cancel_batches(directory: Path, api_key: str | None, timeout: float = 60) -> list[tuple[Part, str]]:
-    """Ask the provider to cancel every batch of `directory` that may still run; (part, what became of it)."""
+async def cancel_batches(
+    directory: Path, api_key: str | None, timeout: float = 60, gateway: Gateway | None = None
+) -> list[tuple[Part, str]]:
+    """Ask the provider to cancel every batch of `directory` that may still run; (part, what became of it).
+    `gateway`: the headers and query the run sent its calls with."""
     if is_locked(directory):
         raise ConfigError(
             f"{directory} is in use by a batcher run, which would send the cancelled rows again: "
@@ -27,7 +31,7 @@ async def cancel_batches(directory: Path, api_key: str | None, timeout: float = 
     parts = [p for p in PartsLog(directory / STATE_DIR).load().values() if p.state in (CREATING, CREATED)]
     cancelled = []
     for part in sorted(parts, key=lambda p: p.number):
-        async with BatchProvider(part.provider, api_key, timeout=timeout) as provider:
+        async with BatchProvider(part.provider, api_key, timeout=timeout, gateway=gateway) as provider:
             batch_id = part.batch_id
             if batch_id is None:  # a creation in doubt: the provider may have made it
                 metadata = {"batcher_part": str(part.number), "batcher_nonce": part.nonce or ""}
