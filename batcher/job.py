@@ -359,6 +359,18 @@ def _simulator_config(sim: dict[str, Any]) -> SimulatorConfig:
     return SimulatorConfig(**sim)
 
 
+#: Settings with a least value, checked alike: (name, the least it may be).
+_AT_LEAST = (
+    ("max_tokens", 1),
+    ("concurrency", 1),
+    ("max_retries", 0),
+    ("limit", 1),
+    ("parse_retries", 0),
+    ("stop_after_identical_failures", 0),
+    ("drain_timeout", 0),
+)
+
+
 def _check(job: Job) -> None:
     def positive(name: str, value: float | None, allow_none: bool = True) -> None:
         if value is None and allow_none:
@@ -374,33 +386,23 @@ def _check(job: Job) -> None:
         raise ConfigError(f"temperature must be between 0 and 2, got {job.temperature}")
     if job.top_p is not None and not 0 <= job.top_p <= 1:
         raise ConfigError(f"top_p must be between 0 and 1, got {job.top_p}")
-    if job.max_tokens is not None and job.max_tokens < 1:
-        raise ConfigError(f"max_tokens must be at least 1, got {job.max_tokens}")
-    if job.concurrency < 1:
-        raise ConfigError(f"concurrency must be at least 1, got {job.concurrency}")
-    if job.max_retries < 0:
-        raise ConfigError(f"max_retries must be 0 or more, got {job.max_retries}")
-    positive("max_cost", job.max_cost)
-    positive("max_total_tokens", job.max_total_tokens)
-    if job.limit is not None and job.limit < 1:
-        raise ConfigError(f"limit must be at least 1, got {job.limit}")
-    if job.parse_retries < 0:
-        raise ConfigError(f"parse_retries must be 0 or more, got {job.parse_retries}")
-    positive("rpm", job.rpm)
-    positive("tpm", job.tpm)
+    for name, least in _AT_LEAST:
+        value = getattr(job, name)
+        if value is not None and value < least:
+            raise ConfigError(f"{name} must be {'at least 1' if least else '0 or more'}, got {value}")
+    for name in ("max_cost", "max_total_tokens", "rpm", "tpm"):
+        positive(name, getattr(job, name))
     positive("timeout", job.timeout, allow_none=False)
     positive("patience", job.patience, allow_none=False)
     _check_mode(job)
     _check_endpoint(job)
     _check_executor(job)
-    if job.stop_after_identical_failures < 0:
-        raise ConfigError(
-            f"stop_after_identical_failures must be 0 or more, got {job.stop_after_identical_failures}"
-        )
-    if job.drain_timeout < 0:
-        raise ConfigError(f"drain_timeout must be 0 or more, got {job.drain_timeout}")
     if job.id_column == "":
         raise ConfigError("id_column must not be empty")
+    _check_endpoints(job)
+
+
+def _check_endpoints(job: Job) -> None:
     for endpoint in job.endpoint_configs:
         check_variables(endpoint.headers, endpoint.query)
         if not endpoint.uses_simulator and not endpoint.base_url.startswith(("http://", "https://")):
