@@ -353,31 +353,15 @@ def _print_plan(plan) -> None:
     if plan.directory != "new":
         retried = "sent again" if job.retry_failed else "left failed (--no-retry-failed)"
         lines.append(f"          {plan.done:,} rows done, {plan.failed:,} failed ({retried})")
-    endpoint = "the embedded simulator" if job.uses_simulator else job.base_url
-    sent = f"{plan.to_send:,} requests"
+    sent = f"{plan.requests:,} requests"
     if job.embeddings:
         sent = f"{plan.to_send:,} rows in about {plan.requests:,} requests"
-    lines.append(f"to send:  {sent} to {endpoint}, model {job.model or '(per row)'}")
+    elif plan.estimate.repeats:
+        sent += f" for {plan.to_send:,} rows ({plan.estimate.repeats:,} repeat a request: answered once)"
+    lines.append(f"to send:  {sent} to {plan.where()}, model {job.model or '(per row)'}")
     lines += _gateway_lines(job)
-    guessed = (
-        f" ({plan.completion_guessed:,} rows set no max_tokens: 256 each)" if plan.completion_guessed else ""
-    )
-    tokens = (
-        f"about {plan.prompt_tokens:,} prompt + {plan.completion_tokens:,} completion at most"
-        f" = {plan.prompt_tokens + plan.completion_tokens:,}{guessed}"
-    )
-    if job.embeddings:
-        tokens = f"about {plan.prompt_tokens:,} (inputs; embeddings have no completion)"
-    lines.append(f"tokens:   {tokens}")
-    cost = f"about ${plan.cost_usd:.4f} at most"
-    if job.mode == "batch-api":
-        cost = f"about ${plan.batch_cost_usd:.4f} at most at Batch prices (${plan.cost_usd:.4f} online)"
-        sizes = ", ".join(f"{n:,} requests in {_bytes(size)}" for n, size in plan.parts[:5])
-        more = f", and {len(plan.parts) - 5} more" if len(plan.parts) > 5 else ""
-        lines.append(f"batches:  {len(plan.parts):,} ({sizes}{more})")
-    if plan.unpriced:
-        cost += f", and {plan.unpriced:,} rows of a model with no price (set prices or --price)"
-    lines.append(f"cost:     {cost}")
+    lines += plan.figures()
+    lines += [f"note:     {note}" for note in plan.notes]
     if plan.samples:
         lines.append("first requests:")
         for where, body in plan.samples:
@@ -395,10 +379,6 @@ def _gateway_lines(job) -> list[str]:
             if pairs:
                 lines.append(f"{label:<10}{', '.join(pairs.names)}{at}; values not shown")
     return lines
-
-
-def _bytes(size: int) -> str:
-    return f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{size / 1e3:.0f} kB"
 
 
 def _resume_command(without: tuple[str, ...] = ()) -> str:

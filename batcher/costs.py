@@ -1,7 +1,10 @@
 """What a run costs (a price table, `cost_usd` on every line) and the budgets that stop it.
 
 A request's worst case is reserved against `max_cost` / `max_total_tokens` before it is sent;
-budgets count every session. See docs/costs-and-budgets.md.
+budgets count every session. A `max_cost` is refused where a model it would pay for has no price
+(nothing could be reserved for it, so the budget would never stop the run): the job's model and
+its endpoints' before anything runs, a model named by rows at the scan (`PricedRows`). See
+docs/costs-and-budgets.md.
 """
 
 from __future__ import annotations
@@ -109,6 +112,57 @@ class Prices:
         prompt = usage.get("prompt_tokens") or 0
         completion = usage.get("completion_tokens") or 0
         return round((prompt * price[0] + completion * price[1]) / 1_000_000, 9)
+
+
+#: How to give a model its price, told wherever one is missing.
+HOW_TO_PRICE = (
+    "give its price with --price INPUT,OUTPUT (USD per million tokens, for --model) or a [prices] "
+    "entry in the job file"
+)
+
+
+def check_priced(job: Any) -> None:
+    """Refuse a `max_cost` that could not be kept: the job's model (or an endpoint's name for it)
+    has no price, so its requests would reserve nothing against the budget."""
+    if job.max_cost is None:
+        return
+    named = [("--model", job.model)] + [
+        (f"endpoint {endpoint.name!r}", endpoint.model) for endpoint in job.endpoint_configs
+    ]
+    for where, model in named:
+        if model and job.price_table.of(model) is None:
+            raise ConfigError(
+                f"--max-cost cannot be kept: model {model!r} ({where}) has no known price, so "
+                f"its requests would reserve nothing against the budget; {HOW_TO_PRICE}"
+            )
+
+
+class PricedRows:
+    """A request builder whose rows must name models with a price, under a `max_cost`: rows that
+    carry their own model (chat requests, Batch input lines) are refused at the scan otherwise."""
+
+    def __init__(self, builder: Any, prices: Prices):
+        self._builder, self._prices = builder, prices
+
+    @classmethod
+    def under(cls, job: Any, builder: Any) -> Any:
+        """`builder`, checking each row's model, when the job has a `max_cost`."""
+        return builder if job.max_cost is None else cls(builder, job.price_table)
+
+    def build(self, row: dict[str, Any]) -> dict[str, Any]:
+        body = self._builder.build(row)
+        model = body.get("model")
+        if self._prices.of(model) is None:
+            raise ValueError(
+                f"names model {model!r}, which has no known price, so --max-cost could not count what "
+                "it spends: price it in [prices] of a job file (or run it with --model and --price)"
+            )
+        return body
+
+    def __getattr__(self, name: str) -> Any:  # (the builder's other members: kind, placeholders, ...)
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._builder, name)
 
 
 class Budget:

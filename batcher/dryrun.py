@@ -1,7 +1,7 @@
 """`run --dry-run`: every check a run makes before its first request, and what it would send.
 
-Nothing is sent or written; tokens are estimated at 4 characters a token and completions at
-max_tokens (256 where unset), so the cost shown is an upper bound.
+Nothing is sent or written. Tokens and cost are shown as expected and at most (completions at
+max_tokens, 256 where unset): estimates.py says how, docs/estimates.md why.
 """
 
 from __future__ import annotations
@@ -14,14 +14,17 @@ from pathlib import Path
 from typing import Any
 
 from .batchapi.parts import MAX_BYTES, batch_line, split
-from .checkpoint import Checkpoint, DoneRows
+from .checkpoint import STATE_DIR, Checkpoint, DoneRows
 from .embeddings import PackCount, check_one_shape
 from .errors import ConfigError
+from .estimates import Estimate, Tally
 from .job import BATCH_API, Job
 from .mirror import read_run
+from .preflight import check_keys
 from .session import identity_of, prepare
 from .storage import is_remote
 from .tokens import DEFAULT_COMPLETION_TOKENS
+from .words import plural, usd
 
 #: How many request bodies a dry run shows.
 SAMPLES = 3
@@ -38,21 +41,60 @@ class Plan:
     directory: str
     done: int = 0
     failed: int = 0
-    #: Rows to send, and the requests they make (as many, but for embeddings, packed).
+    #: Rows to send, and the requests they make (fewer: identical ones sent once; embeddings packed).
     to_send: int = 0
     requests: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    #: Rows that set no max_tokens, whose completion was counted at DEFAULT_COMPLETION_TOKENS.
-    completion_guessed: int = 0
-    #: USD at most for the rows to send (completions at max_tokens), and rows with no price.
-    cost_usd: float = 0.0
-    unpriced: int = 0
-    #: The same at Batch API prices, and in batch-api mode the parts' input files: (requests, bytes).
-    batch_cost_usd: float = 0.0
+    #: Tokens and USD expected and at most (estimates.py).
+    estimate: Estimate = field(default_factory=Estimate)
+    #: In batch-api mode, the parts' input files: (requests, bytes).
     parts: list[tuple[int, int]] = field(default_factory=list)
+    #: What the checks found worth saying that does not stop the run (no key for a local server).
+    notes: list[str] = field(default_factory=list)
     #: (where, request body) of the first rows to send.
     samples: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    def where(self) -> str:
+        """Where the requests go: the embedded simulator, a URL, or each endpoint's name and URL."""
+        configs = self.job.endpoint_configs
+        shown = ["the embedded simulator" if c.uses_simulator else c.base_url for c in configs]
+        if len(shown) == 1:
+            return shown[0]
+        return ", ".join(f"{c.name} ({where})" for c, where in zip(configs, shown, strict=True))
+
+    def figures(self) -> list[str]:
+        """The lines of tokens, cost (expected and at most) and batches, and how they were estimated."""
+        job, estimate = self.job, self.estimate
+        prompt, expected = estimate.prompt_tokens, estimate.completion_expected
+        most = estimate.completion_at_most
+        if job.embeddings:
+            tokens = f"about {prompt:,} (inputs; embeddings have no completion)"
+        else:
+            guessed = (
+                f"; {plural(estimate.guessed, 'request sets', 'requests set')} no max_tokens:"
+                f" {DEFAULT_COMPLETION_TOKENS} each at most"
+            )
+            tokens = (
+                f"about {prompt:,} prompt + {expected:,} completion expected = {prompt + expected:,};"
+                f" at most {prompt + most:,} (completions at max_tokens{guessed if estimate.guessed else ''})"
+            )
+        cost = f"about {usd(estimate.cost_at_most)} at most ({usd(estimate.cost_expected)} expected)"
+        lines = [f"tokens:   {tokens}", f"estimate: {estimate.method}"]
+        if job.mode == BATCH_API:
+            cost = (
+                f"about {usd(estimate.batch_cost_at_most)} at most at Batch prices"
+                f" ({usd(estimate.cost_at_most)} online); {usd(estimate.batch_cost_expected)} expected"
+            )
+            sizes = ", ".join(f"{n:,} requests in {_size(size)}" for n, size in self.parts[:5])
+            more = f", and {len(self.parts) - 5} more" if len(self.parts) > 5 else ""
+            lines.append(f"batches:  {len(self.parts):,} ({sizes}{more})")
+        if estimate.unpriced:
+            models = ", ".join(estimate.unpriced_models[:3])
+            cost += (
+                f", and {plural(estimate.unpriced, 'request')} of a model with no price ({models}):"
+                " set [prices] or --price"
+            )
+        lines.append(f"cost:     {cost}")
+        return lines
 
 
 def plan(job: Job) -> Plan:
@@ -69,16 +111,21 @@ def _plan(job: Job, directory: Path) -> Plan:
     _check_writable(directory)
     checkpoint = Checkpoint.of_run(directory, job.output_format, job.endpoint)
     recorded = checkpoint.recorded_job()
-    done, failed = DoneRows(by_position=True), {}
+    done, failed, progress = DoneRows(by_position=True), {}, None
     if recorded is not None:
         identity = identity_of(job, source, source.fingerprint())
         if not job.force and (refused := checkpoint.refusal(identity, recorded)):
             raise refused
         progress = checkpoint.load(by_position=checkpoint.positions_hold(identity, recorded), repair=False)
         done, failed = progress.done, progress.failed
-    retry_failed, prices = job.retry_failed, job.price_table
-    estimator = kind.estimator
-    result = Plan(job, source.kind, 0, "resume" if recorded is not None else "new")
+    retry_failed = job.retry_failed
+    tally = Tally(
+        kind.estimator,
+        dedupe=job.dedupe and not job.embeddings,
+        embeddings=job.embeddings,
+        labels=job.answer_format.labels if job.answer_format else (),
+    )
+    result = Plan(job, source.kind, 0, "resume" if recorded is not None else "new", notes=check_keys(job))
     line_sizes = array("L")  # of the Batch input lines, in batch-api mode, and each line's model
     line_models, models = array("L"), {}
 
@@ -86,28 +133,15 @@ def _plan(job: Job, directory: Path) -> Plan:
     until = source.position_of_row(job.limit) if job.limit is not None else None  # --limit
 
     def on_body(number: int, row_id: str, body: dict[str, Any]) -> None:
-        if done.has(row_id, number) or (row_id in failed and not retry_failed):
+        if done.has(row_id, number):
+            tally.add(body, done=True)
             return
-        if until is not None and number > until:
+        if (row_id in failed and not retry_failed) or (until is not None and number > until):
             return
         result.to_send += 1
-        prompt = round(estimator.prompt_chars(body) / estimator.chars_per_token)
-        completion = body.get("max_completion_tokens") or body.get("max_tokens")
-        if packs is not None:  # embeddings: no completion, rows packed many to a request
-            completion = 0
+        prompt = tally.add(body)
+        if packs is not None:  # embeddings: rows packed many to a request
             packs.add(body, prompt)
-        elif not completion:
-            completion = DEFAULT_COMPLETION_TOKENS
-            result.completion_guessed += 1
-        result.prompt_tokens += prompt
-        result.completion_tokens += completion
-        usage = {"prompt_tokens": prompt, "completion_tokens": completion}
-        cost = prices.cost(body.get("model"), usage)
-        if cost is None:
-            result.unpriced += 1
-        else:
-            result.cost_usd += cost
-            result.batch_cost_usd += prices.cost(body.get("model"), usage, batch=True)
         if job.mode == BATCH_API:
             line_sizes.append(len(batch_line(row_id, body, kind.path)))
             line_models.append(models.setdefault(body.get("model"), len(models)))
@@ -119,7 +153,8 @@ def _plan(job: Job, directory: Path) -> Plan:
         check_one_shape(kind.builder, job.output_format)
     result.input_kind, result.rows = scan.kind, scan.total
     online_packs = packs is not None and job.mode != BATCH_API  # (a Batch API line is a row)
-    result.requests = packs.requests if online_packs else result.to_send
+    result.estimate = tally.estimate(job.price_table, progress)
+    result.requests = packs.requests if online_packs else result.estimate.requests
     result.done, result.failed = len(done), len(failed)
     groups = split(
         range(len(line_sizes)),
@@ -132,7 +167,13 @@ def _plan(job: Job, directory: Path) -> Plan:
     return result
 
 
+def _size(size: int) -> str:
+    return f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{size / 1e3:.0f} kB"
+
+
 def _check_writable(directory: Path) -> None:
+    """Refuse, as the run would, an output directory that cannot be made or written: the nearest
+    folder that exists, and a run directory's own state folder."""
     existing = directory
     while not existing.exists():
         existing = existing.parent
@@ -140,5 +181,6 @@ def _check_writable(directory: Path) -> None:
         raise ConfigError(
             f"{directory} cannot be used as the output directory: {existing} is not a directory"
         )
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"{directory} cannot be used as the output directory: {existing} is not writable")
+    for folder in (existing, directory / STATE_DIR):
+        if folder.exists() and not os.access(folder, os.W_OK | os.X_OK):
+            raise ConfigError(f"{directory} cannot be used as the output directory: {folder} is not writable")

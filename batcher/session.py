@@ -24,11 +24,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import stdin
+from . import preflight, stdin
 from .answers import ParseFunction
 from .batchapi.parts import COLLECTED, PartsLog
 from .chat import ChatKind
 from .checkpoint import STATE_DIR, Checkpoint, Progress
+from .costs import PricedRows
 from .embeddings import EmbeddingBuilder, EmbeddingsKind, PackLimits, check_one_shape
 from .endpoints import Endpoint, Router
 from .errors import ConfigError, WriteFailed
@@ -76,8 +77,12 @@ def prepare(job: Job) -> tuple[Source, RequestKind]:
                 f"${endpoint.api_key_env} would cross the network unencrypted. Use https, or allow it "
                 "with --allow-insecure-http (allow_insecure_http = true) on a network you trust."
             )
+    preflight.check(job)  # a model named, extras installed, keys set, a budget's models priced
     source = _open_input(job)
-    return source, kind_of(job, source.kind)
+    kind = kind_of(job, source.kind)
+    if source.kind != TEMPLATE:  # rows naming their own models: priced, under a max_cost
+        kind.builder = PricedRows.under(job, kind.builder)
+    return source, kind
 
 
 def _open_input(job: Job) -> Source:

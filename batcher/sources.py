@@ -22,8 +22,9 @@ from .errors import ConfigError, InputError
 from .formats import CSV, JSONL, LABELS, PARQUET, TSV, kind_of_file
 from .idset import IdSet
 from .jsonl import done_run, parse_json_line, skip_lines, without_bom
+from .problems import Problems
 from .prompts import BATCH_INPUT, CHAT, TEMPLATE, RequestBuilder
-from .scanning import DEFAULT_ID, MAX_PROBLEMS, Kept, Unnamed, checked_id
+from .scanning import DEFAULT_ID, Kept, Unnamed, checked_id
 from .storage import is_remote
 
 #: `--keep-columns '*'`: every column of the input.
@@ -277,7 +278,7 @@ class Source:
         ids = IdSet()
         kept = Kept(self.kept_names(builder.keep_columns), typed=not self.is_parquet)
         unnamed = Unnamed() if self.id_column is None and not self.tabular else None
-        problems: list[tuple[int, str]] = []
+        problems = Problems()
         total = 0
         for number, (position, record) in enumerate(self._records(columns), start=1):
             total += 1
@@ -292,30 +293,26 @@ class Source:
                 if on_body is not None:
                     on_body(position, row_id, body)
             except ValueError as e:
-                problems.append((number, f"{self.unit} {position} {e}"))
-                if len(problems) >= MAX_PROBLEMS:
+                problems.add(number, f"{self.unit} {position} {e}")
+                if problems.full:
                     break
-        problems += unnamed.problems(self.unit) if unnamed is not None else []
+        for problem in unnamed.problems(self.unit) if unnamed is not None else []:
+            problems.add(*problem)
         repeated = ids.repeated_hashes()
-        if repeated and len(problems) < MAX_PROBLEMS:
-            problems += self._duplicates(columns, repeated)
+        if repeated and not problems.full:
+            for problem in self._duplicates(columns, repeated):
+                problems.add(*problem)
         self._refuse(problems)
         if total == 0:
             raise InputError("has no rows", path=self.name)
         kept_types = self.parquet_types(list(kept.types)) if self.is_parquet else kept.types
         return Scan(kind=self.kind, total=total, fingerprint=fingerprint, kept_types=kept_types)
 
-    def _refuse(self, problems: list[tuple[int, str]]) -> None:
-        """One InputError listing the problems (by their order in the file), if there are any."""
-        if not problems:
-            return
-        problems.sort()
-        listed = [text for _, text in problems[:MAX_PROBLEMS]]
-        if len(problems) >= MAX_PROBLEMS:
-            listed.append(f"(stopped after {MAX_PROBLEMS} problems)")
-        raise InputError(
-            f"has {len(listed)} problem(s); nothing was sent:\n  " + "\n  ".join(listed), path=self.name
-        )
+    def _refuse(self, problems: Problems) -> None:
+        """One InputError listing the problems (in file order, rows failing alike as one), if any."""
+        refusal = problems.refusal(self.name)
+        if refusal is not None:
+            raise refusal
 
     def parquet_types(self, columns: list[str]) -> dict[str, Any]:
         schema = self.parquet_file().schema_arrow

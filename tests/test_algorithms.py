@@ -11,7 +11,7 @@ from batcher.checkpoint import read_journal
 from batcher.client import error_for_status, retry_after
 from batcher.errors import AuthenticationFailed, BadRequest, RateLimited, Retryable, Unreachable
 from batcher.retry import RetryPolicy, Tries
-from batcher.tokens import TokenEstimator
+from batcher.tokens import CHARS_PER_TOKEN, TokenEstimator
 
 
 def test_backoff_is_full_jitter_below_an_exponential_cap():
@@ -70,10 +70,10 @@ def test_token_estimate_calibrates_itself_from_returned_usage():
     body = {"messages": [{"role": "user", "content": "x" * 984}], "max_tokens": 10}
     chars = estimator.prompt_chars(body)
     first = estimator.estimate(body, chars)
-    for _ in range(50):  # the server counts 2 characters a token, not 4
+    for _ in range(50):  # the server counts 2 characters a token, not 4.4
         estimator.observe(chars, {"prompt_tokens": chars // 2, "completion_tokens": 10})
 
-    assert first == pytest.approx(chars / 4 + 10, abs=2)
+    assert first == pytest.approx(chars / CHARS_PER_TOKEN + 10, abs=2)
     assert estimator.estimate(body, chars) == pytest.approx(chars / 2 + 10, rel=0.05)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 from tests.helpers import prompt_for, read_jsonl, review_rows, run_args, write_jsonl
 
@@ -29,9 +30,11 @@ def test_a_dry_run_sends_nothing_writes_nothing_and_shows_what_would_go(cli, sim
         "max_tokens": 5,
     }
     assert "line 3: " in result.output and "line 4: " not in result.output
-    # Prompts at 4 characters a token (16 more a message for its framing); completions at max_tokens.
-    prompt_tokens = sum(round((len(prompt_for(r)) + 16) / 4) for r in rows)
-    assert f"about {prompt_tokens:,} prompt + 60 completion at most" in result.output
+    # Prompts at 4.4 characters a token, with OpenAI's 3 tokens a request and 4 a message; completions
+    # expected at all of a max_tokens of 16 or less.
+    prompt_tokens = round(sum(len(prompt_for(r)) + 13 + 18 for r in rows) / 4.4)
+    assert f"about {prompt_tokens:,} prompt + 60 completion expected" in result.output
+    assert f"at most {prompt_tokens + 60:,} (completions at max_tokens)" in result.output
 
 
 def test_a_dry_run_on_a_stopped_run_counts_only_what_is_left(cli, simulator, tmp_path, run_dir):
@@ -50,7 +53,11 @@ def test_a_dry_run_on_a_stopped_run_counts_only_what_is_left(cli, simulator, tmp
     assert simulator.requests == 20
     assert snapshot(run_dir) == before
     assert "resumes its earlier sessions" in result.output and "15 rows done, 0 failed" in result.output
-    assert "to send:  5 requests" in result.output and "+ 25 completion at most" in result.output
+    assert "to send:  5 requests" in result.output
+    # Estimated from the 15 answers on disk: one-word answers, so 5 completion tokens expected.
+    assert "estimate: from the 15 answers of earlier sessions" in result.output
+    prompt = int(result.output.split("about ")[1].split(" prompt")[0])
+    assert f"+ 5 completion expected = {prompt + 5}; at most {prompt + 25} (" in result.output
     first_left = min(
         r["row_number"] for r in review_rows_numbered(20) if r["id"] not in {k["id"] for k in kept}
     )
@@ -91,4 +98,8 @@ def test_a_dry_run_counts_guessed_completions_where_rows_set_no_max_tokens(cli, 
     result = cli(*run_args(path, run_dir, simulator.base_url, "--dry-run"))
 
     assert result.exit_code == 0, result.output
-    assert "+ 1,024 completion at most" in result.output and "4 rows set no max_tokens" in result.output
+    assert "4 requests set no max_tokens: 256 each at most" in result.output
+    figures = re.search(r"(\d+) completion expected = [\d,]+; at most ([\d,]+)", result.output)
+    expected, at_most = figures.groups()
+    prompt = int(result.output.split("about ")[1].split(" prompt")[0])
+    assert int(expected) == 4 * round(256 / 3) and int(at_most.replace(",", "")) == prompt + 1024

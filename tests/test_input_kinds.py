@@ -308,8 +308,8 @@ def test_a_csv_is_read_the_same_by_the_ray_planner_as_by_a_local_run(tmp_path):
     path = tmp_path / "reviews.csv"
     lines = ["id,text"] + [f'r{i},"line one\nline {i}, two"' for i in range(300)]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    job = build_job({"input": str(path), "output": str(tmp_path / "run"), "prompt": "Say {text}"})
-    source, kind = prepare(job)
+    settings = {"input": str(path), "output": str(tmp_path / "run"), "prompt": "Say {text}"}
+    source, kind = prepare(build_job({**settings, "model": "m", "base_url": "simulator"}))
     done = bytearray(301)
     for n in (1, 2, 3, 150, 299):
         done[n] = 1
@@ -348,8 +348,8 @@ def test_a_bom_changes_no_line_number_when_done_lines_are_passed_over(tmp_path, 
     monkeypatch.setattr(rayinput, "_MAX_SPAN", 300)
     path = tmp_path / "reviews.jsonl"
     path.write_bytes(BOM.encode() + jsonl_bytes(review_rows(100)))
-    job = build_job({"input": str(path), "output": str(tmp_path / "run"), "prompt": "Say {text}"})
-    source, kind = prepare(job)
+    settings = {"input": str(path), "output": str(tmp_path / "run"), "prompt": "Say {text}"}
+    source, kind = prepare(build_job({**settings, "model": "m", "base_url": "simulator"}))
     done = bytearray(101)
     done[2:60] = b"\x01" * 58  # a run long enough to be passed over by counting newlines
 

@@ -18,8 +18,8 @@ from tests.test_object_stores import parquet_bytes
 
 
 def source_of(path):
-    job = build_job({"input": str(path), "output": str(path.parent / "run"), "prompt": "Classify: {text}"})
-    source, kind = prepare(job)
+    settings = {"input": str(path), "output": str(path.parent / "run"), "prompt": "Classify: {text}"}
+    source, kind = prepare(build_job({**settings, "model": "m", "base_url": "simulator"}))
     return source, kind.builder
 
 

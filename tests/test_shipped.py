@@ -77,38 +77,59 @@ SHIPPED_JOBS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def shipped_runs(request, tmp_path_factory):
-    """Every shipped job this session selected, started together (they wait on their limits, not
-    the CPU); `finished(job)` waits for one and gives its exit status, stderr and run directory."""
-    jobs = {
-        item.callspec.params["job"]
-        for item in request.session.items
-        if getattr(item, "originalname", None) == "test_a_shipped_job_runs_out_of_the_box"
-    }
-    runs = tmp_path_factory.mktemp("shipped")
-    started = {
-        job: subprocess.Popen(
-            batcher_command(
-                "run", JOBS / f"{job.split()[0]}.toml", *job.split()[1:], "-o", runs / job, "--quiet"
-            ),
+class ShippedRuns:
+    """Every shipped job this session selected: each dry-run first, then all run together (they wait
+    on their limits, not the CPU). `runs(job)` waits for one and gives its exit status, stderr and
+    run directory; `runs.plan(job)` is what its dry run printed."""
+
+    def __init__(self, jobs: set[str], runs: Path):
+        self.runs = runs
+        planned = {job: self._start(job, "--dry-run") for job in sorted(jobs)}
+        self.plans = {job: process.communicate(timeout=120)[0] for job, process in planned.items()}
+        self.started = {job: self._start(job, "--quiet") for job in sorted(jobs)}
+        self.finished: dict[str, tuple[int, str]] = {}
+
+    def _start(self, job: str, *flags: str) -> subprocess.Popen:
+        name, *extra = job.split()
+        return subprocess.Popen(
+            batcher_command("run", JOBS / f"{name}.toml", *extra, "-o", self.runs / job, *flags),
             env=subprocess_env(OPENAI_API_KEY=""),  # the embedded simulator needs no key
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
-        for job in sorted(jobs)
+
+    def __call__(self, job: str) -> tuple[int, str, Path]:
+        if job not in self.finished:
+            process = self.started[job]
+            _, stderr = process.communicate(timeout=120)
+            self.finished[job] = process.returncode, stderr
+        return *self.finished[job], self.runs / job
+
+    def plan(self, job: str) -> str:
+        return self.plans[job]
+
+    def stop(self) -> None:
+        for job, process in self.started.items():
+            process.kill()
+            if job not in self.finished:
+                process.communicate()
+
+
+@pytest.fixture(scope="module")
+def shipped_runs(request, tmp_path_factory):
+    tests = (
+        "test_a_shipped_job_runs_out_of_the_box",
+        "test_a_shipped_jobs_dry_run_estimates_the_tokens_it_uses",
+    )
+    jobs = {
+        item.callspec.params["job"]
+        for item in request.session.items
+        if getattr(item, "originalname", None) in tests
     }
-
-    def finished(job: str) -> tuple[int, str, Path]:
-        process = started[job]
-        _, stderr = process.communicate(timeout=120)
-        return process.returncode, stderr, runs / job
-
-    yield finished
-    for process in started.values():
-        process.kill()
-        process.communicate()
+    runs = ShippedRuns(jobs, tmp_path_factory.mktemp("shipped"))
+    yield runs
+    runs.stop()
 
 
 @pytest.mark.parametrize("job, expected_output", SHIPPED_JOBS)
@@ -117,6 +138,24 @@ def test_a_shipped_job_runs_out_of_the_box(shipped_runs, job, expected_output):
 
     assert returncode == 0, stderr
     expected_output(run)
+
+
+@pytest.mark.parametrize("job, expected_output", SHIPPED_JOBS)
+def test_a_shipped_jobs_dry_run_estimates_the_tokens_it_uses(shipped_runs, job, expected_output):
+    plan = shipped_runs.plan(job)
+    returncode, stderr, run = shipped_runs(job)
+
+    assert returncode == 0, stderr
+    used = json.loads((run / "summary.json").read_text())["total_tokens"]
+    figures = re.search(
+        r"tokens:   about ([\d,]+)(?: prompt \+ ([\d,]+) completion expected = ([\d,]+))?", plan
+    )
+    assert figures, plan
+    expected = int((figures[3] or figures[1]).replace(",", ""))  # (embeddings: the inputs alone)
+    assert 0.75 * used <= expected <= 1.25 * used, (expected, used)
+    assert "estimate: prompts at 4.4 characters a token" in plan
+    if at_most := re.search(r"; at most ([\d,]+) \(completions at max_tokens", plan):
+        assert int(at_most[1].replace(",", "")) >= used
 
 
 def test_simulate_serves_a_run_named_by_openai_base_url(tmp_path):
