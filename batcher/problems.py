@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from .errors import InputError
 from .scanning import MAX_PROBLEMS
+from .words import plural
 
 #: A problem's text: "line 12 has no column 'text' ..." (the unit, the position, the reason).
 _PLACED = re.compile(r"(line|row) (\d+) (.*)", re.DOTALL)
@@ -92,7 +93,8 @@ class Problems:
         elif self.full:
             listed.append(f"(stopped looking after {MAX_PROBLEMS} different problems)")
         return InputError(
-            f"has {len(self)} problem(s){spread}; nothing was sent:\n  " + "\n  ".join(listed), path=name
+            f"has {plural(len(self), 'problem')}{spread}; nothing was sent:\n  " + "\n  ".join(listed),
+            path=name,
         )
 
 

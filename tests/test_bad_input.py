@@ -25,7 +25,7 @@ def test_a_line_that_is_not_json_is_named_by_file_and_line(cli, simulator, tmp_p
 
     output = refused(cli, simulator, path, run_dir, "--prompt", PROMPT)
 
-    assert f"{path} has 1 problem(s); nothing was sent" in output
+    assert f"{path} has 1 problem; nothing was sent" in output
     assert "line 2 is not valid JSON" in output
 
 

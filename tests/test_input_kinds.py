@@ -161,7 +161,7 @@ def test_piped_rows_that_fail_their_checks_leave_nothing_behind(simulator, tmp_p
     result = run_piped(data, *run_args("-", run_dir, simulator.base_url))
 
     stderr = refused(result, simulator)
-    assert "standard input has 1 problem(s)" in stderr and "line 2 has no column 'text'" in stderr
+    assert "standard input has 1 problem" in stderr and "line 2 has no column 'text'" in stderr
     assert not run_dir.exists()
     assert strays(tmp_path) == []
 

@@ -160,7 +160,7 @@ def test_rows_failing_alike_are_one_problem_naming_their_lines(tmp_path, run_dir
     plan = run_subprocess("run", path, "-o", run_dir, "--base-url", "simulator", "--dry-run")
 
     assert plan.returncode == 2, plan.stderr
-    assert f"{path} has 1 problem(s) in 499 lines; nothing was sent:" in plan.stderr
+    assert f"{path} has 1 problem in 499 lines; nothing was sent:" in plan.stderr
     assert "  lines 1-7, 9-21 and 479 more: have no model: set --model" in plan.stderr
     assert len(plan.stderr.strip().splitlines()) == 2
 
