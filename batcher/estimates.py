@@ -22,6 +22,7 @@ from .tokens import (
     EXPECTED_SHARE,
     SHORT_CAP,
     TokenEstimator,
+    choices_asked,
     expected_completion,
 )
 
@@ -95,8 +96,9 @@ class Tally:
             if not cap:
                 cap = DEFAULT_COMPLETION_TOKENS
                 self.guessed += 1
-            model.at_most += cap
-            model.expected += expected_completion(cap, self.answer_chars)
+            choices = choices_asked(body)
+            model.at_most += cap * choices
+            model.expected += expected_completion(cap, self.answer_chars) * choices
         return round(chars / self.estimator.chars_per_token)
 
     @staticmethod

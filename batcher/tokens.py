@@ -59,6 +59,12 @@ def expected_completion(max_tokens: int, answer_chars: int | None = None) -> int
     return round(max_tokens * EXPECTED_SHARE)
 
 
+def choices_asked(body: dict[str, Any]) -> int:
+    """The choices a chat request asks for (`n`): each may run to max_tokens, and each is paid."""
+    n = body.get("n")
+    return n if type(n) is int and n > 1 else 1
+
+
 class TokenEstimator:
     """Estimates a request's tokens before sending; calibrated by returned usage.
 
@@ -114,9 +120,10 @@ class TokenEstimator:
         return prompt + completion + 1
 
     def parts(self, body: dict[str, Any], prompt_chars: int) -> tuple[int, int]:
-        """(prompt, completion) tokens expected: the completion at its max_tokens where set."""
+        """(prompt, completion) tokens expected: the completion at its max_tokens where set, for each
+        of the `n` choices asked."""
         completion = body.get("max_completion_tokens") or body.get("max_tokens") or self.mean_completion
-        return int(prompt_chars / self.chars_per_token), int(completion)
+        return int(prompt_chars / self.chars_per_token), int(completion) * choices_asked(body)
 
     def observe(self, prompt_chars: int, usage: dict[str, Any] | None) -> None:
         """Fold one response's usage into the estimates (exponential moving average)."""

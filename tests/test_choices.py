@@ -292,3 +292,31 @@ def test_simulator_refuses_bad_n_and_logprobs_as_openai_does(sdk, params, param,
     assert caught.value.status_code == 400
     assert (error["type"], error["param"], error["code"]) == ("invalid_request_error", param, code)
     assert param in error["message"]
+
+
+def test_the_dry_runs_at_most_figure_counts_max_tokens_for_each_choice_asked(tmp_path):
+    one = [{"id": f"r{i}", "messages": ask(f"Describe harbour {i}."), "max_tokens": 10} for i in range(4)]
+    three = [{**row, "n": 3} for row in one]
+
+    plans = []
+    for name, rows in (("one", one), ("three", three)):
+        path = write_jsonl(tmp_path / f"{name}.jsonl", rows)
+        plan = run_subprocess(
+            "run", path, "-o", tmp_path / name, "--base-url", "simulator", "--model", "m", "--dry-run"
+        )
+        assert plan.returncode == 0, plan.stderr
+        plans.append(plan.stdout)
+
+    def at_most(text: str) -> int:
+        return int(text.split("at most ")[1].split(" ")[0].replace(",", ""))
+
+    assert at_most(plans[1]) - at_most(plans[0]) == 4 * 10 * 2  # two more choices of up to 10 tokens a row
+
+
+def test_the_limiter_and_budget_reserve_max_tokens_for_each_choice_asked():
+    from batcher.tokens import TokenEstimator
+
+    body = {"messages": ask("Describe a quiet harbour."), "max_tokens": 10}
+
+    assert TokenEstimator().parts(body, 100)[1] == 10
+    assert TokenEstimator().parts({**body, "n": 3}, 100)[1] == 30
