@@ -13,7 +13,6 @@ import gc
 import json
 import logging
 import os
-import shlex
 import sys
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import click
 
 from .errors import EXIT_INTERRUPTED, EXIT_USAGE, BatcherError
 from .simulate import simulate
-from .words import plural, usd
+from .views import plan_text, status_text, tell_run_ended
 
 
 def _fail(message: str, code: int) -> None:
@@ -253,34 +252,14 @@ def run(source: str | None, dry_run: bool, quiet: bool, verbose: bool, **options
         if dry_run:
             from .dryrun import plan
 
-            _print_plan(plan(job))
+            click.echo(plan_text(plan(job)))
             return
         outcome = asyncio.run(_run(job, quiet))
     except BatcherError as e:
         _fail(f"error: {e}", e.exit_code)
     except KeyboardInterrupt:  # before the run's own handlers were in place: nothing was sent
         _fail("interrupted before sending anything", EXIT_INTERRUPTED)
-    stats = outcome.stats
-    if not quiet or outcome.exit_code:
-        _report(job, outcome)
-    if stats.cut:  # even when quiet: the most common silent failure
-        click.echo(
-            f"batcher: warning: {plural(stats.cut, 'answer was', 'answers were')} cut at max_tokens"
-            " (finish_reason: length); raise --max-tokens if they should be whole",
-            err=True,
-        )
-    if outcome.stopped_early:
-        click.echo(f"resume with: {_resume_command()}", err=True)
-    elif stats.remaining and job.limit is not None:
-        click.echo(f"the rest: {_resume_command(without=('--limit',))}", err=True)
-    elif stats.remaining:
-        click.echo(f"resume with: {_resume_command()}", err=True)
-    if (outcome.stopped_early or stats.remaining) and str(job.input) == "-":
-        click.echo(
-            f"  (the rows piped in are kept in {job.output}/.batcher/input.jsonl: pipe the same rows again,"
-            " or name that file in place of -)",
-            err=True,
-        )
+    tell_run_ended(job, outcome, quiet)
     sys.exit(outcome.exit_code)
 
 
@@ -309,101 +288,6 @@ def _price_option(text: str, model: object) -> dict:
     return {model: {"input": prompt, "output": completion}}
 
 
-def _report(job, outcome) -> None:
-    s = outcome.stats.summary(outcome.status)
-    session = s["session"]
-    click.echo(
-        f"{outcome.status}: {s['rows_ok']:,} ok, {s['rows_failed']:,} failed,"
-        f" {s['rows_remaining']:,} remaining of {plural(s['rows_total'], 'row')}"
-        f" ({s['rows_skipped']:,} done before);"
-        f" this session {plural(session['rows_done'], 'row')} in {session['wall_time_s']:.1f} s"
-        f" ({session['rows_per_s'] or 0:.1f} rows/s), {_requests_text(session)},"
-        f" {plural(session['retries'], 'retry', 'retries')}, {plural(session['rate_limited_429'], '429')},"
-        f" {plural(s['total_tokens'], 'token')}, {_cost_text(s['cost_usd'], s['answers_unpriced'])} in all",
-        err=True,
-    )
-    if outcome.message and outcome.status != "interrupted":
-        click.echo(f"batcher: {outcome.message}", err=True)
-    if outcome.note:
-        click.echo(f"batcher: {outcome.note}", err=True)
-    click.echo(f"output: {job.output}", err=True)
-
-
-def _requests_text(session: dict) -> str:
-    """The requests of a session: answered, and apart from them those that got no answer."""
-    text = f"{plural(session['answers'], 'request')} answered"
-    if session["connection_failures"]:
-        text += (
-            f" and {plural(session['connection_failures'], 'attempt')} with no answer"
-            f" ({session['attempts'] - session['requests_sent']:,} could not connect)"
-        )
-    return text
-
-
-def _print_plan(plan) -> None:
-    from .jsoncodec import dumps
-
-    job = plan.job
-    where = "a new run directory" if plan.directory == "new" else "resumes its earlier sessions"
-    lines = [
-        "dry run: nothing was sent and nothing written.",
-        f"input:    {job.input}: {plan.rows:,} rows ({plan.input_kind})",
-        f"output:   {job.output}: {where}",
-    ]
-    if plan.directory != "new":
-        retried = "sent again" if job.retry_failed else "left failed (--no-retry-failed)"
-        lines.append(f"          {plan.done:,} rows done, {plan.failed:,} failed ({retried})")
-    sent = f"{plan.requests:,} requests"
-    if job.embeddings:
-        sent = f"{plan.to_send:,} rows in about {plan.requests:,} requests"
-    elif plan.estimate.repeats:
-        sent += f" for {plan.to_send:,} rows ({plan.estimate.repeats:,} repeat a request: answered once)"
-    lines.append(f"to send:  {sent} to {plan.where()}, model {job.model or '(per row)'}")
-    lines += _gateway_lines(job)
-    lines += plan.figures()
-    lines += [f"note:     {note}" for note in plan.notes]
-    if plan.samples:
-        lines.append("first requests:")
-        for where, body in plan.samples:
-            text = dumps(body)
-            lines.append(f"  {where}: {text if len(text) <= 600 else text[:600] + ' ...'}")
-    click.echo("\n".join(lines))
-
-
-def _gateway_lines(job) -> list[str]:
-    """The headers and query parameters each endpoint sends: names only (a header's value may be a key)."""
-    lines = []
-    for config in job.endpoint_configs:
-        at = f" ({config.name})" if len(job.endpoint_configs) > 1 else ""
-        for label, pairs in (("headers:", config.headers), ("query:", config.query)):
-            if pairs:
-                lines.append(f"{label:<10}{', '.join(pairs.names)}{at}; values not shown")
-    return lines
-
-
-def _resume_command(without: tuple[str, ...] = ()) -> str:
-    """The command line of this run again, but for the options named in `without` (and their values);
-    --header values (and --query values that are credentials) shown as *** (gateway.shown_flag)."""
-    from .gateway import HIDDEN, shown_flag
-
-    args, kept = sys.argv[1:], []
-    while args:
-        arg = args.pop(0)
-        name = arg.split("=", 1)[0]
-        if name in without:
-            if "=" not in arg and args:
-                args.pop(0)
-            continue
-        if name in ("--header", "--query") and "=" in arg:
-            arg = f"{name}={shown_flag(name, arg.split('=', 1)[1])}"
-        elif name in ("--header", "--query") and args:
-            kept.append(arg)
-            arg = shown_flag(name, args.pop(0))
-        kept.append(arg)
-    hidden = any(HIDDEN in arg for arg in kept) and HIDDEN not in " ".join(sys.argv)
-    return shlex.join(["batcher", *kept]) + ("  (with your values in place of ***)" if hidden else "")
-
-
 @main.command()
 @click.argument("directory")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
@@ -429,31 +313,7 @@ def status(directory: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
-    state = "running" if info["running"] else "not running"
-    click.echo(f"{info['directory']} ({state})")
-    click.echo(f"  input:     {info['input']}")
-    click.echo(f"  model:     {info['model']}")
-    click.echo(
-        f"  rows:      {info['rows_total']} total, {info['rows_ok']} done, "
-        f"{info['rows_failed']} failed, {info['rows_remaining']} remaining"
-    )
-    click.echo(
-        f"  tokens:    {info['prompt_tokens']} prompt + {info['completion_tokens']} completion "
-        f"= {info['total_tokens']}"
-    )
-    click.echo(f"  cost:      {_cost_text(info['cost_usd'], info['answers_unpriced'])}")
-    for batch in info["batches"]:
-        click.echo(f"  part {batch['part']}:{' ' * max(1, 5 - len(str(batch['part'])))}{_batch_line(batch)}")
-
-
-def _batch_line(batch: dict) -> str:
-    text = f"{batch['state']}, {batch['requests']} requests"
-    if batch["batch_id"]:
-        text += f", {batch['batch_id']} {batch['status'] or ''}".rstrip()
-    counts = batch["request_counts"]
-    if counts:
-        text += f" ({counts.get('completed', 0)} done, {counts.get('failed', 0)} failed)"
-    return text
+    click.echo(status_text(info))
 
 
 @main.command()
@@ -534,16 +394,6 @@ def report(directory: str, output: Path | None) -> None:
     except OSError as e:
         _fail(f"error: cannot write the report: {e.strerror or e}", EXIT_USAGE)
     click.echo(str(page))
-
-
-def _cost_text(cost: float, unpriced: int) -> str:
-    text = usd(cost)
-    if unpriced:
-        text += (
-            f" (and {plural(unpriced, 'answer')} of a model with no price: set prices in the job file"
-            " or --price)"
-        )
-    return text
 
 
 main.add_command(simulate)
