@@ -209,8 +209,43 @@ async def _run_session(
     job: Job, source: Source, kind: RequestKind, hooks: Hooks, mirror: Mirror | None
 ) -> RunOutcome:
     """`run_job` in a local run directory (`mirror`: the object store it is committed to)."""
-    on_progress, on_start, on_record = hooks.on_progress, hooks.on_start, hooks.on_record
-    parse, handle_signals = hooks.parse, hooks.handle_signals
+    job, kind, checkpoint, scan, progress = await _open_run(job, source, kind, mirror)
+    stats = _stats_at_start(job, scan, progress)
+    opened = _Opened()
+    outcome = None
+    try:
+        opened.cache = AnswerCache(Path(job.cache)) if job.cache else None
+        opened.sink = _open_sink(job, checkpoint, scan)
+        opened.router = router = Router(await _endpoints(job, kind, opened.simulators))
+        async with contextlib.AsyncExitStack() as clients:
+            recorder = Recorder(
+                checkpoint,
+                progress,
+                stats,
+                sink=opened.sink,
+                on_progress=hooks.on_progress,
+                on_record=hooks.on_record,
+            )
+            transport = await _open_transport(clients, job, kind, router, recorder, hooks.parse, opened.cache)
+            if hooks.on_start is not None:
+                hooks.on_start(transport)
+            rows = RowsLeft(job, source, kind.builder, progress)
+            outcome = await _send(job, rows, transport, router, hooks.handle_signals, mirror)
+    finally:
+        stats.finished = time.monotonic()
+        await opened.close(stats)
+        try:
+            _finish(job, checkpoint, progress, opened.sink, stats, outcome, mirror)
+        finally:
+            await opened.stop_simulators()
+    return outcome
+
+
+async def _open_run(
+    job: Job, source: Source, kind: RequestKind, mirror: Mirror | None
+) -> tuple[Job, RequestKind, Checkpoint, Scan, Progress]:
+    """The input scanned (unless unchanged since its scan) and the run directory opened on it; with
+    keep_columns '*', the job and kind keeping the columns the scan found."""
     checkpoint = Checkpoint.of_run(job.output, job.output_format, job.endpoint)
     scan = await asyncio.to_thread(scan_unless_recorded, job, source, kind.builder, checkpoint)
     if job.embeddings:
@@ -219,7 +254,7 @@ async def _run_session(
     stdin.keep_in(source, job.output)  # rows piped in, kept in the run directory once it is opened
     job, kind = _with_columns_kept(job, source, kind, scan)
     log.info(
-        "%s: %d rows; %d done and %d failed before this session; %d torn line(s) repaired",
+        "%s: %d rows; %d done and %d failed before this session; %d torn lines repaired",
         job.output,
         scan.total,
         len(progress.done),
@@ -228,68 +263,77 @@ async def _run_session(
     )
     if mirror is not None:
         mirror.track(checkpoint.journal_files() + [timeline_path(job.output)])
-    stats = _stats_at_start(job, scan, progress)
-    sink = None
-    simulators: list[Any] = []
-    router = None
-    outcome = None
-    cache = None
+    return job, kind, checkpoint, scan, progress
+
+
+def _open_sink(job: Job, checkpoint: Checkpoint, scan: Scan) -> Sink | None:
+    answer_types = job.answer_format.column_types() if job.answer_format else None
+    return open_sink(
+        job.output_format,
+        job.output,
+        checkpoint.results_path,
+        scan.kept_types,
+        answer_types,
+        batches=job.mode == BATCH_API,
+        vectors=VectorFile(checkpoint.vectors_path) if checkpoint.vectors_path else None,
+    )
+
+
+@dataclasses.dataclass
+class _Opened:
+    """What a session opened besides the run directory, closed whatever happens."""
+
+    cache: AnswerCache | None = None
+    sink: Sink | None = None
+    router: Router | None = None
+    simulators: list[Any] = dataclasses.field(default_factory=list)
+
+    async def close(self, stats: RunStats) -> None:
+        if self.router is not None:
+            stats.endpoints = self.router.summary()
+            for endpoint in self.router.endpoints:
+                endpoint.limits.close()
+        if self.cache is not None:
+            self.cache.close()
+
+    async def stop_simulators(self) -> None:
+        for simulator in self.simulators:
+            await simulator.stop()
+
+
+async def _send(
+    job: Job,
+    rows: RowsLeft,
+    transport: Transport,
+    router: Router,
+    handle_signals: bool,
+    mirror: Mirror | None,
+) -> RunOutcome:
+    """The transport sends the rows left, Ctrl-C / SIGTERM asking it to stop, the timeline (and the
+    object store's commits) kept beside it."""
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGINT, signal.SIGTERM) if handle_signals else ()
+    for sig in signals:
+        loop.add_signal_handler(sig, transport.request_stop)
+    stats = transport.stats
+    timeline = Timeline(timeline_path(job.output), stats, router.limits)
+    background = [timeline.keep_recording()]
+    if mirror is not None:
+        background.append(mirror.keep_committing(transport.request_stop))
+    tasks = [asyncio.create_task(work) for work in background]
     try:
-        cache = AnswerCache(Path(job.cache)) if job.cache else None
-        answer_types = job.answer_format.column_types() if job.answer_format else None
-        sink = open_sink(
-            job.output_format,
-            job.output,
-            checkpoint.results_path,
-            scan.kept_types,
-            answer_types,
-            batches=job.mode == BATCH_API,
-            vectors=VectorFile(checkpoint.vectors_path) if checkpoint.vectors_path else None,
-        )
-        router = Router(await _endpoints(job, kind, simulators))
-        async with contextlib.AsyncExitStack() as clients:
-            recorder = Recorder(
-                checkpoint, progress, stats, sink=sink, on_progress=on_progress, on_record=on_record
-            )
-            transport = await _open_transport(clients, job, kind, router, recorder, parse, cache)
-            if on_start is not None:
-                on_start(transport)
-            loop = asyncio.get_running_loop()
-            if handle_signals:
-                for sig in (signal.SIGINT, signal.SIGTERM):
-                    loop.add_signal_handler(sig, transport.request_stop)
-            timeline = Timeline(timeline_path(job.output), stats, router.limits)
-            background = [timeline.keep_recording()]
-            if mirror is not None:
-                background.append(mirror.keep_committing(transport.request_stop))
-            tasks = [asyncio.create_task(work) for work in background]
-            try:
-                outcome = await transport.run(RowsLeft(job, source, kind.builder, progress))
-                if job.limit is not None and not outcome.stopped_early and stats.remaining:
-                    outcome.note = (
-                        f"sent the first {plural(job.limit, 'row')} (--limit);"
-                        f" {plural(stats.remaining, 'row is', 'rows are')} left: "
-                        "the same job without --limit sends them"
-                    )
-            finally:
-                for task in tasks:
-                    task.cancel()
-                timeline.record()
-                if handle_signals:
-                    for sig in (signal.SIGINT, signal.SIGTERM):
-                        loop.remove_signal_handler(sig)
+        outcome = await transport.run(rows)
     finally:
-        stats.finished = time.monotonic()
-        stats.endpoints = router.summary() if router is not None else None
-        for endpoint in router.endpoints if router is not None else ():
-            endpoint.limits.close()
-        if cache is not None:
-            cache.close()
-        try:
-            _finish(job, checkpoint, progress, sink, stats, outcome, mirror)
-        finally:
-            for simulator in simulators:
-                await simulator.stop()
+        for task in tasks:
+            task.cancel()
+        timeline.record()
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+    if job.limit is not None and not outcome.stopped_early and stats.remaining:
+        outcome.note = (
+            f"sent the first {plural(job.limit, 'row')} (--limit);"
+            f" {plural(stats.remaining, 'row is', 'rows are')} left: the same job without --limit sends them"
+        )
     return outcome
 
 
