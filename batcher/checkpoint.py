@@ -287,7 +287,8 @@ class Checkpoint:
 
         Raises the WriteFailed of an earlier write, so that no more rows are sent.
         """
-        self.check()
+        if self._write_failed is not None:  # (check(), inlined: this runs once a row)
+            raise self._write_failed
         if not self._unwritten:
             asyncio.get_running_loop().call_soon(self._write)
         vector = record.get("embedding")

@@ -262,9 +262,10 @@ def snippet(body: str | bytes) -> str:
 
 
 async def read_capped(resp: aiohttp.ClientResponse) -> bytes:
-    if resp.content_length is not None and resp.content_length <= MAX_BODY_BYTES:
+    length = resp.content_length  # (a property that parses the header each time it is read)
+    if length is not None and length <= MAX_BODY_BYTES:
         return await resp.read()  # (aiohttp reads no more than that)
-    if (resp.content_length or 0) > MAX_BODY_BYTES:
+    if (length or 0) > MAX_BODY_BYTES:
         raise Retryable(
             f"response body of {resp.content_length} bytes is over the {MAX_BODY_BYTES} byte cap",
             type="invalid_response",

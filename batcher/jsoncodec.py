@@ -1,7 +1,9 @@
-"""JSON on the hot path (request bodies, answers, journal lines): orjson when installed, else the stdlib.
+"""JSON on the hot path (request bodies, answers, journal lines): orjson, else the stdlib.
 
-The bytes written are the same either way (tested), but for NaN (null with orjson); orjson gave
-+17% rows/s, uvloop nothing (benchmarks/README.md).
+orjson is a dependency (issue 21: the stdlib's json was about 190,000 of 800,000 instructions a row,
+benchmarks/README.md); the stdlib stands in only where it is missing (installed with --no-deps on
+a platform without its wheel). The bytes written are the same either way (tested), but for NaN
+(null with orjson).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from typing import Any
 
 try:
     import orjson
-except ImportError:  # the optional extra is not installed
+except ImportError:  # (a dependency, but an install with --no-deps can lack it)
     orjson = None
 
 
@@ -37,9 +39,8 @@ if orjson is not None:
         """Compact JSON text."""
         return dumpb(obj).decode("utf-8")
 
-    def loads(data: str | bytes) -> Any:
-        """Parse JSON; ValueError when it is not."""
-        return _orjson_loads(data)
+    #: Parse JSON; ValueError when it is not (orjson's own function: no frame of ours an answer).
+    loads = _orjson_loads
 
     def canonical(obj: Any) -> bytes:
         """Keys sorted, compact: the same bytes for the same value (request keys)."""

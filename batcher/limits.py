@@ -118,6 +118,8 @@ class RateLimits:
         self._clock = clock
         self.control = AdaptiveRate(concurrency)
         self._pacers: dict[str, Pacer | None] = {"requests": None, "tokens": None}
+        #: Whether either pacer exists (kept by _update_pacers: asked twice a request).
+        self._paced = False
         self._update_pacers()
         self._in_flight = 0
         self._waiting: deque[asyncio.Future] = deque()
@@ -160,24 +162,30 @@ class RateLimits:
                 self._pacers[kind] = Pacer(per_minute / 60, self._burst)
             else:
                 pacer.per_second = per_minute / 60
+        self._paced = self._pacers["requests"] is not None or self._pacers["tokens"] is not None
 
     # -- acquire --------------------------------------------------------------------
 
     async def acquire(self, tokens: int) -> Permit:
-        await self._enter()
+        now = self._clock()
+        if self._in_flight < self.control.window_at(now) and not self._waiting:
+            self._in_flight += 1  # a place at once: the common case, without a coroutine of its own
+        else:
+            await self._enter()
+            now = self._clock()
         try:
             if self._shared is not None and self._shared.changed():
                 with self._section():  # another run on this key may have found a rate, or a 429
                     pass
-            if self._pacers["requests"] or self._pacers["tokens"] or self._paused_until > self._clock():
+            if self._paced or self._paused_until > now:
                 # One reservation at a time, in arrival order, each at the rate in force when its
                 # turn comes: reservations made ahead would hold the rate they were made at.
                 async with self._turn:
                     await self._wait_for_slot(tokens)
+                now = self._clock()
         except BaseException:
             self._leave()
             raise
-        now = self._clock()
         permit = Permit(tokens, now, self._issued, self._issued_tokens, self._generation)
         self._issued += 1
         self._issued_tokens += tokens
@@ -238,6 +246,8 @@ class RateLimits:
             self._ramp = asyncio.get_running_loop().call_later(max(0.0, growth - self._clock()), self._ramped)
 
     def _wake(self) -> None:
+        if not self._waiting:
+            return
         window = self.control.window_at(self._clock())
         while self._waiting and self._in_flight < window:
             waiter = self._waiting.popleft()
@@ -271,10 +281,6 @@ class RateLimits:
                     self._settle(permit, verdict, headers, retry_after, used_tokens, exact)
         finally:
             self._leave()
-
-    @property
-    def _paced(self) -> bool:
-        return self._pacers["requests"] is not None or self._pacers["tokens"] is not None
 
     def _settle(
         self,

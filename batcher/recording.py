@@ -41,10 +41,9 @@ class Recorder:
         self.sink = sink
         self.on_progress = on_progress or (lambda stats: None)
         self.on_record = on_record
-
-    def add(self, ok: bool, record: Record) -> None:
-        """A finished row: a result (`ok`) or an error record. Raises WriteFailed after a failed write."""
-        self.checkpoint.add(ok, record)
+        #: `add(ok, record)`: a finished row, a result (`ok`) or an error record, to the journal now;
+        #: raises WriteFailed after a failed write. (The checkpoint's own method: one call a row.)
+        self.add: Callable[[bool, Record], None] = checkpoint.add
 
     def add_failure(self, record: Record, failure: RequestFailed, streak: FailureStreak) -> bool:
         """A row's failure: recorded now if the row failed so before (its own fault), else held in
@@ -93,7 +92,8 @@ class Recorder:
             row_id = record["id"]
             self.stats.record_durable(ok, record, retried_failure=row_id in failed)
             if ok:
-                failed.pop(row_id, None)
+                if failed:
+                    failed.pop(row_id, None)
                 if self.sink is not None:
                     self.sink.write_result(record)
             else:
@@ -114,25 +114,26 @@ class FailureStreak:
 
     def __init__(self, limit: int | None):
         self.limit = limit
-        self._held: list[Record] = []
+        #: The records held back (empty on the common path: a row answered).
+        self.held: list[Record] = []
         self._signature: tuple | None = None
 
     def hold(self, record: Record, failure: RequestFailed) -> list[Record]:
         """Hold a failed row's record; return the records it releases (of another kind)."""
         signature = (failure.status, failure.type, failure.param, failure.message)
-        released = self.release() if self._held and signature != self._signature else []
+        released = self.release() if self.held and signature != self._signature else []
         self._signature = signature
-        self._held.append(record)
+        self.held.append(record)
         return released
 
     @property
     def reached(self) -> bool:
-        return bool(self.limit) and len(self._held) >= self.limit
+        return bool(self.limit) and len(self.held) >= self.limit
 
     def __len__(self) -> int:
-        return len(self._held)
+        return len(self.held)
 
     def release(self) -> list[Record]:
         """The held records, no longer held."""
-        held, self._held = self._held, []
+        held, self.held = self.held, []
         return held

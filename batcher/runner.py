@@ -100,6 +100,8 @@ class Runner:
         #: What makes an answer columns: a parse function, a JSON Schema or labels, or nothing.
         self.answers = answers
         self.budget = Budget.of_run(job, stats)
+        #: Whether a budget is set (asked twice a request; the job's limits never change in a run).
+        self._budgeted = self.budget.limited
         self._stop = asyncio.Event()
         self._force = asyncio.Event()
         self._in_request: set[asyncio.Task] = set()
@@ -291,7 +293,10 @@ class Runner:
         except NoEndpointLeft as error:
             self._fail(error)
             return None
-        reserved = _OVER_BUDGET if self._stop.is_set() else self._reserve_budget(item, estimate)
+        if self._stop.is_set():
+            reserved = _OVER_BUDGET
+        else:
+            reserved = self._reserve_budget(item, estimate) if self._budgeted else None
         if reserved is _OVER_BUDGET:
             endpoint.limits.settle(permit, Verdict.FAILED)
             return None  # not sent (stopping, or over budget): resume sends it
@@ -314,10 +319,8 @@ class Runner:
         return endpoint, completion, failure
 
     def _reserve_budget(self, item: _Item, estimate: int) -> float | None | object:
-        """The cost set aside for a request under a budget (None without one); `_OVER_BUDGET`."""
+        """The cost set aside for a request under a budget; `_OVER_BUDGET` when it would not fit."""
         budget = self.budget
-        if not budget.limited:
-            return None
         prompt, most = self.estimator.parts(item.body, item.prompt_chars)
         reserved = self.job.price_table.cost(
             item.body.get("model"), {"prompt_tokens": prompt, "completion_tokens": most}
@@ -358,7 +361,7 @@ class Runner:
             )
         else:
             endpoint.limits.settle(permit, Verdict.FAILED, headers=failure.headers if failure else None)
-        if self.budget.limited:
+        if self._budgeted:
             used = (usage.get("prompt_tokens") or 0) + (usage.get("completion_tokens") or 0)
             cost = completion.cost if completion is not None else None
             self.budget.settle(estimate, reserved, used_tokens=used, used_cost=cost)
@@ -385,7 +388,8 @@ class Runner:
             with_response=self._with_response,
         )
         self.recorder.add(True, record)
-        self._release_streak()
+        if self._streak.held:
+            self._release_streak()
         return None
 
     def _accept_packed(self, item: _Item, completion: Completion, tries: Tries) -> RequestFailed | None:

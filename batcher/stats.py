@@ -13,20 +13,25 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+#: A latency bin's width, in log1p(ms): bins 2% wide.
+_BIN_WIDTH = math.log(1.02)
+_log1p = math.log1p
+
 
 class LatencyHistogram:
     """Latencies in log-spaced bins 2% wide: percentiles within 2%, in constant memory."""
 
     __slots__ = ("_counts", "count")
-    _BASE = math.log(1.02)
+    _BASE = _BIN_WIDTH
 
     def __init__(self) -> None:
         self._counts: dict[int, int] = {}
         self.count = 0
 
     def add(self, ms: float) -> None:
-        slot = int(math.log1p(max(ms, 0.0)) / self._BASE)
-        self._counts[slot] = self._counts.get(slot, 0) + 1
+        slot = int(_log1p(ms) / _BIN_WIDTH) if ms > 0.0 else 0
+        counts = self._counts
+        counts[slot] = counts.get(slot, 0) + 1
         self.count += 1
 
     def percentile(self, fraction: float) -> float | None:
@@ -123,10 +128,11 @@ class RunStats:
             self.failed += 1
         usage = record.get("usage")
         if isinstance(usage, dict):  # a result, or an answer that did not parse: both paid for
-            tokens = (usage.get("prompt_tokens") or 0) + (usage.get("completion_tokens") or 0)
-            self.prompt_tokens += usage.get("prompt_tokens") or 0
-            self.completion_tokens += usage.get("completion_tokens") or 0
-            self.session_tokens += tokens
+            prompt = usage.get("prompt_tokens") or 0
+            completion = usage.get("completion_tokens") or 0
+            self.prompt_tokens += prompt
+            self.completion_tokens += completion
+            self.session_tokens += prompt + completion
             cost = record.get("cost_usd")
             if isinstance(cost, (int, float)):
                 self.cost_usd += cost

@@ -6,9 +6,13 @@
 
 Cases:
   overhead  simulator with no latency and no limits; batcher end to end vs a bare
-            aiohttp loop posting the same bodies with the same concurrency
+            aiohttp loop posting the same bodies with the same concurrency, in
+            interleaved rounds (--rows 20000 --concurrency 32 --rounds 5 by default)
   instructions  the same comparison in instructions a row (valgrind's callgrind): exact,
-            where rows/s drift with whatever else the machine runs
+            where rows/s drift with whatever else the machine runs (--concurrency too)
+
+Run it with the interpreter of the install to measure: `/path/to/venv/bin/python benchmarks/bench.py`
+(the simulator, the bare loop and batcher all run in it).
   rpm       simulator limit 3,000 RPM, latency 200 ms +/- 50%; client --rpm 3000:
             achieved requests/min over the whole run, share of 429s
   tpm       long prompts so that tokens/min binds; client --tpm = the server's:
@@ -121,15 +125,19 @@ async def bare_loop(base_url: str, n: int, concurrency: int) -> float:
     return n / (time.perf_counter() - started)
 
 
+#: The overhead case's settings (issue 21): rows, concurrency, interleaved rounds; --rows etc. change them.
+OVERHEAD = {"rows": 20_000, "concurrency": 32, "rounds": 5}
+
+
 def case_overhead(tmp: Path, quick: bool) -> list[tuple[str, str, str]]:
     """Interleaved pairs (bare loop, then batcher) on one simulator; the median ratio of the pairs.
 
     The machine's speed drifts between runs by more than the differences measured here, so
     one pair proves little; each ratio compares two runs made seconds apart.
     """
-    n = 2_000 if quick else 50_000
-    pairs = 1 if quick else 5
-    concurrency = 64
+    n = 2_000 if quick else OVERHEAD["rows"]
+    pairs = 1 if quick else OVERHEAD["rounds"]
+    concurrency = OVERHEAD["concurrency"]
     sim = SimulatorProcess()
     bares, ours, ratios, whole = [], [], [], []
     try:
@@ -178,6 +186,7 @@ def case_instructions(tmp: Path, quick: bool) -> list[tuple[str, str, str]]:
     cost of a row with start-up taken out. The simulator runs natively in its own process.
     """
     n = 100 if quick else 1000
+    concurrency = OVERHEAD["concurrency"]
     sim = SimulatorProcess()
     per_row = {}
     try:
@@ -189,12 +198,13 @@ def case_instructions(tmp: Path, quick: bool) -> list[tuple[str, str, str]]:
                 if client == "bare":
                     code = (
                         f"import asyncio, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
-                        f"from bench import bare_loop; asyncio.run(bare_loop({sim.base_url!r}, {rows}, 64))"
+                        "from bench import bare_loop; "
+                        f"asyncio.run(bare_loop({sim.base_url!r}, {rows}, {concurrency}))"
                     )
                     command = [sys.executable, "-c", code]
                 else:
                     out = tmp / f"instructions-run-{rows}"
-                    command = run_command(path, out, sim.base_url, "--concurrency", 64)
+                    command = run_command(path, out, sim.base_url, "--concurrency", concurrency)
                 counts.append(_instructions(command, env))
             per_row[client] = (counts[1] - counts[0]) / (2 * n)
     finally:
@@ -528,7 +538,10 @@ def main() -> None:
     )
     parser.add_argument("cases", nargs="*", help=f"cases to run (default: all of {', '.join(CASES)})")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, to check the cases run")
+    for name, value in OVERHEAD.items():
+        parser.add_argument(f"--{name}", type=int, default=value, help=f"overhead: {name} (default {value})")
     args = parser.parse_args()
+    OVERHEAD.update(rows=args.rows, concurrency=args.concurrency, rounds=args.rounds)
     unknown = set(args.cases) - set(CASES)
     if unknown:
         parser.error(f"unknown case(s): {', '.join(sorted(unknown))}")
