@@ -404,7 +404,9 @@ def case_fast_stop(tmp: Path, quick: bool) -> list[tuple[str, str, str]]:
 
 def case_startup(tmp: Path, quick: bool) -> list[tuple[str, str, str]]:
     path = write_rows(tmp / "small.jsonl", 100)
-    dry_run = ("run", path, "-o", tmp / "dry", "--model", "m", "--prompt", PROMPT, "--dry-run")
+    # (the embedded simulator as the server: a dry run for OpenAI itself wants the key's variable set)
+    dry_run = ("run", path, "-o", tmp / "dry", "--base-url", "simulator", "--model", "m", "--prompt", PROMPT)
+    dry_run += ("--dry-run",)
     figures = []
     for name, args in (("`batcher --help`", ("--help",)), ("`batcher run --dry-run`, 100 rows", dry_run)):
         times = []
