@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import json
 import os
 import platform
@@ -188,27 +189,31 @@ def case_instructions(tmp: Path, quick: bool) -> list[tuple[str, str, str]]:
     n = 100 if quick else 1000
     concurrency = OVERHEAD["concurrency"]
     sim = SimulatorProcess()
-    per_row = {}
+    env = {**os.environ, "OPENAI_API_KEY": "sk-bench"}
+
+    def command(client: str, rows: int) -> list[str]:
+        if client == "bare":
+            code = (
+                f"import asyncio, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
+                "from bench import bare_loop; "
+                f"asyncio.run(bare_loop({sim.base_url!r}, {rows}, {concurrency}))"
+            )
+            return [sys.executable, "-c", code]
+        path = write_rows(tmp / f"instructions-{rows}.jsonl", rows)
+        return run_command(path, tmp / f"instructions-run-{rows}", sim.base_url, "--concurrency", concurrency)
+
     try:
-        env = {**os.environ, "OPENAI_API_KEY": "sk-bench"}
-        for client in ("bare", "batcher"):
-            counts = []
-            for rows in (n, 3 * n):
-                path = write_rows(tmp / f"instructions-{rows}.jsonl", rows)
-                if client == "bare":
-                    code = (
-                        f"import asyncio, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
-                        "from bench import bare_loop; "
-                        f"asyncio.run(bare_loop({sim.base_url!r}, {rows}, {concurrency}))"
-                    )
-                    command = [sys.executable, "-c", code]
-                else:
-                    out = tmp / f"instructions-run-{rows}"
-                    command = run_command(path, out, sim.base_url, "--concurrency", concurrency)
-                counts.append(_instructions(command, env))
-            per_row[client] = (counts[1] - counts[0]) / (2 * n)
+        # The four counts at once: an instruction count does not depend on what else runs.
+        runs = [(client, rows) for client in ("bare", "batcher") for rows in (n, 3 * n)]
+        with concurrent.futures.ThreadPoolExecutor(len(runs)) as pool:
+            counts = dict(
+                zip(runs, pool.map(lambda run: _instructions(command(*run), env), runs), strict=True)
+            )
     finally:
         sim.stop()
+    per_row = {
+        client: (counts[client, 3 * n] - counts[client, n]) / (2 * n) for client in ("bare", "batcher")
+    }
     return [
         ("instructions", f"bare aiohttp loop, a row (over {2 * n} rows)", f"{per_row['bare']:,.0f}"),
         ("instructions", "batcher, a row", f"{per_row['batcher']:,.0f}"),

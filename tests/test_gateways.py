@@ -300,22 +300,8 @@ def test_a_job_file_header_holding_a_credential_must_name_its_variable(simulator
     assert all(header(r, "api-key") for r in to("/v1/chat", seen(simulator)))
 
 
-@pytest.mark.slow  # a Ray cluster (about 3 s to start) and a run on it
-def test_ray_workers_send_the_headers_and_the_variables_they_read_travel_with_the_work(
-    ray_cluster, cli, simulator, tmp_path, run_dir
-):
-    path = write_jsonl(tmp_path / "in.jsonl", review_rows(12))
-    args = ("--executor", "ray", "--workers", "2", "--header", "X-Gateway-Secret: env:GATEWAY_KEY", *VERSION)
-
-    # (the workers' own environment has no GATEWAY_KEY: it comes with their work, as the key does)
-    result = cli(*run_args(path, run_dir, simulator.base_url, *args), env={"GATEWAY_KEY": GATEWAY_SECRET})
-
-    assert result.exit_code == 0, result.output
-    chats = to("/v1/chat/completions", seen(simulator))
-    assert len(chats) == 12
-    assert all(header(r, "X-Gateway-Secret") == GATEWAY_SECRET for r in chats)
-    assert all(r["query"] == {"api-version": "2024-10-21"} for r in chats)
-    assert all(header(r, "Authorization") == "[redacted]" for r in chats)
+# Ray workers sending the headers, the variables `env:` names travelling with the work: tested with
+# a --limit in tests/test_ray_executor.py (one Ray pipeline for both).
 
 
 def test_no_repr_of_a_job_its_endpoints_or_their_clients_shows_a_header_value(monkeypatch):

@@ -197,20 +197,25 @@ def test_a_ray_run_reads_its_input_from_s3_and_commits_its_output_there(
     assert json.loads(s3.get(f"{output}/summary.json"))["rows_ok"] == 120
 
 
-@pytest.mark.slow  # a few seconds: a Ray Data pipeline, 20 rows of 200
-def test_a_ray_run_with_a_limit_sends_the_first_rows_and_the_same_job_without_it_the_rest(
+@pytest.mark.slow  # a few seconds: a Ray Data pipeline (one run for two promises: each costs one)
+def test_a_ray_run_with_a_limit_sends_the_first_rows_with_the_gateways_headers_from_its_workers(
     ray_cluster, cli, simulator, tmp_path, run_dir
 ):
-    rows = review_rows(200)
-    path = write_jsonl(tmp_path / "in.jsonl", rows)
+    from tests.test_gateways import GATEWAY_SECRET, VERSION, header, seen, to
 
-    first = cli(*run_args(path, run_dir, simulator.base_url, *RAY, "--limit", "20"))
+    path = write_jsonl(tmp_path / "in.jsonl", review_rows(200))
+    gateway = ("--header", "X-Gateway-Secret: env:GATEWAY_KEY", *VERSION)
 
-    assert first.exit_code == 0, first.output
+    # (the workers' own environment has no GATEWAY_KEY: it comes with their work, as the key does)
+    result = cli(
+        *run_args(path, run_dir, simulator.base_url, *RAY, "--limit", "20", *gateway),
+        env={"GATEWAY_KEY": GATEWAY_SECRET},
+    )
+
+    assert result.exit_code == 0, result.output
     assert sorted(r["row_number"] for r in read_jsonl(run_dir / "results.jsonl")) == list(range(1, 21))
-    assert simulator.requests == 20
-
-    rest = cli(*run_args(path, run_dir, simulator.base_url, *RAY))
-
-    assert rest.exit_code == 0, rest.output
-    assert all(simulator.completions_for(prompt_for(r)) == 1 for r in rows)
+    chats = to("/v1/chat/completions", seen(simulator))
+    assert len(chats) == simulator.requests == 20
+    assert all(header(r, "X-Gateway-Secret") == GATEWAY_SECRET for r in chats)
+    assert all(r["query"] == {"api-version": "2024-10-21"} for r in chats)
+    assert all(header(r, "Authorization") == "[redacted]" for r in chats)
