@@ -296,20 +296,24 @@ class Source:
                 problems.add(number, f"{self.unit} {position} {e}")
                 if problems.full:
                     break
+        self._refuse(problems, unnamed, columns, ids)
+        if total == 0:
+            raise InputError("has no rows", path=self.name)
+        kept_types = self.parquet_types(list(kept.types)) if self.is_parquet else kept.types
+        return Scan(kind=self.kind, total=total, fingerprint=fingerprint, kept_types=kept_types)
+
+    def _refuse(
+        self, problems: Problems, unnamed: Unnamed | None, columns: list[str] | None, ids: IdSet
+    ) -> None:
+        """One InputError listing the problems (in file order, rows failing alike as one), if any: the
+        rows' own, those of ids missing from some rows only, and repeated ids (found by a second read,
+        only when their hashes repeat)."""
         for problem in unnamed.problems(self.unit) if unnamed is not None else []:
             problems.add(*problem)
         repeated = ids.repeated_hashes()
         if repeated and not problems.full:
             for problem in self._duplicates(columns, repeated):
                 problems.add(*problem)
-        self._refuse(problems)
-        if total == 0:
-            raise InputError("has no rows", path=self.name)
-        kept_types = self.parquet_types(list(kept.types)) if self.is_parquet else kept.types
-        return Scan(kind=self.kind, total=total, fingerprint=fingerprint, kept_types=kept_types)
-
-    def _refuse(self, problems: Problems) -> None:
-        """One InputError listing the problems (in file order, rows failing alike as one), if any."""
         refusal = problems.refusal(self.name)
         if refusal is not None:
             raise refusal
