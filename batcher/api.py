@@ -224,9 +224,8 @@ def _input_file(source: Any, directory: Path) -> tuple[Path, dict[str, Any]]:
     pa, pq = arrow()
     if type(source).__module__.split(".")[0] == "pandas":
         source = pa.Table.from_pandas(source, preserve_index=False)
+    # Rows without an `id` are named by their position, from 1, as a file's are (sources.py).
     if isinstance(source, pa.Table):
-        if "id" not in source.column_names:
-            source = source.append_column("id", pa.array(range(source.num_rows), pa.int64()))
         sink = pa.BufferOutputStream()
         pq.write_table(source, sink)
         return _write_if_changed(directory, "input.parquet", sink.getvalue().to_pybytes()), {}
@@ -234,13 +233,11 @@ def _input_file(source: Any, directory: Path) -> tuple[Path, dict[str, Any]]:
         rows, implied = [], {}
         for number, row in enumerate(source):
             if isinstance(row, str):
-                row, implied = {"id": number, "text": row}, {"prompt": "{text}"}
+                row, implied = {"text": row}, {"prompt": "{text}"}
             elif not isinstance(row, Mapping):
                 raise ConfigError(
                     f"source item {number} is a {type(row).__name__}; give dicts (rows) or strings (prompts)"
                 )
-            elif "id" not in row:
-                row = {"id": number, **row}
             rows.append(dumps(dict(row)))
         data = ("\n".join(rows) + "\n").encode("utf-8") if rows else b""
         return _write_if_changed(directory, "input.jsonl", data), implied

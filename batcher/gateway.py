@@ -172,7 +172,7 @@ def refuse_written_secrets(origin: str, settings: dict[str, Any], key: str | Non
         for name, value in pairs:
             if value.startswith(ENV_PREFIX):
                 continue
-            if looks_secret(name) or (key and key in value):
+            if looks_secret(name) or (key and len(key) >= _SHORTEST_SECRET and key in value):
                 raise ConfigError(
                     f"{origin}: {label} '{name}' would keep a secret in the job file, which never holds "
                     'keys: write its value as "env:VARIABLE" and set that variable'
@@ -221,12 +221,16 @@ class Gateway:
         given = resolved(headers, "header")
         named = {name.lower() for name in given}
         ours = {"User-Agent": "batcher"}
-        carried = api_key and any(api_key in value for value in given.values())
+        # (the key itself, or "Bearer <key>": a short dummy key such as "EMPTY" is no part of a value)
+        carried = api_key and any(value in (api_key, f"Bearer {api_key}") for value in given.values())
         if api_key and "authorization" not in named and not carried:
             ours["Authorization"] = f"Bearer {api_key}"
         everything = {**{k: v for k, v in ours.items() if k.lower() not in named}, **given}
         read = resolved(query, "query parameter")
-        secrets = {*given.values(), *(read[name] for name, value in query if value.startswith(ENV_PREFIX))}
+        secrets = {
+            *given.values(),
+            *(read[name] for name, value in query if value.startswith(ENV_PREFIX) or looks_secret(name)),
+        }
         hidden = sorted((s for s in secrets if len(s) >= _SHORTEST_SECRET), key=len, reverse=True)
         return cls(everything, read, tuple(hidden))
 

@@ -42,10 +42,12 @@ def check_keys(job: Job) -> list[str]:
     notes, missing = [], []
     several = len(job.endpoint_configs) > 1
     for endpoint in job.endpoint_configs:
-        if endpoint.uses_simulator or os.environ.get(endpoint.api_key_env) or _carries_credential(endpoint):
+        if endpoint.uses_simulator or os.environ.get(endpoint.api_key_env) or carries_credential(endpoint):
             continue
         at = f" for endpoint {endpoint.name!r}" if several else ""
-        if on_this_machine(endpoint.base_url):
+        # A server on this machine, or one spoken to in plain http (a key would not be sent there
+        # without --allow-insecure-http: vLLM on the LAN, a compose service), may need none.
+        if on_this_machine(endpoint.base_url) or endpoint.base_url.startswith("http://"):
             notes.append(f"no key set (${endpoint.api_key_env}){at}: fine for a server that needs none")
         else:
             missing.append((endpoint.api_key_env, at, endpoint.base_url))
@@ -63,17 +65,19 @@ def check_keys(job: Job) -> list[str]:
 
 
 def on_this_machine(base_url: str) -> bool:
-    """Whether the URL's host is this machine: localhost, or a loopback address (127.0.0.1, ::1)."""
+    """Whether the URL's host is this machine: localhost, a loopback address (127.0.0.1, ::1), or
+    the unspecified address a server prints when it listens on every interface (0.0.0.0)."""
     host = urllib.parse.urlsplit(base_url).hostname or ""
     if host == "localhost" or host.endswith(".localhost"):
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        address = ipaddress.ip_address(host)
+        return address.is_loopback or address.is_unspecified
     except ValueError:
         return False
 
 
-def _carries_credential(endpoint: EndpointConfig) -> bool:
+def carries_credential(endpoint: EndpointConfig) -> bool:
     """A header or query parameter of the user's that carries a credential in place of the key."""
     names = [*endpoint.headers.names, *(name for name, _ in endpoint.query)]
     return any(looks_secret(name) for name in names)

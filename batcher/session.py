@@ -65,24 +65,30 @@ def prepare(job: Job) -> tuple[Source, RequestKind]:
         raise ConfigError(
             f"the answer schema's {', '.join(clash)} would clash with a result column of that name: rename it"
         )
-    for endpoint in job.endpoint_configs:
-        if (
-            os.environ.get(endpoint.api_key_env)
-            and not endpoint.uses_simulator
-            and not job.allow_insecure_http
-            and _in_clear(endpoint.base_url)
-        ):
-            raise ConfigError(
-                f"{endpoint.base_url} is plain http to another machine, so the key in "
-                f"${endpoint.api_key_env} would cross the network unencrypted. Use https, or allow it "
-                "with --allow-insecure-http (allow_insecure_http = true) on a network you trust."
-            )
+    _refuse_keys_in_clear(job)
     preflight.check(job)  # a model named, extras installed, keys set, a budget's models priced
     source = _open_input(job)
     kind = kind_of(job, source.kind)
     if source.kind != TEMPLATE:  # rows naming their own models: priced, under a max_cost
         kind.builder = PricedRows.under(job, kind.builder)
     return source, kind
+
+
+def _refuse_keys_in_clear(job: Job) -> None:
+    """A key (or a header carrying a credential) never goes over plain http to another machine, unless
+    allowed."""
+    for endpoint in job.endpoint_configs:
+        if (
+            (os.environ.get(endpoint.api_key_env) or preflight.carries_credential(endpoint))
+            and not endpoint.uses_simulator
+            and not job.allow_insecure_http
+            and _in_clear(endpoint.base_url)
+        ):
+            raise ConfigError(
+                f"{endpoint.base_url} is plain http to another machine, so the key (in "
+                f"${endpoint.api_key_env} or a header) would cross the network unencrypted. Use https, or "
+                "allow it with --allow-insecure-http (allow_insecure_http = true) on a network you trust."
+            )
 
 
 def _open_input(job: Job) -> Source:
@@ -136,7 +142,9 @@ def scan_unless_recorded(job: Job, source: Source, builder: RequestBuilder, chec
     fingerprint = source.fingerprint()
     recorded = checkpoint.recorded_job()
     identity = identity_of(job, source, fingerprint)
-    if checkpoint.same_job(identity, recorded) and isinstance(recorded.get("rows"), int):
+    # (rows checked for priced models under a max_cost are scanned again: the budget may be new)
+    unchanged = checkpoint.same_job(identity, recorded) and isinstance(recorded.get("rows"), int)
+    if unchanged and not isinstance(builder, PricedRows):
         if source.is_parquet:
             kept = source.parquet_types(source.kept_names(job.keep_columns) or [])
         else:

@@ -79,7 +79,7 @@ def test_tables_dataframes_and_plain_strings_are_sources_too(simulator, tmp_path
     )
 
     for table in (from_strings, from_table, from_frame):
-        assert table["id"].to_pylist() == ["0", "1", "2"]  # rows without ids are numbered from 0
+        assert table["id"].to_pylist() == ["1", "2", "3"]  # rows without ids: their positions, as in files
     assert from_frame.to_pandas()["n"].tolist() == [1, 2, 3]
     assert all(simulator.completions_for(text) == 3 for text in texts)
 

@@ -326,3 +326,14 @@ def test_no_repr_of_a_job_its_endpoints_or_their_clients_shows_a_header_value(mo
     endpoint.limits.close()
     assert "api-key" in shown and "X-Gateway-Secret" in shown and "code" in shown
     assert AZURE_KEY not in shown and GATEWAY_SECRET not in shown
+
+
+def test_a_query_parameter_named_as_a_credential_is_hidden_from_messages_even_when_written_out():
+    from batcher.gateway import Gateway, Pairs
+
+    gateway = Gateway.of(
+        None, query=Pairs([("sig", "sv-2024-signature-value"), ("api-version", "2024-10-21")])
+    )
+
+    assert "sv-2024-signature-value" in gateway.secrets
+    assert "2024-10-21" not in gateway.secrets

@@ -138,6 +138,44 @@ def test_a_header_carrying_the_credential_stands_in_for_the_key(tmp_path, run_di
     assert "azure-secret-value-0123" not in plan.stdout + plan.stderr
 
 
+@pytest.mark.parametrize("host", ["http://10.255.255.1:8000/v1", "http://0.0.0.0:8000/v1"])
+def test_a_plain_http_server_elsewhere_or_on_every_interface_runs_without_a_key(tmp_path, run_dir, host):
+    # (vLLM on the LAN or in a compose service; 0.0.0.0 is what a server prints when it listens on all)
+    path = write_jsonl(tmp_path / "in.jsonl", review_rows(3))
+
+    plan = run_subprocess(*run_args(path, run_dir, host, "--dry-run"), OPENAI_API_KEY="")
+
+    assert plan.returncode == 0, plan.stderr
+    assert "no key set ($OPENAI_API_KEY): fine for a server that needs none" in plan.stdout
+
+
+def test_a_header_carrying_a_credential_is_not_sent_in_clear_to_another_machine(tmp_path, run_dir):
+    path = write_jsonl(tmp_path / "in.jsonl", review_rows(3))
+    args = run_args(path, run_dir, "http://gateway.invalid:8080/v1", "--header", "x-api-key: env:GW_TEST_KEY")
+
+    line = refused(run_subprocess(*args, "--dry-run", OPENAI_API_KEY="", GW_TEST_KEY="gw-secret-0123456789"))
+
+    assert "plain http to another machine" in line and "--allow-insecure-http" in line
+    assert "gw-secret-0123456789" not in line
+
+
+def test_a_short_dummy_key_is_no_part_of_a_header_value(tmp_path):
+    from batcher.gateway import Gateway, Pairs
+
+    write_jsonl(tmp_path / "in.jsonl", review_rows(2))
+    job = tmp_path / "job.toml"
+    job.write_text(
+        'input = "in.jsonl"\noutput = "run"\nmodel = "m"\nprompt = "{text}"\nbase_url = "http://127.0.0.1:9/v1"\n'
+        'headers = { "HTTP-Referer" = "https://example.com" }\n'
+    )
+
+    plan = run_subprocess("run", job, "--dry-run", OPENAI_API_KEY="x")  # ("x", "EMPTY": vLLM's dummy keys)
+
+    assert plan.returncode == 0, plan.stderr
+    sent = Gateway.of("x", Pairs([("HTTP-Referer", "https://example.com")])).headers
+    assert sent["Authorization"] == "Bearer x"
+
+
 @pytest.mark.parametrize("dry_run", [False, True], ids=["run", "dry-run"])
 def test_a_prompt_without_a_model_is_one_job_level_problem(tmp_path, run_dir, dry_run):
     path = write_jsonl(tmp_path / "in.jsonl", review_rows(21))
@@ -221,6 +259,24 @@ def test_max_cost_with_rows_naming_a_model_with_no_price_is_refused_at_the_scan(
     assert "[prices]" in run.stderr and not run_dir.exists()
     assert unbudgeted.returncode == 0, unbudgeted.stderr
     assert "1 request of a model with no price (their-own-model)" in unbudgeted.stdout
+
+
+def test_max_cost_added_on_resume_over_rows_naming_an_unpriced_model_is_refused_not_a_crash(
+    simulator, tmp_path, run_dir
+):
+    rows = [
+        {"id": f"r{i}", "model": "my-unpriced", "messages": [{"role": "user", "content": f"hi {i}"}]}
+        for i in range(6)
+    ]
+    path = write_jsonl(tmp_path / "requests.jsonl", rows)
+    args = ["run", path, "-o", run_dir, "--base-url", simulator.base_url]
+    assert run_subprocess(*args, "--limit", "3").returncode == 0
+
+    again = run_subprocess(*args, "--max-cost", "0.0001")
+
+    assert again.returncode == 2 and "Traceback" not in again.stderr
+    assert "lines 1-6: name model 'my-unpriced', which has no known price" in again.stderr
+    assert simulator.requests == 3
 
 
 # -- item 8: an estimate worth reading ---------------------------------------------------------
