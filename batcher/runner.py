@@ -132,6 +132,7 @@ class Runner:
         syncer = asyncio.create_task(self.recorder.keep_syncing())
         syncer.add_done_callback(self._watch)
         # The workers take rows from the one iterator themselves: no producer task, no queue.
+        rows = iter(rows)
         workers = {asyncio.create_task(self._work(rows)) for _ in range(self.job.concurrency)}
         for worker in workers:
             worker.add_done_callback(self._watch)

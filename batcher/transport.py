@@ -16,6 +16,7 @@ builds it for the job's mode.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections.abc import Iterator
 from typing import Protocol
@@ -76,16 +77,17 @@ class RowsLeft:
         self._rows: Iterator[InputRow | None] | None = None
 
     def __iter__(self) -> Iterator[InputRow | None]:
-        return self
+        """The rows themselves (a transport takes them from this iterator: no frame of ours a row)."""
+        if self._rows is None:
+            rows = self.source.rows(self.builder, done=self.done, skip=self.skip)
+            if self.until is not None:
+                until = self.until
+                rows = itertools.takewhile(lambda row: row is None or row.number <= until, rows)
+            self._rows = rows
+        return self._rows
 
     def __next__(self) -> InputRow | None:
-        if self._rows is None:
-            self._rows = self.source.rows(self.builder, done=self.done, skip=self.skip)
-        row = next(self._rows)
-        if row is not None and self.until is not None and row.number > self.until:
-            self._rows.close()  # (the file it reads is closed now, not when collected)
-            raise StopIteration
-        return row
+        return next(iter(self))
 
 
 async def drain(
