@@ -55,14 +55,8 @@ def parse_headers(given: Any, origin: str) -> Pairs:
     A name given again replaces the earlier one (names are case-insensitive). Errors name
     `origin` ("--header", "headers", "endpoints[2].headers") and the header, never its value."""
     pairs = []
-    for where, item in _items(given, origin):
-        if isinstance(item, str):
-            name, colon, value = item.partition(":")
-            if not colon:
-                raise ConfigError(f"{where} has no ':' between its name and value (e.g. 'X-Title: my-app')")
-        else:
-            name, value = item
-        name, value = name.strip(), value.strip()
+    for where, name, value in _entries(given, origin, ":", "'X-Title: my-app'"):
+        value = value.strip()
         if not _TOKEN.fullmatch(name):
             said = f"'{name}' is not" if name and len(name) <= 64 else "its name is not"
             raise ConfigError(f"{where}: {said} a header name (letters, digits and !#$%&'*+-.^_`|~)")
@@ -74,19 +68,24 @@ def parse_headers(given: Any, origin: str) -> Pairs:
 def parse_query(given: Any, origin: str) -> Pairs:
     """Query parameters from flags or a job file: "name=value" strings, or a table {name: value}."""
     pairs = {}
-    for where, item in _items(given, origin):
-        if isinstance(item, str):
-            name, equals, value = item.partition("=")
-            if not equals:
-                raise ConfigError(f"{where} has no '=' between its name and value (e.g. api-version=1)")
-        else:
-            name, value = item
-        name = name.strip()
+    for where, name, value in _entries(given, origin, "=", "api-version=1"):
         if not name:
             raise ConfigError(f"{where} has an empty name before its '='")
         _check_value(f"{where} ({name})", value)
         pairs[name] = value
     return Pairs(pairs.items())
+
+
+def _entries(given: Any, origin: str, separator: str, example: str) -> Iterable[tuple[str, str, str]]:
+    """(where, name, value) of each entry: "name<separator>value" strings, or a table's items."""
+    for where, item in _items(given, origin):
+        if isinstance(item, str):
+            name, found, value = item.partition(separator)
+            if not found:
+                raise ConfigError(f"{where} has no '{separator}' between its name and value (e.g. {example})")
+        else:
+            name, value = item
+        yield where, name.strip(), value
 
 
 def _items(given: Any, origin: str) -> Iterable[tuple[str, Any]]:
