@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from . import timeline
+from .charts import GREY, RED, duration, histogram, line_chart
 from .checkpoint import inspect, read_progress
 from .stats import LatencyHistogram
 from .words import usd
@@ -23,7 +24,6 @@ from .words import usd
 #: Points per chart at most: longer runs are summed into wider intervals.
 MAX_POINTS = 240
 EXAMPLES = 3
-_BLUE, _RED, _AMBER, _GREY = "#2563eb", "#dc2626", "#d97706", "#6b7280"
 
 
 @dataclass
@@ -198,7 +198,7 @@ def render(report: Report) -> str:
         ("retries", f"{f['retries']:,}", "retries"),
         ("429s", f"{f['rate_limited_429']:,}", "rate_limited_429"),
         ("sessions", f"{f['sessions']}", "sessions"),
-        ("active time", _duration(f["active_seconds"]), "active_seconds"),
+        ("active time", duration(f["active_seconds"]), "active_seconds"),
         ("rows / min", f"{f['rows_per_minute'] or 0:,.1f}", "rows_per_minute"),
     ]
     values = {
@@ -222,11 +222,11 @@ def render(report: Report) -> str:
         for label, text, key in cards
     )
     charts = [
-        _line_chart("Requests per minute, against the RPM limit", s, s.requests, s.rpm_limit, "requests"),
-        _line_chart("Tokens per minute, against the TPM limit", s, s.tokens, s.tpm_limit, "tokens"),
-        _line_chart("Rows done per minute", s, s.rows, None, "rows"),
-        _line_chart("429s and retries per minute", s, s.rate_limited, None, "rate_limited", s.retries, _RED),
-        _histogram(report.latency),
+        line_chart("Requests per minute, against the RPM limit", s, s.requests, s.rpm_limit, "requests"),
+        line_chart("Tokens per minute, against the TPM limit", s, s.tokens, s.tpm_limit, "tokens"),
+        line_chart("Rows done per minute", s, s.rows, None, "rows"),
+        line_chart("429s and retries per minute", s, s.rate_limited, None, "rate_limited", s.retries, RED),
+        histogram(report.latency),
     ]
     title = f"batcher report: {report.directory}"
     return f"""<!doctype html>
@@ -235,10 +235,10 @@ def render(report: Report) -> str:
 <style>
 body {{ font: 14px/1.4 system-ui, sans-serif; margin: 24px auto; max-width: 980px; color: #111827; }}
 h1 {{ font-size: 20px; }} h2 {{ font-size: 16px; margin-top: 28px; }}
-.meta {{ color: {_GREY}; }}
+.meta {{ color: {GREY}; }}
 .cards {{ display: grid; grid-template-columns: repeat(4, 1fr); gap: 8px; }}
 .card {{ border: 1px solid #e5e7eb; border-radius: 6px; padding: 8px 10px; }}
-.label {{ color: {_GREY}; font-size: 12px; }} .value {{ font-size: 18px; font-weight: 600; }}
+.label {{ color: {GREY}; font-size: 12px; }} .value {{ font-size: 18px; font-weight: 600; }}
 figure {{ margin: 18px 0; }} figcaption {{ font-weight: 600; margin-bottom: 4px; }}
 table {{ border-collapse: collapse; width: 100%; }}
 td, th {{ border-bottom: 1px solid #e5e7eb; padding: 4px 6px; text-align: left; vertical-align: top; }}
@@ -254,133 +254,6 @@ code {{ font-size: 12px; }}
 {_endpoints_table(report.endpoints)}
 </body></html>
 """
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 10:
-        return f"{seconds:.1f} s"
-    seconds = int(seconds)
-    if seconds < 120:
-        return f"{seconds} s"
-    if seconds < 7200:
-        return f"{seconds // 60} min {seconds % 60} s"
-    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
-
-
-_W, _H, _LEFT, _RIGHT, _TOP, _BOTTOM = 900, 240, 64, 16, 12, 36
-
-
-def _nice(top: float) -> tuple[float, float]:
-    """A rounded axis maximum and tick step for values up to `top`."""
-    if top <= 0:
-        return 1.0, 0.25
-    step = 10 ** math.floor(math.log10(top / 4))
-    for factor in (1, 2, 2.5, 5, 10):
-        if top / (step * factor) <= 5:
-            step *= factor
-            break
-    return step * math.ceil(top / step), step
-
-
-def _line_chart(
-    title: str,
-    series: Series,
-    values: list[float],
-    limit: list[float | None] | None,
-    name: str,
-    second: list[float] | None = None,
-    colour: str = _BLUE,
-) -> str:
-    xs = series.x
-    caption = f"<figcaption>{html.escape(title)}</figcaption>"
-    if not xs:
-        return f'<figure data-chart="{name}">{caption}<p>no data yet</p></figure>'
-    limits = [v for v in (limit or []) if v]
-    top, step = _nice(max([*values, *(second or []), *limits, 0.0]) * 1.05)
-    span = series.span or 1.0
-
-    def px(x: float) -> float:
-        return _LEFT + (_W - _LEFT - _RIGHT) * x / span
-
-    def path(ys: list[float]) -> str:
-        return " ".join(f"{px(x):.1f},{_y(y, top):.1f}" for x, y in zip(xs, ys, strict=True))
-
-    def polyline(series_name: str, ys: list[float], stroke: str, extra: str = "") -> str:
-        return (
-            f'<polyline data-series="{series_name}" fill="none" stroke="{stroke}" stroke-width="2.5" '
-            f'{extra}points="{path(ys)}"/>'
-        )
-
-    parts = [_svg(title), *_grid(top, step)]
-    for i in range(5):
-        x = span * i / 4
-        parts.append(
-            f'<text x="{px(x):.1f}" y="{_H - 14}" text-anchor="middle" font-size="11">{_duration(x)}</text>'
-        )
-    for at in series.sessions_at:
-        parts.append(
-            f'<line x1="{px(at):.1f}" x2="{px(at):.1f}" y1="{_TOP}" y2="{_H - _BOTTOM}" '
-            f'stroke="{_GREY}" stroke-dasharray="3 3"/>'
-        )
-    legend = ""
-    if limits:
-        parts.append(polyline("limit", [v or 0.0 for v in limit], _AMBER, 'stroke-dasharray="8 4" '))
-        legend = "dashed amber: the limit"
-    if second is not None:
-        parts.append(polyline("retries", second, _AMBER))
-        legend = "red: 429s, amber: retries"
-    parts.append(polyline(name, values, colour))
-    if len(xs) <= 60:  # few points: mark each, so even one interval shows
-        parts += [
-            f'<circle cx="{px(x):.1f}" cy="{_y(y, top):.1f}" r="3" fill="{colour}"/>'
-            for x, y in zip(xs, values, strict=True)
-        ]
-    parts.append("</svg>")
-    if legend:
-        caption = f'<figcaption>{html.escape(title)} <span class="meta">({legend})</span></figcaption>'
-    return f'<figure data-chart="{name}">{caption}{"".join(parts)}</figure>'
-
-
-def _y(value: float, top: float) -> float:
-    return _TOP + (_H - _TOP - _BOTTOM) * (1 - value / top)
-
-
-def _svg(title: str) -> str:
-    return f'<svg viewBox="0 0 {_W} {_H}" width="100%" role="img" aria-label="{html.escape(title)}">'
-
-
-def _grid(top: float, step: float) -> list[str]:
-    """Horizontal grid lines with their values, from 0 to `top`."""
-    lines, tick = [], 0.0
-    while tick <= top + 1e-9:
-        y = _y(tick, top)
-        lines.append(f'<line x1="{_LEFT}" x2="{_W - _RIGHT}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e5e7eb"/>')
-        lines.append(
-            f'<text x="{_LEFT - 6}" y="{y + 4:.1f}" text-anchor="end" font-size="11">{tick:,.0f}</text>'
-        )
-        tick += step
-    return lines
-
-
-def _histogram(bins: list[tuple[float, float, int]]) -> str:
-    title = "Latency of answers (ms)"
-    if not bins:
-        return f'<figure data-chart="latency"><figcaption>{title}</figcaption><p>no answers yet</p></figure>'
-    top, step = _nice(max(count for _, _, count in bins) * 1.05)
-    width = (_W - _LEFT - _RIGHT) / len(bins)
-    parts = [_svg(title), *_grid(top, step)]
-    for i, (low, high, count) in enumerate(bins):
-        height = (_H - _TOP - _BOTTOM) * count / top
-        x = _LEFT + i * width
-        parts.append(
-            f'<rect data-bin="{low:g}-{high:g}" data-count="{count}" x="{x + 1:.1f}" '
-            f'y="{_H - _BOTTOM - height:.1f}" width="{max(1.0, width - 2):.1f}" height="{height:.1f}" '
-            f'fill="{_BLUE}"><title>{low:,.0f}-{high:,.0f} ms: {count}</title></rect>'
-        )
-        if i % max(1, len(bins) // 6) == 0:
-            parts.append(f'<text x="{x:.1f}" y="{_H - 14}" font-size="11">{low:,.0f}</text>')
-    parts.append("</svg>")
-    return f'<figure data-chart="latency"><figcaption>{title}</figcaption>{"".join(parts)}</figure>'
 
 
 def _errors_table(groups: list[dict[str, Any]]) -> str:
