@@ -21,7 +21,7 @@ from .estimates import Estimate, Tally
 from .job import BATCH_API, Job
 from .mirror import read_run
 from .preflight import check_keys
-from .session import identity_of, prepare
+from .prepare import identity_of, prepare
 from .storage import is_remote
 from .tokens import DEFAULT_COMPLETION_TOKENS
 from .words import plural, usd

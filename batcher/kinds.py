@@ -9,7 +9,7 @@ the client, the scan and the dry run reach a kind only through these members.
 
 Chat Completions (`chat.ChatKind`) is the first kind, one row a request.
 Adding one (embeddings: `/embeddings`, vectors in the record): a module with a
-class meeting `RequestKind`, chosen in session.prepare from the job. Packing
+class meeting `RequestKind`, chosen in prepare.prepare from the job. Packing
 several rows into one request is the pool's business, not the kind's, and is
 not built yet.
 """

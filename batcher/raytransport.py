@@ -82,7 +82,7 @@ class RowWorker:
     def __init__(self, job: Job, input_kind: str, endpoints: list[tuple[EndpointConfig, str, str]]):
         """`endpoints`: each endpoint's config, the base URL it answers at, and its keeper (its
         actor's name, or the actor's handle)."""
-        from .session import kind_of
+        from .prepare import kind_of
 
         self.job, self.kind = job, kind_of(job, input_kind)
         self._endpoints = endpoints

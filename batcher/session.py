@@ -3,7 +3,7 @@
 The order is that of the README's guarantees: everything that can be found wrong
 before sending (the job, the input, the run directory) raises before the first
 request; the input is scanned once (not again on resume when its bytes are
-unchanged); the run directory is locked and its journal read; the endpoints,
+unchanged; prepare.py); the run directory is locked and its journal read; the endpoints,
 the sink and the answer cache are opened; the transport (transport.py) sends
 what is left; and whatever happens, the outputs are closed and summary.json written.
 """
@@ -13,24 +13,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import ipaddress
 import json
 import logging
-import os
 import signal
 import time
-import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import preflight, stdin
+from . import stdin
 from .answers import ParseFunction
 from .batchapi.parts import COLLECTED, PartsLog
-from .chat import ChatKind
 from .checkpoint import STATE_DIR, Checkpoint, Progress
-from .costs import PricedRows
-from .embeddings import EmbeddingBuilder, EmbeddingsKind, PackLimits, check_one_shape
+from .embeddings import check_one_shape
 from .endpoints import Endpoint, Router
 from .errors import ConfigError, WriteFailed
 from .job import BATCH_API, BATCH_OUTPUT, RAY, Job
@@ -38,12 +33,12 @@ from .journal import write_atomically
 from .kinds import RequestKind
 from .mirror import Mirror
 from .outcome import RunOutcome, Status
-from .prompts import TEMPLATE, RequestBuilder
+from .prepare import identity_of, prepare, scan_unless_recorded, with_columns_kept
 from .recording import Recorder
 from .reuse import AnswerCache, InputReuse, Reuse
 from .runner import Runner
 from .sinks import RESERVED_COLUMNS, Sink, open_sink
-from .sources import KEEP_ALL, Scan, Source
+from .sources import Scan, Source
 from .stats import RunStats
 from .storage import is_remote
 from .timeline import Timeline, timeline_path
@@ -52,125 +47,6 @@ from .vectors import VectorFile
 from .words import plural
 
 log = logging.getLogger("batcher")
-
-
-def prepare(job: Job) -> tuple[Source, RequestKind]:
-    """The job's input and request kind, after the checks that need no input read."""
-    clash = [c for c in job.keep_columns if c in RESERVED_COLUMNS]
-    if clash:
-        raise ConfigError(f"keep_columns cannot keep {', '.join(clash)}: results already use that name")
-    answer_columns = job.answer_format.columns if job.answer_format else []
-    clash = [c for c in answer_columns if c in RESERVED_COLUMNS or c in job.keep_columns]
-    if clash:
-        raise ConfigError(
-            f"the answer schema's {', '.join(clash)} would clash with a result column of that name: rename it"
-        )
-    _refuse_keys_in_clear(job)
-    preflight.check(job)  # a model named, extras installed, keys set, a budget's models priced
-    source = _open_input(job)
-    kind = kind_of(job, source.kind)
-    if source.kind != TEMPLATE:  # rows naming their own models: priced, under a max_cost
-        kind.builder = PricedRows.under(job, kind.builder)
-    return source, kind
-
-
-def _refuse_keys_in_clear(job: Job) -> None:
-    """A key (or a header carrying a credential) never goes over plain http to another machine, unless
-    allowed."""
-    for endpoint in job.endpoint_configs:
-        if (
-            (os.environ.get(endpoint.api_key_env) or preflight.carries_credential(endpoint))
-            and not endpoint.uses_simulator
-            and not job.allow_insecure_http
-            and _in_clear(endpoint.base_url)
-        ):
-            raise ConfigError(
-                f"{endpoint.base_url} is plain http to another machine, so the key (in "
-                f"${endpoint.api_key_env} or a header) would cross the network unencrypted. Use https, or "
-                "allow it with --allow-insecure-http (allow_insecure_http = true) on a network you trust."
-            )
-
-
-def _open_input(job: Job) -> Source:
-    """The job's input (`-`: standard input, copied to a file first: stdin.py)."""
-    keep_all = KEEP_ALL in job.keep_columns
-    if keep_all and len(job.keep_columns) > 1:
-        raise ConfigError("keep_columns '*' keeps every column: give it alone, not with other names")
-    path, name = (stdin.spool(job.output), stdin.NAME) if stdin.is_stdin(job.input) else (job.input, None)
-    shape = {"request_field": "input", "endpoint_path": EmbeddingsKind.path} if job.embeddings else {}
-    source = Source(path, id_column=job.id_column, has_template=job.prompt is not None, name=name, **shape)
-    if keep_all and source.kind != TEMPLATE:
-        raise ConfigError(
-            f"{source.name}: keep_columns '*' keeps the columns of rows filled into a prompt; these rows are "
-            "requests themselves (their fields are sent), so name the columns to keep"
-        )
-    return source
-
-
-def kind_of(job: Job, input_kind: str) -> RequestKind:
-    """The job's request kind, for an input of `input_kind` (a Ray worker makes its own from these)."""
-    if job.embeddings:
-        limits = PackLimits(job.inputs_per_request, job.tokens_per_request, job.tokens_per_input)
-        return EmbeddingsKind(EmbeddingBuilder(input_kind, **_builder_settings(job)), limits)
-    return ChatKind(RequestBuilder(input_kind, **_builder_settings(job)))
-
-
-def _builder_settings(job: Job) -> dict[str, Any]:
-    return {
-        "template": job.prompt,
-        "system": job.system,
-        "defaults": job.defaults(),
-        "id_column": job.id_column,
-        "keep_columns": job.keep_columns,
-    }
-
-
-def identity_of(job: Job, source: Source, fingerprint: str, scan: Scan | None = None) -> dict[str, Any]:
-    """The job record of this job on this input (see checkpoint.py), with the scan's figures once known."""
-    identity = {**job.identity(), "input_kind": source.kind, "input_fingerprint": fingerprint}
-    identity["id_column"] = source.id_column  # (None: rows named by position, the file having no ids)
-    if scan is not None:
-        identity["rows"] = scan.total
-        identity["kept_types"] = (
-            None if source.is_parquet else {k: sorted(v) for k, v in scan.kept_types.items()}
-        )
-    return identity
-
-
-def scan_unless_recorded(job: Job, source: Source, builder: RequestBuilder, checkpoint: Checkpoint) -> Scan:
-    """Scan the input, unless this directory recorded a scan of the very same job and bytes."""
-    fingerprint = source.fingerprint()
-    recorded = checkpoint.recorded_job()
-    identity = identity_of(job, source, fingerprint)
-    # (rows checked for priced models under a max_cost are scanned again: the budget may be new)
-    unchanged = checkpoint.same_job(identity, recorded) and isinstance(recorded.get("rows"), int)
-    if unchanged and not isinstance(builder, PricedRows):
-        if source.is_parquet:
-            kept = source.parquet_types(source.kept_names(job.keep_columns) or [])
-        else:
-            kept = {name: set(types) for name, types in (recorded.get("kept_types") or {}).items()}
-        if set(kept) == set(job.keep_columns) or job.keep_columns == (KEEP_ALL,):
-            log.info("%s: unchanged since its scan; not scanned again", source.name)
-            return _columns_kept(job, source, Scan(source.kind, recorded["rows"], fingerprint, kept))
-    return _columns_kept(job, source, source.scan(builder, fingerprint))
-
-
-def _columns_kept(job: Job, source: Source, scan: Scan) -> Scan:
-    """With keep_columns '*': the scan's kept columns but the id column and those a result already
-    names (left out rather than renamed: a renamed column would be found under no name one knows)."""
-    if job.keep_columns != (KEEP_ALL,):
-        return scan
-    taken = {*RESERVED_COLUMNS, *(job.answer_format.columns if job.answer_format else ()), source.id_column}
-    kept = {name: types for name, types in scan.kept_types.items() if name not in taken}
-    return dataclasses.replace(scan, kept_types=kept)
-
-
-def _with_columns_kept(job: Job, source: Source, kind: RequestKind, scan: Scan) -> tuple[Job, RequestKind]:
-    """The job and request kind keeping, for keep_columns '*', the columns the scan found."""
-    if job.keep_columns != (KEEP_ALL,):
-        return job, kind
-    job = dataclasses.replace(job, keep_columns=tuple(scan.kept_types))
-    return job, kind_of(job, source.kind)
 
 
 async def run_job(
@@ -260,7 +136,7 @@ async def _open_run(
         check_one_shape(kind.builder, job.output_format)
     progress = checkpoint.open(identity_of(job, source, scan.fingerprint, scan), force=job.force)
     stdin.keep_in(source, job.output)  # rows piped in, kept in the run directory once it is opened
-    job, kind = _with_columns_kept(job, source, kind, scan)
+    job, kind = with_columns_kept(job, source, kind, scan)
     log.info(
         "%s: %d rows; %d done and %d failed before this session; %d torn lines repaired",
         job.output,
@@ -462,17 +338,3 @@ def _finish(
         raise uncommitted
     if mirror is not None:
         mirror.put_outputs()
-
-
-def _in_clear(base_url: str) -> bool:
-    """True when the URL is plain http to a host other than this machine."""
-    parts = urllib.parse.urlsplit(base_url)
-    if parts.scheme != "http":
-        return False
-    host = parts.hostname or ""
-    if host == "localhost":
-        return False
-    try:
-        return not ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return True

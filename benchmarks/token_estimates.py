@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from batcher.job import build_job, load_job_file  # noqa: E402
-from batcher.session import prepare  # noqa: E402
+from batcher.prepare import prepare  # noqa: E402
 from batcher.simulator.answers import complete  # noqa: E402
 from batcher.simulator.tokens import count_tokens, json_tokens  # noqa: E402
 from batcher.tokens import compact_json, schema_of  # noqa: E402

@@ -20,8 +20,8 @@ import pytest
 from batcher import rayinput
 from batcher.cli import main
 from batcher.job import build_job
+from batcher.prepare import prepare
 from batcher.rayinput import Reader, payloads, plan
-from batcher.session import prepare
 from tests.helpers import (
     PROMPT,
     TEST_KEY,

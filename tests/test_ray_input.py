@@ -10,8 +10,8 @@ import pytest
 
 from batcher import rayinput
 from batcher.job import build_job
+from batcher.prepare import prepare
 from batcher.rayinput import BATCH_ROWS, Reader, payloads, plan
-from batcher.session import prepare
 from batcher.transport import SkipIds
 from tests.helpers import review_rows
 from tests.test_object_stores import parquet_bytes
