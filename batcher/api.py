@@ -20,7 +20,8 @@ from typing import Any
 
 from .checkpoint import STATE_DIR, Checkpoint
 from .errors import ConfigError
-from .job import Job, build_job, check_settings
+from .job import Job, build_job
+from .jobfile import check_settings
 from .journal import iter_journal, write_atomically
 from .jsoncodec import dumps
 from .sinks import RESERVED_COLUMNS, Schemas

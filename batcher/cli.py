@@ -228,7 +228,8 @@ def run(source: str | None, dry_run: bool, quiet: bool, verbose: bool, **options
       cat rows.jsonl | batcher run - -o runs/piped --model gpt-4o-mini --prompt "{text}"
     """
     from .gateway import flags_over
-    from .job import build_job, load_job_file
+    from .job import build_job
+    from .jobfile import load_job_file
 
     # A run allocates many short-lived objects a row, and the collector's default (a pass every
     # 700 allocations) cost 2.4% of the client's instructions a row (callgrind; benchmarks/README.md).

@@ -20,7 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from batcher.job import build_job, load_job_file  # noqa: E402
+from batcher.job import build_job  # noqa: E402
+from batcher.jobfile import load_job_file  # noqa: E402
 from batcher.prepare import prepare  # noqa: E402
 from batcher.simulator.answers import complete  # noqa: E402
 from batcher.simulator.tokens import count_tokens, json_tokens  # noqa: E402

@@ -12,7 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from batcher.errors import BatcherError, ConfigError, InputError
-from batcher.job import build_job, load_job_file
+from batcher.job import build_job
+from batcher.jobfile import load_job_file
 from batcher.prompts import RequestBuilder, template_columns
 from batcher.sources import Source
 
