@@ -24,7 +24,8 @@ from .job import Job, build_job
 from .jobfile import check_settings
 from .journal import iter_journal, write_atomically
 from .jsoncodec import dumps
-from .sinks import RESERVED_COLUMNS, Schemas
+from .records import RESERVED_COLUMNS
+from .sinks import Schemas
 from .sources import KEEP_ALL, arrow
 from .storage import is_remote, location
 from .vectors import VectorFile

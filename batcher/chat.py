@@ -15,7 +15,7 @@ import aiohttp
 from .client import MAX_BODY_BYTES, Completion, error_for_status, parse_json, snippet
 from .errors import Retryable
 from .prompts import RequestBuilder
-from .sinks import result_record
+from .records import result_record
 from .tokens import TokenEstimator
 
 

@@ -25,8 +25,8 @@ from typing import Any
 from .client import Completion, error_for_status, snippet
 from .errors import BadRequest, ConfigError, RequestFailed, Retryable
 from .prompts import RequestBuilder
+from .records import result_usage
 from .reuse import ON_THE_WIRE, InputReuse
-from .sinks import result_usage
 from .sources import InputRow
 from .tokens import TokenEstimator
 

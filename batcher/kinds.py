@@ -58,5 +58,5 @@ class RequestKind(Protocol):
     read_one: Callable[[Any, bytes], Completion]
     #: The answer of a streamed 200 response.
     read_stream: Callable[[aiohttp.ClientResponse], Awaitable[Completion]]
-    #: The results line of an answer (sinks.result_record's arguments).
+    #: The results line of an answer (records.result_record's arguments).
     record: Callable[..., dict[str, Any]]

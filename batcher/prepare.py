@@ -22,7 +22,7 @@ from .errors import ConfigError
 from .job import Job
 from .kinds import RequestKind
 from .prompts import TEMPLATE, RequestBuilder
-from .sinks import RESERVED_COLUMNS
+from .records import RESERVED_COLUMNS
 from .sources import KEEP_ALL, Scan, Source
 
 log = logging.getLogger("batcher")

@@ -36,9 +36,9 @@ from .kinds import RequestKind
 from .limits import Permit, Verdict, admission_charge
 from .outcome import RunOutcome
 from .recording import FailureStreak, Recorder
+from .records import error_record
 from .retry import RetryPolicy, Tries
 from .reuse import ON_THE_WIRE, Reuse
-from .sinks import error_record
 from .sources import InputRow
 from .stops import failing_alike, job_level_stop, stalled_for
 from .transport import drain, failure_of_task

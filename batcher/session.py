@@ -35,9 +35,10 @@ from .mirror import Mirror
 from .outcome import RunOutcome, Status
 from .prepare import identity_of, prepare, scan_unless_recorded, with_columns_kept
 from .recording import Recorder
+from .records import RESERVED_COLUMNS
 from .reuse import AnswerCache, InputReuse, Reuse
 from .runner import Runner
-from .sinks import RESERVED_COLUMNS, Sink, open_sink
+from .sinks import Sink, open_sink
 from .sources import Scan, Source
 from .stats import RunStats
 from .storage import is_remote

@@ -20,8 +20,8 @@ from ..errors import BadRequest, RequestFailed, Retryable
 from ..job import BATCH_OUTPUT, Job
 from ..kinds import RequestKind
 from ..recording import Recorder
+from ..records import error_record
 from ..reuse import Reuse
-from ..sinks import error_record
 from .parts import Part
 
 #: Error codes of rows the provider did not get to: sent again in a new part.
