@@ -88,37 +88,49 @@ def read_journal(
             chunk = tail + data
             cut = chunk.rfind(b"\n") + 1 if data else len(chunk)
             chunk, tail = chunk[:cut], chunk[cut:]
-            if on_lines is not None:
-                found = _RESULT_START.findall(b"\n" + chunk)
-                if len(found) == chunk.count(b"\n") and chunk.endswith(b"\n"):
-                    on_lines(found)  # every line of the chunk is a whole line of ours
-                    chunk = b""
-            for raw in chunk.splitlines(keepends=True):
-                if (
-                    on_lines is not None
-                    and raw.endswith(b"\n")
-                    and (match := _RESULT_START.match(b"\n" + raw))
-                ):
-                    on_lines([match.groups()])
-                    continue
-                record = _parse_line(raw)
-                if record is not None:
-                    on_record(record)
-                elif raw.strip():
-                    broken += 1
+            broken += _read_chunk(chunk, on_record, on_lines)
             if not data:
                 break
     if broken and repair:
-        tmp = path.with_name(path.name + ".tmp")
-        with path.open("rb") as src, tmp.open("wb") as dst:
-            for raw in src:
-                if _parse_line(raw) is not None:
-                    dst.write(raw)
-            dst.flush()
-            os.fsync(dst.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        _rewrite_without_broken_lines(path)
     return broken
+
+
+def _read_chunk(
+    chunk: bytes,
+    on_record: Callable[[dict[str, Any]], None],
+    on_lines: Callable[[list[FastLine]], None] | None,
+) -> int:
+    """Hand a chunk's lines on (see read_journal); return how many were broken."""
+    if on_lines is not None:
+        found = _RESULT_START.findall(b"\n" + chunk)
+        if len(found) == chunk.count(b"\n") and chunk.endswith(b"\n"):
+            on_lines(found)  # every line of the chunk is a whole line of ours
+            return 0
+    broken = 0
+    for raw in chunk.splitlines(keepends=True):
+        if on_lines is not None and raw.endswith(b"\n") and (match := _RESULT_START.match(b"\n" + raw)):
+            on_lines([match.groups()])
+            continue
+        record = _parse_line(raw)
+        if record is not None:
+            on_record(record)
+        elif raw.strip():
+            broken += 1
+    return broken
+
+
+def _rewrite_without_broken_lines(path: Path) -> None:
+    """The journal rewritten (atomically, fsynced) with only its whole lines, so appends start clean."""
+    tmp = path.with_name(path.name + ".tmp")
+    with path.open("rb") as src, tmp.open("wb") as dst:
+        for raw in src:
+            if _parse_line(raw) is not None:
+                dst.write(raw)
+        dst.flush()
+        os.fsync(dst.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
 
 
 def iter_journal(path: Path, end: int | None = None) -> Iterator[dict[str, Any]]:

@@ -366,6 +366,10 @@ class BatchTransport:
                 f"the provider failed batch {part.batch_id} of part {part.number}: {message}. "
                 "Nothing was marked failed: fix it and run the same command again."
             )
+        await self._fail_named_lines(part, rows, errors)
+
+    async def _fail_named_lines(self, part: Part, rows: list[dict[str, Any]], errors: list[dict]) -> None:
+        """A batch that failed for lines its errors name: those rows fail, the others are sent again."""
         bad = {}
         for error in errors:
             line = error.get("line")
