@@ -17,26 +17,21 @@ import contextlib
 import enum
 import logging
 import math
-import re
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from .adaptive import AdaptiveRate
 from .pacing import Pacer
+from .ratelimitheaders import RATE_HEADERS, announced, is_per_minute
 from .sharedlimits import SharedState
 
 log = logging.getLogger("batcher")
 
 #: How long a 429 without retry-after holds every worker back, in seconds.
 DEFAULT_PAUSE = 1.0
-#: A header limit whose window is longer than this is not per minute (Groq's requests per day).
-_MINUTE = 61.0
-_RATE_HEADERS = tuple(
-    f"x-ratelimit-{w}-{kind}" for w in ("remaining", "limit") for kind in ("requests", "tokens")
-)
 
 
 class Verdict(enum.Enum):
@@ -268,7 +263,7 @@ class RateLimits:
         exact: bool = False,
     ) -> None:
         if headers is not None:
-            for name in _RATE_HEADERS:  # (a loop, not any(): no generator a row)
+            for name in RATE_HEADERS:  # (a loop, not any(): no generator a row)
                 if name in headers:
                     break
             else:
@@ -366,9 +361,7 @@ class RateLimits:
     def _observe(self, headers: Mapping[str, str], permit: Permit, now: float) -> None:
         """Learn per-minute limits the server announces; start or hold the buckets at what remains."""
         for kind in ("requests", "tokens"):
-            limit = header_number(headers.get(f"x-ratelimit-limit-{kind}"))
-            remaining = header_number(headers.get(f"x-ratelimit-remaining-{kind}"))
-            reset = header_seconds(headers.get(f"x-ratelimit-reset-{kind}"))
+            limit, remaining, reset = announced(headers, kind)
             if limit is not None and limit != self._announced[kind]:
                 if is_per_minute(limit, remaining, reset):
                     self._announced[kind] = limit
@@ -403,52 +396,3 @@ class RateLimits:
             if pacer is not None and pacer.start(amount, now) > now:
                 return False
         return True
-
-
-def admission_charge(body: Mapping[str, Any], usage: Mapping[str, Any]) -> int:
-    """The tokens a server charged an answered request at admission, as far as the client can
-    tell: its prompt and max_tokens, not only the tokens generated."""
-    most = body.get("max_completion_tokens") or body.get("max_tokens")
-    return (usage.get("prompt_tokens") or 0) + (most or usage.get("completion_tokens") or 0)
-
-
-def header_number(value: str | None) -> float | None:
-    try:
-        number = float(value) if value else None
-    except ValueError:
-        return None
-    return number if number is not None and number >= 0 and math.isfinite(number) else None
-
-
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
-
-
-def header_seconds(value: str | None) -> float | None:
-    """OpenAI's reset durations ('1s', '6m0s', '20ms', '1h2m3.5s'), or plain seconds."""
-    if not value:
-        return None
-    plain = header_number(value)
-    if plain is not None:
-        return plain
-    parts = _DURATION.findall(value)
-    if not parts or "".join(n + u for n, u in parts) != value.replace(" ", ""):
-        return None
-    scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-    return sum(float(n) * scale[u] for n, u in parts)
-
-
-def is_per_minute(limit: float, remaining: float | None, reset: float | None) -> bool:
-    """Whether a limit header is per minute: its bucket must refill within a minute.
-
-    A bucket refilling `limit` in a window refills `limit - remaining` in `reset`, so the window is
-    `reset * limit / (limit - remaining)`: 60 s for OpenAI's, a day for Groq's requests header.
-    """
-    if limit <= 0:
-        return False
-    if reset is None:
-        return True
-    if reset > _MINUTE:
-        return False
-    if remaining is None or remaining >= limit:
-        return True
-    return reset * limit / (limit - remaining) <= _MINUTE

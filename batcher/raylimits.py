@@ -35,8 +35,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from .adaptive import RAMP_SECONDS, AdaptiveRate
-from .limits import DEFAULT_PAUSE, Permit, Verdict, header_number, header_seconds, is_per_minute
+from .limits import DEFAULT_PAUSE, Permit, Verdict
 from .pacing import Pacer
+from .ratelimitheaders import announced, is_per_minute
 
 #: The cluster's burst: half of a second of the rate, where one process allows a second. Workers
 #: start, connect and send a little after their leases, and a server's bucket of a second must
@@ -271,9 +272,7 @@ class RayLimiter:
     def _tell_announced(self, headers: Mapping[str, str]) -> None:
         known = {"requests": self._rpm, "tokens": self._tpm}
         for kind in ("requests", "tokens"):
-            limit = header_number(headers.get(f"x-ratelimit-limit-{kind}"))
-            remaining = header_number(headers.get(f"x-ratelimit-remaining-{kind}"))
-            reset = header_seconds(headers.get(f"x-ratelimit-reset-{kind}"))
+            limit, remaining, reset = announced(headers, kind)
             lower = limit is not None and (known[kind] is None or limit < known[kind])
             if lower and is_per_minute(limit, remaining, reset):
                 self._keeper.announced.remote(kind, limit)

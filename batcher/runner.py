@@ -33,7 +33,7 @@ from .errors import (
 )
 from .job import BATCH_OUTPUT, Job
 from .kinds import RequestKind
-from .limits import Permit, Verdict, admission_charge
+from .limits import Permit, Verdict
 from .outcome import RunOutcome
 from .recording import FailureStreak, Recorder
 from .records import error_record
@@ -41,6 +41,7 @@ from .retry import RetryPolicy, Tries
 from .reuse import ON_THE_WIRE, Reuse
 from .sources import InputRow
 from .stops import failing_alike, job_level_stop, stalled_for
+from .tokens import admission_charge
 from .transport import drain, failure_of_task
 
 log = logging.getLogger("batcher")

@@ -13,6 +13,7 @@ the network; rate limiting needs only an estimate that errs a little high.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 #: Tokens a request is assumed to generate when it sets no max_tokens, until
@@ -139,3 +140,10 @@ class TokenEstimator:
             self.chars_per_token = min(max(self.chars_per_token, 0.5), 16.0)
         if isinstance(completion_tokens, int) and completion_tokens >= 0:
             self.mean_completion += weight * (completion_tokens - self.mean_completion)
+
+
+def admission_charge(body: Mapping[str, Any], usage: Mapping[str, Any]) -> int:
+    """The tokens a server charged an answered request at admission, as far as the client can
+    tell: its prompt and max_tokens, not only the tokens generated."""
+    most = body.get("max_completion_tokens") or body.get("max_tokens")
+    return (usage.get("prompt_tokens") or 0) + (most or usage.get("completion_tokens") or 0)
