@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging as _logging
 from typing import Any
 
-from .errors import BatcherError, BudgetReached, ConfigError, InputError, RunAborted, WriteFailed
+from batcher.errors import BatcherError, BudgetReached, ConfigError, InputError, RunAborted, WriteFailed
 
 __version__ = "0.1.0"
 __all__ = [
@@ -34,7 +34,7 @@ _logging.getLogger("batcher").addHandler(_logging.NullHandler())
 def __getattr__(name: str) -> Any:
     # The API loads on first use, so `batcher --help` does not pay for it.
     if name in ("run", "arun", "iter_results"):
-        from . import api
+        from batcher import api
 
         return getattr(api, name)
     raise AttributeError(f"module 'batcher' has no attribute {name!r}")

@@ -1,3 +1,3 @@
-from .cli import main
+from batcher.cli import main
 
 main()

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import AnswerInvalid, ConfigError
+from batcher.errors import AnswerInvalid, ConfigError
 
 #: Schema types and the Arrow type of their column (anything else: JSON text).
 _COLUMN_TYPES = {"string": "string", "integer": "int64", "number": "float64", "boolean": "bool"}

@@ -18,17 +18,17 @@ from contextlib import ExitStack, suppress
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import STATE_DIR, Checkpoint
-from .errors import ConfigError
-from .job import Job, build_job
-from .jobfile import check_settings
-from .journal import iter_journal, write_atomically
-from .jsoncodec import dumps
-from .records import RESERVED_COLUMNS
-from .sinks import Schemas
-from .sources import KEEP_ALL, arrow
-from .storage import is_remote, location
-from .vectors import VectorFile
+from batcher.checkpoint import STATE_DIR, Checkpoint
+from batcher.errors import ConfigError
+from batcher.job import Job, build_job
+from batcher.jobfile import check_settings
+from batcher.journal import iter_journal, write_atomically
+from batcher.jsoncodec import dumps
+from batcher.records import RESERVED_COLUMNS
+from batcher.sinks import Schemas
+from batcher.sources import KEEP_ALL, arrow
+from batcher.storage import is_remote, location
+from batcher.vectors import VectorFile
 
 Record = dict[str, Any]
 #: A parse function, as Curator users write them: (input row, answer text) -> columns.
@@ -198,8 +198,8 @@ class _Call:
         on_record: Callable[[bool, Record], None] | None = None,
         state: dict[str, Any] | None = None,
     ) -> None:
-        from .progress import Watch
-        from .session import run_job
+        from batcher.progress import Watch
+        from batcher.session import run_job
 
         loop = asyncio.get_running_loop()
         watch = Watch(show=self.progress)

@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, WriteFailed
-from .idset import IdSet
-from .journal import FastLine, Journal, read_journal, write_atomically
-from .jsoncodec import dumps
-from .vectors import VECTORS_FILE, VectorFile, cut_lines_beyond
+from batcher.errors import ConfigError, WriteFailed
+from batcher.idset import IdSet
+from batcher.journal import FastLine, Journal, read_journal, write_atomically
+from batcher.jsoncodec import dumps
+from batcher.vectors import VECTORS_FILE, VectorFile, cut_lines_beyond
 
 SYNC_ROWS = 4096
 SYNC_SECONDS = 0.2
@@ -443,7 +443,7 @@ def inspect(directory: Path, read: tuple[dict[str, Any], Progress] | None = None
 
 def batches_of(directory: Path) -> list[dict[str, Any]]:
     """A Batch API run's parts as last recorded: state, batch, and the provider's last word on it."""
-    from .batchapi.parts import PartsLog
+    from batcher.batchapi.parts import PartsLog
 
     parts = PartsLog(directory / STATE_DIR).load()
     return [

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import click
 
-from .errors import EXIT_INTERRUPTED, EXIT_USAGE, BatcherError
-from .simulate import simulate
-from .views import plan_text, status_text, tell_run_ended
+from batcher.errors import EXIT_INTERRUPTED, EXIT_USAGE, BatcherError
+from batcher.simulate import simulate
+from batcher.views import plan_text, status_text, tell_run_ended
 
 
 def _fail(message: str, code: int) -> None:
@@ -227,9 +227,9 @@ def run(source: str | None, dry_run: bool, quiet: bool, verbose: bool, **options
       batcher run batch_input.jsonl -o runs/batch --output-format openai-batch
       cat rows.jsonl | batcher run - -o runs/piped --model gpt-4o-mini --prompt "{text}"
     """
-    from .gateway import flags_over
-    from .job import build_job
-    from .jobfile import load_job_file
+    from batcher.gateway import flags_over
+    from batcher.job import build_job
+    from batcher.jobfile import load_job_file
 
     # A run allocates many short-lived objects a row, and the collector's default (a pass every
     # 700 allocations) cost 2.4% of the client's instructions a row (callgrind; benchmarks/README.md).
@@ -251,7 +251,7 @@ def run(source: str | None, dry_run: bool, quiet: bool, verbose: bool, **options
             settings["prices"] = {**settings.get("prices", {}), **_price_option(price, settings.get("model"))}
         job = build_job(settings)
         if dry_run:
-            from .dryrun import plan
+            from batcher.dryrun import plan
 
             click.echo(plan_text(plan(job)))
             return
@@ -265,8 +265,8 @@ def run(source: str | None, dry_run: bool, quiet: bool, verbose: bool, **options
 
 
 async def _run(job, quiet: bool):
-    from .progress import Watch
-    from .session import run_job
+    from batcher.progress import Watch
+    from batcher.session import run_job
 
     watch = Watch(show=not quiet)
     try:
@@ -276,7 +276,7 @@ async def _run(job, quiet: bool):
 
 
 def _price_option(text: str, model: object) -> dict:
-    from .errors import ConfigError
+    from batcher.errors import ConfigError
 
     if not isinstance(model, str):
         raise ConfigError("--price needs --model (or `model` in the job file): it prices that model")
@@ -301,8 +301,8 @@ def status(directory: str, as_json: bool) -> None:
     Example:
       batcher status runs/classify-reviews
     """
-    from .checkpoint import inspect
-    from .mirror import readable
+    from batcher.checkpoint import inspect
+    from batcher.mirror import readable
 
     try:
         with readable(directory) as (path, held):
@@ -343,8 +343,8 @@ def cancel(directory: Path, api_key_env: str, headers: tuple[str, ...], query: t
       batcher cancel runs/summaries
       batcher cancel runs/azure --query api-version=2024-10-21 --header 'api-key: env:AZURE_OPENAI_API_KEY'
     """
-    from .batchapi.cancel import cancel_batches
-    from .gateway import Gateway, merged, openai_headers, parse_headers, parse_query
+    from batcher.batchapi.cancel import cancel_batches
+    from batcher.gateway import Gateway, merged, openai_headers, parse_headers, parse_query
 
     try:
         api_key = os.environ.get(api_key_env)
@@ -380,9 +380,9 @@ def report(directory: str, output: Path | None) -> None:
     Example:
       batcher report runs/classify-reviews
     """
-    from .mirror import readable
-    from .report import write
-    from .storage import RemoteDirectory
+    from batcher.mirror import readable
+    from batcher.report import write
+    from batcher.storage import RemoteDirectory
 
     try:
         with readable(directory) as (path, held):

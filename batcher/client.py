@@ -20,12 +20,19 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import yarl
 
-from . import jsoncodec
-from .errors import AuthenticationFailed, BadRequest, RateLimited, RequestFailed, Retryable, Unreachable
-from .gateway import Gateway
+from batcher import jsoncodec
+from batcher.errors import (
+    AuthenticationFailed,
+    BadRequest,
+    RateLimited,
+    RequestFailed,
+    Retryable,
+    Unreachable,
+)
+from batcher.gateway import Gateway
 
 if TYPE_CHECKING:
-    from .kinds import RequestKind
+    from batcher.kinds import RequestKind
 
 #: Bodies larger than this are refused (a broken proxy can send hundreds of MB).
 MAX_BODY_BYTES = 32 * 1024 * 1024

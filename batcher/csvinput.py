@@ -14,8 +14,8 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from .errors import InputError
-from .storage import is_remote
+from batcher.errors import InputError
+from batcher.storage import is_remote
 
 _BLOCK_BYTES = 1 << 20
 

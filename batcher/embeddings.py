@@ -22,13 +22,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .client import Completion, error_for_status, snippet
-from .errors import BadRequest, ConfigError, RequestFailed, Retryable
-from .prompts import RequestBuilder
-from .records import result_usage
-from .reuse import ON_THE_WIRE, InputReuse
-from .sources import InputRow
-from .tokens import TokenEstimator
+from batcher.client import Completion, error_for_status, snippet
+from batcher.errors import BadRequest, ConfigError, RequestFailed, Retryable
+from batcher.prompts import RequestBuilder
+from batcher.records import result_usage
+from batcher.reuse import ON_THE_WIRE, InputReuse
+from batcher.sources import InputRow
+from batcher.tokens import TokenEstimator
 
 #: The provider's limits on one request (OpenAI's; other servers set their own).
 MAX_INPUTS = 2048

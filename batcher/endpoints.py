@@ -15,15 +15,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .client import ApiClient
-from .errors import AuthenticationFailed, ConfigError, NoEndpointLeft, RateLimited, RequestFailed
-from .gateway import NO_PAIRS, Gateway, Pairs, merged, parse_headers, parse_query, variables
-from .limits import Limiter, Permit, RateLimits, Verdict
-from .sharedlimits import SharedState
-from .stats import LatencyHistogram
+from batcher.client import ApiClient
+from batcher.errors import AuthenticationFailed, ConfigError, NoEndpointLeft, RateLimited, RequestFailed
+from batcher.gateway import NO_PAIRS, Gateway, Pairs, merged, parse_headers, parse_query, variables
+from batcher.limits import Limiter, Permit, RateLimits, Verdict
+from batcher.sharedlimits import SharedState
+from batcher.stats import LatencyHistogram
 
 if TYPE_CHECKING:
-    from .kinds import RequestKind
+    from batcher.kinds import RequestKind
 
 REST_AFTER = 5
 REST_SECONDS = 10.0

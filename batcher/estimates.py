@@ -14,9 +14,9 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from .costs import Prices
-from .reuse import RECENT, request_key
-from .tokens import (
+from batcher.costs import Prices
+from batcher.reuse import RECENT, request_key
+from batcher.tokens import (
     CHARS_PER_TOKEN,
     DEFAULT_COMPLETION_TOKENS,
     EXPECTED_SHARE,

@@ -16,11 +16,11 @@ import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .errors import ConfigError
-from .storage import is_remote
+from batcher.errors import ConfigError
+from batcher.storage import is_remote
 
 if TYPE_CHECKING:
-    from .job import Job
+    from batcher.job import Job
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .errors import InputError
-from .jsonl import parse_json_line, without_bom
+from batcher.errors import InputError
+from batcher.jsonl import parse_json_line, without_bom
 
 JSONL, PARQUET, CSV, TSV = "jsonl", "parquet", "csv", "tsv"
 #: What each kind is called in messages.

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ConfigError
+from batcher.errors import ConfigError
 
 #: A value read from an environment variable: `env:AZURE_OPENAI_API_KEY`.
 ENV_PREFIX = "env:"

@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .answers import AnswerFormat
-from .costs import Prices
-from .endpoints import EndpointConfig, endpoint_configs
-from .errors import ConfigError
-from .gateway import NO_PAIRS, Pairs, check_variables, job_settings
-from .simconfig import SimulatorConfig
-from .storage import RemotePath, is_remote, location
+from batcher.answers import AnswerFormat
+from batcher.costs import Prices
+from batcher.endpoints import EndpointConfig, endpoint_configs
+from batcher.errors import ConfigError
+from batcher.gateway import NO_PAIRS, Pairs, check_variables, job_settings
+from batcher.simconfig import SimulatorConfig
+from batcher.storage import RemotePath, is_remote, location
 
 #: The output format of an OpenAI Batch output file (whole responses), not the input kind of the same
 #: name (prompts.BATCH_INPUT): the API calls both files "batch".

@@ -11,8 +11,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
-from .gateway import refuse_written_secrets
+from batcher.errors import ConfigError
+from batcher.gateway import refuse_written_secrets
 
 # Keys a job file may hold, with the type each must have.
 _FIELD_TYPES: dict[str, tuple[type, ...]] = {

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from .jsoncodec import dumpb
+from batcher.jsoncodec import dumpb
 
 
 def _fsync_dir(path: Path) -> None:

@@ -12,7 +12,7 @@ import json
 from collections.abc import Generator
 from typing import Any, BinaryIO
 
-from .jsoncodec import orjson
+from batcher.jsoncodec import orjson
 
 #: The UTF-8 byte-order mark that spreadsheet exports and some editors write at a file's start.
 BOM = b"\xef\xbb\xbf"

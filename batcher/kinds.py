@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from .client import Completion
+from batcher.client import Completion
 
 
 class Builder(Protocol):

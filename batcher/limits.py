@@ -23,10 +23,10 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from .adaptive import AdaptiveRate
-from .pacing import Pacer
-from .ratelimitheaders import RATE_HEADERS, announced, is_per_minute
-from .sharedlimits import SharedState
+from batcher.adaptive import AdaptiveRate
+from batcher.pacing import Pacer
+from batcher.ratelimitheaders import RATE_HEADERS, announced, is_per_minute
+from batcher.sharedlimits import SharedState
 
 log = logging.getLogger("batcher")
 

@@ -51,8 +51,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ConfigError, WriteFailed
-from .storage import RemoteDirectory, is_remote, location
+from batcher.errors import ConfigError, WriteFailed
+from batcher.storage import RemoteDirectory, is_remote, location
 
 log = logging.getLogger("batcher")
 

@@ -5,9 +5,16 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from .errors import EXIT_FAILED_ROWS, EXIT_INTERRUPTED, EXIT_OK, EXIT_SUBMITTED, BatcherError, BudgetReached
-from .stats import RunStats
-from .words import plural
+from batcher.errors import (
+    EXIT_FAILED_ROWS,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_SUBMITTED,
+    BatcherError,
+    BudgetReached,
+)
+from batcher.stats import RunStats
+from batcher.words import plural
 
 
 class Status(enum.StrEnum):

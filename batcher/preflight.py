@@ -15,14 +15,14 @@ import os
 import urllib.parse
 from typing import TYPE_CHECKING
 
-from . import extras
-from .costs import check_priced
-from .errors import ConfigError
-from .gateway import looks_secret
+from batcher import extras
+from batcher.costs import check_priced
+from batcher.errors import ConfigError
+from batcher.gateway import looks_secret
 
 if TYPE_CHECKING:
-    from .endpoints import EndpointConfig
-    from .job import Job
+    from batcher.endpoints import EndpointConfig
+    from batcher.job import Job
 
 
 def check(job: Job) -> list[str]:

@@ -13,17 +13,17 @@ import os
 import urllib.parse
 from typing import Any
 
-from . import preflight, stdin
-from .chat import ChatKind
-from .checkpoint import Checkpoint
-from .costs import PricedRows
-from .embeddings import EmbeddingBuilder, EmbeddingsKind, PackLimits
-from .errors import ConfigError
-from .job import Job
-from .kinds import RequestKind
-from .prompts import TEMPLATE, RequestBuilder
-from .records import RESERVED_COLUMNS
-from .sources import KEEP_ALL, Scan, Source
+from batcher import preflight, stdin
+from batcher.chat import ChatKind
+from batcher.checkpoint import Checkpoint
+from batcher.costs import PricedRows
+from batcher.embeddings import EmbeddingBuilder, EmbeddingsKind, PackLimits
+from batcher.errors import ConfigError
+from batcher.job import Job
+from batcher.kinds import RequestKind
+from batcher.prompts import TEMPLATE, RequestBuilder
+from batcher.records import RESERVED_COLUMNS
+from batcher.sources import KEEP_ALL, Scan, Source
 
 log = logging.getLogger("batcher")
 

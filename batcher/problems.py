@@ -11,9 +11,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from .errors import InputError
-from .scanning import MAX_PROBLEMS
-from .words import plural
+from batcher.errors import InputError
+from batcher.scanning import MAX_PROBLEMS
+from batcher.words import plural
 
 #: A problem's text: "line 12 has no column 'text' ..." (the unit, the position, the reason).
 _PLACED = re.compile(r"(line|row) (\d+) (.*)", re.DOTALL)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from .stats import RunStats
-from .words import usd
+from batcher.stats import RunStats
+from batcher.words import usd
 
 
 class ProgressBar:

@@ -12,8 +12,8 @@ from __future__ import annotations
 import string
 from typing import Any
 
-from .errors import ConfigError
-from .scanning import DEFAULT_ID
+from batcher.errors import ConfigError
+from batcher.scanning import DEFAULT_ID
 
 TEMPLATE = "template"
 CHAT = "chat"

@@ -22,10 +22,10 @@ import tempfile
 import uuid
 from typing import Any
 
-from .job import build_job
-from .raylimits import keeper_actor
-from .raytransport import RowWorker
-from .sources import InputRow
+from batcher.job import build_job
+from batcher.raylimits import keeper_actor
+from batcher.raytransport import RowWorker
+from batcher.sources import InputRow
 
 
 def process(

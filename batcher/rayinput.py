@@ -33,10 +33,10 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from .errors import BatcherError, InputError
-from .jsonl import parse_json_line, without_bom
-from .sources import InputRow, Source
-from .storage import is_remote
+from batcher.errors import BatcherError, InputError
+from batcher.jsonl import parse_json_line, without_bom
+from batcher.sources import InputRow, Source
+from batcher.storage import is_remote
 
 #: Rows a worker is handed at a time.
 BATCH_ROWS = 64

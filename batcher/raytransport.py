@@ -32,16 +32,16 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from .endpoints import Endpoint, EndpointConfig, Router
-from .errors import BatcherError, RunAborted
-from .job import Job
-from .outcome import RunOutcome
-from .rayinput import block, payloads
-from .raylimits import RayLimiter, keeper_actor
-from .recording import Recorder
-from .sources import InputRow
-from .stats import RunStats
-from .transport import RowsLeft
+from batcher.endpoints import Endpoint, EndpointConfig, Router
+from batcher.errors import BatcherError, RunAborted
+from batcher.job import Job
+from batcher.outcome import RunOutcome
+from batcher.rayinput import block, payloads
+from batcher.raylimits import RayLimiter, keeper_actor
+from batcher.recording import Recorder
+from batcher.sources import InputRow
+from batcher.stats import RunStats
+from batcher.transport import RowsLeft
 
 log = logging.getLogger("batcher")
 
@@ -82,7 +82,7 @@ class RowWorker:
     def __init__(self, job: Job, input_kind: str, endpoints: list[tuple[EndpointConfig, str, str]]):
         """`endpoints`: each endpoint's config, the base URL it answers at, and its keeper (its
         actor's name, or the actor's handle)."""
-        from .prepare import kind_of
+        from batcher.prepare import kind_of
 
         self.job, self.kind = job, kind_of(job, input_kind)
         self._endpoints = endpoints
@@ -113,13 +113,13 @@ class RowWorker:
         with the work, in Ray's memory: never in its runtime_env (which its dashboard shows), a
         file or a log; a worker keeps them in its own environment, as a local run has them."""
         os.environ.update(keys)
-        from .checkpoint import DoneRows, Progress
-        from .runner import Runner
+        from batcher.checkpoint import DoneRows, Progress
+        from batcher.runner import Runner
 
         if self._router is None:
             self._router = await self._open()
             if self.job.dedupe:  # identical requests sent once a worker (not yet once a cluster)
-                from .reuse import InputReuse, Reuse
+                from batcher.reuse import InputReuse, Reuse
 
                 within = {"within_run": True, "cache": None}
                 self._reuse = InputReuse(**within) if self.job.embeddings else Reuse(**within)
@@ -264,7 +264,7 @@ class RayTransport:
         None when no range holds a row left."""
         import ray.data
 
-        from .rayinput import Reader, datasource, plan
+        from batcher.rayinput import Reader, datasource, plan
 
         for handler in logging.getLogger("ray.data").handlers:  # its console: errors only (the rest
             if handler.name == "console":  # stays in the Ray session's ray-data.log)

@@ -13,10 +13,10 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from .checkpoint import Checkpoint, Progress
-from .errors import BatcherError, RequestFailed
-from .sinks import Sink
-from .stats import RunStats
+from batcher.checkpoint import Checkpoint, Progress
+from batcher.errors import BatcherError, RequestFailed
+from batcher.sinks import Sink
+from batcher.stats import RunStats
 
 Record = dict[str, Any]
 

@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import timeline
-from .charts import GREY, RED, duration, histogram, line_chart
-from .checkpoint import inspect, read_progress
-from .stats import LatencyHistogram
-from .words import usd
+from batcher import timeline
+from batcher.charts import GREY, RED, duration, histogram, line_chart
+from batcher.checkpoint import inspect, read_progress
+from batcher.stats import LatencyHistogram
+from batcher.words import usd
 
 #: Points per chart at most: longer runs are summed into wider intervals.
 MAX_POINTS = 240

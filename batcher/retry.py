@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from .errors import AnswerInvalid, RateLimited, RequestFailed, Unreachable
+from batcher.errors import AnswerInvalid, RateLimited, RequestFailed, Unreachable
 
 
 @dataclass(slots=True)

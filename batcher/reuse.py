@@ -17,9 +17,9 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from .client import Completion
-from .errors import ConfigError
-from .jsoncodec import canonical
+from batcher.client import Completion
+from batcher.errors import ConfigError
+from batcher.jsoncodec import canonical
 
 log = logging.getLogger("batcher")
 

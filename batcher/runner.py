@@ -18,10 +18,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from .client import Completion
-from .costs import Budget
-from .endpoints import Endpoint, Router
-from .errors import (
+from batcher.client import Completion
+from batcher.costs import Budget
+from batcher.endpoints import Endpoint, Router
+from batcher.errors import (
     AnswerInvalid,
     BatcherError,
     BudgetReached,
@@ -31,18 +31,18 @@ from .errors import (
     Unreachable,
     WriteFailed,
 )
-from .job import BATCH_OUTPUT, Job
-from .kinds import RequestKind
-from .limits import Permit, Verdict
-from .outcome import RunOutcome
-from .recording import FailureStreak, Recorder
-from .records import error_record
-from .retry import RetryPolicy, Tries
-from .reuse import ON_THE_WIRE, Reuse
-from .sources import InputRow
-from .stops import failing_alike, job_level_stop, stalled_for
-from .tokens import admission_charge
-from .transport import drain, failure_of_task
+from batcher.job import BATCH_OUTPUT, Job
+from batcher.kinds import RequestKind
+from batcher.limits import Permit, Verdict
+from batcher.outcome import RunOutcome
+from batcher.recording import FailureStreak, Recorder
+from batcher.records import error_record
+from batcher.retry import RetryPolicy, Tries
+from batcher.reuse import ON_THE_WIRE, Reuse
+from batcher.sources import InputRow
+from batcher.stops import failing_alike, job_level_stop, stalled_for
+from batcher.tokens import admission_charge
+from batcher.transport import drain, failure_of_task
 
 log = logging.getLogger("batcher")
 

@@ -21,31 +21,31 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import stdin
-from .answers import ParseFunction
-from .batchapi.parts import COLLECTED, PartsLog
-from .checkpoint import STATE_DIR, Checkpoint, Progress
-from .embeddings import check_one_shape
-from .endpoints import Endpoint, Router
-from .errors import ConfigError, WriteFailed
-from .job import BATCH_API, BATCH_OUTPUT, RAY, Job
-from .journal import write_atomically
-from .kinds import RequestKind
-from .mirror import Mirror
-from .outcome import RunOutcome, Status
-from .prepare import identity_of, prepare, scan_unless_recorded, with_columns_kept
-from .recording import Recorder
-from .records import RESERVED_COLUMNS
-from .reuse import AnswerCache, InputReuse, Reuse
-from .runner import Runner
-from .sinks import Sink, open_sink
-from .sources import Scan, Source
-from .stats import RunStats
-from .storage import is_remote
-from .timeline import Timeline, timeline_path
-from .transport import RowsLeft, Transport
-from .vectors import VectorFile
-from .words import plural
+from batcher import stdin
+from batcher.answers import ParseFunction
+from batcher.batchapi.parts import COLLECTED, PartsLog
+from batcher.checkpoint import STATE_DIR, Checkpoint, Progress
+from batcher.embeddings import check_one_shape
+from batcher.endpoints import Endpoint, Router
+from batcher.errors import ConfigError, WriteFailed
+from batcher.job import BATCH_API, BATCH_OUTPUT, RAY, Job
+from batcher.journal import write_atomically
+from batcher.kinds import RequestKind
+from batcher.mirror import Mirror
+from batcher.outcome import RunOutcome, Status
+from batcher.prepare import identity_of, prepare, scan_unless_recorded, with_columns_kept
+from batcher.recording import Recorder
+from batcher.records import RESERVED_COLUMNS
+from batcher.reuse import AnswerCache, InputReuse, Reuse
+from batcher.runner import Runner
+from batcher.sinks import Sink, open_sink
+from batcher.sources import Scan, Source
+from batcher.stats import RunStats
+from batcher.storage import is_remote
+from batcher.timeline import Timeline, timeline_path
+from batcher.transport import RowsLeft, Transport
+from batcher.vectors import VectorFile
+from batcher.words import plural
 
 log = logging.getLogger("batcher")
 
@@ -256,8 +256,8 @@ async def _open_transport(
     elif job.dedupe or cache:
         reuse = Reuse(within_run=job.dedupe, cache=cache, keep_body=job.output_format == BATCH_OUTPUT)
     if job.mode == BATCH_API:
-        from .batchapi.provider import BatchProvider
-        from .batchapi.transport import BatchTransport
+        from batcher.batchapi.provider import BatchProvider
+        from batcher.batchapi.transport import BatchTransport
 
         if not router.single:
             raise ConfigError("batch-api mode takes one endpoint: its batches live there")
@@ -281,7 +281,7 @@ async def _open_transport(
             "to collect them (sending their rows online as well would pay for them twice)"
         )
     if job.executor == RAY:
-        from .raytransport import RayTransport
+        from batcher.raytransport import RayTransport
 
         return RayTransport(
             job=job, input_kind=kind.builder.kind, recorder=recorder, endpoints=router.endpoints
@@ -297,7 +297,7 @@ async def _endpoints(job: Job, kind: RequestKind, simulators: list[Any]) -> list
     for config in job.endpoint_configs:
         base_url = config.base_url
         if config.uses_simulator:
-            from .simulator import Simulator
+            from batcher.simulator import Simulator
 
             simulators.append(Simulator(job.simulator))
             base_url = await simulators[-1].start()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from .errors import ConfigError
+from batcher.errors import ConfigError
 
 
 @dataclass(frozen=True)

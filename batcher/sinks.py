@@ -20,12 +20,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .errors import WriteFailed
-from .job import BATCH_OUTPUT
-from .journal import iter_journal
-from .jsoncodec import dumps
-from .sources import arrow
-from .vectors import VectorFile
+from batcher.errors import WriteFailed
+from batcher.job import BATCH_OUTPUT
+from batcher.journal import iter_journal
+from batcher.jsoncodec import dumps
+from batcher.sources import arrow
+from batcher.vectors import VectorFile
 
 ROW_GROUP_ROWS = 1000
 

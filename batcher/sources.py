@@ -17,15 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .csvinput import CsvFile
-from .errors import ConfigError, InputError
-from .formats import CSV, JSONL, LABELS, PARQUET, TSV, kind_of_file
-from .idset import IdSet
-from .jsonl import done_run, parse_json_line, skip_lines, without_bom
-from .problems import Problems
-from .prompts import BATCH_INPUT, CHAT, TEMPLATE, RequestBuilder
-from .scanning import DEFAULT_ID, Kept, Unnamed, checked_id
-from .storage import is_remote
+from batcher.csvinput import CsvFile
+from batcher.errors import ConfigError, InputError
+from batcher.formats import CSV, JSONL, LABELS, PARQUET, TSV, kind_of_file
+from batcher.idset import IdSet
+from batcher.jsonl import done_run, parse_json_line, skip_lines, without_bom
+from batcher.problems import Problems
+from batcher.prompts import BATCH_INPUT, CHAT, TEMPLATE, RequestBuilder
+from batcher.scanning import DEFAULT_ID, Kept, Unnamed, checked_id
+from batcher.storage import is_remote
 
 #: `--keep-columns '*'`: every column of the input.
 KEEP_ALL = "*"

@@ -14,11 +14,18 @@ import os
 import time
 from typing import TYPE_CHECKING
 
-from .client import job_level_cause
-from .errors import AuthenticationFailed, BatcherError, RateLimited, RequestFailed, RunAborted, Unreachable
+from batcher.client import job_level_cause
+from batcher.errors import (
+    AuthenticationFailed,
+    BatcherError,
+    RateLimited,
+    RequestFailed,
+    RunAborted,
+    Unreachable,
+)
 
 if TYPE_CHECKING:
-    from .endpoints import Endpoint, Router
+    from batcher.endpoints import Endpoint, Router
 
 #: Seconds a server that cannot be reached is tried again at the start of a session before the
 #: run stops (a typo in a host or port should be found in seconds, a server starting up waited for).

@@ -18,7 +18,7 @@ from pathlib import Path, PurePosixPath
 from types import SimpleNamespace
 from typing import Any
 
-from .errors import ConfigError
+from batcher.errors import ConfigError
 
 #: Schemes pyarrow has filesystems for (gs and gcs, az and abfs are the same stores).
 SCHEMES = ("s3", "gs", "gcs", "az", "abfs", "abfss", "hdfs")

@@ -21,14 +21,14 @@ import logging
 from collections.abc import Iterator
 from typing import Protocol
 
-from .checkpoint import Progress
-from .errors import EXIT_ABORTED, BatcherError
-from .idset import IdSet
-from .job import Job
-from .outcome import RunOutcome
-from .prompts import RequestBuilder
-from .sources import InputRow, Source
-from .stats import RunStats
+from batcher.checkpoint import Progress
+from batcher.errors import EXIT_ABORTED, BatcherError
+from batcher.idset import IdSet
+from batcher.job import Job
+from batcher.outcome import RunOutcome
+from batcher.prompts import RequestBuilder
+from batcher.sources import InputRow, Source
+from batcher.stats import RunStats
 
 log = logging.getLogger("batcher")
 

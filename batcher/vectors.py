@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from .errors import WriteFailed
+from batcher.errors import WriteFailed
 
 VECTORS_FILE = "vectors.f32"
 #: The journal is read backwards this many bytes at a time.

@@ -10,7 +10,7 @@ import sys
 
 import click
 
-from .words import plural, usd
+from batcher.words import plural, usd
 
 
 def tell_run_ended(job, outcome, quiet: bool) -> None:
@@ -72,7 +72,7 @@ def _requests_text(session: dict) -> str:
 
 def plan_text(plan) -> str:
     """`batcher run --dry-run`: what the run would do."""
-    from .jsoncodec import dumps
+    from batcher.jsoncodec import dumps
 
     job = plan.job
     where = "a new run directory" if plan.directory == "new" else "resumes its earlier sessions"
@@ -115,7 +115,7 @@ def _gateway_lines(job) -> list[str]:
 def _resume_command(without: tuple[str, ...] = ()) -> str:
     """The command line of this run again, but for the options named in `without` (and their values);
     --header values (and --query values that are credentials) shown as *** (gateway.shown_flag)."""
-    from .gateway import HIDDEN, shown_flag
+    from batcher.gateway import HIDDEN, shown_flag
 
     args, kept = sys.argv[1:], []
     while args:

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..checkpoint import STATE_DIR, is_locked
-from ..errors import ConfigError, RequestFailed
-from ..gateway import Gateway
-from .parts import CREATED, CREATING, Part, PartsLog
-from .provider import BatchProvider
-from .transport import FIND_SLACK_SECONDS
+from batcher.batchapi.parts import CREATED, CREATING, Part, PartsLog
+from batcher.batchapi.provider import BatchProvider
+from batcher.batchapi.transport import FIND_SLACK_SECONDS
+from batcher.checkpoint import STATE_DIR, is_locked
+from batcher.errors import ConfigError, RequestFailed
+from batcher.gateway import Gateway
 
 
 async def cancel_batches(

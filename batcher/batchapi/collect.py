@@ -15,14 +15,14 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..client import Completion, error_for_status
-from ..errors import BadRequest, RequestFailed, Retryable
-from ..job import BATCH_OUTPUT, Job
-from ..kinds import RequestKind
-from ..recording import Recorder
-from ..records import error_record
-from ..reuse import Reuse
-from .parts import Part
+from batcher.batchapi.parts import Part
+from batcher.client import Completion, error_for_status
+from batcher.errors import BadRequest, RequestFailed, Retryable
+from batcher.job import BATCH_OUTPUT, Job
+from batcher.kinds import RequestKind
+from batcher.recording import Recorder
+from batcher.records import error_record
+from batcher.reuse import Reuse
 
 #: Error codes of rows the provider did not get to: sent again in a new part.
 NOT_ANSWERED = ("batch_expired", "batch_cancelled")

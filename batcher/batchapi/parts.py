@@ -17,9 +17,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..errors import RunAborted
-from ..journal import write_atomically
-from ..jsoncodec import dumpb
+from batcher.errors import RunAborted
+from batcher.journal import write_atomically
+from batcher.jsoncodec import dumpb
 
 #: The provider's limits on one batch input file.
 MAX_REQUESTS = 50_000

@@ -16,14 +16,14 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from ..client import Completion
-from ..errors import RequestFailed
-from ..job import Job
-from ..jsoncodec import dumpb
-from ..kinds import RequestKind
-from ..reuse import Reuse
-from ..sources import InputRow
-from .parts import MAX_BYTES, Part, PartsLog, batch_line, split
+from batcher.batchapi.parts import MAX_BYTES, Part, PartsLog, batch_line, split
+from batcher.client import Completion
+from batcher.errors import RequestFailed
+from batcher.job import Job
+from batcher.jsoncodec import dumpb
+from batcher.kinds import RequestKind
+from batcher.reuse import Reuse
+from batcher.sources import InputRow
 
 Row = dict[str, Any]
 

@@ -13,9 +13,9 @@ from typing import Any
 
 import aiohttp
 
-from ..client import error_for_status, failure_of, parse_json, read_capped
-from ..errors import RequestFailed, Retryable
-from ..gateway import Gateway
+from batcher.client import error_for_status, failure_of, parse_json, read_capped
+from batcher.errors import RequestFailed, Retryable
+from batcher.gateway import Gateway
 
 #: Batches listed a page at a time when a lost creation is looked for.
 PAGE = 100

@@ -18,18 +18,8 @@ import uuid
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from ..client import job_level_cause
-from ..costs import Budget
-from ..errors import BatcherError, BudgetReached, RequestFailed, RunAborted, WriteFailed
-from ..job import Job
-from ..kinds import RequestKind
-from ..outcome import RunOutcome, Status
-from ..recording import Recorder
-from ..reuse import Reuse
-from ..sources import InputRow
-from ..stops import FAST_STOP_SECONDS, never_answered, stalled_for
-from .collect import Collector, read_fates
-from .parts import (
+from batcher.batchapi.collect import Collector, read_fates
+from batcher.batchapi.parts import (
     COLLECTED,
     CREATED,
     CREATING,
@@ -39,8 +29,18 @@ from .parts import (
     Part,
     PartsLog,
 )
-from .plan import Planned, Planner
-from .provider import BatchProvider
+from batcher.batchapi.plan import Planned, Planner
+from batcher.batchapi.provider import BatchProvider
+from batcher.client import job_level_cause
+from batcher.costs import Budget
+from batcher.errors import BatcherError, BudgetReached, RequestFailed, RunAborted, WriteFailed
+from batcher.job import Job
+from batcher.kinds import RequestKind
+from batcher.outcome import RunOutcome, Status
+from batcher.recording import Recorder
+from batcher.reuse import Reuse
+from batcher.sources import InputRow
+from batcher.stops import FAST_STOP_SECONDS, never_answered, stalled_for
 
 log = logging.getLogger("batcher")
 

@@ -23,9 +23,9 @@ can be made to expire, fail lines, fail creation, or meet an enqueued-token limi
 `answers`, `streaming` and `embeddings` shape the reply; `ledger` keeps count.
 """
 
-from .ledger import embedding_key, request_key
-from .server import Simulator, serve
-from .tokens import count_tokens
-from .vectors import floats, vector_for
+from batcher.simulator.ledger import embedding_key, request_key
+from batcher.simulator.server import Simulator, serve
+from batcher.simulator.tokens import count_tokens
+from batcher.simulator.vectors import floats, vector_for
 
 __all__ = ["Simulator", "count_tokens", "embedding_key", "floats", "request_key", "serve", "vector_for"]

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .tokens import WORD, count_tokens
+from batcher.simulator.tokens import WORD, count_tokens
 
 _POSITIVE = {
     "great",

@@ -16,14 +16,14 @@ from typing import Any
 
 from aiohttp import web
 
-from ..simconfig import SimulatorConfig
-from .batchrun import CANCELLABLE, LIVE, Batch, BatchRunner
-from .contract import Invalid, error_response
-from .endpoints import ENDPOINTS
-from .faults import server_error
-from .files import Authorize, Files
-from .ledger import Ledger
-from .paging import page_response
+from batcher.simconfig import SimulatorConfig
+from batcher.simulator.batchrun import CANCELLABLE, LIVE, Batch, BatchRunner
+from batcher.simulator.contract import Invalid, error_response
+from batcher.simulator.endpoints import ENDPOINTS
+from batcher.simulator.faults import server_error
+from batcher.simulator.files import Authorize, Files
+from batcher.simulator.ledger import Ledger
+from batcher.simulator.paging import page_response
 
 _COMPLETION_WINDOWS = ("24h",)
 _METADATA_PAIRS, _METADATA_KEY, _METADATA_VALUE = 16, 64, 512

@@ -13,8 +13,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from .endpoints import CHAT, ENDPOINTS
-from .tokens import count_tokens
+from batcher.simulator.endpoints import CHAT, ENDPOINTS
+from batcher.simulator.tokens import count_tokens
 
 MAX_REQUESTS = 50_000
 MAX_BYTES = 200 * 1024 * 1024

@@ -21,12 +21,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..simconfig import SimulatorConfig
-from .batchinput import RequestLine, enqueued_tokens, read_input
-from .contract import error_body
-from .endpoints import ENDPOINTS, answer_line
-from .files import Files
-from .ledger import Ledger
+from batcher.simconfig import SimulatorConfig
+from batcher.simulator.batchinput import RequestLine, enqueued_tokens, read_input
+from batcher.simulator.contract import error_body
+from batcher.simulator.endpoints import ENDPOINTS, answer_line
+from batcher.simulator.files import Files
+from batcher.simulator.ledger import Ledger
 
 logger = logging.getLogger(__name__)
 

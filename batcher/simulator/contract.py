@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ..simconfig import SimulatorConfig
+from batcher.simconfig import SimulatorConfig
 
 ROLES = {"system", "user", "assistant", "tool", "developer"}
 _PART_TYPES = ("text", "image_url")

@@ -12,10 +12,10 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from ..simconfig import SimulatorConfig
-from .contract import Invalid, check_model, positive_integer
-from .tokens import count_tokens
-from .vectors import floats, vector_for
+from batcher.simconfig import SimulatorConfig
+from batcher.simulator.contract import Invalid, check_model, positive_integer
+from batcher.simulator.tokens import count_tokens
+from batcher.simulator.vectors import floats, vector_for
 
 __all__ = ["NATIVE_DIMENSIONS", "answer", "check", "input_tokens", "inputs", "vector_for"]
 

@@ -12,14 +12,14 @@ import json
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from .. import jsoncodec
-from ..simconfig import SimulatorConfig
-from . import embeddings
-from .answers import complete
-from .contract import Invalid, validate
-from .ledger import Ledger
-from .ratelimits import admission_tokens
-from .tokens import prompt_tokens
+from batcher import jsoncodec
+from batcher.simconfig import SimulatorConfig
+from batcher.simulator import embeddings
+from batcher.simulator.answers import complete
+from batcher.simulator.contract import Invalid, validate
+from batcher.simulator.ledger import Ledger
+from batcher.simulator.ratelimits import admission_tokens
+from batcher.simulator.tokens import prompt_tokens
 
 CHAT = "/v1/chat/completions"
 EMBEDDINGS = "/v1/embeddings"

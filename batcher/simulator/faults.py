@@ -13,8 +13,8 @@ import time
 
 from aiohttp import web
 
-from ..simconfig import SimulatorConfig
-from .contract import error_response
+from batcher.simconfig import SimulatorConfig
+from batcher.simulator.contract import error_response
 
 #: What a proxy in front of the provider answers when the provider is down.
 _PROXY_PAGE = "<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1></body>"

@@ -17,8 +17,8 @@ from typing import Any
 
 from aiohttp import BodyPartReader, web
 
-from .contract import error_response
-from .paging import page_response
+from batcher.simulator.contract import error_response
+from batcher.simulator.paging import page_response
 
 #: Purposes a client may upload for (batch_output is the server's own).
 PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")

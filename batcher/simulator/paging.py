@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .contract import Invalid
+from batcher.simulator.contract import Invalid
 
 
 def cursor_page(objects: Sequence[dict[str, Any]], query: Any, default_limit: int = 20) -> dict[str, Any]:

@@ -13,8 +13,8 @@ from typing import Any
 
 from aiohttp import web
 
-from ..simconfig import SimulatorConfig
-from .contract import error_response
+from batcher.simconfig import SimulatorConfig
+from batcher.simulator.contract import error_response
 
 #: The completion tokens charged for a request that does not set max_tokens.
 _UNSET_MAX_TOKENS = 256

@@ -17,15 +17,23 @@ from typing import Any
 
 from aiohttp import web
 
-from ..simconfig import SimulatorConfig
-from .batches import Batches
-from .contract import Invalid, error_response
-from .endpoints import CHAT, EMBEDDINGS, ENDPOINTS, Endpoint
-from .faults import Faults, broken_body, huge_body, proxy_page, server_error, storm_refusal, wait_unless_gone
-from .files import Files
-from .ledger import Ledger
-from .ratelimits import RateLimits
-from .streaming import stream
+from batcher.simconfig import SimulatorConfig
+from batcher.simulator.batches import Batches
+from batcher.simulator.contract import Invalid, error_response
+from batcher.simulator.endpoints import CHAT, EMBEDDINGS, ENDPOINTS, Endpoint
+from batcher.simulator.faults import (
+    Faults,
+    broken_body,
+    huge_body,
+    proxy_page,
+    server_error,
+    storm_refusal,
+    wait_unless_gone,
+)
+from batcher.simulator.files import Files
+from batcher.simulator.ledger import Ledger
+from batcher.simulator.ratelimits import RateLimits
+from batcher.simulator.streaming import stream
 
 
 class Simulator:
