@@ -21,7 +21,7 @@ from batcher.costs import Prices
 from batcher.endpoints import EndpointConfig, endpoint_configs
 from batcher.errors import ConfigError
 from batcher.gateway import NO_PAIRS, Pairs, check_variables, job_settings
-from batcher.simconfig import SimulatorConfig
+from batcher.simulator.config import SimulatorConfig
 from batcher.storage import RemotePath, is_remote, location
 
 #: The output format of an OpenAI Batch output file (whole responses), not the input kind of the same

@@ -164,8 +164,8 @@ def simulate(host: str, port: int, models: str | None, require_key_env: str | No
       batcher simulate --embedding-max-inputs 32 --embedding-max-input-tokens 512   # like a TEI server
       OPENAI_BASE_URL=http://127.0.0.1:4141/v1 OPENAI_API_KEY=sk-any batcher run ...
     """
-    from batcher.simconfig import SimulatorConfig
     from batcher.simulator import serve
+    from batcher.simulator.config import SimulatorConfig
 
     api_key = None
     if require_key_env:

@@ -21,11 +21,28 @@ can be made to expire, fail lines, fail creation, or meet an enqueued-token limi
 `server` serves; `endpoints` says what differs between chat and embeddings; `contract` and
 `embeddings` check a request; `ratelimits` and `faults` decide whether and how it is refused;
 `answers`, `streaming` and `embeddings` shape the reply; `ledger` keeps count.
+
+Its configuration (`config.SimulatorConfig`) is part of a job; importing it, or this package,
+loads no server: the names below are imported when first used.
 """
 
-from batcher.simulator.ledger import embedding_key, request_key
-from batcher.simulator.server import Simulator, serve
-from batcher.simulator.tokens import count_tokens
-from batcher.simulator.vectors import floats, vector_for
+import importlib
+from typing import Any
 
-__all__ = ["Simulator", "count_tokens", "embedding_key", "floats", "request_key", "serve", "vector_for"]
+_HOMES = {
+    "Simulator": "server",
+    "serve": "server",
+    "count_tokens": "tokens",
+    "embedding_key": "ledger",
+    "request_key": "ledger",
+    "floats": "vectors",
+    "vector_for": "vectors",
+}
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module 'batcher.simulator' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"batcher.simulator.{_HOMES[name]}"), name)

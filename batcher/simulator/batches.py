@@ -16,8 +16,8 @@ from typing import Any
 
 from aiohttp import web
 
-from batcher.simconfig import SimulatorConfig
 from batcher.simulator.batchrun import CANCELLABLE, LIVE, Batch, BatchRunner
+from batcher.simulator.config import SimulatorConfig
 from batcher.simulator.contract import Invalid, error_response
 from batcher.simulator.endpoints import ENDPOINTS
 from batcher.simulator.faults import server_error

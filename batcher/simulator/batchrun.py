@@ -21,8 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from batcher.simconfig import SimulatorConfig
 from batcher.simulator.batchinput import RequestLine, enqueued_tokens, read_input
+from batcher.simulator.config import SimulatorConfig
 from batcher.simulator.contract import error_body
 from batcher.simulator.endpoints import ENDPOINTS, answer_line
 from batcher.simulator.files import Files

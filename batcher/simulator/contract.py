@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from batcher.simconfig import SimulatorConfig
+from batcher.simulator.config import SimulatorConfig
 
 ROLES = {"system", "user", "assistant", "tool", "developer"}
 _PART_TYPES = ("text", "image_url")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from batcher.simconfig import SimulatorConfig
+from batcher.simulator.config import SimulatorConfig
 from batcher.simulator.contract import Invalid, check_model, positive_integer
 from batcher.simulator.tokens import count_tokens
 from batcher.simulator.vectors import floats, vector_for

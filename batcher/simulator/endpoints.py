@@ -13,9 +13,9 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from batcher import jsoncodec
-from batcher.simconfig import SimulatorConfig
 from batcher.simulator import embeddings
 from batcher.simulator.answers import complete
+from batcher.simulator.config import SimulatorConfig
 from batcher.simulator.contract import Invalid, validate
 from batcher.simulator.ledger import Ledger
 from batcher.simulator.ratelimits import admission_tokens

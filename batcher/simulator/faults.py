@@ -13,7 +13,7 @@ import time
 
 from aiohttp import web
 
-from batcher.simconfig import SimulatorConfig
+from batcher.simulator.config import SimulatorConfig
 from batcher.simulator.contract import error_response
 
 #: What a proxy in front of the provider answers when the provider is down.

@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from batcher.simconfig import SimulatorConfig
+from batcher.simulator.config import SimulatorConfig
 from batcher.simulator.contract import error_response
 
 #: The completion tokens charged for a request that does not set max_tokens.

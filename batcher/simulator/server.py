@@ -17,8 +17,8 @@ from typing import Any
 
 from aiohttp import web
 
-from batcher.simconfig import SimulatorConfig
 from batcher.simulator.batches import Batches
+from batcher.simulator.config import SimulatorConfig
 from batcher.simulator.contract import Invalid, error_response
 from batcher.simulator.endpoints import CHAT, EMBEDDINGS, ENDPOINTS, Endpoint
 from batcher.simulator.faults import (
