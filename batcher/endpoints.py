@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 from batcher.client import ApiClient
 from batcher.errors import AuthenticationFailed, ConfigError, NoEndpointLeft, RateLimited, RequestFailed
 from batcher.gateway import NO_PAIRS, Gateway, Pairs, merged, parse_headers, parse_query, variables
-from batcher.limits import Limiter, Permit, RateLimits, Verdict
-from batcher.sharedlimits import SharedState
+from batcher.limits.ratelimits import Limiter, Permit, RateLimits, Verdict
+from batcher.limits.shared import SharedState
 from batcher.stats import LatencyHistogram
 
 if TYPE_CHECKING:

@@ -14,7 +14,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from batcher.costs import Prices
+from batcher.limits.costs import Prices
 from batcher.reuse import RECENT, request_key
 from batcher.tokens import (
     CHARS_PER_TOKEN,

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from batcher.answers import AnswerFormat
-from batcher.costs import Prices
 from batcher.endpoints import EndpointConfig, endpoint_configs
 from batcher.errors import ConfigError
 from batcher.gateway import NO_PAIRS, Pairs, check_variables, job_settings
+from batcher.limits.costs import Prices
 from batcher.simulator.config import SimulatorConfig
 from batcher.storage import RemotePath, is_remote, location
 

@@ -16,9 +16,9 @@ import urllib.parse
 from typing import TYPE_CHECKING
 
 from batcher import extras
-from batcher.costs import check_priced
 from batcher.errors import ConfigError
 from batcher.gateway import looks_secret
+from batcher.limits.costs import check_priced
 
 if TYPE_CHECKING:
     from batcher.endpoints import EndpointConfig

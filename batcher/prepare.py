@@ -16,11 +16,11 @@ from typing import Any
 from batcher import preflight, stdin
 from batcher.chat import ChatKind
 from batcher.checkpoint import Checkpoint
-from batcher.costs import PricedRows
 from batcher.embeddings import EmbeddingBuilder, EmbeddingsKind, PackLimits
 from batcher.errors import ConfigError
 from batcher.job import Job
 from batcher.kinds import RequestKind
+from batcher.limits.costs import PricedRows
 from batcher.prompts import TEMPLATE, RequestBuilder
 from batcher.records import RESERVED_COLUMNS
 from batcher.sources import KEEP_ALL, Scan, Source

@@ -34,10 +34,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from batcher.adaptive import RAMP_SECONDS, AdaptiveRate
-from batcher.limits import DEFAULT_PAUSE, Permit, Verdict
-from batcher.pacing import Pacer
-from batcher.ratelimitheaders import announced, is_per_minute
+from batcher.limits.adaptive import RAMP_SECONDS, AdaptiveRate
+from batcher.limits.headers import announced, is_per_minute
+from batcher.limits.pacing import Pacer
+from batcher.limits.ratelimits import DEFAULT_PAUSE, Permit, Verdict
 
 #: The cluster's burst: half of a second of the rate, where one process allows a second. Workers
 #: start, connect and send a little after their leases, and a server's bucket of a second must

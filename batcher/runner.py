@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from batcher.client import Completion
-from batcher.costs import Budget
 from batcher.endpoints import Endpoint, Router
 from batcher.errors import (
     AnswerInvalid,
@@ -33,7 +32,8 @@ from batcher.errors import (
 )
 from batcher.job import BATCH_OUTPUT, Job
 from batcher.kinds import RequestKind
-from batcher.limits import Permit, Verdict
+from batcher.limits.costs import Budget
+from batcher.limits.ratelimits import Permit, Verdict
 from batcher.outcome import RunOutcome
 from batcher.recording import FailureStreak, Recorder
 from batcher.records import error_record

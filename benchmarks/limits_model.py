@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from batcher.limits import RateLimits, Verdict  # noqa: E402
+from batcher.limits.ratelimits import RateLimits, Verdict  # noqa: E402
 
 
 class _JumpingSelector(selectors.DefaultSelector):

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from batcher.costs import Budget, Prices
 from batcher.errors import ConfigError
+from batcher.limits.costs import Budget, Prices
 from tests.helpers import read_jsonl, review_rows, run_args, write_jsonl
 
 

@@ -26,7 +26,7 @@ from batcher.errors import (
     RateLimited,
     Retryable,
 )
-from batcher.limits import Verdict
+from batcher.limits.ratelimits import Verdict
 from batcher.prompts import TEMPLATE, RequestBuilder
 from tests.helpers import TEST_KEY, prompt_for, read_jsonl, review_rows, write_jsonl
 

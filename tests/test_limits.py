@@ -18,8 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
 from limits_model import Server, run_virtual, simulate  # noqa: E402
 
-from batcher.limits import RateLimits, Verdict  # noqa: E402
-from batcher.pacing import Pacer  # noqa: E402
+from batcher.limits.pacing import Pacer  # noqa: E402
+from batcher.limits.ratelimits import RateLimits, Verdict  # noqa: E402
 
 
 def approx(value, **kwargs):

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from batcher.limits import Verdict
+from batcher.limits.ratelimits import Verdict
 from batcher.raylimits import LimitsKeeper, RayLimiter
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from batcher.sharedlimits import SharedState, state_path
+from batcher.limits.shared import SharedState, state_path
 from tests.helpers import TEST_KEY, read_jsonl, review_rows, start_subprocess_run, write_jsonl
 
 

@@ -32,10 +32,10 @@ from batcher.batchapi.parts import (
 from batcher.batchapi.plan import Planned, Planner
 from batcher.batchapi.provider import BatchProvider
 from batcher.client import job_level_cause
-from batcher.costs import Budget
 from batcher.errors import BatcherError, BudgetReached, RequestFailed, RunAborted, WriteFailed
 from batcher.job import Job
 from batcher.kinds import RequestKind
+from batcher.limits.costs import Budget
 from batcher.outcome import RunOutcome, Status
 from batcher.recording import Recorder
 from batcher.reuse import Reuse

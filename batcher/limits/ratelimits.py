@@ -3,7 +3,7 @@
 `Limiter` is the seam: the online pool asks it for a `Permit` and settles the
 permit with the answer's verdict and headers; what stands behind it (one
 process's buckets here, a limit shared by the processes on one key in
-`sharedlimits.py`) is the limiter's business. `RateLimits` combines a request
+`shared.py`) is the limiter's business. `RateLimits` combines a request
 and a token pacer (GCRA, pacing.py) whose rates are the lowest of what the user
 gave, what the server announces and what its 429s allow (adaptive.py); the
 first request of a session goes alone, and its answer's headers set where the
@@ -23,10 +23,10 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from batcher.adaptive import AdaptiveRate
-from batcher.pacing import Pacer
-from batcher.ratelimitheaders import RATE_HEADERS, announced, is_per_minute
-from batcher.sharedlimits import SharedState
+from batcher.limits.adaptive import AdaptiveRate
+from batcher.limits.headers import RATE_HEADERS, announced, is_per_minute
+from batcher.limits.pacing import Pacer
+from batcher.limits.shared import SharedState
 
 log = logging.getLogger("batcher")
 
@@ -106,7 +106,7 @@ class RateLimits:
         clock: Callable[[], float] = time.monotonic,
         shared: SharedState | None = None,
     ):
-        """`shared`: the state of a key's limits, held with other processes (sharedlimits.py)."""
+        """`shared`: the state of a key's limits, held with other processes (shared.py)."""
         self._given = {"requests": rpm, "tokens": tpm}
         self._announced: dict[str, float | None] = {"requests": None, "tokens": None}
         self._burst = burst_seconds

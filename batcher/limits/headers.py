@@ -1,7 +1,7 @@
 """OpenAI's rate-limit headers read: `x-ratelimit-{limit,remaining,reset}-{requests,tokens}`, the
 numbers and OpenAI's durations ('6m0s', '20ms'), and whether an announced limit is per minute (Groq's
-requests header is per day). Shared by one process's limiter (limits.py) and a Ray worker's
-(raylimits.py). See ../shared/NOTES.md and docs/rate-limits.md.
+requests header is per day). Shared by one process's limiter (ratelimits.py) and a Ray worker's
+(transports/ray/limits.py). See ../shared/NOTES.md and docs/rate-limits.md.
 """
 
 from __future__ import annotations
