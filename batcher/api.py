@@ -20,13 +20,13 @@ from typing import Any
 
 from batcher.checkpoint import STATE_DIR, Checkpoint
 from batcher.errors import ConfigError
+from batcher.inputs.sources import KEEP_ALL, arrow
 from batcher.job import Job, build_job
 from batcher.jobfile import check_settings
 from batcher.journal import iter_journal, write_atomically
 from batcher.jsoncodec import dumps
 from batcher.records import RESERVED_COLUMNS
 from batcher.sinks import Schemas
-from batcher.sources import KEEP_ALL, arrow
 from batcher.storage import is_remote, location
 from batcher.vectors import VectorFile
 

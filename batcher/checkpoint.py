@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from batcher.errors import ConfigError, WriteFailed
-from batcher.idset import IdSet
+from batcher.inputs.idset import IdSet
 from batcher.journal import FastLine, Journal, read_journal, write_atomically
 from batcher.jsoncodec import dumps
 from batcher.vectors import VECTORS_FILE, VectorFile, cut_lines_beyond

@@ -24,10 +24,10 @@ from typing import Any
 
 from batcher.client import Completion, error_for_status, snippet
 from batcher.errors import BadRequest, ConfigError, RequestFailed, Retryable
+from batcher.inputs.sources import InputRow
 from batcher.prompts import RequestBuilder
 from batcher.records import result_usage
 from batcher.reuse import ON_THE_WIRE, InputReuse
-from batcher.sources import InputRow
 from batcher.tokens import TokenEstimator
 
 #: The provider's limits on one request (OpenAI's; other servers set their own).

@@ -22,15 +22,7 @@ from typing import Any, Protocol
 import aiohttp
 
 from batcher.client import Completion
-
-
-class Builder(Protocol):
-    #: Columns a row's request reads (a Parquet scan reads only these and the id).
-    placeholders: list[str]
-    keep_columns: tuple[str, ...]
-
-    def build(self, row: dict[str, Any]) -> dict[str, Any]:
-        """The request body of a row; ValueError names what is wrong with the row."""
+from batcher.inputs.sources import Builder
 
 
 class Estimator(Protocol):

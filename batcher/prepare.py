@@ -18,12 +18,12 @@ from batcher.chat import ChatKind
 from batcher.checkpoint import Checkpoint
 from batcher.embeddings import EmbeddingBuilder, EmbeddingsKind, PackLimits
 from batcher.errors import ConfigError
+from batcher.inputs.sources import KEEP_ALL, Scan, Source
 from batcher.job import Job
 from batcher.kinds import RequestKind
 from batcher.limits.costs import PricedRows
 from batcher.prompts import TEMPLATE, RequestBuilder
 from batcher.records import RESERVED_COLUMNS
-from batcher.sources import KEEP_ALL, Scan, Source
 
 log = logging.getLogger("batcher")
 

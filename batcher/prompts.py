@@ -13,12 +13,11 @@ import string
 from typing import Any
 
 from batcher.errors import ConfigError
-from batcher.scanning import DEFAULT_ID
+from batcher.inputs.formats import BATCH_INPUT, CHAT, TEMPLATE
+from batcher.inputs.scanning import DEFAULT_ID
 
-TEMPLATE = "template"
-CHAT = "chat"
-#: The input kind of an OpenAI Batch input file (job.BATCH_OUTPUT is the output format).
-BATCH_INPUT = "openai-batch"
+__all__ = ["BATCH_INPUT", "CHAT", "TEMPLATE", "RequestBuilder", "template_columns"]
+
 
 _ROLES = {"system", "user", "assistant", "tool", "developer", "function"}
 

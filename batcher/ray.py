@@ -22,10 +22,10 @@ import tempfile
 import uuid
 from typing import Any
 
+from batcher.inputs.sources import InputRow
 from batcher.job import build_job
 from batcher.raylimits import keeper_actor
 from batcher.raytransport import RowWorker
-from batcher.sources import InputRow
 
 
 def process(

@@ -34,8 +34,8 @@ from functools import partial
 from typing import Any
 
 from batcher.errors import BatcherError, InputError
-from batcher.jsonl import parse_json_line, without_bom
-from batcher.sources import InputRow, Source
+from batcher.inputs.jsonl import parse_json_line, without_bom
+from batcher.inputs.sources import InputRow, Source
 from batcher.storage import is_remote
 
 #: Rows a worker is handed at a time.

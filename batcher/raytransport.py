@@ -34,12 +34,12 @@ from typing import Any
 
 from batcher.endpoints import Endpoint, EndpointConfig, Router
 from batcher.errors import BatcherError, RunAborted
+from batcher.inputs.sources import InputRow
 from batcher.job import Job
 from batcher.outcome import RunOutcome
 from batcher.rayinput import block, payloads
 from batcher.raylimits import RayLimiter, keeper_actor
 from batcher.recording import Recorder
-from batcher.sources import InputRow
 from batcher.stats import RunStats
 from batcher.transport import RowsLeft
 

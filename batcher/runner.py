@@ -30,6 +30,7 @@ from batcher.errors import (
     Unreachable,
     WriteFailed,
 )
+from batcher.inputs.sources import InputRow
 from batcher.job import BATCH_OUTPUT, Job
 from batcher.kinds import RequestKind
 from batcher.limits.costs import Budget
@@ -39,7 +40,6 @@ from batcher.recording import FailureStreak, Recorder
 from batcher.records import error_record
 from batcher.retry import RetryPolicy, Tries
 from batcher.reuse import ON_THE_WIRE, Reuse
-from batcher.sources import InputRow
 from batcher.stops import failing_alike, job_level_stop, stalled_for
 from batcher.tokens import admission_charge
 from batcher.transport import drain, failure_of_task

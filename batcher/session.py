@@ -28,6 +28,7 @@ from batcher.checkpoint import STATE_DIR, Checkpoint, Progress
 from batcher.embeddings import check_one_shape
 from batcher.endpoints import Endpoint, Router
 from batcher.errors import ConfigError, WriteFailed
+from batcher.inputs.sources import Scan, Source
 from batcher.job import BATCH_API, BATCH_OUTPUT, RAY, Job
 from batcher.journal import write_atomically
 from batcher.kinds import RequestKind
@@ -39,7 +40,6 @@ from batcher.records import RESERVED_COLUMNS
 from batcher.reuse import AnswerCache, InputReuse, Reuse
 from batcher.runner import Runner
 from batcher.sinks import Sink, open_sink
-from batcher.sources import Scan, Source
 from batcher.stats import RunStats
 from batcher.storage import is_remote
 from batcher.timeline import Timeline, timeline_path

@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from batcher.errors import WriteFailed
+from batcher.inputs.sources import arrow
 from batcher.job import BATCH_OUTPUT
 from batcher.journal import iter_journal
 from batcher.jsoncodec import dumps
-from batcher.sources import arrow
 from batcher.vectors import VectorFile
 
 ROW_GROUP_ROWS = 1000

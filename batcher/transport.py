@@ -23,11 +23,11 @@ from typing import Protocol
 
 from batcher.checkpoint import Progress
 from batcher.errors import EXIT_ABORTED, BatcherError
-from batcher.idset import IdSet
+from batcher.inputs.idset import IdSet
+from batcher.inputs.sources import InputRow, Source
 from batcher.job import Job
 from batcher.outcome import RunOutcome
 from batcher.prompts import RequestBuilder
-from batcher.sources import InputRow, Source
 from batcher.stats import RunStats
 
 log = logging.getLogger("batcher")

@@ -229,7 +229,7 @@ def test_latency_percentiles_are_within_two_percent_in_constant_memory():
 
 
 def test_idset_finds_members_and_repeats_in_compact_form():
-    from batcher.idset import IdSet
+    from batcher.inputs.idset import IdSet
 
     ids = IdSet(f"row-{i}" for i in range(50_000))
     ids.add("row-17")

@@ -12,10 +12,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from batcher.errors import BatcherError, ConfigError, InputError
+from batcher.inputs.sources import Source
 from batcher.job import build_job
 from batcher.jobfile import load_job_file
 from batcher.prompts import RequestBuilder, template_columns
-from batcher.sources import Source
 
 SETTINGS = settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]

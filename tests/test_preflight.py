@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from batcher.problems import Problems
+from batcher.inputs.problems import Problems
 from tests.helpers import read_jsonl, review_rows, run_args, run_subprocess, subprocess_env, write_jsonl
 
 #: `batcher` in a Python that cannot import some modules, as if they were not installed: a module

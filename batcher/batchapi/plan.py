@@ -19,11 +19,11 @@ from typing import Any
 from batcher.batchapi.parts import MAX_BYTES, Part, PartsLog, batch_line, split
 from batcher.client import Completion
 from batcher.errors import RequestFailed
+from batcher.inputs.sources import InputRow
 from batcher.job import Job
 from batcher.jsoncodec import dumpb
 from batcher.kinds import RequestKind
 from batcher.reuse import Reuse
-from batcher.sources import InputRow
 
 Row = dict[str, Any]
 

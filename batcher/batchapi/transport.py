@@ -33,13 +33,13 @@ from batcher.batchapi.plan import Planned, Planner
 from batcher.batchapi.provider import BatchProvider
 from batcher.client import job_level_cause
 from batcher.errors import BatcherError, BudgetReached, RequestFailed, RunAborted, WriteFailed
+from batcher.inputs.sources import InputRow
 from batcher.job import Job
 from batcher.kinds import RequestKind
 from batcher.limits.costs import Budget
 from batcher.outcome import RunOutcome, Status
 from batcher.recording import Recorder
 from batcher.reuse import Reuse
-from batcher.sources import InputRow
 from batcher.stops import FAST_STOP_SECONDS, never_answered, stalled_for
 
 log = logging.getLogger("batcher")

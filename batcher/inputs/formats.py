@@ -12,9 +12,12 @@ from __future__ import annotations
 from typing import Any
 
 from batcher.errors import InputError
-from batcher.jsonl import parse_json_line, without_bom
+from batcher.inputs.jsonl import parse_json_line, without_bom
 
 JSONL, PARQUET, CSV, TSV = "jsonl", "parquet", "csv", "tsv"
+#: What a row is: data for a prompt template, a chat request (`messages`), an OpenAI Batch input
+#: line (job.BATCH_OUTPUT is the output format of that name).
+TEMPLATE, CHAT, BATCH_INPUT = "template", "chat", "openai-batch"
 #: What each kind is called in messages.
 LABELS = {JSONL: "JSONL", PARQUET: "Parquet", CSV: "CSV", TSV: "TSV"}
 KINDS_READ = (

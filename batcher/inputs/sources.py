@@ -15,16 +15,15 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from batcher.csvinput import CsvFile
 from batcher.errors import ConfigError, InputError
-from batcher.formats import CSV, JSONL, LABELS, PARQUET, TSV, kind_of_file
-from batcher.idset import IdSet
-from batcher.jsonl import done_run, parse_json_line, skip_lines, without_bom
-from batcher.problems import Problems
-from batcher.prompts import BATCH_INPUT, CHAT, TEMPLATE, RequestBuilder
-from batcher.scanning import DEFAULT_ID, Kept, Unnamed, checked_id
+from batcher.inputs.csvinput import CsvFile
+from batcher.inputs.formats import BATCH_INPUT, CHAT, CSV, JSONL, LABELS, PARQUET, TEMPLATE, TSV, kind_of_file
+from batcher.inputs.idset import IdSet
+from batcher.inputs.jsonl import done_run, parse_json_line, skip_lines, without_bom
+from batcher.inputs.problems import Problems
+from batcher.inputs.scanning import DEFAULT_ID, Kept, Unnamed, checked_id
 from batcher.storage import is_remote
 
 #: `--keep-columns '*'`: every column of the input.
@@ -34,6 +33,18 @@ SKIP_CHUNK = 1024
 #: Runs of at least this many done lines are passed over by counting newlines.
 _BULK_SKIP = 32
 _BATCH_ROWS = 4096
+
+
+class Builder(Protocol):
+    """What turns a row into a request body (a request kind's builder): the scan checks every row
+    with it, and reads only the columns it names."""
+
+    #: Columns a row's request reads (a Parquet scan reads only these and the id).
+    placeholders: list[str]
+    keep_columns: tuple[str, ...]
+
+    def build(self, row: dict[str, Any]) -> dict[str, Any]:
+        """The request body of a row; ValueError names what is wrong with the row."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,7 +277,7 @@ class Source:
 
     def scan(
         self,
-        builder: RequestBuilder,
+        builder: Builder,
         fingerprint: str,
         on_body: Callable[[int, str, dict[str, Any]], None] | None = None,
     ) -> Scan:
@@ -329,7 +340,7 @@ class Source:
             return list(keep)
         return [name for name in self.column_names() if name] if self.tabular else None
 
-    def columns(self, builder: RequestBuilder) -> list[str] | None:
+    def columns(self, builder: Builder) -> list[str] | None:
         """The columns a Parquet or CSV input is read for (None for JSONL)."""
         if not self.tabular:
             return None
@@ -357,7 +368,7 @@ class Source:
 
     def rows(
         self,
-        builder: RequestBuilder,
+        builder: Builder,
         *,
         done: bytearray | None = None,
         skip: Callable[[str], bool] | None = None,

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 
 from batcher.errors import InputError
-from batcher.scanning import MAX_PROBLEMS
+from batcher.inputs.scanning import MAX_PROBLEMS
 from batcher.words import plural
 
 #: A problem's text: "line 12 has no column 'text' ..." (the unit, the position, the reason).
