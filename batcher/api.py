@@ -25,7 +25,7 @@ from batcher.job import Job, build_job
 from batcher.jobfile import check_settings
 from batcher.journal import iter_journal, write_atomically
 from batcher.jsoncodec import dumps
-from batcher.records import RESERVED_COLUMNS
+from batcher.kinds.records import RESERVED_COLUMNS
 from batcher.sinks import Schemas
 from batcher.storage import is_remote, location
 from batcher.vectors import VectorFile

@@ -14,9 +14,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from batcher.limits.costs import Prices
-from batcher.reuse import RECENT, request_key
-from batcher.tokens import (
+from batcher.kinds.reuse import RECENT, request_key
+from batcher.kinds.tokens import (
     CHARS_PER_TOKEN,
     DEFAULT_COMPLETION_TOKENS,
     EXPECTED_SHARE,
@@ -25,6 +24,7 @@ from batcher.tokens import (
     choices_asked,
     expected_completion,
 )
+from batcher.limits.costs import Prices
 
 #: Answers of earlier sessions that are enough to estimate the rest from.
 CALIBRATE_AFTER = 10

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from batcher.answers import AnswerFormat
 from batcher.endpoints import EndpointConfig, endpoint_configs
 from batcher.errors import ConfigError
 from batcher.gateway import NO_PAIRS, Pairs, check_variables, job_settings
+from batcher.kinds.answers import AnswerFormat
 from batcher.limits.costs import Prices
 from batcher.simulator.config import SimulatorConfig
 from batcher.storage import RemotePath, is_remote, location

@@ -14,16 +14,15 @@ import urllib.parse
 from typing import Any
 
 from batcher import preflight, stdin
-from batcher.chat import ChatKind
 from batcher.checkpoint import Checkpoint
-from batcher.embeddings import EmbeddingBuilder, EmbeddingsKind, PackLimits
 from batcher.errors import ConfigError
 from batcher.inputs.sources import KEEP_ALL, Scan, Source
 from batcher.job import Job
-from batcher.kinds import RequestKind
+from batcher.kinds import RequestKind, kind_of
+from batcher.kinds.embeddings import EmbeddingsKind
+from batcher.kinds.prompts import TEMPLATE, RequestBuilder
+from batcher.kinds.records import RESERVED_COLUMNS
 from batcher.limits.costs import PricedRows
-from batcher.prompts import TEMPLATE, RequestBuilder
-from batcher.records import RESERVED_COLUMNS
 
 log = logging.getLogger("batcher")
 
@@ -79,24 +78,6 @@ def _open_input(job: Job) -> Source:
             "requests themselves (their fields are sent), so name the columns to keep"
         )
     return source
-
-
-def kind_of(job: Job, input_kind: str) -> RequestKind:
-    """The job's request kind, for an input of `input_kind` (a Ray worker makes its own from these)."""
-    if job.embeddings:
-        limits = PackLimits(job.inputs_per_request, job.tokens_per_request, job.tokens_per_input)
-        return EmbeddingsKind(EmbeddingBuilder(input_kind, **_builder_settings(job)), limits)
-    return ChatKind(RequestBuilder(input_kind, **_builder_settings(job)))
-
-
-def _builder_settings(job: Job) -> dict[str, Any]:
-    return {
-        "template": job.prompt,
-        "system": job.system,
-        "defaults": job.defaults(),
-        "id_column": job.id_column,
-        "keep_columns": job.keep_columns,
-    }
 
 
 def identity_of(job: Job, source: Source, fingerprint: str, scan: Scan | None = None) -> dict[str, Any]:

@@ -82,7 +82,7 @@ class RowWorker:
     def __init__(self, job: Job, input_kind: str, endpoints: list[tuple[EndpointConfig, str, str]]):
         """`endpoints`: each endpoint's config, the base URL it answers at, and its keeper (its
         actor's name, or the actor's handle)."""
-        from batcher.prepare import kind_of
+        from batcher.kinds import kind_of
 
         self.job, self.kind = job, kind_of(job, input_kind)
         self._endpoints = endpoints
@@ -119,7 +119,7 @@ class RowWorker:
         if self._router is None:
             self._router = await self._open()
             if self.job.dedupe:  # identical requests sent once a worker (not yet once a cluster)
-                from batcher.reuse import InputReuse, Reuse
+                from batcher.kinds.reuse import InputReuse, Reuse
 
                 within = {"within_run": True, "cache": None}
                 self._reuse = InputReuse(**within) if self.job.embeddings else Reuse(**within)

@@ -18,7 +18,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from batcher.client import Completion
 from batcher.endpoints import Endpoint, Router
 from batcher.errors import (
     AnswerInvalid,
@@ -33,15 +32,16 @@ from batcher.errors import (
 from batcher.inputs.sources import InputRow
 from batcher.job import BATCH_OUTPUT, Job
 from batcher.kinds import RequestKind
+from batcher.kinds.completion import Completion
+from batcher.kinds.records import error_record
+from batcher.kinds.reuse import ON_THE_WIRE, Reuse
+from batcher.kinds.tokens import admission_charge
 from batcher.limits.costs import Budget
 from batcher.limits.ratelimits import Permit, Verdict
 from batcher.outcome import RunOutcome
 from batcher.recording import FailureStreak, Recorder
-from batcher.records import error_record
 from batcher.retry import RetryPolicy, Tries
-from batcher.reuse import ON_THE_WIRE, Reuse
 from batcher.stops import failing_alike, job_level_stop, stalled_for
-from batcher.tokens import admission_charge
 from batcher.transport import drain, failure_of_task
 
 log = logging.getLogger("batcher")

@@ -22,22 +22,22 @@ from pathlib import Path
 from typing import Any
 
 from batcher import stdin
-from batcher.answers import ParseFunction
 from batcher.batchapi.parts import COLLECTED, PartsLog
 from batcher.checkpoint import STATE_DIR, Checkpoint, Progress
-from batcher.embeddings import check_one_shape
 from batcher.endpoints import Endpoint, Router
 from batcher.errors import ConfigError, WriteFailed
 from batcher.inputs.sources import Scan, Source
 from batcher.job import BATCH_API, BATCH_OUTPUT, RAY, Job
 from batcher.journal import write_atomically
 from batcher.kinds import RequestKind
+from batcher.kinds.answers import ParseFunction
+from batcher.kinds.embeddings import check_one_shape
+from batcher.kinds.records import RESERVED_COLUMNS
+from batcher.kinds.reuse import AnswerCache, InputReuse, Reuse
 from batcher.mirror import Mirror
 from batcher.outcome import RunOutcome, Status
 from batcher.prepare import identity_of, prepare, scan_unless_recorded, with_columns_kept
 from batcher.recording import Recorder
-from batcher.records import RESERVED_COLUMNS
-from batcher.reuse import AnswerCache, InputReuse, Reuse
 from batcher.runner import Runner
 from batcher.sinks import Sink, open_sink
 from batcher.stats import RunStats

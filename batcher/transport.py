@@ -26,8 +26,8 @@ from batcher.errors import EXIT_ABORTED, BatcherError
 from batcher.inputs.idset import IdSet
 from batcher.inputs.sources import InputRow, Source
 from batcher.job import Job
+from batcher.kinds.prompts import RequestBuilder
 from batcher.outcome import RunOutcome
-from batcher.prompts import RequestBuilder
 from batcher.stats import RunStats
 
 log = logging.getLogger("batcher")

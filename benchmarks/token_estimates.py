@@ -22,10 +22,10 @@ sys.path.insert(0, str(ROOT))
 
 from batcher.job import build_job  # noqa: E402
 from batcher.jobfile import load_job_file  # noqa: E402
+from batcher.kinds.tokens import compact_json, schema_of  # noqa: E402
 from batcher.prepare import prepare  # noqa: E402
 from batcher.simulator.answers import complete  # noqa: E402
 from batcher.simulator.tokens import count_tokens, json_tokens  # noqa: E402
-from batcher.tokens import compact_json, schema_of  # noqa: E402
 
 JOBS = ["classify-reviews", "extract-review-facts", "summarize-articles", "embed-articles"]
 

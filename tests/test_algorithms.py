@@ -8,10 +8,10 @@ import json
 import pytest
 
 from batcher.checkpoint import read_journal
-from batcher.client import error_for_status, retry_after
 from batcher.errors import AuthenticationFailed, BadRequest, RateLimited, Retryable, Unreachable
+from batcher.kinds.completion import error_for_status, retry_after
+from batcher.kinds.tokens import CHARS_PER_TOKEN, TokenEstimator
 from batcher.retry import RetryPolicy, Tries
-from batcher.tokens import CHARS_PER_TOKEN, TokenEstimator
 
 
 def test_backoff_is_full_jitter_below_an_exponential_cap():

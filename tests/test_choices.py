@@ -314,7 +314,7 @@ def test_the_dry_runs_at_most_figure_counts_max_tokens_for_each_choice_asked(tmp
 
 
 def test_the_limiter_and_budget_reserve_max_tokens_for_each_choice_asked():
-    from batcher.tokens import TokenEstimator
+    from batcher.kinds.tokens import TokenEstimator
 
     body = {"messages": ask("Describe a quiet harbour."), "max_tokens": 10}
 

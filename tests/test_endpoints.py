@@ -9,7 +9,6 @@ import time
 
 import pytest
 
-from batcher.chat import ChatKind
 from batcher.endpoints import (
     REST_AFTER,
     REST_SECONDS,
@@ -26,8 +25,9 @@ from batcher.errors import (
     RateLimited,
     Retryable,
 )
+from batcher.kinds.chat import ChatKind
+from batcher.kinds.prompts import TEMPLATE, RequestBuilder
 from batcher.limits.ratelimits import Verdict
-from batcher.prompts import TEMPLATE, RequestBuilder
 from tests.helpers import TEST_KEY, prompt_for, read_jsonl, review_rows, write_jsonl
 
 

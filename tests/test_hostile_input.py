@@ -15,7 +15,7 @@ from batcher.errors import BatcherError, ConfigError, InputError
 from batcher.inputs.sources import Source
 from batcher.job import build_job
 from batcher.jobfile import load_job_file
-from batcher.prompts import RequestBuilder, template_columns
+from batcher.kinds.prompts import RequestBuilder, template_columns
 
 SETTINGS = settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]

@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from batcher.batchapi.parts import MAX_BYTES, Part, PartsLog, batch_line, split
-from batcher.client import Completion
 from batcher.errors import RequestFailed
 from batcher.inputs.sources import InputRow
 from batcher.job import Job
 from batcher.jsoncodec import dumpb
 from batcher.kinds import RequestKind
-from batcher.reuse import Reuse
+from batcher.kinds.completion import Completion
+from batcher.kinds.reuse import Reuse
 
 Row = dict[str, Any]
 

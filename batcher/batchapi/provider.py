@@ -13,9 +13,10 @@ from typing import Any
 
 import aiohttp
 
-from batcher.client import error_for_status, failure_of, parse_json, read_capped
+from batcher.client import failure_of, read_capped
 from batcher.errors import RequestFailed, Retryable
 from batcher.gateway import Gateway
+from batcher.kinds.completion import error_for_status, parse_json
 
 #: Batches listed a page at a time when a lost creation is looked for.
 PAGE = 100

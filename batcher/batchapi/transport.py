@@ -36,10 +36,10 @@ from batcher.errors import BatcherError, BudgetReached, RequestFailed, RunAborte
 from batcher.inputs.sources import InputRow
 from batcher.job import Job
 from batcher.kinds import RequestKind
+from batcher.kinds.reuse import Reuse
 from batcher.limits.costs import Budget
 from batcher.outcome import RunOutcome, Status
 from batcher.recording import Recorder
-from batcher.reuse import Reuse
 from batcher.stops import FAST_STOP_SECONDS, never_answered, stalled_for
 
 log = logging.getLogger("batcher")

@@ -22,13 +22,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from batcher.client import Completion, error_for_status, snippet
 from batcher.errors import BadRequest, ConfigError, RequestFailed, Retryable
 from batcher.inputs.sources import InputRow
-from batcher.prompts import RequestBuilder
-from batcher.records import result_usage
-from batcher.reuse import ON_THE_WIRE, InputReuse
-from batcher.tokens import TokenEstimator
+from batcher.kinds.completion import Completion, error_for_status, snippet
+from batcher.kinds.prompts import RequestBuilder
+from batcher.kinds.records import result_usage
+from batcher.kinds.reuse import ON_THE_WIRE, InputReuse
+from batcher.kinds.tokens import TokenEstimator
 
 #: The provider's limits on one request (OpenAI's; other servers set their own).
 MAX_INPUTS = 2048

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from batcher.choices import choice_fields
-from batcher.client import Completion
 from batcher.errors import AnswerInvalid, RequestFailed
+from batcher.kinds.choices import choice_fields
+from batcher.kinds.completion import Completion
 
 #: Names a result line already uses; input columns named so cannot be kept.
 RESERVED_COLUMNS = (

@@ -17,9 +17,9 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from batcher.client import Completion
 from batcher.errors import ConfigError
 from batcher.jsoncodec import canonical
+from batcher.kinds.completion import Completion
 
 log = logging.getLogger("batcher")
 

@@ -12,11 +12,11 @@ from typing import Any
 
 import aiohttp
 
-from batcher.client import MAX_BODY_BYTES, Completion, error_for_status, parse_json, snippet
 from batcher.errors import Retryable
-from batcher.prompts import RequestBuilder
-from batcher.records import result_record
-from batcher.tokens import TokenEstimator
+from batcher.kinds.completion import MAX_BODY_BYTES, Completion, error_for_status, parse_json, snippet
+from batcher.kinds.prompts import RequestBuilder
+from batcher.kinds.records import result_record
+from batcher.kinds.tokens import TokenEstimator
 
 
 def read_answer(payload: Any, text: str | bytes) -> Completion:
