@@ -22,7 +22,7 @@ from batcher.checkpoint import STATE_DIR, Checkpoint
 from batcher.errors import ConfigError
 from batcher.inputs.sources import KEEP_ALL, arrow
 from batcher.job import Job, build_job
-from batcher.jobfile import check_settings
+from batcher.job.files import check_settings
 from batcher.journal import iter_journal, write_atomically
 from batcher.jsoncodec import dumps
 from batcher.kinds.records import RESERVED_COLUMNS

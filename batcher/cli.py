@@ -227,9 +227,9 @@ def run(source: str | None, dry_run: bool, quiet: bool, verbose: bool, **options
       batcher run batch_input.jsonl -o runs/batch --output-format openai-batch
       cat rows.jsonl | batcher run - -o runs/piped --model gpt-4o-mini --prompt "{text}"
     """
-    from batcher.gateway import flags_over
     from batcher.job import build_job
-    from batcher.jobfile import load_job_file
+    from batcher.job.files import load_job_file
+    from batcher.job.gateway import flags_over
 
     # A run allocates many short-lived objects a row, and the collector's default (a pass every
     # 700 allocations) cost 2.4% of the client's instructions a row (callgrind; benchmarks/README.md).
@@ -344,7 +344,7 @@ def cancel(directory: Path, api_key_env: str, headers: tuple[str, ...], query: t
       batcher cancel runs/azure --query api-version=2024-10-21 --header 'api-key: env:AZURE_OPENAI_API_KEY'
     """
     from batcher.batchapi.cancel import cancel_batches
-    from batcher.gateway import Gateway, merged, openai_headers, parse_headers, parse_query
+    from batcher.job.gateway import Gateway, merged, openai_headers, parse_headers, parse_query
 
     try:
         api_key = os.environ.get(api_key_env)

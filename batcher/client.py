@@ -22,7 +22,7 @@ from batcher.errors import (
     Retryable,
     Unreachable,
 )
-from batcher.gateway import Gateway
+from batcher.job.gateway import Gateway
 from batcher.kinds import RequestKind
 from batcher.kinds.completion import MAX_BODY_BYTES, Completion, error_for_status, parse_json
 

@@ -13,11 +13,11 @@ import os
 import urllib.parse
 from typing import Any
 
-from batcher import preflight, stdin
+from batcher import stdin
 from batcher.checkpoint import Checkpoint
 from batcher.errors import ConfigError
 from batcher.inputs.sources import KEEP_ALL, Scan, Source
-from batcher.job import Job
+from batcher.job import Job, preflight
 from batcher.kinds import RequestKind, kind_of
 from batcher.kinds.embeddings import EmbeddingsKind
 from batcher.kinds.prompts import TEMPLATE, RequestBuilder

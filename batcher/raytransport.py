@@ -32,10 +32,11 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from batcher.endpoints import Endpoint, EndpointConfig, Router
+from batcher.endpoints import Endpoint, Router
 from batcher.errors import BatcherError, RunAborted
 from batcher.inputs.sources import InputRow
 from batcher.job import Job
+from batcher.job.endpoints import EndpointConfig
 from batcher.outcome import RunOutcome
 from batcher.rayinput import block, payloads
 from batcher.raylimits import RayLimiter, keeper_actor

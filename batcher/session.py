@@ -28,9 +28,9 @@ from batcher.endpoints import Endpoint, Router
 from batcher.errors import ConfigError, WriteFailed
 from batcher.inputs.sources import Scan, Source
 from batcher.job import BATCH_API, BATCH_OUTPUT, RAY, Job
+from batcher.job.answers import ParseFunction
 from batcher.journal import write_atomically
 from batcher.kinds import RequestKind
-from batcher.kinds.answers import ParseFunction
 from batcher.kinds.embeddings import check_one_shape
 from batcher.kinds.records import RESERVED_COLUMNS
 from batcher.kinds.reuse import AnswerCache, InputReuse, Reuse

@@ -115,7 +115,7 @@ def _gateway_lines(job) -> list[str]:
 def _resume_command(without: tuple[str, ...] = ()) -> str:
     """The command line of this run again, but for the options named in `without` (and their values);
     --header values (and --query values that are credentials) shown as *** (gateway.shown_flag)."""
-    from batcher.gateway import HIDDEN, shown_flag
+    from batcher.job.gateway import HIDDEN, shown_flag
 
     args, kept = sys.argv[1:], []
     while args:

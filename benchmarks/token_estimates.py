@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from batcher.job import build_job  # noqa: E402
-from batcher.jobfile import load_job_file  # noqa: E402
+from batcher.job.files import load_job_file  # noqa: E402
 from batcher.kinds.tokens import compact_json, schema_of  # noqa: E402
 from batcher.prepare import prepare  # noqa: E402
 from batcher.simulator.answers import complete  # noqa: E402

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from batcher.kinds.answers import AnswerFormat, AnswerInvalid
+from batcher.job.answers import AnswerFormat, AnswerInvalid
 from tests.helpers import read_jsonl, review_rows, run_args, write_jsonl
 
 SCHEMA = {

@@ -9,14 +9,7 @@ import time
 
 import pytest
 
-from batcher.endpoints import (
-    REST_AFTER,
-    REST_SECONDS,
-    Endpoint,
-    EndpointConfig,
-    Router,
-    endpoint_configs,
-)
+from batcher.endpoints import REST_AFTER, REST_SECONDS, Endpoint, Router
 from batcher.errors import (
     AuthenticationFailed,
     BadRequest,
@@ -25,6 +18,7 @@ from batcher.errors import (
     RateLimited,
     Retryable,
 )
+from batcher.job.endpoints import EndpointConfig, endpoint_configs
 from batcher.kinds.chat import ChatKind
 from batcher.kinds.prompts import TEMPLATE, RequestBuilder
 from batcher.limits.ratelimits import Verdict

@@ -329,7 +329,7 @@ def test_no_repr_of_a_job_its_endpoints_or_their_clients_shows_a_header_value(mo
 
 
 def test_a_query_parameter_named_as_a_credential_is_hidden_from_messages_even_when_written_out():
-    from batcher.gateway import Gateway, Pairs
+    from batcher.job.gateway import Gateway, Pairs
 
     gateway = Gateway.of(
         None, query=Pairs([("sig", "sv-2024-signature-value"), ("api-version", "2024-10-21")])

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from batcher.errors import BatcherError, ConfigError, InputError
 from batcher.inputs.sources import Source
 from batcher.job import build_job
-from batcher.jobfile import load_job_file
+from batcher.job.files import load_job_file
 from batcher.kinds.prompts import RequestBuilder, template_columns
 
 SETTINGS = settings(

@@ -160,7 +160,7 @@ def test_a_header_carrying_a_credential_is_not_sent_in_clear_to_another_machine(
 
 
 def test_a_short_dummy_key_is_no_part_of_a_header_value(tmp_path):
-    from batcher.gateway import Gateway, Pairs
+    from batcher.job.gateway import Gateway, Pairs
 
     write_jsonl(tmp_path / "in.jsonl", review_rows(2))
     job = tmp_path / "job.toml"

@@ -15,7 +15,7 @@ from batcher.batchapi.provider import BatchProvider
 from batcher.batchapi.transport import FIND_SLACK_SECONDS
 from batcher.checkpoint import STATE_DIR, is_locked
 from batcher.errors import ConfigError, RequestFailed
-from batcher.gateway import Gateway
+from batcher.job.gateway import Gateway
 
 
 async def cancel_batches(

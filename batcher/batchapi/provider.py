@@ -15,7 +15,7 @@ import aiohttp
 
 from batcher.client import failure_of, read_capped
 from batcher.errors import RequestFailed, Retryable
-from batcher.gateway import Gateway
+from batcher.job.gateway import Gateway
 from batcher.kinds.completion import error_for_status, parse_json
 
 #: Batches listed a page at a time when a lost creation is looked for.

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from batcher.errors import ConfigError
-from batcher.gateway import refuse_written_secrets
+from batcher.job.gateway import refuse_written_secrets
 
 # Keys a job file may hold, with the type each must have.
 _FIELD_TYPES: dict[str, tuple[type, ...]] = {

@@ -15,14 +15,14 @@ import os
 import urllib.parse
 from typing import TYPE_CHECKING
 
-from batcher import extras
 from batcher.errors import ConfigError
-from batcher.gateway import looks_secret
+from batcher.job import extras
+from batcher.job.gateway import looks_secret
 from batcher.limits.costs import check_priced
 
 if TYPE_CHECKING:
-    from batcher.endpoints import EndpointConfig
     from batcher.job import Job
+    from batcher.job.endpoints import EndpointConfig
 
 
 def check(job: Job) -> list[str]:

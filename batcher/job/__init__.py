@@ -4,6 +4,13 @@ Flags override the job file, which overrides the defaults here. Paths in a job
 file are relative to the job file's own folder, so a job runs the same from any
 working directory. The key is never part of a job: only the *name* of the
 environment variable that holds it (`api_key_env`).
+
+The package holds what a job is made of and the checks it passes before it runs:
+- `files`: a TOML job file read (`load_job_file`), keys and types checked, secrets refused;
+- `endpoints`: where requests may go (`EndpointConfig`); `gateway`: the headers and query a gateway
+  needs (`Pairs`, `Gateway`), values from `env:NAME` read where requests are sent;
+- `answers`: the answers a job asks for (`AnswerFormat`: labels or a JSON Schema);
+- `preflight`, `extras`: a job checked against this machine (its keys, its extras) before a run.
 """
 
 from __future__ import annotations
@@ -16,10 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from batcher.endpoints import EndpointConfig, endpoint_configs
 from batcher.errors import ConfigError
-from batcher.gateway import NO_PAIRS, Pairs, check_variables, job_settings
-from batcher.kinds.answers import AnswerFormat
+from batcher.job.answers import AnswerFormat
+from batcher.job.endpoints import EndpointConfig, endpoint_configs
+from batcher.job.gateway import NO_PAIRS, Pairs, check_variables, job_settings
 from batcher.limits.costs import Prices
 from batcher.simulator.config import SimulatorConfig
 from batcher.storage import RemotePath, is_remote, location
