@@ -18,17 +18,17 @@ from contextlib import ExitStack, suppress
 from pathlib import Path
 from typing import Any
 
-from batcher.checkpoint import STATE_DIR, Checkpoint
 from batcher.errors import ConfigError
 from batcher.inputs.sources import KEEP_ALL, arrow
 from batcher.job import Job, build_job
 from batcher.job.files import check_settings
-from batcher.journal import iter_journal, write_atomically
 from batcher.jsoncodec import dumps
 from batcher.kinds.records import RESERVED_COLUMNS
 from batcher.sinks import Schemas
 from batcher.storage import is_remote, location
-from batcher.vectors import VectorFile
+from batcher.store.checkpoint import STATE_DIR, Checkpoint
+from batcher.store.journal import iter_journal, write_atomically
+from batcher.store.vectors import VectorFile
 
 Record = dict[str, Any]
 #: A parse function, as Curator users write them: (input row, answer text) -> columns.

@@ -301,12 +301,14 @@ def status(directory: str, as_json: bool) -> None:
     Example:
       batcher status runs/classify-reviews
     """
-    from batcher.checkpoint import inspect
-    from batcher.mirror import readable
+    from batcher.batchapi.parts import batches_of
+    from batcher.store.checkpoint import inspect
+    from batcher.store.mirror import readable
 
     try:
         with readable(directory) as (path, held):
             info = inspect(path)
+            info["batches"] = batches_of(path)
         if held is not None:  # a copy of a run directory in an object store
             info.update(directory=directory, running=held)
     except BatcherError as e:
@@ -380,9 +382,9 @@ def report(directory: str, output: Path | None) -> None:
     Example:
       batcher report runs/classify-reviews
     """
-    from batcher.mirror import readable
     from batcher.report import write
     from batcher.storage import RemoteDirectory
+    from batcher.store.mirror import readable
 
     try:
         with readable(directory) as (path, held):

@@ -14,16 +14,16 @@ from pathlib import Path
 from typing import Any
 
 from batcher.batchapi.parts import MAX_BYTES, batch_line, split
-from batcher.checkpoint import STATE_DIR, Checkpoint, DoneRows
 from batcher.errors import ConfigError
 from batcher.estimates import Estimate, Tally
 from batcher.job import BATCH_API, Job
 from batcher.job.preflight import check_keys
 from batcher.kinds.embeddings import PackCount, check_one_shape
 from batcher.kinds.tokens import DEFAULT_COMPLETION_TOKENS
-from batcher.mirror import read_run
 from batcher.prepare import identity_of, prepare
 from batcher.storage import is_remote
+from batcher.store.checkpoint import STATE_DIR, Checkpoint, DoneRows
+from batcher.store.mirror import read_run
 from batcher.words import plural, usd
 
 #: How many request bodies a dry run shows.

@@ -13,8 +13,6 @@ import os
 import urllib.parse
 from typing import Any
 
-from batcher import stdin
-from batcher.checkpoint import Checkpoint
 from batcher.errors import ConfigError
 from batcher.inputs.sources import KEEP_ALL, Scan, Source
 from batcher.job import Job, preflight
@@ -23,6 +21,8 @@ from batcher.kinds.embeddings import EmbeddingsKind
 from batcher.kinds.prompts import TEMPLATE, RequestBuilder
 from batcher.kinds.records import RESERVED_COLUMNS
 from batcher.limits.costs import PricedRows
+from batcher.store import stdin
+from batcher.store.checkpoint import Checkpoint
 
 log = logging.getLogger("batcher")
 

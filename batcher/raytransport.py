@@ -114,8 +114,8 @@ class RowWorker:
         with the work, in Ray's memory: never in its runtime_env (which its dashboard shows), a
         file or a log; a worker keeps them in its own environment, as a local run has them."""
         os.environ.update(keys)
-        from batcher.checkpoint import DoneRows, Progress
         from batcher.runner import Runner
+        from batcher.store.checkpoint import DoneRows, Progress
 
         if self._router is None:
             self._router = await self._open()

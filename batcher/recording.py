@@ -13,10 +13,10 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from batcher.checkpoint import Checkpoint, Progress
 from batcher.errors import BatcherError, RequestFailed
 from batcher.sinks import Sink
 from batcher.stats import RunStats
+from batcher.store.checkpoint import Checkpoint, Progress
 
 Record = dict[str, Any]
 

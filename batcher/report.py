@@ -17,8 +17,8 @@ from typing import Any
 
 from batcher import timeline
 from batcher.charts import GREY, RED, duration, histogram, line_chart
-from batcher.checkpoint import inspect, read_progress
 from batcher.stats import LatencyHistogram
+from batcher.store.checkpoint import inspect, read_progress
 from batcher.words import usd
 
 #: Points per chart at most: longer runs are summed into wider intervals.

@@ -21,20 +21,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from batcher import stdin
 from batcher.batchapi.parts import COLLECTED, PartsLog
-from batcher.checkpoint import STATE_DIR, Checkpoint, Progress
 from batcher.endpoints import Endpoint, Router
 from batcher.errors import ConfigError, WriteFailed
 from batcher.inputs.sources import Scan, Source
 from batcher.job import BATCH_API, BATCH_OUTPUT, RAY, Job
 from batcher.job.answers import ParseFunction
-from batcher.journal import write_atomically
 from batcher.kinds import RequestKind
 from batcher.kinds.embeddings import check_one_shape
 from batcher.kinds.records import RESERVED_COLUMNS
 from batcher.kinds.reuse import AnswerCache, InputReuse, Reuse
-from batcher.mirror import Mirror
 from batcher.outcome import RunOutcome, Status
 from batcher.prepare import identity_of, prepare, scan_unless_recorded, with_columns_kept
 from batcher.recording import Recorder
@@ -42,9 +38,13 @@ from batcher.runner import Runner
 from batcher.sinks import Sink, open_sink
 from batcher.stats import RunStats
 from batcher.storage import is_remote
+from batcher.store import stdin
+from batcher.store.checkpoint import STATE_DIR, Checkpoint, Progress
+from batcher.store.journal import write_atomically
+from batcher.store.mirror import Mirror
+from batcher.store.vectors import VectorFile
 from batcher.timeline import Timeline, timeline_path
 from batcher.transport import RowsLeft, Transport
-from batcher.vectors import VectorFile
 from batcher.words import plural
 
 log = logging.getLogger("batcher")

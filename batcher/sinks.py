@@ -23,9 +23,9 @@ from typing import Any
 from batcher.errors import WriteFailed
 from batcher.inputs.sources import arrow
 from batcher.job import BATCH_OUTPUT
-from batcher.journal import iter_journal
 from batcher.jsoncodec import dumps
-from batcher.vectors import VectorFile
+from batcher.store.journal import iter_journal
+from batcher.store.vectors import VectorFile
 
 ROW_GROUP_ROWS = 1000
 

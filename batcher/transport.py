@@ -21,7 +21,6 @@ import logging
 from collections.abc import Iterator
 from typing import Protocol
 
-from batcher.checkpoint import Progress
 from batcher.errors import EXIT_ABORTED, BatcherError
 from batcher.inputs.idset import IdSet
 from batcher.inputs.sources import InputRow, Source
@@ -29,6 +28,7 @@ from batcher.job import Job
 from batcher.kinds.prompts import RequestBuilder
 from batcher.outcome import RunOutcome
 from batcher.stats import RunStats
+from batcher.store.checkpoint import Progress
 
 log = logging.getLogger("batcher")
 

@@ -7,11 +7,11 @@ import json
 
 import pytest
 
-from batcher.checkpoint import read_journal
 from batcher.errors import AuthenticationFailed, BadRequest, RateLimited, Retryable, Unreachable
 from batcher.kinds.completion import error_for_status, retry_after
 from batcher.kinds.tokens import CHARS_PER_TOKEN, TokenEstimator
 from batcher.retry import RetryPolicy, Tries
+from batcher.store.checkpoint import read_journal
 
 
 def test_backoff_is_full_jitter_below_an_exponential_cap():
@@ -112,7 +112,7 @@ def test_journal_line_whole_but_for_its_newline_counts_as_torn(tmp_path):
 
 def test_rows_finished_in_one_loop_turn_reach_the_file_together_when_the_turn_ends(tmp_path):
     # What a kill -9 can cost: the answers of the turn it interrupts, not those of earlier turns.
-    from batcher.checkpoint import Checkpoint
+    from batcher.store.checkpoint import Checkpoint
 
     async def go():
         checkpoint = Checkpoint(tmp_path)
@@ -139,7 +139,7 @@ def test_rows_finished_in_one_loop_turn_reach_the_file_together_when_the_turn_en
 def test_syncer_ends_when_cancelled_in_the_same_instant_it_is_woken(tmp_path):
     # Regression: asyncio.wait_for on Python 3.11 swallowed this cancellation, so a
     # run whose last rows arrived as it shut down hung for ever.
-    from batcher.checkpoint import SYNC_ROWS, Checkpoint
+    from batcher.store.checkpoint import SYNC_ROWS, Checkpoint
 
     async def go():
         checkpoint = Checkpoint(tmp_path)
@@ -245,8 +245,8 @@ def _usage(prompt, completion):
 
 
 def test_journal_lines_of_any_shape_load_alike_by_the_fast_path_or_the_full_parse(tmp_path):
-    from batcher.checkpoint import Checkpoint
     from batcher.jsoncodec import dumps
+    from batcher.store.checkpoint import Checkpoint
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -282,8 +282,8 @@ def test_journal_lines_of_any_shape_load_alike_by_the_fast_path_or_the_full_pars
 
 
 def test_a_journal_line_without_a_row_number_makes_the_load_go_by_id(tmp_path):
-    from batcher.checkpoint import Checkpoint
     from batcher.jsoncodec import dumps
+    from batcher.store.checkpoint import Checkpoint
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()

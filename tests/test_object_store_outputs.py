@@ -16,7 +16,7 @@ import pytest
 
 import batcher
 from batcher.errors import ConfigError
-from batcher.mirror import COMMITS, LEASE, staging_for
+from batcher.store.mirror import COMMITS, LEASE, staging_for
 from tests.helpers import (
     TEST_KEY,
     batcher_command,

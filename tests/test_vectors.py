@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from batcher.vectors import cut_lines_beyond
+from batcher.store.vectors import cut_lines_beyond
 
 DIMS = 8
 

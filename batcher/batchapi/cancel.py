@@ -13,9 +13,9 @@ from pathlib import Path
 from batcher.batchapi.parts import CREATED, CREATING, Part, PartsLog
 from batcher.batchapi.provider import BatchProvider
 from batcher.batchapi.transport import FIND_SLACK_SECONDS
-from batcher.checkpoint import STATE_DIR, is_locked
 from batcher.errors import ConfigError, RequestFailed
 from batcher.job.gateway import Gateway
+from batcher.store.checkpoint import STATE_DIR, is_locked
 
 
 async def cancel_batches(

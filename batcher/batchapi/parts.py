@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from batcher.errors import RunAborted
-from batcher.journal import write_atomically
 from batcher.jsoncodec import dumpb
+from batcher.store.checkpoint import STATE_DIR
+from batcher.store.journal import write_atomically
 
 #: The provider's limits on one batch input file.
 MAX_REQUESTS = 50_000
@@ -195,3 +196,20 @@ class PartsLog:
 def batch_line(row_id: str, body: dict[str, Any], path: str) -> bytes:
     """A row's line of a Batch input file."""
     return dumpb({"custom_id": row_id, "method": "POST", "url": "/v1" + path, "body": body}) + b"\n"
+
+
+def batches_of(directory: Path) -> list[dict[str, Any]]:
+    """A Batch API run's parts as last recorded: state, batch, and the provider's last word on it."""
+    parts = PartsLog(directory / STATE_DIR).load()
+    return [
+        {
+            "part": part.number,
+            "round": part.round,
+            "requests": part.requests,
+            "state": part.state,
+            "batch_id": part.batch_id,
+            "status": part.batch.get("status"),
+            "request_counts": part.batch.get("request_counts"),
+        }
+        for part in sorted(parts.values(), key=lambda p: p.number)
+    ]

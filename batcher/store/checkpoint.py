@@ -25,9 +25,9 @@ from typing import Any
 
 from batcher.errors import ConfigError, WriteFailed
 from batcher.inputs.idset import IdSet
-from batcher.journal import FastLine, Journal, read_journal, write_atomically
 from batcher.jsoncodec import dumps
-from batcher.vectors import VECTORS_FILE, VectorFile, cut_lines_beyond
+from batcher.store.journal import FastLine, Journal, read_journal, write_atomically
+from batcher.store.vectors import VECTORS_FILE, VectorFile, cut_lines_beyond
 
 SYNC_ROWS = 4096
 SYNC_SECONDS = 0.2
@@ -437,27 +437,7 @@ def inspect(directory: Path, read: tuple[dict[str, Any], Progress] | None = None
         "total_tokens": prompt_tokens + completion_tokens,
         "cost_usd": round(progress.cost_usd, 6),
         "answers_unpriced": progress.unpriced,
-        "batches": batches_of(directory),
     }
-
-
-def batches_of(directory: Path) -> list[dict[str, Any]]:
-    """A Batch API run's parts as last recorded: state, batch, and the provider's last word on it."""
-    from batcher.batchapi.parts import PartsLog
-
-    parts = PartsLog(directory / STATE_DIR).load()
-    return [
-        {
-            "part": part.number,
-            "round": part.round,
-            "requests": part.requests,
-            "state": part.state,
-            "batch_id": part.batch_id,
-            "status": part.batch.get("status"),
-            "request_counts": part.batch.get("request_counts"),
-        }
-        for part in sorted(parts.values(), key=lambda p: p.number)
-    ]
 
 
 def _add_spend(progress: Progress, usage: dict[str, Any] | None, cost: float | None) -> None:

@@ -20,9 +20,9 @@ import sys
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from batcher.checkpoint import STATE_DIR
 from batcher.errors import ConfigError, InputError
 from batcher.storage import is_remote
+from batcher.store.checkpoint import STATE_DIR
 
 STDIN = "-"
 #: What messages call it.

@@ -1,0 +1,11 @@
+"""The store: what is done, durably, in a run directory (on disk, or mirrored to an object store).
+
+- `checkpoint`: the run directory (`Checkpoint`: journal, lock, job record) and what is done
+  (`Progress`, `DoneRows`); `inspect` reads a run's figures without touching it;
+- `journal`: append-only JSONL that survives a kill, read back with repair (`Journal`);
+- `vectors`: embeddings' float32 vectors beside the journal (`VectorFile`);
+- `mirror`: a run directory committed to an object store in parts (`Mirror`);
+- `stdin`: rows piped into `-`, kept in the run directory so that a resume finds them.
+
+Everything that must survive a crash is written here and nowhere else. See docs/checkpoints.md.
+"""
