@@ -24,7 +24,7 @@ from batcher.job import Job, build_job
 from batcher.job.files import check_settings
 from batcher.jsoncodec import dumps
 from batcher.kinds.records import RESERVED_COLUMNS
-from batcher.sinks import Schemas
+from batcher.outputs.sinks import Schemas
 from batcher.storage import is_remote, location
 from batcher.store.checkpoint import STATE_DIR, Checkpoint
 from batcher.store.journal import iter_journal, write_atomically

@@ -382,7 +382,7 @@ def report(directory: str, output: Path | None) -> None:
     Example:
       batcher report runs/classify-reviews
     """
-    from batcher.report import write
+    from batcher.outputs.report import write
     from batcher.storage import RemoteDirectory
     from batcher.store.mirror import readable
 

@@ -19,7 +19,7 @@ from batcher.job.endpoints import EndpointConfig
 from batcher.job.gateway import Gateway
 from batcher.limits.ratelimits import Limiter, Permit, RateLimits, Verdict
 from batcher.limits.shared import SharedState
-from batcher.stats import LatencyHistogram
+from batcher.outputs.stats import LatencyHistogram
 
 if TYPE_CHECKING:
     from batcher.kinds import RequestKind

@@ -13,7 +13,7 @@ from batcher.errors import (
     BatcherError,
     BudgetReached,
 )
-from batcher.stats import RunStats
+from batcher.outputs.stats import RunStats
 from batcher.words import plural
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from batcher.stats import RunStats
+from batcher.outputs.stats import RunStats
 from batcher.words import usd
 
 

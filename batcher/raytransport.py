@@ -38,10 +38,10 @@ from batcher.inputs.sources import InputRow
 from batcher.job import Job
 from batcher.job.endpoints import EndpointConfig
 from batcher.outcome import RunOutcome
+from batcher.outputs.stats import RunStats
 from batcher.rayinput import block, payloads
 from batcher.raylimits import RayLimiter, keeper_actor
 from batcher.recording import Recorder
-from batcher.stats import RunStats
 from batcher.transport import RowsLeft
 
 log = logging.getLogger("batcher")

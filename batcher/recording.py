@@ -14,8 +14,8 @@ from collections.abc import Callable
 from typing import Any
 
 from batcher.errors import BatcherError, RequestFailed
-from batcher.sinks import Sink
-from batcher.stats import RunStats
+from batcher.outputs.sinks import Sink
+from batcher.outputs.stats import RunStats
 from batcher.store.checkpoint import Checkpoint, Progress
 
 Record = dict[str, Any]

@@ -32,18 +32,18 @@ from batcher.kinds.embeddings import check_one_shape
 from batcher.kinds.records import RESERVED_COLUMNS
 from batcher.kinds.reuse import AnswerCache, InputReuse, Reuse
 from batcher.outcome import RunOutcome, Status
+from batcher.outputs.sinks import Sink, open_sink
+from batcher.outputs.stats import RunStats
+from batcher.outputs.timeline import Timeline, timeline_path
 from batcher.prepare import identity_of, prepare, scan_unless_recorded, with_columns_kept
 from batcher.recording import Recorder
 from batcher.runner import Runner
-from batcher.sinks import Sink, open_sink
-from batcher.stats import RunStats
 from batcher.storage import is_remote
 from batcher.store import stdin
 from batcher.store.checkpoint import STATE_DIR, Checkpoint, Progress
 from batcher.store.journal import write_atomically
 from batcher.store.mirror import Mirror
 from batcher.store.vectors import VectorFile
-from batcher.timeline import Timeline, timeline_path
 from batcher.transport import RowsLeft, Transport
 from batcher.words import plural
 

@@ -27,7 +27,7 @@ from batcher.inputs.sources import InputRow, Source
 from batcher.job import Job
 from batcher.kinds.prompts import RequestBuilder
 from batcher.outcome import RunOutcome
-from batcher.stats import RunStats
+from batcher.outputs.stats import RunStats
 from batcher.store.checkpoint import Progress
 
 log = logging.getLogger("batcher")

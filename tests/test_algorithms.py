@@ -216,7 +216,7 @@ def test_a_429_for_exhausted_quota_stops_the_run_instead_of_being_retried():
 
 
 def test_latency_percentiles_are_within_two_percent_in_constant_memory():
-    from batcher.stats import LatencyHistogram
+    from batcher.outputs.stats import LatencyHistogram
 
     histogram = LatencyHistogram()
     values = [float(v) for v in range(1, 10_001)]

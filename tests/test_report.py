@@ -11,7 +11,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-import batcher.timeline
+import batcher.outputs.timeline
 from tests.helpers import (
     read_jsonl,
     review_rows,
@@ -56,7 +56,7 @@ class Page(HTMLParser):
 
 @pytest.fixture
 def fast_timeline(monkeypatch):
-    monkeypatch.setattr(batcher.timeline, "INTERVAL", 0.25)
+    monkeypatch.setattr(batcher.outputs.timeline, "INTERVAL", 0.25)
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from batcher.stats import RunStats
+from batcher.outputs.stats import RunStats
 
 INTERVAL = 5.0
 FILE = "timeline.jsonl"

@@ -1,4 +1,4 @@
-"""The output files derived from the journal's records (records.py).
+"""The output files derived from the journal's records (kinds/records.py).
 
 For `--output-format parquet` and `openai-batch`, a sink writes the chosen files
 from the journal's records: each session rewrites

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from batcher import timeline
-from batcher.charts import GREY, RED, duration, histogram, line_chart
-from batcher.stats import LatencyHistogram
+from batcher.outputs import timeline
+from batcher.outputs.charts import GREY, RED, duration, histogram, line_chart
+from batcher.outputs.stats import LatencyHistogram
 from batcher.store.checkpoint import inspect, read_progress
 from batcher.words import usd
 
