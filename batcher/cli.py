@@ -301,9 +301,9 @@ def status(directory: str, as_json: bool) -> None:
     Example:
       batcher status runs/classify-reviews
     """
-    from batcher.batchapi.parts import batches_of
     from batcher.store.checkpoint import inspect
     from batcher.store.mirror import readable
+    from batcher.transports.batchapi.parts import batches_of
 
     try:
         with readable(directory) as (path, held):
@@ -345,8 +345,8 @@ def cancel(directory: Path, api_key_env: str, headers: tuple[str, ...], query: t
       batcher cancel runs/summaries
       batcher cancel runs/azure --query api-version=2024-10-21 --header 'api-key: env:AZURE_OPENAI_API_KEY'
     """
-    from batcher.batchapi.cancel import cancel_batches
     from batcher.job.gateway import Gateway, merged, openai_headers, parse_headers, parse_query
+    from batcher.transports.batchapi.cancel import cancel_batches
 
     try:
         api_key = os.environ.get(api_key_env)

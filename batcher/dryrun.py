@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from batcher.batchapi.parts import MAX_BYTES, batch_line, split
 from batcher.errors import ConfigError
 from batcher.estimates import Estimate, Tally
 from batcher.job import BATCH_API, Job
@@ -24,6 +23,7 @@ from batcher.prepare import identity_of, prepare
 from batcher.storage import is_remote
 from batcher.store.checkpoint import STATE_DIR, Checkpoint, DoneRows
 from batcher.store.mirror import read_run
+from batcher.transports.batchapi.parts import MAX_BYTES, batch_line, split
 from batcher.words import plural, usd
 
 #: How many request bodies a dry run shows.

@@ -24,8 +24,8 @@ from typing import Any
 
 from batcher.inputs.sources import InputRow
 from batcher.job import build_job
-from batcher.raylimits import keeper_actor
-from batcher.raytransport import RowWorker
+from batcher.transports.ray.limits import keeper_actor
+from batcher.transports.ray.transport import RowWorker
 
 
 def process(

@@ -21,8 +21,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from batcher.batchapi.parts import COLLECTED, PartsLog
-from batcher.endpoints import Endpoint, Router
 from batcher.errors import ConfigError, WriteFailed
 from batcher.inputs.sources import Scan, Source
 from batcher.job import BATCH_API, BATCH_OUTPUT, RAY, Job
@@ -36,15 +34,17 @@ from batcher.outputs.sinks import Sink, open_sink
 from batcher.outputs.stats import RunStats
 from batcher.outputs.timeline import Timeline, timeline_path
 from batcher.prepare import identity_of, prepare, scan_unless_recorded, with_columns_kept
-from batcher.recording import Recorder
-from batcher.runner import Runner
 from batcher.storage import is_remote
 from batcher.store import stdin
 from batcher.store.checkpoint import STATE_DIR, Checkpoint, Progress
 from batcher.store.journal import write_atomically
 from batcher.store.mirror import Mirror
 from batcher.store.vectors import VectorFile
-from batcher.transport import RowsLeft, Transport
+from batcher.transports.base import RowsLeft, Transport
+from batcher.transports.batchapi.parts import COLLECTED, PartsLog
+from batcher.transports.online.endpoints import Endpoint, Router
+from batcher.transports.online.runner import Runner
+from batcher.transports.recording import Recorder
 from batcher.words import plural
 
 log = logging.getLogger("batcher")
@@ -256,8 +256,8 @@ async def _open_transport(
     elif job.dedupe or cache:
         reuse = Reuse(within_run=job.dedupe, cache=cache, keep_body=job.output_format == BATCH_OUTPUT)
     if job.mode == BATCH_API:
-        from batcher.batchapi.provider import BatchProvider
-        from batcher.batchapi.transport import BatchTransport
+        from batcher.transports.batchapi.provider import BatchProvider
+        from batcher.transports.batchapi.transport import BatchTransport
 
         if not router.single:
             raise ConfigError("batch-api mode takes one endpoint: its batches live there")
@@ -281,7 +281,7 @@ async def _open_transport(
             "to collect them (sending their rows online as well would pay for them twice)"
         )
     if job.executor == RAY:
-        from batcher.raytransport import RayTransport
+        from batcher.transports.ray.transport import RayTransport
 
         return RayTransport(
             job=job, input_kind=kind.builder.kind, recorder=recorder, endpoints=router.endpoints

@@ -10,8 +10,8 @@ import pytest
 from batcher.errors import AuthenticationFailed, BadRequest, RateLimited, Retryable, Unreachable
 from batcher.kinds.completion import error_for_status, retry_after
 from batcher.kinds.tokens import CHARS_PER_TOKEN, TokenEstimator
-from batcher.retry import RetryPolicy, Tries
 from batcher.store.checkpoint import read_journal
+from batcher.transports.online.retry import RetryPolicy, Tries
 
 
 def test_backoff_is_full_jitter_below_an_exponential_cap():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from batcher.batchapi.collect import read_fates
+from batcher.transports.batchapi.collect import read_fates
 
 
 def line(custom_id: str, status: int | None = None, body=None, error=None) -> bytes:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from batcher.batchapi.parts import COLLECTED, CREATED, CREATING, PLANNED, UPLOADED, PartsLog, split
 from batcher.errors import RunAborted
+from batcher.transports.batchapi.parts import COLLECTED, CREATED, CREATING, PLANNED, UPLOADED, PartsLog, split
 
 
 def lines(n: int, size: int = 10) -> list[bytes]:

@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from batcher.batchapi.collect import read_fates
-from batcher.batchapi.provider import BatchProvider
 from batcher.errors import BadRequest, Retryable
+from batcher.transports.batchapi.collect import read_fates
+from batcher.transports.batchapi.provider import BatchProvider
 from tests.helpers import TEST_KEY
 
 ENDED = ("completed", "failed", "expired", "cancelled")

@@ -9,7 +9,6 @@ import time
 
 import pytest
 
-from batcher.endpoints import REST_AFTER, REST_SECONDS, Endpoint, Router
 from batcher.errors import (
     AuthenticationFailed,
     BadRequest,
@@ -22,6 +21,7 @@ from batcher.job.endpoints import EndpointConfig, endpoint_configs
 from batcher.kinds.chat import ChatKind
 from batcher.kinds.prompts import TEMPLATE, RequestBuilder
 from batcher.limits.ratelimits import Verdict
+from batcher.transports.online.endpoints import REST_AFTER, REST_SECONDS, Endpoint, Router
 from tests.helpers import TEST_KEY, prompt_for, read_jsonl, review_rows, write_jsonl
 
 

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from batcher.client import job_level_cause, unreachable
+from batcher.transports.client import job_level_cause, unreachable
 from tests.helpers import read_jsonl, review_rows, run_args, write_jsonl
 
 

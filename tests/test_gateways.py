@@ -305,9 +305,9 @@ def test_a_job_file_header_holding_a_credential_must_name_its_variable(simulator
 
 
 def test_no_repr_of_a_job_its_endpoints_or_their_clients_shows_a_header_value(monkeypatch):
-    from batcher.endpoints import Endpoint
     from batcher.job import build_job
     from batcher.kinds import kind_of
+    from batcher.transports.online.endpoints import Endpoint
 
     monkeypatch.setenv("GATEWAY_KEY", GATEWAY_SECRET)
     job = build_job(

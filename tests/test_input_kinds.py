@@ -17,11 +17,11 @@ import pyarrow.csv
 import pyarrow.parquet as pq
 import pytest
 
-from batcher import rayinput
 from batcher.cli import main
 from batcher.job import build_job
 from batcher.prepare import prepare
-from batcher.rayinput import Reader, payloads, plan
+from batcher.transports.ray import inputs as rayinput
+from batcher.transports.ray.inputs import Reader, payloads, plan
 from tests.helpers import (
     PROMPT,
     TEST_KEY,

@@ -8,11 +8,11 @@ import random
 
 import pytest
 
-from batcher import rayinput
 from batcher.job import build_job
 from batcher.prepare import prepare
-from batcher.rayinput import BATCH_ROWS, Reader, payloads, plan
-from batcher.transport import SkipIds
+from batcher.transports.base import SkipIds
+from batcher.transports.ray import inputs as rayinput
+from batcher.transports.ray.inputs import BATCH_ROWS, Reader, payloads, plan
 from tests.helpers import review_rows
 from tests.test_object_stores import parquet_bytes
 

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from batcher.limits.ratelimits import Verdict
-from batcher.raylimits import LimitsKeeper, RayLimiter
+from batcher.transports.ray.limits import LimitsKeeper, RayLimiter
 
 
 class Clock:
@@ -180,7 +180,7 @@ def send_through_the_cluster_limit(base_url: str, keeper_name: str, count: int) 
     import aiohttp
     import ray
 
-    from batcher.raylimits import RayLimiter
+    from batcher.transports.ray.limits import RayLimiter
 
     async def go() -> list[int]:
         limiter = RayLimiter(ray.get_actor(keeper_name, namespace="batcher"))
@@ -204,7 +204,7 @@ def test_three_ray_workers_together_never_send_more_than_the_limit_and_one_burst
 ):
     ray = ray_cluster
     simulator = simulator_factory(rpm=1200, rate_limit_headers="none")  # 20 a second, a 1 s bucket
-    from batcher.raylimits import keeper_actor
+    from batcher.transports.ray.limits import keeper_actor
 
     keeper = keeper_actor("three-workers", 1200, None)  # (held: an actor lives while a handle does)
     ray.get(keeper.__ray_ready__.remote())

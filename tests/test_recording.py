@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from batcher.errors import BadRequest
-from batcher.recording import FailureStreak
+from batcher.transports.recording import FailureStreak
 
 
 def _failure(message: str = "model 'gpt-5o' does not exist", status: int = 404) -> BadRequest:

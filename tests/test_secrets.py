@@ -7,10 +7,10 @@ import subprocess
 
 import pytest
 
-from batcher.client import ApiClient
 from batcher.job import SimulatorConfig, build_job
 from batcher.kinds.chat import ChatKind
 from batcher.kinds.prompts import RequestBuilder
+from batcher.transports.client import ApiClient
 from tests.helpers import (
     batcher_command,
     review_rows,

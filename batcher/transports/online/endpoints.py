@@ -13,13 +13,21 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from batcher.client import ApiClient
-from batcher.errors import AuthenticationFailed, NoEndpointLeft, RateLimited, RequestFailed
+from batcher.errors import (
+    AuthenticationFailed,
+    BatcherError,
+    NoEndpointLeft,
+    RateLimited,
+    RequestFailed,
+    Unreachable,
+)
 from batcher.job.endpoints import EndpointConfig
 from batcher.job.gateway import Gateway
 from batcher.limits.ratelimits import Limiter, Permit, RateLimits, Verdict
 from batcher.limits.shared import SharedState
 from batcher.outputs.stats import LatencyHistogram
+from batcher.transports.client import ApiClient, job_level_cause
+from batcher.transports.stops import FAST_STOP_SECONDS, key_refused, never_answered
 
 if TYPE_CHECKING:
     from batcher.kinds import RequestKind
@@ -189,3 +197,24 @@ class Router:
         if self.single:
             return None
         return {e.name: e.stats.summary() for e in self.endpoints}
+
+
+def job_level_stop(
+    failure: RequestFailed, endpoint: Endpoint, router: Router, path: str, started: float
+) -> BatcherError | None:
+    """The run's end, when a failure says the job itself is wrong (see client.job_level_cause).
+
+    With several endpoints, the one at fault is retired instead and the run goes on."""
+    if isinstance(failure, AuthenticationFailed):
+        return key_refused(failure, endpoint.base_url, endpoint.config.api_key_env)
+    if endpoint.stats.answered:
+        return None  # trouble that starts later in a run is retried
+    cause = job_level_cause(failure, endpoint.base_url, path)
+    if cause is None:
+        return None
+    if isinstance(failure, Unreachable) and time.monotonic() - started < FAST_STOP_SECONDS:
+        return None  # the server may be starting: a few more tries first
+    if not router.single:
+        router.retire(endpoint, cause)
+        return None
+    return never_answered(cause)

@@ -18,7 +18,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from batcher.endpoints import Endpoint, Router
 from batcher.errors import (
     AnswerInvalid,
     BatcherError,
@@ -39,10 +38,11 @@ from batcher.kinds.tokens import admission_charge
 from batcher.limits.costs import Budget
 from batcher.limits.ratelimits import Permit, Verdict
 from batcher.outcome import RunOutcome
-from batcher.recording import FailureStreak, Recorder
-from batcher.retry import RetryPolicy, Tries
-from batcher.stops import failing_alike, job_level_stop, stalled_for
-from batcher.transport import drain, failure_of_task
+from batcher.transports.base import drain, failure_of_task
+from batcher.transports.online.endpoints import Endpoint, Router, job_level_stop
+from batcher.transports.online.retry import RetryPolicy, Tries
+from batcher.transports.recording import FailureStreak, Recorder
+from batcher.transports.stops import failing_alike, stalled_for
 
 log = logging.getLogger("batcher")
 

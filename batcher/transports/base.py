@@ -4,13 +4,13 @@ A transport is handed the rows left to send (`RowsLeft`) and gives every one of
 them, answered or failed, to the session's `Recorder` (recording.py), which
 keeps the journal, the outputs and the counters. So whatever the transport,
 a run directory has the same files, resumes the same way and reports the same
-summary. The online worker pool (runner.py: requests under the rate limits,
-retried one by one) is the first; the provider's Batch API (files uploaded,
-batches created, polled and downloaded) is meant to be the second.
+summary. The online worker pool (online/runner.py: requests under the rate
+limits, retried one by one), the provider's Batch API (batchapi/: files uploaded,
+batches created, polled and downloaded) and a Ray cluster (ray/) meet it.
 
-Adding one: a class with the three members of `Transport` that records every
-row through the Recorder it is built with, and a branch in session.py that
-builds it for the job's mode.
+Adding one: a class with the members of `Transport` that records every row
+through the Recorder it is built with, and a branch in session.py that builds it
+for the job's mode.
 """
 
 from __future__ import annotations

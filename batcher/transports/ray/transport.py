@@ -32,17 +32,17 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from batcher.endpoints import Endpoint, Router
 from batcher.errors import BatcherError, RunAborted
 from batcher.inputs.sources import InputRow
 from batcher.job import Job
 from batcher.job.endpoints import EndpointConfig
 from batcher.outcome import RunOutcome
 from batcher.outputs.stats import RunStats
-from batcher.rayinput import block, payloads
-from batcher.raylimits import RayLimiter, keeper_actor
-from batcher.recording import Recorder
-from batcher.transport import RowsLeft
+from batcher.transports.base import RowsLeft
+from batcher.transports.online.endpoints import Endpoint, Router
+from batcher.transports.ray.inputs import block, payloads
+from batcher.transports.ray.limits import RayLimiter, keeper_actor
+from batcher.transports.recording import Recorder
 
 log = logging.getLogger("batcher")
 
@@ -114,8 +114,8 @@ class RowWorker:
         with the work, in Ray's memory: never in its runtime_env (which its dashboard shows), a
         file or a log; a worker keeps them in its own environment, as a local run has them."""
         os.environ.update(keys)
-        from batcher.runner import Runner
         from batcher.store.checkpoint import DoneRows, Progress
+        from batcher.transports.online.runner import Runner
 
         if self._router is None:
             self._router = await self._open()
@@ -265,7 +265,7 @@ class RayTransport:
         None when no range holds a row left."""
         import ray.data
 
-        from batcher.rayinput import Reader, datasource, plan
+        from batcher.transports.ray.inputs import Reader, datasource, plan
 
         for handler in logging.getLogger("ray.data").handlers:  # its console: errors only (the rest
             if handler.name == "console":  # stays in the Ray session's ray-data.log)

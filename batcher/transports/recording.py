@@ -1,9 +1,9 @@
 """Where a transport's finished rows go, and the streak of alike failures held back on the way.
 
-A transport (the online pool, later the Batch API) hands every finished row to
+A transport (the online pool, the Batch API, a Ray driver) hands every finished row to
 a `Recorder`: its line goes to the journal at once, and once durable the row
 counts as done (stats), reaches the sink and the caller's `on_record`, and the
-progress hook sees the new counters. Both transports thereby keep the same
+progress hook sees the new counters. Every transport thereby keeps the same
 checkpoint, outputs, summary and guarantees.
 """
 

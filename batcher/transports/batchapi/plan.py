@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from batcher.batchapi.parts import MAX_BYTES, Part, PartsLog, batch_line, split
 from batcher.errors import RequestFailed
 from batcher.inputs.sources import InputRow
 from batcher.job import Job
@@ -24,6 +23,7 @@ from batcher.jsoncodec import dumpb
 from batcher.kinds import RequestKind
 from batcher.kinds.completion import Completion
 from batcher.kinds.reuse import Reuse
+from batcher.transports.batchapi.parts import MAX_BYTES, Part, PartsLog, batch_line, split
 
 Row = dict[str, Any]
 

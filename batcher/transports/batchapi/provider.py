@@ -13,10 +13,10 @@ from typing import Any
 
 import aiohttp
 
-from batcher.client import failure_of, read_capped
 from batcher.errors import RequestFailed, Retryable
 from batcher.job.gateway import Gateway
 from batcher.kinds.completion import error_for_status, parse_json
+from batcher.transports.client import failure_of, read_capped
 
 #: Batches listed a page at a time when a lost creation is looked for.
 PAGE = 100

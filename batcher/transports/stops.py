@@ -11,21 +11,12 @@ seconds, or many rows in a row failing alike (recording.FailureStreak).
 from __future__ import annotations
 
 import os
-import time
-from typing import TYPE_CHECKING
 
-from batcher.client import job_level_cause
 from batcher.errors import (
-    AuthenticationFailed,
-    BatcherError,
     RateLimited,
     RequestFailed,
     RunAborted,
-    Unreachable,
 )
-
-if TYPE_CHECKING:
-    from batcher.endpoints import Endpoint, Router
 
 #: Seconds a server that cannot be reached is tried again at the start of a session before the
 #: run stops (a typo in a host or port should be found in seconds, a server starting up waited for).
@@ -78,24 +69,3 @@ def failing_alike(count: int, failure: RequestFailed) -> RunAborted:
         "marking them failed: fix the model name, base URL, key or account, then run the "
         "same command again."
     )
-
-
-def job_level_stop(
-    failure: RequestFailed, endpoint: Endpoint, router: Router, path: str, started: float
-) -> BatcherError | None:
-    """The run's end, when a failure says the job itself is wrong (see client.job_level_cause).
-
-    With several endpoints, the one at fault is retired instead and the run goes on."""
-    if isinstance(failure, AuthenticationFailed):
-        return key_refused(failure, endpoint.base_url, endpoint.config.api_key_env)
-    if endpoint.stats.answered:
-        return None  # trouble that starts later in a run is retried
-    cause = job_level_cause(failure, endpoint.base_url, path)
-    if cause is None:
-        return None
-    if isinstance(failure, Unreachable) and time.monotonic() - started < FAST_STOP_SECONDS:
-        return None  # the server may be starting: a few more tries first
-    if not router.single:
-        router.retire(endpoint, cause)
-        return None
-    return never_answered(cause)

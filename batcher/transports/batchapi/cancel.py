@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from batcher.batchapi.parts import CREATED, CREATING, Part, PartsLog
-from batcher.batchapi.provider import BatchProvider
-from batcher.batchapi.transport import FIND_SLACK_SECONDS
 from batcher.errors import ConfigError, RequestFailed
 from batcher.job.gateway import Gateway
 from batcher.store.checkpoint import STATE_DIR, is_locked
+from batcher.transports.batchapi.parts import CREATED, CREATING, Part, PartsLog
+from batcher.transports.batchapi.provider import BatchProvider
+from batcher.transports.batchapi.transport import FIND_SLACK_SECONDS
 
 
 async def cancel_batches(

@@ -15,14 +15,14 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from batcher.batchapi.parts import Part
 from batcher.errors import BadRequest, RequestFailed, Retryable
 from batcher.job import BATCH_OUTPUT, Job
 from batcher.kinds import RequestKind
 from batcher.kinds.completion import Completion, error_for_status
 from batcher.kinds.records import error_record
 from batcher.kinds.reuse import Reuse
-from batcher.recording import Recorder
+from batcher.transports.batchapi.parts import Part
+from batcher.transports.recording import Recorder
 
 #: Error codes of rows the provider did not get to: sent again in a new part.
 NOT_ANSWERED = ("batch_expired", "batch_cancelled")

@@ -18,8 +18,15 @@ import uuid
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from batcher.batchapi.collect import Collector, read_fates
-from batcher.batchapi.parts import (
+from batcher.errors import BatcherError, BudgetReached, RequestFailed, RunAborted, WriteFailed
+from batcher.inputs.sources import InputRow
+from batcher.job import Job
+from batcher.kinds import RequestKind
+from batcher.kinds.reuse import Reuse
+from batcher.limits.costs import Budget
+from batcher.outcome import RunOutcome, Status
+from batcher.transports.batchapi.collect import Collector, read_fates
+from batcher.transports.batchapi.parts import (
     COLLECTED,
     CREATED,
     CREATING,
@@ -29,18 +36,11 @@ from batcher.batchapi.parts import (
     Part,
     PartsLog,
 )
-from batcher.batchapi.plan import Planned, Planner
-from batcher.batchapi.provider import BatchProvider
-from batcher.client import job_level_cause
-from batcher.errors import BatcherError, BudgetReached, RequestFailed, RunAborted, WriteFailed
-from batcher.inputs.sources import InputRow
-from batcher.job import Job
-from batcher.kinds import RequestKind
-from batcher.kinds.reuse import Reuse
-from batcher.limits.costs import Budget
-from batcher.outcome import RunOutcome, Status
-from batcher.recording import Recorder
-from batcher.stops import FAST_STOP_SECONDS, never_answered, stalled_for
+from batcher.transports.batchapi.plan import Planned, Planner
+from batcher.transports.batchapi.provider import BatchProvider
+from batcher.transports.client import job_level_cause
+from batcher.transports.recording import Recorder
+from batcher.transports.stops import FAST_STOP_SECONDS, never_answered, stalled_for
 
 log = logging.getLogger("batcher")
 
