@@ -19,7 +19,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from batcher.cli import main
+from batcher.cli.commands import main
 from batcher.job import SimulatorConfig
 from batcher.simulator import Simulator, embedding_key
 

@@ -17,7 +17,7 @@ import pyarrow.csv
 import pyarrow.parquet as pq
 import pytest
 
-from batcher.cli import main
+from batcher.cli.commands import main
 from batcher.job import build_job
 from batcher.prepare import prepare
 from batcher.transports.ray import inputs as rayinput

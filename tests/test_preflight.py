@@ -23,7 +23,7 @@ WITHOUT = (
     "import sys\n"
     "for name in sys.argv.pop(1).split(','):\n"
     "    sys.modules[name] = None\n"
-    "from batcher.cli import main\n"
+    "from batcher.cli.commands import main\n"
     "main(prog_name='batcher')\n"
 )
 #: A server that is not this machine (never reached: the runs are refused before sending).

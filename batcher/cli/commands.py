@@ -18,9 +18,9 @@ from pathlib import Path
 
 import click
 
+from batcher.cli.simulate import simulate
+from batcher.cli.views import plan_text, status_text, tell_run_ended
 from batcher.errors import EXIT_INTERRUPTED, EXIT_USAGE, BatcherError
-from batcher.simulate import simulate
-from batcher.views import plan_text, status_text, tell_run_ended
 
 
 def _fail(message: str, code: int) -> None:
@@ -251,7 +251,7 @@ def run(source: str | None, dry_run: bool, quiet: bool, verbose: bool, **options
             settings["prices"] = {**settings.get("prices", {}), **_price_option(price, settings.get("model"))}
         job = build_job(settings)
         if dry_run:
-            from batcher.dryrun import plan
+            from batcher.cli.dryrun import plan
 
             click.echo(plan_text(plan(job)))
             return

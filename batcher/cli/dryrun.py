@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from batcher.cli.estimates import Estimate, Tally
 from batcher.errors import ConfigError
-from batcher.estimates import Estimate, Tally
 from batcher.job import BATCH_API, Job
 from batcher.job.preflight import check_keys
 from batcher.kinds.embeddings import PackCount, check_one_shape
