@@ -41,7 +41,7 @@ from batcher.store.journal import write_atomically
 from batcher.store.mirror import Mirror
 from batcher.store.vectors import VectorFile
 from batcher.transports.base import RowsLeft, Transport
-from batcher.transports.batchapi.parts import COLLECTED, PartsLog
+from batcher.transports.batchapi.parts import PartsLog, PartState
 from batcher.transports.online.endpoints import Endpoint, Router
 from batcher.transports.online.runner import Runner
 from batcher.transports.recording import Recorder
@@ -275,7 +275,7 @@ async def _open_transport(
             answers=answers,
             reuse=reuse,
         )
-    if any(part.state != COLLECTED for part in parts.load().values()):
+    if any(part.state != PartState.COLLECTED for part in parts.load().values()):
         raise ConfigError(
             f"{job.output} has batches at the provider not yet collected: run it with --mode batch-api "
             "to collect them (sending their rows online as well would pay for them twice)"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from batcher.errors import RunAborted
-from batcher.transports.batchapi.parts import COLLECTED, CREATED, CREATING, PLANNED, UPLOADED, PartsLog, split
+from batcher.transports.batchapi.parts import PartsLog, PartState, split
 
 
 def lines(n: int, size: int = 10) -> list[bytes]:
@@ -39,13 +39,13 @@ def test_a_line_over_the_file_limit_is_refused_saying_so():
 def test_every_step_of_a_part_is_read_back_as_its_latest_state(tmp_path):
     log = PartsLog(tmp_path)
     part = log.write_part(1, 0, lines(3))
-    log.record(part, UPLOADED, file_id="file-1")
-    log.record(part, CREATING, nonce="n1", creations=1)
-    log.record(part, CREATED, batch_id="batch_1")
+    log.record(part, PartState.UPLOADED, file_id="file-1")
+    log.record(part, PartState.CREATING, nonce="n1", creations=1)
+    log.record(part, PartState.CREATED, batch_id="batch_1")
 
     parts = PartsLog(tmp_path).load()
 
-    assert parts[1].state == CREATED and parts[1].live
+    assert parts[1].state == PartState.CREATED and parts[1].live
     assert (parts[1].file_id, parts[1].nonce, parts[1].batch_id) == ("file-1", "n1", "batch_1")
     assert PartsLog(tmp_path).read_lines(parts[1]) == lines(3)
 
@@ -53,16 +53,20 @@ def test_every_step_of_a_part_is_read_back_as_its_latest_state(tmp_path):
 def test_a_step_torn_by_a_crash_counts_as_not_taken(tmp_path):
     log = PartsLog(tmp_path)
     part = log.write_part(1, 0, lines(2))
-    log.record(part, CREATING, nonce="n1", creations=1)
+    log.record(part, PartState.CREATING, nonce="n1", creations=1)
     with log.path.open("ab") as f:
         f.write(b'{"number": 1, "state": "created", "batch_id": "batch_9"')  # no newline: torn
 
     parts = PartsLog(tmp_path).load()
 
-    assert parts[1].state == CREATING and parts[1].batch_id is None  # look the batch up by its nonce
-    log.record(parts[1], CREATED, batch_id="batch_1")
+    assert (
+        parts[1].state == PartState.CREATING and parts[1].batch_id is None
+    )  # look the batch up by its nonce
+    log.record(parts[1], PartState.CREATED, batch_id="batch_1")
     reread = PartsLog(tmp_path).load()
-    assert reread[1].state == CREATED and reread[1].batch_id == "batch_1"  # not joined to the torn tail
+    assert (
+        reread[1].state == PartState.CREATED and reread[1].batch_id == "batch_1"
+    )  # not joined to the torn tail
 
 
 def test_a_part_file_changed_after_planning_is_refused(tmp_path):
@@ -78,9 +82,9 @@ def test_collected_and_planned_parts_hold_no_live_batch(tmp_path):
     log = PartsLog(tmp_path)
     first = log.write_part(1, 0, lines(1))
     log.write_part(2, 0, lines(1))
-    log.record(first, COLLECTED)
+    log.record(first, PartState.COLLECTED)
 
     parts = log.load()
 
-    assert parts[1].state == COLLECTED and not parts[1].live
-    assert parts[2].state == PLANNED and not parts[2].live
+    assert parts[1].state == PartState.COLLECTED and not parts[1].live
+    assert parts[2].state == PartState.PLANNED and not parts[2].live

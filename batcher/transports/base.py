@@ -28,6 +28,7 @@ from batcher.job import Job
 from batcher.kinds.prompts import RequestBuilder
 from batcher.outcome import RunOutcome
 from batcher.outputs.stats import RunStats
+from batcher.transports.stops import Stop
 from batcher.store.checkpoint import Progress
 
 log = logging.getLogger("batcher")
@@ -38,9 +39,11 @@ class Transport(Protocol):
 
     #: The session's counters (the progress bar and summary.json read them).
     stats: RunStats
+    #: The run's stop state (stops.Stop), the same in every transport.
+    stop: Stop
 
     def request_stop(self) -> None:
-        """Ctrl-C / SIGTERM: stop taking rows; a second call cuts the drain short."""
+        """Ctrl-C / SIGTERM: stop taking rows; a second call cuts the drain short (`stop.interrupt`)."""
 
     async def run(self, rows: RowsLeft) -> RunOutcome:
         """Send `rows` (a None now and then lets the loop breathe) until done or stopped."""

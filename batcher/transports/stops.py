@@ -6,17 +6,28 @@ command continues once the cause is fixed: a key refused, a job that never got
 an answer (a wrong host, port, path or model: found in seconds, see
 docs/retries.md), nothing but 429s or an unreachable server for `--patience`
 seconds, or many rows in a row failing alike (recording.FailureStreak).
+
+`Stop` is the stop state every transport holds, so that they stop alike: the first error wins
+and is what the run ends with; Ctrl-C stops new work, and a second cuts short the wait for work in
+flight. `Patience` is how long a run waits while nothing succeeds.
 """
 
 from __future__ import annotations
 
+import asyncio
+import enum
 import os
+import time
+from collections.abc import Callable
 
 from batcher.errors import (
+    BatcherError,
     RateLimited,
     RequestFailed,
     RunAborted,
 )
+from batcher.outcome import RunOutcome
+from batcher.outputs.stats import RunStats
 
 #: Seconds a server that cannot be reached is tried again at the start of a session before the
 #: run stops (a typo in a host or port should be found in seconds, a server starting up waited for).
@@ -69,3 +80,89 @@ def failing_alike(count: int, failure: RequestFailed) -> RunAborted:
         "marking them failed: fix the model name, base URL, key or account, then run the "
         "same command again."
     )
+
+
+class RunState(enum.Enum):
+    """Where a transport's run stands (as httpx's `ClientState`)."""
+
+    #: Work goes out.
+    RUNNING = "running"
+    #: Stopping: no new work; what is in flight is waited for and made durable.
+    STOPPING = "stopping"
+    #: Asked to stop again: work in flight is no longer waited for (it is sent again on resume).
+    FORCED = "forced"
+
+
+class Stop:
+    """One run's stop, the same in every transport.
+
+    `interrupt()` (Ctrl-C, SIGTERM) and `fail(error)` both end new work; the first error is kept
+    (later ones are consequences) and is what the run ends with. An interrupt while the run is
+    already stopping forces the stop. `stopped` and `forced` are events a transport can wait on;
+    `on_stop` and `on_force` are called once each, for a transport whose work lies elsewhere
+    (the Ray driver's switch).
+    """
+
+    def __init__(
+        self, on_stop: Callable[[], None] | None = None, on_force: Callable[[], None] | None = None
+    ) -> None:
+        self.state = RunState.RUNNING
+        self.error: BatcherError | None = None
+        self.interrupted = False
+        self.stopped = asyncio.Event()
+        self.forced = asyncio.Event()
+        self._on_stop, self._on_force = on_stop, on_force
+
+    @property
+    def stopping(self) -> bool:
+        return self.state is not RunState.RUNNING
+
+    def interrupt(self) -> None:
+        if self.stopping:
+            self._force()
+        self.interrupted = True
+        self._stop()
+
+    def fail(self, error: BatcherError) -> None:
+        if self.error is None:
+            self.error = error
+        self._stop()
+
+    def outcome(self, stats: RunStats) -> RunOutcome:
+        """How the run ended: stopped by its error, interrupted, or done (with failed rows or not)."""
+        return RunOutcome.of(stats, self.error, self.interrupted)
+
+    def _stop(self) -> None:
+        if self.state is RunState.RUNNING:
+            self.state = RunState.STOPPING
+            self.stopped.set()
+            if self._on_stop is not None:
+                self._on_stop()
+
+    def _force(self) -> None:
+        if self.state is not RunState.FORCED:
+            self.state = RunState.FORCED
+            self.forced.set()
+            if self._on_force is not None:
+                self._on_force()
+
+
+class Patience:
+    """How long a run goes on while nothing succeeds (`--patience`), and the stop once that is over."""
+
+    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.seconds, self._clock = seconds, clock
+        self.started = clock()
+        self.last_success: float | None = None
+
+    def succeeded(self) -> None:
+        self.last_success = self._clock()
+
+    def never_succeeded_for(self, seconds: float) -> bool:
+        """Whether nothing has succeeded since the start, `seconds` or more ago."""
+        return self.last_success is None and self._clock() - self.started >= seconds
+
+    def over(self, failure: RequestFailed) -> RunAborted | None:
+        """The stop, when nothing has succeeded for `seconds` (since the last success, or the start)."""
+        waited = self._clock() - (self.last_success or self.started)
+        return stalled_for(waited, failure) if waited >= self.seconds else None

@@ -13,7 +13,7 @@ from pathlib import Path
 from batcher.errors import ConfigError, RequestFailed
 from batcher.job.gateway import Gateway
 from batcher.store.checkpoint import STATE_DIR, is_locked
-from batcher.transports.batchapi.parts import CREATED, CREATING, Part, PartsLog
+from batcher.transports.batchapi.parts import Part, PartsLog, PartState
 from batcher.transports.batchapi.provider import BatchProvider
 from batcher.transports.batchapi.transport import FIND_SLACK_SECONDS
 
@@ -28,7 +28,11 @@ async def cancel_batches(
             f"{directory} is in use by a batcher run, which would send the cancelled rows again: "
             "stop it first (Ctrl-C leaves its batches running)"
         )
-    parts = [p for p in PartsLog(directory / STATE_DIR).load().values() if p.state in (CREATING, CREATED)]
+    parts = [
+        p
+        for p in PartsLog(directory / STATE_DIR).load().values()
+        if p.state in (PartState.CREATING, PartState.CREATED)
+    ]
     cancelled = []
     for part in sorted(parts, key=lambda p: p.number):
         async with BatchProvider(part.provider, api_key, timeout=timeout, gateway=gateway) as provider:

@@ -9,6 +9,7 @@ already hold (docs/batch-api.md has the states and why nothing is paid twice).
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import json
 import os
@@ -29,16 +30,26 @@ PARTS_FILE = "parts.jsonl"
 T = TypeVar("T")
 PARTS_DIR = "parts"
 
-PLANNED, UPLOADED, CREATING, CREATED, ENDED, COLLECTED = (
-    "planned",
-    "uploaded",
-    "creating",
-    "created",
-    "ended",
-    "collected",
-)
+
+class PartState(enum.StrEnum):
+    """How far a part has got, in the order of its life (parts.jsonl holds the values)."""
+
+    #: Its input file written in the run directory.
+    PLANNED = "planned"
+    #: The file uploaded (its id kept): a batch may be created from it.
+    UPLOADED = "uploaded"
+    #: A batch asked for (the nonce kept): the provider may hold one even if the answer was lost.
+    CREATING = "creating"
+    #: The batch created (its id kept): running at the provider.
+    CREATED = "created"
+    #: The batch ended (completed, failed, expired or cancelled): its files are to be collected.
+    ENDED = "ended"
+    #: Its rows journaled, or sent again in a later part.
+    COLLECTED = "collected"
+
+
 #: States in which the provider may hold a live batch of the part's rows.
-LIVE = (CREATING, CREATED)
+LIVE = (PartState.CREATING, PartState.CREATED)
 
 
 @dataclass
@@ -55,7 +66,7 @@ class Part:
     sha256: str
     #: Beside it, what a result record needs of each row: id, row number, kept columns.
     rows_file: str = ""
-    state: str = PLANNED
+    state: PartState = PartState.PLANNED
     #: The base URL its file and batch live at (for `batcher cancel`), and the file's id there.
     provider: str = ""
     file_id: str | None = None
@@ -73,6 +84,9 @@ class Part:
     worst_cost: float = 0.0
     #: The provider's last word on the batch (status, request_counts, errors).
     batch: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.state = PartState(self.state)  # (a plain string when read back from parts.jsonl)
 
     @property
     def live(self) -> bool:
@@ -147,7 +161,7 @@ class PartsLog:
         with (self.files / part.rows_file).open("rb") as f:
             return [json.loads(line) for line in f]
 
-    def record(self, part: Part, state: str | None = None, **changes: Any) -> None:
+    def record(self, part: Part, state: PartState | None = None, **changes: Any) -> None:
         """Move `part` on (its fields updated) and make that durable before returning."""
         if state is not None:
             part.state = state

@@ -26,21 +26,12 @@ from batcher.kinds.reuse import Reuse
 from batcher.limits.costs import Budget
 from batcher.outcome import RunOutcome, Status
 from batcher.transports.batchapi.collect import Collector, read_fates
-from batcher.transports.batchapi.parts import (
-    COLLECTED,
-    CREATED,
-    CREATING,
-    ENDED,
-    PLANNED,
-    UPLOADED,
-    Part,
-    PartsLog,
-)
+from batcher.transports.batchapi.parts import Part, PartsLog, PartState
 from batcher.transports.batchapi.plan import Planned, Planner
 from batcher.transports.batchapi.provider import BatchProvider
 from batcher.transports.client import job_level_cause
 from batcher.transports.recording import Recorder
-from batcher.transports.stops import FAST_STOP_SECONDS, never_answered, stalled_for
+from batcher.transports.stops import FAST_STOP_SECONDS, Patience, Stop, never_answered
 
 log = logging.getLogger("batcher")
 
@@ -83,11 +74,8 @@ class BatchTransport:
         #: The endpoint of its batches, as the Batches API names it.
         self.endpoint = "/v1" + kind.path
         self.parts: dict[int, Part] = {}
-        self._stop = asyncio.Event()
-        self._abort: BatcherError | None = None
-        self.interrupted = False
-        self._started = time.monotonic()
-        self._last_success: float | None = None
+        self.stop = Stop()
+        self.patience = Patience(job.patience)
         self._submitted = False
         #: Parts refused for the enqueued-token limit, created again only when no other part runs.
         self._waiting_for_room: set[int] = set()
@@ -97,8 +85,7 @@ class BatchTransport:
 
     def request_stop(self) -> None:
         """Ctrl-C / SIGTERM: stop waiting; the batches go on, and the same command collects them."""
-        self.interrupted = True
-        self._stop.set()
+        self.stop.interrupt()
 
     async def run(self, rows: Iterator[InputRow | None]) -> RunOutcome:
         syncer = asyncio.create_task(self.recorder.keep_syncing())
@@ -110,30 +97,25 @@ class BatchTransport:
             )
             await self._passes()
             if self._held:
-                self._fail(self._budget_reached())
+                self.stop.fail(self._budget_reached())
         except BatcherError as e:
-            self._fail(e)
+            self.stop.fail(e)
         except OSError as e:  # the parts journal or a part's files could not be written or read
-            self._fail(WriteFailed(f"cannot use {self.log.path.parent}: {e.strerror or e}"))
+            self.stop.fail(WriteFailed(f"cannot use {self.log.path.parent}: {e.strerror or e}"))
         except ValueError as e:  # a request line over the provider's file limit
-            self._fail(RunAborted(f"a row cannot go in a batch: {e}"))
+            self.stop.fail(RunAborted(f"a row cannot go in a batch: {e}"))
         finally:
             if (error := await self.recorder.stop_syncing(syncer)) is not None:
-                self._fail(error)
-        if self._submitted and self._abort is None and not self.interrupted:
+                self.stop.fail(error)
+        if self._submitted and not self.stop.stopping:
             return RunOutcome(Status.SUBMITTED, self.stats)
-        outcome = RunOutcome.of(self.stats, self._abort, self.interrupted)
+        outcome = self.stop.outcome(self.stats)
         if any(part.live for part in self.parts.values()):
             outcome.note = (
                 "batches are still running at the provider: run the same command to collect them, "
                 f"or `batcher cancel {self.job.output}` to cancel them"
             )
         return outcome
-
-    def _fail(self, error: BatcherError) -> None:
-        if self._abort is None:
-            self._abort = error
-        self._stop.set()
 
     # -- planning ----------------------------------------------------------------------
 
@@ -145,7 +127,7 @@ class BatchTransport:
         return {
             member["id"]
             for part in self.parts.values()
-            if part.state != COLLECTED and part is not besides
+            if part.state != PartState.COLLECTED and part is not besides
             for row in self.log.read_rows(part)
             for member in (row, *row.get("copies", ()))
         }
@@ -160,7 +142,7 @@ class BatchTransport:
         """The budgets, against what every session spent and the worst case of every batch that may run."""
         budget = Budget.of_run(self.job, self.stats)
         for part in self.parts.values():
-            if part.state in (CREATING, CREATED, ENDED):
+            if part.state in (PartState.CREATING, PartState.CREATED, PartState.ENDED):
                 budget.hold(part.worst_tokens, part.worst_cost)
         return budget
 
@@ -178,22 +160,25 @@ class BatchTransport:
     # -- the passes --------------------------------------------------------------------
 
     async def _passes(self) -> None:
-        while not self._stop.is_set():
+        while not self.stop.stopping:
             open_parts = [
-                p for p in sorted(self.parts.values(), key=lambda p: p.number) if p.state != COLLECTED
+                p
+                for p in sorted(self.parts.values(), key=lambda p: p.number)
+                if p.state != PartState.COLLECTED
             ]
             if not open_parts or self._only_held(open_parts):
                 return
             for part in open_parts:
-                if self._stop.is_set():
+                if self.stop.stopping:
                     return
                 await self._advance(part)
             if self.job.no_wait and all(
-                p.state in (CREATED, COLLECTED) or p.number in self._held for p in self.parts.values()
+                p.state in (PartState.CREATED, PartState.COLLECTED) or p.number in self._held
+                for p in self.parts.values()
             ):
-                self._submitted = any(p.state == CREATED for p in self.parts.values())
+                self._submitted = any(p.state == PartState.CREATED for p in self.parts.values())
                 return  # submitted: the batches run on, and the same command collects them
-            if any(p.state != COLLECTED for p in self.parts.values()):
+            if any(p.state != PartState.COLLECTED for p in self.parts.values()):
                 await self._wait(self._next_wait())
 
     def _next_wait(self) -> float:
@@ -208,7 +193,7 @@ class BatchTransport:
 
     async def _wait(self, seconds: float) -> None:
         """`seconds`, or less if a stop comes (no wait_for: on 3.11 it can swallow a cancellation)."""
-        stopped = asyncio.ensure_future(self._stop.wait())
+        stopped = asyncio.ensure_future(self.stop.stopped.wait())
         try:
             await asyncio.wait({stopped}, timeout=seconds)
         finally:
@@ -218,27 +203,27 @@ class BatchTransport:
         """Take `part` as far as it goes without waiting on the provider; a failure another try
         may mend waits for the next pass."""
         steps = {
-            PLANNED: self._upload,
-            UPLOADED: self._create,
-            CREATING: self._find_or_create,
-            CREATED: self._poll,
-            ENDED: self._collect,
+            PartState.PLANNED: self._upload,
+            PartState.UPLOADED: self._create,
+            PartState.CREATING: self._find_or_create,
+            PartState.CREATED: self._poll,
+            PartState.ENDED: self._collect,
         }
         try:
             if part.number in self._waiting_for_room:
                 if any(other.live for other in self.parts.values() if other is not part):
                     return  # refused for the enqueued-token limit: not asked again while others run
                 self._waiting_for_room.discard(part.number)
-            if part.state in (PLANNED, UPLOADED):
+            if part.state in (PartState.PLANNED, PartState.UPLOADED):
                 if not self._fits(part):
                     self._held.add(part.number)  # not sent; looked at again as batches end
                     return
                 self._held.discard(part.number)
-            while part.state in steps and not self._stop.is_set():
+            while part.state in steps and not self.stop.stopping:
                 state = part.state
                 await steps[state](part)
-                self._last_success = time.monotonic()
-                if part.state == state or state == ENDED:
+                self.patience.succeeded()
+                if part.state == state or state == PartState.ENDED:
                     return  # waiting on the provider, or collected (or to be created again) next pass
         except RequestFailed as failure:
             self._check(part, failure)
@@ -253,27 +238,26 @@ class BatchTransport:
                 f"the provider refused part {part.number} ({failure.type}: {failure.message}). "
                 "Nothing was marked failed: fix it and run the same command again."
             )
-        now = time.monotonic()
-        never = self._last_success is None and now - self._started >= FAST_STOP_SECONDS
+        never = self.patience.never_succeeded_for(FAST_STOP_SECONDS)
         if never and (cause := job_level_cause(failure, self.provider.base_url, "/files")) is not None:
             raise never_answered(cause)
-        if now - (self._last_success or self._started) >= self.job.patience:
-            raise stalled_for(now - (self._last_success or self._started), failure)
+        if (stop := self.patience.over(failure)) is not None:
+            raise stop
 
-    async def _record(self, part: Part, state: str, **changes: Any) -> None:
+    async def _record(self, part: Part, state: PartState, **changes: Any) -> None:
         await asyncio.to_thread(self.log.record, part, state, **changes)
 
     async def _upload(self, part: Part) -> None:
         data = b"".join(await asyncio.to_thread(self.log.read_lines, part))
         uploaded = await self.provider.upload(part.file, data)
-        await self._record(part, UPLOADED, file_id=uploaded["id"], provider=self.provider.base_url)
+        await self._record(part, PartState.UPLOADED, file_id=uploaded["id"], provider=self.provider.base_url)
 
     async def _create(self, part: Part) -> None:
         """Ask for the part's batch, the intent (a new nonce) on disk first."""
         crowded = any(other.live for other in self.parts.values() if other is not part)
         await self._record(
             part,
-            CREATING,
+            PartState.CREATING,
             nonce=uuid.uuid4().hex,
             creations=part.creations + 1,
             asked_at=time.time(),
@@ -285,16 +269,16 @@ class BatchTransport:
             if not failure.retryable:
                 raise
             await self._find_or_create(part, create=False)  # the answer is lost, not the batch: it may exist
-            if part.state != CREATED:
+            if part.state != PartState.CREATED:
                 raise
             return
-        await self._record(part, CREATED, batch_id=batch["id"], batch=batch)
+        await self._record(part, PartState.CREATED, batch_id=batch["id"], batch=batch)
 
     async def _find_or_create(self, part: Part, *, create: bool = True) -> None:
         """Adopt the batch a creation in doubt made, if the provider has it; create it otherwise."""
         found = await self.provider.find(self._metadata(part), since=part.asked_at - FIND_SLACK_SECONDS)
         if found is not None:
-            await self._record(part, CREATED, batch_id=found["id"], batch=found)
+            await self._record(part, PartState.CREATED, batch_id=found["id"], batch=found)
         elif create:
             await self._create(part)
 
@@ -305,7 +289,7 @@ class BatchTransport:
         batch = await self.provider.get(part.batch_id)
         part.batch = batch
         if batch.get("status") in ENDED_STATUSES:
-            await self._record(part, ENDED, batch=batch)
+            await self._record(part, PartState.ENDED, batch=batch)
 
     # -- collecting ----------------------------------------------------------------------
 
@@ -322,7 +306,7 @@ class BatchTransport:
         again = self.collector.journal(part, rows, fates)
         await self.recorder.sync()
         await self._plan_again(part, again)
-        await self._record(part, COLLECTED)
+        await self._record(part, PartState.COLLECTED)
 
     async def _content(self, file_id: str | None) -> bytes:
         return await self.provider.content(file_id) if file_id else b""
@@ -348,7 +332,9 @@ class BatchTransport:
         codes = {error.get("code") for error in errors}
         if codes == {"token_limit_exceeded"}:
             if not part.crowded:  # nothing else was running when it was made: it is too big alone
-                await self._record(part, COLLECTED)  # its rows go free, to be planned smaller next run
+                await self._record(
+                    part, PartState.COLLECTED
+                )  # its rows go free, to be planned smaller next run
                 raise RunAborted(
                     f"part {part.number} alone is over the provider's enqueued-token limit "
                     f"({'; '.join(str(e.get('message')) for e in errors)}): run again with a smaller "
@@ -356,12 +342,14 @@ class BatchTransport:
                 )
             log.info("part %d: over the enqueued-token limit; created again once others finish", part.number)
             self._waiting_for_room.add(part.number)
-            await self._record(part, UPLOADED, batch_id=None, batch={})
+            await self._record(part, PartState.UPLOADED, batch_id=None, batch={})
             return
         named = {error.get("line") for error in errors if isinstance(error.get("line"), int)}
         if not named:
             message = "; ".join(str(error.get("message")) for error in errors) or "no reason given"
-            await self._record(part, COLLECTED)  # it answered nothing: its rows go free for the next run
+            await self._record(
+                part, PartState.COLLECTED
+            )  # it answered nothing: its rows go free for the next run
             raise RunAborted(
                 f"the provider failed batch {part.batch_id} of part {part.number}: {message}. "
                 "Nothing was marked failed: fix it and run the same command again."
@@ -391,4 +379,4 @@ class BatchTransport:
                 )
         await self.recorder.sync()
         await self._plan_again(part, again)
-        await self._record(part, COLLECTED)
+        await self._record(part, PartState.COLLECTED)

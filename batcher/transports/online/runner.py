@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -42,7 +41,7 @@ from batcher.transports.base import drain, failure_of_task
 from batcher.transports.online.endpoints import Endpoint, Router, job_level_stop
 from batcher.transports.online.retry import RetryPolicy, Tries
 from batcher.transports.recording import FailureStreak, Recorder
-from batcher.transports.stops import failing_alike, stalled_for
+from batcher.transports.stops import Patience, Stop, failing_alike
 
 log = logging.getLogger("batcher")
 
@@ -103,29 +102,18 @@ class Runner:
         self.budget = Budget.of_run(job, stats)
         #: Whether a budget is set (asked twice a request; the job's limits never change in a run).
         self._budgeted = self.budget.limited
-        self._stop = asyncio.Event()
-        self._force = asyncio.Event()
+        self.stop = Stop()
         self._in_request: set[asyncio.Task] = set()
-        self._abort: BatcherError | None = None
-        self.interrupted = False
         #: Failures held back while they all look alike (see _row_failed).
         self._streak = FailureStreak(job.stop_after_identical_failures)
         self._systematic = False
-        self._started = self._last_answer = time.monotonic()
+        self.patience = Patience(job.patience)
 
     # -- control ---------------------------------------------------------------
 
     def request_stop(self) -> None:
         """Ctrl-C / SIGTERM: the first stops the feed and drains, the second cuts the drain short."""
-        if self._stop.is_set():
-            self._force.set()
-        self.interrupted = True
-        self._stop.set()
-
-    def _fail(self, error: BatcherError) -> None:
-        if self._abort is None:
-            self._abort = error
-        self._stop.set()
+        self.stop.interrupt()
 
     # -- the pool --------------------------------------------------------------
 
@@ -137,7 +125,7 @@ class Runner:
         workers = {asyncio.create_task(self._work(rows)) for _ in range(self.job.concurrency)}
         for worker in workers:
             worker.add_done_callback(self._watch)
-        stopped = asyncio.create_task(self._stop.wait())
+        stopped = asyncio.create_task(self.stop.stopped.wait())
         await asyncio.wait({stopped, *workers}, return_when=asyncio.FIRST_COMPLETED)
         # Either every worker met the end of the input, or a stop came first.
         while not stopped.done() and not all(w.done() for w in workers):
@@ -147,7 +135,7 @@ class Runner:
         syncer.cancel()
         await asyncio.gather(syncer, *workers, return_exceptions=True)
         await self._last_sync()
-        return self._outcome()
+        return self.stop.outcome(self.stats)
 
     async def _last_sync(self) -> None:
         """Report every row on disk as done; a write that failed stops the run with its message."""
@@ -155,21 +143,21 @@ class Runner:
             if not self._systematic:
                 self._release_streak()
         except WriteFailed as e:  # the rows it held are sent again on resume
-            self._fail(e)
+            self.stop.fail(e)
         try:
             await self.recorder.sync()
         except BatcherError as e:
-            self._fail(e)
+            self.stop.fail(e)
 
     async def _drain(self, workers: set[asyncio.Task]) -> None:
         """Cancel workers that are not on the wire; give the others `drain_timeout`."""
-        await drain(workers, self._in_request, self._force, self.job.drain_timeout)
+        await drain(workers, self._in_request, self.stop.forced, self.job.drain_timeout)
 
     def _watch(self, task: asyncio.Task) -> None:
         """A producer, worker or syncer that fails stops the run with its message."""
         error = failure_of_task(task)
         if error is not None:
-            self._fail(error)
+            self.stop.fail(error)
 
     async def _work(self, rows: Iterator[InputRow | None]) -> None:
         if self._packer is not None:
@@ -178,7 +166,7 @@ class Runner:
         wants_row = getattr(self.answers, "wants_row", False)
         build, keep, chars = self.kind.builder.build, self.job.keep_columns, self.estimator.prompt_chars
         worker = asyncio.current_task()
-        while not self._stop.is_set():
+        while not self.stop.stopping:
             row = next(rows, _END)
             if row is _END:
                 return
@@ -194,7 +182,7 @@ class Runner:
     async def _work_packed(self, rows: Iterator[InputRow | None]) -> None:
         """Rows taken into packs (embeddings.Packer): one request a pack, its answer split to the rows."""
         worker, packer = asyncio.current_task(), self._packer
-        while not self._stop.is_set():
+        while not self.stop.stopping:
             taken = packer.take(rows, _END)
             for member, error in taken.refused:  # over the per-input limit: never sent, nothing paid,
                 # and no sign that the job is wrong (a refusal of the server's would be one)
@@ -293,9 +281,9 @@ class Runner:
         try:
             endpoint, permit = await self.router.acquire(estimate)
         except NoEndpointLeft as error:
-            self._fail(error)
+            self.stop.fail(error)
             return None
-        if self._stop.is_set():
+        if self.stop.stopping:
             reserved = _OVER_BUDGET
         else:
             reserved = self._reserve_budget(item, estimate) if self._budgeted else None
@@ -328,7 +316,7 @@ class Runner:
             item.body.get("model"), {"prompt_tokens": prompt, "completion_tokens": most}
         )
         if not budget.reserve(estimate, reserved):
-            self._fail(BudgetReached(budget.exhausted_message()))
+            self.stop.fail(BudgetReached(budget.exhausted_message()))
             return _OVER_BUDGET
         return reserved
 
@@ -345,7 +333,7 @@ class Runner:
         """Tell the limits and the budget what a request became."""
         usage = (completion.usage if completion is not None else None) or {}
         if completion is not None:
-            self._last_answer = time.monotonic()
+            self.patience.succeeded()
             completion.cost = self.job.price_table.cost(
                 completion.model or endpoint.config.model or item.body.get("model"), completion.usage
             )
@@ -424,11 +412,11 @@ class Runner:
         if self.router.failed(endpoint, failure):
             log.warning("endpoint %s retired: %s", endpoint.name, endpoint.stats.retired)
             return 0.0  # the endpoint's fault, not the row's: send it elsewhere now
-        abort = job_level_stop(failure, endpoint, self.router, self.kind.path, self._started)
+        abort = job_level_stop(failure, endpoint, self.router, self.kind.path, self.patience.started)
         if abort is not None:
-            self._fail(abort)
+            self.stop.fail(abort)
             return None
-        if self._stop.is_set():
+        if self.stop.stopping:
             return None  # stopping: a failed attempt is not a verdict on the row
         if item.members is not None and len(item.members) > 1 and self.kind.splits_on(failure):
             return _SPLIT
@@ -466,24 +454,18 @@ class Runner:
 
     def _check_stalled(self, failure: RequestFailed) -> None:
         """Stop, resumably, when 429s or a server out of reach have let nothing through for too long."""
-        if not isinstance(failure, (RateLimited, Unreachable)):
-            return
-        stalled = time.monotonic() - self._last_answer
-        if stalled >= self.job.patience:
-            self._fail(stalled_for(stalled, failure))
+        if isinstance(failure, (RateLimited, Unreachable)) and (stop := self.patience.over(failure)):
+            self.stop.fail(stop)
 
     def _row_failed(self, record: dict[str, Any], failure: RequestFailed) -> None:
         """Hold failures while they all look alike: many in a row mean the job, not the rows, is wrong."""
-        if self.recorder.add_failure(record, failure, self._streak) and not self._stop.is_set():
+        if self.recorder.add_failure(record, failure, self._streak) and not self.stop.stopping:
             self._systematic = True
-            self._fail(failing_alike(len(self._streak), failure))
+            self.stop.fail(failing_alike(len(self._streak), failure))
 
     def _release_streak(self) -> None:
         """The held failures are genuine row failures after all: record them."""
         self.recorder.release(self._streak)
-
-    def _outcome(self) -> RunOutcome:
-        return RunOutcome.of(self.stats, self._abort, self.interrupted)
 
 
 def _rows_of(item: _Item) -> list[tuple[str, int, dict[str, Any], bool]]:

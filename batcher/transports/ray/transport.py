@@ -43,6 +43,7 @@ from batcher.transports.online.endpoints import Endpoint, Router
 from batcher.transports.ray.inputs import block, payloads
 from batcher.transports.ray.limits import RayLimiter, keeper_actor
 from batcher.transports.recording import Recorder
+from batcher.transports.stops import Stop
 
 log = logging.getLogger("batcher")
 
@@ -204,29 +205,18 @@ class RayTransport:
         self.job, self.input_kind, self.recorder = job, input_kind, recorder
         self.stats = recorder.stats
         self._endpoints = endpoints
-        self._abort: BatcherError | None = None
-        self.interrupted = False
         self._switch: Any = None
-        self._stopping = False
         self._results: asyncio.Queue = asyncio.Queue()
+        self.stop = Stop(on_stop=self._stop_workers, on_force=lambda: self._results.put_nowait(_ABANDON))
 
     def request_stop(self) -> None:
         """Ctrl-C / SIGTERM: send no more batches, journal those being sent; a second call stops
         waiting for them (they are sent again on resume)."""
-        if self.interrupted:
-            self._results.put_nowait(_ABANDON)
-        self.interrupted = True
-        self._stop()
+        self.stop.interrupt()
 
-    def _stop(self) -> None:
-        self._stopping = True
+    def _stop_workers(self) -> None:
         if self._switch is not None:
             self._switch.stop.remote()
-
-    def _fail(self, error: BatcherError) -> None:
-        if self._abort is None:
-            self._abort = error
-        self._stop()
 
     async def run(self, rows: RowsLeft) -> RunOutcome:
         import ray
@@ -240,8 +230,8 @@ class RayTransport:
             endpoints.append((endpoint.config, endpoint.base_url, name))
         self._switch = ray.remote(num_cpus=0)(Switch).remote()
         ray.get([actor.__ray_ready__.remote() for actor in [*keepers, self._switch]])
-        if self._stopping:
-            self._stop()
+        if self.stop.stopping:  # (asked before the switch was there)
+            self._stop_workers()
         # (the keys, and the variables `env:` headers and query read: EndpointConfig.environment)
         keys = {name: value for e in self._endpoints for name, value in e.config.environment().items()}
         syncer = asyncio.create_task(self.recorder.keep_syncing())
@@ -252,13 +242,13 @@ class RayTransport:
                 if dataset is not None:
                     await self._collect(dataset)
         except BatcherError as e:
-            self._fail(e)
+            self.stop.fail(e)
         finally:
             if (error := await self.recorder.stop_syncing(syncer)) is not None:
-                self._fail(error)
+                self.stop.fail(error)
             for actor in [*keepers, self._switch]:
                 ray.kill(actor)
-        return RunOutcome.of(self.stats, self._abort, self.interrupted)
+        return self.stop.outcome(self.stats)
 
     def _pipeline(self, rows: RowsLeft, endpoints: list, keys: dict[str, str]) -> Any:
         """The job as a Ray Data dataset: the input's ranges read, their batches sent by the workers.
@@ -320,7 +310,7 @@ class RayTransport:
             setattr(self.stats, name, getattr(self.stats, name) + value)
         self.recorder.changed()
         if error is not None:
-            self._fail(error if isinstance(error, BatcherError) else RunAborted(str(error)))
+            self.stop.fail(error if isinstance(error, BatcherError) else RunAborted(str(error)))
 
 
 @contextlib.contextmanager
