@@ -11,13 +11,25 @@ import string
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from batcher.errors import AnswerInvalid, ConfigError
 
 #: Schema types and the Arrow type of their column (anything else: JSON text).
 _COLUMN_TYPES = {"string": "string", "integer": "int64", "number": "float64", "boolean": "bool"}
 _STRIP = string.whitespace + string.punctuation + "“”‘’«»"
+
+
+class Answers(Protocol):
+    """What makes an answer columns: a JSON Schema or labels (`AnswerFormat`), or a parse function of
+    the Python API (`ParseFunction`). AnswerInvalid when the answer does not make them."""
+
+    #: Whether `parse` reads the input row (the transports then keep each row until it is answered).
+    wants_row: bool
+
+    def parse(
+        self, content: str | None, finish_reason: str | None, row: dict[str, Any] | None = None
+    ) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)

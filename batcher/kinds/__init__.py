@@ -23,7 +23,10 @@ import aiohttp
 from batcher.inputs.sources import Builder
 
 if TYPE_CHECKING:
+    from batcher.errors import RequestFailed
     from batcher.job import Job
+    from batcher.kinds.embeddings import Member, Packer
+    from batcher.kinds.reuse import InputReuse
 from batcher.kinds.completion import Completion
 
 
@@ -54,6 +57,24 @@ class RequestKind(Protocol):
     read_stream: Callable[[aiohttp.ClientResponse], Awaitable[Completion]]
     #: The results line of an answer (records.result_record's arguments).
     record: Callable[..., dict[str, Any]]
+
+    # Packing several rows into one request (embeddings); a kind of one row a request has no packer.
+    #: Whether a server counts a request's input tokens alone (no completion): a charge known exactly.
+    charges_input_only: bool
+
+    def packer(self, reuse: InputReuse | None = None) -> Packer | None:
+        """What takes rows from the feed into packs under the request limits; None: one row a request."""
+
+    def unpack(self, completion: Completion, members: list[Member]) -> list[Completion]:
+        """A packed request's answer as one Completion a member, in order (RequestFailed if it cannot be)."""
+
+    def splits_on(self, failure: RequestFailed) -> bool:
+        """Whether a packed request's refusal may be for one of its rows: its halves are then sent apart."""
+
+    def halves(
+        self, body: dict[str, Any], members: list[Member]
+    ) -> list[tuple[dict[str, Any], list[Member]]]:
+        """A packed request's two halves, each a request of its own."""
 
 
 def kind_of(job: Job, input_kind: str) -> RequestKind:

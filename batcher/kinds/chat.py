@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 
-from batcher.errors import Retryable
+from batcher.errors import RequestFailed, Retryable
 from batcher.kinds.completion import MAX_BODY_BYTES, Completion, error_for_status, parse_json, snippet
 from batcher.kinds.prompts import RequestBuilder
 from batcher.kinds.records import result_record
@@ -183,6 +183,25 @@ class ChatKind:
     read_stream = staticmethod(read_stream)
     record = staticmethod(result_record)
 
+    #: Its tokens are counted with the completion's: estimated, then corrected by the answer.
+    charges_input_only = False
+
     def __init__(self, builder: RequestBuilder):
         self.builder = builder
         self.estimator = TokenEstimator()
+
+    # One row a request: nothing to pack (see kinds.RequestKind).
+    def packer(self, reuse: Any = None) -> None:
+        return None
+
+    @staticmethod
+    def unpack(completion: Completion, members: list[Any]) -> list[Completion]:
+        return [completion]
+
+    @staticmethod
+    def splits_on(failure: RequestFailed) -> bool:
+        return False
+
+    @staticmethod
+    def halves(body: dict[str, Any], members: list[Any]) -> list[tuple[dict[str, Any], list[Any]]]:
+        return [(body, members)]

@@ -11,14 +11,32 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from batcher.errors import BatcherError, RequestFailed
 from batcher.outputs.sinks import Sink
 from batcher.outputs.stats import RunStats
-from batcher.store.checkpoint import Checkpoint, Progress
+from batcher.store.checkpoint import Progress
 
 Record = dict[str, Any]
+
+
+class RowStore(Protocol):
+    """Where a recorder's finished rows become durable: the run directory's checkpoint
+    (store.checkpoint.Checkpoint), or a Ray worker's rows handed back to the driver that journals
+    them (ray.transport.Collected)."""
+
+    def add(self, ok: bool, record: Record) -> None:
+        """Take a finished row's line (WriteFailed once an earlier write failed)."""
+
+    def check(self) -> None:
+        """Raise the WriteFailed of a write that failed since the last call."""
+
+    async def sync(self) -> list[tuple[bool, Record]]:
+        """Make every row taken so far durable now; the rows that became so."""
+
+    async def keep_syncing(self, on_durable: Callable[[list[tuple[bool, Record]]], None]) -> None:
+        """Make rows durable in batches, handing each batch to `on_durable`, until cancelled."""
 
 
 class Recorder:
@@ -26,7 +44,7 @@ class Recorder:
 
     def __init__(
         self,
-        checkpoint: Checkpoint,
+        checkpoint: RowStore,
         progress: Progress,
         stats: RunStats,
         *,

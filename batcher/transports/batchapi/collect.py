@@ -17,6 +17,7 @@ from typing import Any
 
 from batcher.errors import BadRequest, RequestFailed, Retryable
 from batcher.job import BATCH_OUTPUT, Job
+from batcher.job.answers import Answers
 from batcher.kinds import RequestKind
 from batcher.kinds.completion import Completion, error_for_status
 from batcher.kinds.records import error_record
@@ -112,7 +113,9 @@ class Collector:
     the very same request, sent once (--dedupe) and given its answer.
     """
 
-    def __init__(self, *, job: Job, kind: RequestKind, recorder: Recorder, answers: Any, reuse: Reuse | None):
+    def __init__(
+        self, *, job: Job, kind: RequestKind, recorder: Recorder, answers: Answers | None, reuse: Reuse | None
+    ):
         self.job, self.kind, self.recorder, self.answers, self.reuse = job, kind, recorder, answers, reuse
         self._with_response = job.output_format == BATCH_OUTPUT
 

@@ -21,6 +21,7 @@ from typing import Any
 from batcher.errors import BatcherError, BudgetReached, RequestFailed, RunAborted, WriteFailed
 from batcher.inputs.sources import InputRow
 from batcher.job import Job
+from batcher.job.answers import Answers
 from batcher.kinds import RequestKind
 from batcher.kinds.reuse import Reuse
 from batcher.limits.costs import Budget
@@ -54,7 +55,7 @@ class BatchTransport:
         recorder: Recorder,
         provider: BatchProvider,
         log_: PartsLog,
-        answers: Any = None,
+        answers: Answers | None = None,
         reuse: Reuse | None = None,
     ):
         """`answers`: what makes an answer columns (a parse function, a schema, labels) or None."""
@@ -66,7 +67,7 @@ class BatchTransport:
             kind=kind,
             log=log_,
             reuse=reuse,
-            wants_row=getattr(answers, "wants_row", False),
+            wants_row=answers is not None and answers.wants_row,
             on_cached=lambda row, completion: self.collector.add_answer(
                 None, row, completion, reused_from="cache"
             ),

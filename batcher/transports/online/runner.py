@@ -29,6 +29,7 @@ from batcher.errors import (
 )
 from batcher.inputs.sources import InputRow
 from batcher.job import BATCH_OUTPUT, Job
+from batcher.job.answers import Answers
 from batcher.kinds import RequestKind
 from batcher.kinds.completion import Completion
 from batcher.kinds.records import error_record
@@ -80,7 +81,7 @@ class Runner:
         recorder: Recorder,
         retry: RetryPolicy | None = None,
         reuse: Reuse | None = None,
-        answers: Any = None,
+        answers: Answers | None = None,
     ):
         """`answers`: what makes an answer columns (answers.answers_of)."""
         self.job = job
@@ -92,10 +93,10 @@ class Runner:
         self.retry = retry or RetryPolicy(max_retries=job.max_retries, parse_retries=job.parse_retries)
         self.estimator = kind.estimator
         #: Rows into packed requests, for a kind that packs them (embeddings); None: a row a request.
-        self._packer = kind.packer(reuse) if hasattr(kind, "packer") else None
+        self._packer = kind.packer(reuse)
         self._with_response = job.output_format == BATCH_OUTPUT
         #: The server charges this kind's requests their input alone: a high estimate is given back.
-        self._exact_charge = getattr(kind, "charges_input_only", False)
+        self._exact_charge = kind.charges_input_only
         self.reuse = reuse
         #: What makes an answer columns: a parse function, a JSON Schema or labels, or nothing.
         self.answers = answers
@@ -163,7 +164,7 @@ class Runner:
         if self._packer is not None:
             await self._work_packed(rows)
             return
-        wants_row = getattr(self.answers, "wants_row", False)
+        wants_row = self.answers is not None and self.answers.wants_row
         build, keep, chars = self.kind.builder.build, self.job.keep_columns, self.estimator.prompt_chars
         worker = asyncio.current_task()
         while not self.stop.stopping:

@@ -29,7 +29,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from batcher.errors import BatcherError, RunAborted
@@ -60,7 +60,8 @@ COUNTERS = ("requests", "answers", "connection_failures", "never_connected", "re
 
 
 class Collected:
-    """A worker's stand-in for the checkpoint: finished rows kept to hand back to the driver."""
+    """A worker's row store (recording.RowStore): finished rows kept to hand back to the driver,
+    whose journal makes them durable."""
 
     def __init__(self) -> None:
         self.records: list[tuple[bool, dict[str, Any]]] = []
@@ -71,10 +72,10 @@ class Collected:
     def check(self) -> None:
         pass
 
-    async def sync(self) -> list:
+    async def sync(self) -> list[tuple[bool, dict[str, Any]]]:
         return []  # the driver's journal makes them durable
 
-    async def keep_syncing(self, on_durable: Any) -> None:
+    async def keep_syncing(self, on_durable: Callable[[list[tuple[bool, dict[str, Any]]]], None]) -> None:
         await asyncio.Event().wait()
 
 
@@ -127,7 +128,7 @@ class RowWorker:
                 self._reuse = InputReuse(**within) if self.job.embeddings else Reuse(**within)
         collected = Collected()
         stats = RunStats(total=len(rows))
-        recorder = Recorder(collected, Progress(done=DoneRows(by_position=False)), stats)  # type: ignore[arg-type]
+        recorder = Recorder(collected, Progress(done=DoneRows(by_position=False)), stats)
         runner = Runner(
             job=self.job,
             kind=self.kind,
