@@ -1,12 +1,12 @@
 """The online worker pool: rows become requests, answers become journal lines.
 
 `concurrency` workers take rows from one iterator (skipping those already
-done), each builds its row's request, waits for the limits (limits.py), sends
+done), each builds its row's request, waits for the limits (charges.py), sends
 it, retries what can be retried (retry.py) and appends the outcome to the
 checkpoint. Stopping (Ctrl-C, SIGTERM, a refused key) stops the feed, drops
 rows still waiting, lets requests already on the wire finish for up to
 `drain_timeout` seconds, then makes everything finished durable. A session is
-assembled around the pool in session.py.
+assembled around the pool in batcher/session.py.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 from batcher.errors import (
@@ -34,12 +33,13 @@ from batcher.kinds import RequestKind
 from batcher.kinds.completion import Completion
 from batcher.kinds.records import error_record
 from batcher.kinds.reuse import ON_THE_WIRE, Reuse
-from batcher.kinds.tokens import admission_charge
 from batcher.limits.costs import Budget
-from batcher.limits.ratelimits import Permit, Verdict
+from batcher.limits.ratelimits import Verdict
 from batcher.outcome import RunOutcome
 from batcher.transports.base import drain, failure_of_task
+from batcher.transports.online.charges import OVER_BUDGET, Charges
 from batcher.transports.online.endpoints import Endpoint, Router, job_level_stop
+from batcher.transports.online.items import Item, rows_of
 from batcher.transports.online.retry import RetryPolicy, Tries
 from batcher.transports.recording import FailureStreak, Recorder
 from batcher.transports.stops import Patience, Stop, failing_alike
@@ -48,25 +48,8 @@ log = logging.getLogger("batcher")
 
 
 _END = object()
-#: A request the budget (or a stop) leaves unsent.
-_OVER_BUDGET = object()
 #: A packed request refused for what one of its rows holds: send its halves (see _verdict).
 _SPLIT = -1.0
-
-
-@dataclass(slots=True)
-class _Item:
-    row_id: str
-    row_number: int
-    body: dict[str, Any]
-    kept: dict[str, Any]
-    prompt_chars: int
-    #: The input row, kept only for a parse function that wants it.
-    row: dict[str, Any] | None = None
-    #: The worker task carrying the row (asked once a worker: each asking is a system call).
-    worker: asyncio.Task | None = None
-    #: The rows of a packed request (embeddings: several rows, one request); None for one row.
-    members: list[Any] | None = None
 
 
 class Runner:
@@ -95,28 +78,20 @@ class Runner:
         #: Rows into packed requests, for a kind that packs them (embeddings); None: a row a request.
         self._packer = kind.packer(reuse)
         self._with_response = job.output_format == BATCH_OUTPUT
-        #: The server charges this kind's requests their input alone: a high estimate is given back.
-        self._exact_charge = kind.charges_input_only
         self.reuse = reuse
         #: What makes an answer columns: a parse function, a JSON Schema or labels, or nothing.
         self.answers = answers
-        self.budget = Budget.of_run(job, stats)
-        #: Whether a budget is set (asked twice a request; the job's limits never change in a run).
-        self._budgeted = self.budget.limited
+        self.charges = Charges(job, kind, router, Budget.of_run(job, stats))
         self.stop = Stop()
         self._in_request: set[asyncio.Task] = set()
-        #: Failures held back while they all look alike (see _row_failed).
+        #: Failures held back while they all look alike (see _fail_rows).
         self._streak = FailureStreak(job.stop_after_identical_failures)
         self._systematic = False
         self.patience = Patience(job.patience)
 
-    # -- control ---------------------------------------------------------------
-
     def request_stop(self) -> None:
         """Ctrl-C / SIGTERM: the first stops the feed and drains, the second cuts the drain short."""
         self.stop.interrupt()
-
-    # -- the pool --------------------------------------------------------------
 
     async def run(self, rows: Iterator[InputRow | None]) -> RunOutcome:
         syncer = asyncio.create_task(self.recorder.keep_syncing())
@@ -177,7 +152,7 @@ class Runner:
             body = build(row.row)
             kept = {name: row.row.get(name) for name in keep} if keep else {}
             await self._process(
-                _Item(row.row_id, row.number, body, kept, chars(body), row.row if wants_row else None, worker)
+                Item(row.row_id, row.number, body, kept, chars(body), row.row if wants_row else None, worker)
             )
 
     async def _work_packed(self, rows: Iterator[InputRow | None]) -> None:
@@ -192,7 +167,7 @@ class Runner:
                 )
             for member, completion, source in taken.reused:
                 self._write_reused(
-                    _Item(member.row_id, member.row_number, {}, member.kept, 0), completion, source
+                    Item(member.row_id, member.row_number, {}, member.kept, 0), completion, source
                 )
             if taken.body is not None:
                 await self._send(self._packed(taken.body, taken.members, worker))
@@ -201,11 +176,11 @@ class Runner:
             if taken.ended:
                 return
 
-    def _packed(self, body: dict[str, Any], members: list[Any], worker: asyncio.Task | None) -> _Item:
+    def _packed(self, body: dict[str, Any], members: list[Any], worker: asyncio.Task | None) -> Item:
         first, chars = members[0], self.estimator.prompt_chars(body)
-        return _Item(first.row_id, first.row_number, body, {}, chars, None, worker, members)
+        return Item(first.row_id, first.row_number, body, {}, chars, None, worker, members)
 
-    async def _process(self, item: _Item) -> None:
+    async def _process(self, item: Item) -> None:
         """Reuse an identical request's answer where there is one; send the row otherwise."""
         reuse = self.reuse
         key = reuse.key(item.body) if reuse is not None else None
@@ -227,7 +202,7 @@ class Runner:
         finally:
             reuse.settle(key, item.body, completion, item.row_id)
 
-    def _write_reused(self, item: _Item, completion: Completion, source: str) -> None:
+    def _write_reused(self, item: Item, completion: Completion, source: str) -> None:
         parsed = self._parse(item, completion)
         record = self._record(
             item.row_id,
@@ -242,13 +217,13 @@ class Runner:
         )
         self.recorder.add(True, record)
 
-    def _parse(self, item: _Item, completion: Completion) -> dict[str, Any]:
+    def _parse(self, item: Item, completion: Completion) -> dict[str, Any]:
         """The answer's columns (none without a schema, labels or parse function); AnswerInvalid."""
         if self.answers is None:
             return {}
         return self.answers.parse(completion.content, completion.finish_reason, item.row)
 
-    async def _send(self, item: _Item) -> Completion | None:
+    async def _send(self, item: Item) -> Completion | None:
         """Send one row until it succeeds or fails for good; the accepted answer, if any."""
         tries = Tries()
         while True:
@@ -268,14 +243,14 @@ class Runner:
                 return None
             await asyncio.sleep(delay)
 
-    async def _send_halves(self, item: _Item) -> None:
+    async def _send_halves(self, item: Item) -> None:
         """A packed request refused for one of its rows: its halves, each on its own, until the rows
         at fault stand alone and fail by themselves."""
         for body, members in self.kind.halves(item.body, item.members):
             await self._send(self._packed(body, members, item.worker))
 
     async def _attempt(
-        self, item: _Item, tries: Tries
+        self, item: Item, tries: Tries
     ) -> tuple[Endpoint, Completion | None, RequestFailed | None] | None:
         """One request under the limits and the budget: the endpoint, and its answer or failure."""
         estimate = self.estimator.estimate(item.body, item.prompt_chars)
@@ -284,11 +259,14 @@ class Runner:
         except NoEndpointLeft as error:
             self.stop.fail(error)
             return None
-        if self.stop.stopping:
-            reserved = _OVER_BUDGET
-        else:
-            reserved = self._reserve_budget(item, estimate) if self._budgeted else None
-        if reserved is _OVER_BUDGET:
+        reserved = (
+            OVER_BUDGET
+            if self.stop.stopping
+            else self.charges.reserve(item.body, item.prompt_chars, estimate)
+        )
+        if reserved is OVER_BUDGET:
+            if not self.stop.stopping:
+                self.stop.fail(BudgetReached(self.charges.budget.exhausted_message()))
             endpoint.limits.settle(permit, Verdict.FAILED)
             return None  # not sent (stopping, or over budget): resume sends it
         tries.attempts += 1
@@ -302,62 +280,16 @@ class Runner:
             failure = error
         finally:
             self._in_request.discard(item.worker)
-            self._settle(endpoint, permit, item, estimate, reserved, completion, failure)
+            if completion is not None:
+                self.patience.succeeded()
+            self.charges.settle(endpoint, permit, item.body, estimate, reserved, completion, failure)
         self.stats.count_attempt(
             answered=failure is None or failure.status is not None,
             connected=not isinstance(failure, Unreachable),
         )
         return endpoint, completion, failure
 
-    def _reserve_budget(self, item: _Item, estimate: int) -> float | None | object:
-        """The cost set aside for a request under a budget; `_OVER_BUDGET` when it would not fit."""
-        budget = self.budget
-        prompt, most = self.estimator.parts(item.body, item.prompt_chars)
-        reserved = self.job.price_table.cost(
-            item.body.get("model"), {"prompt_tokens": prompt, "completion_tokens": most}
-        )
-        if not budget.reserve(estimate, reserved):
-            self.stop.fail(BudgetReached(budget.exhausted_message()))
-            return _OVER_BUDGET
-        return reserved
-
-    def _settle(
-        self,
-        endpoint: Endpoint,
-        permit: Permit,
-        item: _Item,
-        estimate: int,
-        reserved: float | None,
-        completion: Completion | None,
-        failure: RequestFailed | None,
-    ) -> None:
-        """Tell the limits and the budget what a request became."""
-        usage = (completion.usage if completion is not None else None) or {}
-        if completion is not None:
-            self.patience.succeeded()
-            completion.cost = self.job.price_table.cost(
-                completion.model or endpoint.config.model or item.body.get("model"), completion.usage
-            )
-            self.router.answered(endpoint, completion.usage, completion.latency_ms)
-            endpoint.limits.settle(
-                permit,
-                Verdict.ANSWERED,
-                headers=completion.headers,
-                used_tokens=admission_charge(item.body, usage),
-                exact=self._exact_charge,
-            )
-        elif isinstance(failure, RateLimited):
-            endpoint.limits.settle(
-                permit, Verdict.THROTTLED, headers=failure.headers, retry_after=failure.retry_after
-            )
-        else:
-            endpoint.limits.settle(permit, Verdict.FAILED, headers=failure.headers if failure else None)
-        if self._budgeted:
-            used = (usage.get("prompt_tokens") or 0) + (usage.get("completion_tokens") or 0)
-            cost = completion.cost if completion is not None else None
-            self.budget.settle(estimate, reserved, used_tokens=used, used_cost=cost)
-
-    def _accept(self, item: _Item, completion: Completion, tries: Tries) -> RequestFailed | None:
+    def _accept(self, item: Item, completion: Completion, tries: Tries) -> RequestFailed | None:
         """Record an answer as the row's result; the AnswerInvalid when it does not parse."""
         self.stats.latency.add(completion.latency_ms)
         self.estimator.observe(item.prompt_chars, completion.usage)
@@ -383,7 +315,7 @@ class Runner:
             self._release_streak()
         return None
 
-    def _accept_packed(self, item: _Item, completion: Completion, tries: Tries) -> RequestFailed | None:
+    def _accept_packed(self, item: Item, completion: Completion, tries: Tries) -> RequestFailed | None:
         """A packed request's answer split to its rows (and their copies); the failure if it cannot be."""
         try:
             shares = self.kind.unpack(completion, item.members)
@@ -396,15 +328,13 @@ class Runner:
             )
             self.recorder.add(True, record)
             for copy in member.copies:
-                self._write_reused(
-                    _Item(copy.row_id, copy.row_number, {}, copy.kept, 0), share, member.row_id
-                )
+                self._write_reused(Item(copy.row_id, copy.row_number, {}, copy.kept, 0), share, member.row_id)
             if reuse is not None:
                 reuse.settle(member, share)
         self._release_streak()
         return None
 
-    def _verdict(self, item: _Item, endpoint: Endpoint, failure: RequestFailed, tries: Tries) -> float | None:
+    def _verdict(self, item: Item, endpoint: Endpoint, failure: RequestFailed, tries: Tries) -> float | None:
         """After a failed attempt: seconds to wait before the next, or None (row failed, or stopping)."""
         tries.count(failure)
         if isinstance(failure, RateLimited):
@@ -421,26 +351,12 @@ class Runner:
             return None  # stopping: a failed attempt is not a verdict on the row
         if item.members is not None and len(item.members) > 1 and self.kind.splits_on(failure):
             return _SPLIT
-        self._check_stalled(failure)
+        # Stop, resumably, when 429s or a server out of reach have let nothing through for too long.
+        if isinstance(failure, (RateLimited, Unreachable)) and (stop := self.patience.over(failure)):
+            self.stop.fail(stop)
         delay = self.retry.next_delay(failure, tries, elsewhere=not self.router.single)
         if delay is None:
-            log.warning(
-                "row %s failed after %d attempt(s): %s: %s",
-                item.row_id,
-                tries.attempts,
-                failure.type,
-                failure.message,
-            )
-            for row_id, row_number, kept, copy in _rows_of(item):
-                record = error_record(
-                    row_id, row_number, failure, tries.attempts, kept, cost=getattr(failure, "cost", None)
-                )
-                if copy:  # a failed request counts once among failures alike, not once a copy
-                    self.recorder.add(False, record)
-                else:
-                    self._row_failed(record, failure)
-            for member in item.members if self._packer and self._packer.reuse else ():
-                self._packer.reuse.settle(member, None)  # identical rows to come are sent themselves
+            self._fail_rows(item, failure, tries)
             return None
         self.stats.retries += 1
         log.info(
@@ -453,28 +369,28 @@ class Runner:
         )
         return delay
 
-    def _check_stalled(self, failure: RequestFailed) -> None:
-        """Stop, resumably, when 429s or a server out of reach have let nothing through for too long."""
-        if isinstance(failure, (RateLimited, Unreachable)) and (stop := self.patience.over(failure)):
-            self.stop.fail(stop)
-
-    def _row_failed(self, record: dict[str, Any], failure: RequestFailed) -> None:
-        """Hold failures while they all look alike: many in a row mean the job, not the rows, is wrong."""
-        if self.recorder.add_failure(record, failure, self._streak) and not self.stop.stopping:
-            self._systematic = True
-            self.stop.fail(failing_alike(len(self._streak), failure))
+    def _fail_rows(self, item: Item, failure: RequestFailed, tries: Tries) -> None:
+        """The rows of a request failed for good: held while failures look alike, since many in a row
+        mean the job, not the rows, is wrong."""
+        log.warning(
+            "row %s failed after %d attempt(s): %s: %s",
+            item.row_id,
+            tries.attempts,
+            failure.type,
+            failure.message,
+        )
+        for row_id, row_number, kept, copy in rows_of(item):
+            record = error_record(
+                row_id, row_number, failure, tries.attempts, kept, cost=getattr(failure, "cost", None)
+            )
+            if copy:  # a failed request counts once among failures alike, not once a copy
+                self.recorder.add(False, record)
+            elif self.recorder.add_failure(record, failure, self._streak) and not self.stop.stopping:
+                self._systematic = True
+                self.stop.fail(failing_alike(len(self._streak), failure))
+        for member in item.members if self._packer and self._packer.reuse else ():
+            self._packer.reuse.settle(member, None)  # identical rows to come are sent themselves
 
     def _release_streak(self) -> None:
         """The held failures are genuine row failures after all: record them."""
         self.recorder.release(self._streak)
-
-
-def _rows_of(item: _Item) -> list[tuple[str, int, dict[str, Any], bool]]:
-    """(id, row number, kept columns, whether a copy riding on another) of each row a request carries."""
-    if item.members is None:
-        return [(item.row_id, item.row_number, item.kept, False)]
-    return [
-        (m.row_id, m.row_number, m.kept, m is not member)
-        for member in item.members
-        for m in (member, *member.copies)
-    ]
