@@ -36,9 +36,10 @@ from batcher.outputs.timeline import Timeline, timeline_path
 from batcher.prepare import identity_of, prepare, scan_unless_recorded, with_columns_kept
 from batcher.storage import is_remote
 from batcher.store import stdin
-from batcher.store.checkpoint import STATE_DIR, Checkpoint, Progress
+from batcher.store.checkpoint import STATE_DIR, Checkpoint
 from batcher.store.journal import write_atomically
 from batcher.store.mirror import Mirror
+from batcher.store.progress import Progress
 from batcher.store.vectors import VectorFile
 from batcher.transports.base import RowsLeft, Transport
 from batcher.transports.batchapi.parts import PartsLog, PartState

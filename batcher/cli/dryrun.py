@@ -21,8 +21,9 @@ from batcher.kinds.embeddings import PackCount, check_one_shape
 from batcher.kinds.tokens import DEFAULT_COMPLETION_TOKENS
 from batcher.prepare import identity_of, prepare
 from batcher.storage import is_remote
-from batcher.store.checkpoint import STATE_DIR, Checkpoint, DoneRows
+from batcher.store.checkpoint import STATE_DIR, Checkpoint
 from batcher.store.mirror import read_run
+from batcher.store.progress import DoneRows
 from batcher.transports.batchapi.parts import MAX_BYTES, batch_line, split
 from batcher.words import plural, usd
 

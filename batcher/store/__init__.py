@@ -1,7 +1,9 @@
 """The store: what is done, durably, in a run directory (on disk, or mirrored to an object store).
 
-- `checkpoint`: the run directory (`Checkpoint`: journal, lock, job record) and what is done
-  (`Progress`, `DoneRows`); `inspect` reads a run's figures without touching it;
+- `checkpoint`: the run directory (`Checkpoint`: journal, lock, job record); `inspect` reads a
+  run's figures without touching it;
+- `progress`: what a run directory holds done (`DoneRows`, by position or by id) and spent
+  (`Progress`);
 - `journal`: append-only JSONL that survives a kill, read back with repair (`Journal`);
 - `vectors`: embeddings' float32 vectors beside the journal (`VectorFile`);
 - `mirror`: a run directory committed to an object store in parts (`Mirror`);

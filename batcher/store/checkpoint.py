@@ -19,14 +19,13 @@ import fcntl
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from batcher.errors import ConfigError, WriteFailed
-from batcher.inputs.idset import IdSet
 from batcher.jsoncodec import dumps
 from batcher.store.journal import FastLine, Journal, read_journal, write_atomically
+from batcher.store.progress import DoneRows, Progress, Unplaced, add_spend
 from batcher.store.vectors import VECTORS_FILE, VectorFile, cut_lines_beyond
 
 SYNC_ROWS = 4096
@@ -39,80 +38,6 @@ POSITIONS = "row_numbers_match_input"
 _INFORMATIONAL = ("input", "rows", "kept_types", POSITIONS)
 LOCK_FILE = ".lock"
 STATE_DIR = ".batcher"
-
-
-class DoneRows:
-    """The rows with a result on disk.
-
-    Known by position (a byte per input line or row number, so 1 MB for a
-    million rows, and resume passes over them without reading their ids) when
-    every journal line was written against the input as it is now; otherwise
-    (after --force onto a changed input, or a journal from before row numbers)
-    by id, in an `IdSet`.
-    """
-
-    def __init__(self, *, by_position: bool):
-        self.positions: bytearray | None = bytearray() if by_position else None
-        self.ids: IdSet | None = None if by_position else IdSet()
-        self._count = 0
-
-    def add(self, row_id: str, number: int | None) -> None:
-        if self.ids is not None:
-            self.ids.add(row_id)
-            return
-        if not isinstance(number, int) or number < 1:
-            raise _Unplaced
-        self.mark(number)
-
-    def mark(self, number: int) -> None:
-        self.mark_all([number])
-
-    def mark_all(self, numbers: list[int]) -> None:
-        positions = self.positions
-        if numbers and (top := max(numbers)) >= len(positions):
-            positions.extend(bytes(top - len(positions) + 4096))
-        for number in numbers:
-            positions[number] = 1
-        if positions:
-            positions[0] = 0  # numbers start at 1; a 0 is no row's
-
-    def freeze(self) -> None:
-        if self.ids is not None:
-            self.ids.freeze()
-            self._count = len(self.ids)
-        else:
-            self._count = self.positions.count(1)
-
-    def has(self, row_id: str, number: int | None) -> bool:
-        if self.ids is not None:
-            return row_id in self.ids
-        return isinstance(number, int) and 0 < number < len(self.positions) and bool(self.positions[number])
-
-    def __len__(self) -> int:
-        """Distinct rows done (a row paid twice after a crash has two lines)."""
-        return self._count
-
-
-class _Unplaced(Exception):
-    """A journal line without a row number where every line should have one."""
-
-
-@dataclass
-class Progress:
-    """What a run directory holds: done and failed rows, tokens so far."""
-
-    #: Rows whose result was on disk when the session began.
-    done: DoneRows = field(default_factory=lambda: DoneRows(by_position=True))
-    #: Latest error record of each row that failed and has not succeeded since.
-    failed: dict[str, dict[str, Any]] = field(default_factory=dict)
-    #: Tokens and USD of each row's latest answer (a result, or one that did not parse).
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost_usd: float = 0.0
-    #: Answers whose model has no price (their cost is unknown, not 0).
-    unpriced: int = 0
-    #: Lines dropped on load because a crash had torn or garbled them.
-    repaired_lines: int = 0
 
 
 class Checkpoint:
@@ -231,7 +156,7 @@ class Checkpoint:
         try:
             progress = Progress(done=DoneRows(by_position=by_position))
             broken = self._load_results(progress, repair)
-        except _Unplaced:  # a line from before row numbers: go by ids
+        except Unplaced:  # a line from before row numbers: go by ids
             progress = Progress(done=DoneRows(by_position=False))
             broken = self._load_results(progress, repair)
         progress.done.freeze()
@@ -246,7 +171,7 @@ class Checkpoint:
 
         broken += read_journal(self.errors_path, on_error, repair=repair)
         for record in failed.values():  # answers that did not parse were paid for too
-            _add_spend(progress, record.get("usage"), record.get("cost_usd"))
+            add_spend(progress, record.get("usage"), record.get("cost_usd"))
         progress.repaired_lines = broken + unbacked
         if repair and len(failed) != errors_seen:
             self._rewrite_errors(failed)
@@ -257,7 +182,7 @@ class Checkpoint:
 
         def on_record(record: dict[str, Any]) -> None:
             done.add(record["id"], record.get("row_number"))
-            _add_spend(progress, record.get("usage"), record.get("cost_usd"))
+            add_spend(progress, record.get("usage"), record.get("cost_usd"))
 
         def on_lines(lines: list[FastLine]) -> None:
             if not lines:
@@ -438,17 +363,6 @@ def inspect(directory: Path, read: tuple[dict[str, Any], Progress] | None = None
         "cost_usd": round(progress.cost_usd, 6),
         "answers_unpriced": progress.unpriced,
     }
-
-
-def _add_spend(progress: Progress, usage: dict[str, Any] | None, cost: float | None) -> None:
-    if not isinstance(usage, dict):
-        return
-    progress.prompt_tokens += usage.get("prompt_tokens") or 0
-    progress.completion_tokens += usage.get("completion_tokens") or 0
-    if isinstance(cost, (int, float)):
-        progress.cost_usd += cost
-    else:
-        progress.unpriced += 1
 
 
 def _has_lines(path: Path) -> bool:

@@ -28,7 +28,7 @@ from batcher.job import Job
 from batcher.kinds.prompts import RequestBuilder
 from batcher.outcome import RunOutcome
 from batcher.outputs.stats import RunStats
-from batcher.store.checkpoint import Progress
+from batcher.store.progress import Progress
 from batcher.transports.stops import Stop
 
 log = logging.getLogger("batcher")

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from batcher.errors import BatcherError, RequestFailed
 from batcher.outputs.sinks import Sink
 from batcher.outputs.stats import RunStats
-from batcher.store.checkpoint import Progress
+from batcher.store.progress import Progress
 
 Record = dict[str, Any]
 

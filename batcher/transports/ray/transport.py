@@ -116,7 +116,7 @@ class RowWorker:
         with the work, in Ray's memory: never in its runtime_env (which its dashboard shows), a
         file or a log; a worker keeps them in its own environment, as a local run has them."""
         os.environ.update(keys)
-        from batcher.store.checkpoint import DoneRows, Progress
+        from batcher.store.progress import DoneRows, Progress
         from batcher.transports.online.runner import Runner
 
         if self._router is None:
