@@ -14,7 +14,8 @@ import urllib.parse
 from typing import Any
 
 from batcher.errors import ConfigError
-from batcher.inputs.sources import KEEP_ALL, Scan, Source
+from batcher.inputs.scan import Scan, scan
+from batcher.inputs.sources import KEEP_ALL, Source
 from batcher.job import Job, preflight
 from batcher.kinds import RequestKind, kind_of
 from batcher.kinds.embeddings import EmbeddingsKind
@@ -107,7 +108,7 @@ def scan_unless_recorded(job: Job, source: Source, builder: RequestBuilder, chec
         if set(kept) == set(job.keep_columns) or job.keep_columns == (KEEP_ALL,):
             log.info("%s: unchanged since its scan; not scanned again", source.name)
             return _columns_kept(job, source, Scan(source.kind, recorded["rows"], fingerprint, kept))
-    return _columns_kept(job, source, source.scan(builder, fingerprint))
+    return _columns_kept(job, source, scan(source, builder, fingerprint))
 
 
 def _columns_kept(job: Job, source: Source, scan: Scan) -> Scan:

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from batcher.errors import ConfigError, WriteFailed
-from batcher.inputs.sources import Scan, Source
+from batcher.inputs.scan import Scan
+from batcher.inputs.sources import Source
 from batcher.job import BATCH_API, BATCH_OUTPUT, RAY, Job
 from batcher.job.answers import ParseFunction
 from batcher.kinds import RequestKind

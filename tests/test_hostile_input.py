@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from batcher.errors import BatcherError, ConfigError, InputError
+from batcher.inputs.scan import scan as scan_input
 from batcher.inputs.sources import Source
 from batcher.job import build_job
 from batcher.job.files import load_job_file
@@ -33,7 +34,7 @@ def scan(path: Path, prompt: str | None = "Say {text}", id_column: str = "id"):
     builder = RequestBuilder(
         source.kind, template=prompt, system=None, defaults={"model": "m"}, id_column=id_column
     )
-    return source.scan(builder, source.fingerprint()), list(source.rows(builder))
+    return scan_input(source, builder, source.fingerprint()), list(source.rows(builder))
 
 
 def accepted_or_refused(path: Path, **kwargs) -> None:

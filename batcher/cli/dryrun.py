@@ -15,6 +15,7 @@ from typing import Any
 
 from batcher.cli.estimates import Estimate, Tally
 from batcher.errors import ConfigError
+from batcher.inputs.scan import scan as scan_input
 from batcher.job import BATCH_API, Job
 from batcher.job.preflight import check_keys
 from batcher.kinds.embeddings import PackCount, check_one_shape
@@ -149,7 +150,7 @@ def _plan(job: Job, directory: Path) -> Plan:
         if len(result.samples) < SAMPLES:
             result.samples.append((f"{source.unit} {number}", body))
 
-    scan = source.scan(kind.builder, source.fingerprint(), on_body)
+    scan = scan_input(source, kind.builder, source.fingerprint(), on_body)
     if job.embeddings:
         check_one_shape(kind.builder, job.output_format)
     result.input_kind, result.rows = scan.kind, scan.total

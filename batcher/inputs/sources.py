@@ -20,10 +20,8 @@ from typing import Any, Protocol
 from batcher.errors import ConfigError, InputError
 from batcher.inputs.csvinput import CsvFile
 from batcher.inputs.formats import BATCH_INPUT, CHAT, CSV, JSONL, LABELS, PARQUET, TEMPLATE, TSV, kind_of_file
-from batcher.inputs.idset import IdSet
 from batcher.inputs.jsonl import done_run, parse_json_line, skip_lines, without_bom
-from batcher.inputs.problems import Problems
-from batcher.inputs.scanning import DEFAULT_ID, Kept, Unnamed, checked_id
+from batcher.inputs.scanning import DEFAULT_ID, checked_id
 from batcher.storage import is_remote
 
 #: `--keep-columns '*'`: every column of the input.
@@ -53,16 +51,6 @@ class InputRow:
     #: Where the row stands in its file, from 1: its line number (JSONL) or row number (Parquet, CSV).
     number: int
     row: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Scan:
-    kind: str
-    total: int
-    #: blake2b of the input's bytes: resuming checks the input has not changed.
-    fingerprint: str
-    #: Per kept column: its Arrow type (Parquet input) or the Python type names seen (JSONL, CSV).
-    kept_types: dict[str, Any]
 
 
 def arrow() -> tuple[Any, Any]:
@@ -224,7 +212,7 @@ class Source:
         except Exception as e:  # pyarrow raises ArrowInvalid, OSError, ...
             raise InputError(f"cannot be read from row {number + 1} on ({e})", path=self.name) from None
 
-    def _records(self, columns: list[str] | None = None) -> Iterator[tuple[int, Any]]:
+    def records(self, columns: list[str] | None = None) -> Iterator[tuple[int, Any]]:
         """(position, parsed row or the ValueError that parsing raised) of every row."""
         if not self.tabular:
             yield from self._jsonl_rows()
@@ -235,7 +223,7 @@ class Source:
                 number += 1
                 yield number, row
 
-    def _identify(self, record: Any, position: int) -> tuple[str, dict[str, Any]]:
+    def identify(self, record: Any, position: int) -> tuple[str, dict[str, Any]]:
         """The row id (`position` names a row of a file without ids) and the row; ValueError says
         what is wrong with it."""
         if isinstance(record, ValueError):
@@ -275,60 +263,6 @@ class Source:
             raise InputError(f"cannot be read: {e.strerror or e}", path=self.name) from None
         return digest.hexdigest()
 
-    def scan(
-        self,
-        builder: Builder,
-        fingerprint: str,
-        on_body: Callable[[int, str, dict[str, Any]], None] | None = None,
-    ) -> Scan:
-        """Check every row; raise one InputError listing the problems found.
-
-        `on_body(number, row_id, body)` sees the request body of every good row.
-        """
-        columns = self.columns(builder)
-        ids = IdSet()
-        kept = Kept(self.kept_names(builder.keep_columns), typed=not self.is_parquet)
-        unnamed = Unnamed() if self.id_column is None and not self.tabular else None
-        problems = Problems()
-        total = 0
-        for number, (position, record) in enumerate(self._records(columns), start=1):
-            total += 1
-            try:
-                row_id, row = self._identify(record, position)
-                ids.add(row_id)
-                body = builder.build(row)
-                if self.kind != BATCH_INPUT:
-                    kept.see(row)
-                if unnamed is not None:
-                    unnamed.see(number, position, row)
-                if on_body is not None:
-                    on_body(position, row_id, body)
-            except ValueError as e:
-                problems.add(number, f"{self.unit} {position} {e}")
-                if problems.full:
-                    break
-        self._refuse(problems, unnamed, columns, ids)
-        if total == 0:
-            raise InputError("has no rows", path=self.name)
-        kept_types = self.parquet_types(list(kept.types)) if self.is_parquet else kept.types
-        return Scan(kind=self.kind, total=total, fingerprint=fingerprint, kept_types=kept_types)
-
-    def _refuse(
-        self, problems: Problems, unnamed: Unnamed | None, columns: list[str] | None, ids: IdSet
-    ) -> None:
-        """One InputError listing the problems (in file order, rows failing alike as one), if any: the
-        rows' own, those of ids missing from some rows only, and repeated ids (found by a second read,
-        only when their hashes repeat)."""
-        for problem in unnamed.problems(self.unit) if unnamed is not None else []:
-            problems.add(*problem)
-        repeated = ids.repeated_hashes()
-        if repeated and not problems.full:
-            for problem in self._duplicates(columns, repeated):
-                problems.add(*problem)
-        refusal = problems.refusal(self.name)
-        if refusal is not None:
-            raise refusal
-
     def parquet_types(self, columns: list[str]) -> dict[str, Any]:
         schema = self.parquet_file().schema_arrow
         return {name: schema.field(name).type for name in columns}
@@ -347,24 +281,6 @@ class Source:
         named = [self.id_column] if self.id_column is not None else []
         kept = self.kept_names(builder.keep_columns) or []
         return list(dict.fromkeys([*named, *builder.placeholders, *kept]))
-
-    def _duplicates(self, columns: list[str] | None, repeated: set[int]) -> list[tuple[int, str]]:
-        """A second read, only when hashes repeat: which ids really repeat, and where."""
-        first_seen: dict[str, str] = {}
-        found = []
-        for number, (position, record) in enumerate(self._records(columns), start=1):
-            where = f"{self.unit} {position}"
-            try:
-                row_id, _ = self._identify(record, position)
-            except ValueError:
-                continue
-            if IdSet.hash_of(row_id) not in repeated:
-                continue
-            if row_id in first_seen:
-                found.append((number, f"{where} repeats id {row_id!r} (first seen at {first_seen[row_id]})"))
-            else:
-                first_seen[row_id] = where
-        return found
 
     def rows(
         self,
@@ -432,7 +348,7 @@ class Source:
         self, number: int, parse: Callable[[bytes], Any] | None, raw: Any, skip: Callable[[str], bool] | None
     ) -> InputRow | None:
         try:
-            row_id, row = self._identify(parse(raw) if parse is not None else raw, number)
+            row_id, row = self.identify(parse(raw) if parse is not None else raw, number)
         except ValueError as e:  # the file changed since the scan
             raise InputError(str(e), path=self.name, where=f"{self.unit} {number}") from None
         if skip is not None and skip(row_id):
