@@ -3,29 +3,23 @@
 Exit codes: 0 every row ok; 1 finished with failed rows; 2 usage, config or
 input error; 3 aborted (key refused, a write failed, rows failing alike, a
 budget reached); 4 batches submitted with --no-wait, not yet collected; 130
-interrupted. `batcher simulate` lives in simulate.py.
+interrupted. The commands on a run directory (status, report, cancel) live in runs.py,
+`batcher simulate` in simulate.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
-import json
 import logging
-import os
 import sys
-from pathlib import Path
 
 import click
 
+from batcher.cli.runs import cancel, report, status
 from batcher.cli.simulate import simulate
-from batcher.cli.views import plan_text, status_text, tell_run_ended
-from batcher.errors import EXIT_INTERRUPTED, EXIT_USAGE, BatcherError
-
-
-def _fail(message: str, code: int) -> None:
-    click.echo(f"batcher: {message}", err=True)
-    sys.exit(code)
+from batcher.cli.views import fail, plan_text, tell_run_ended
+from batcher.errors import EXIT_INTERRUPTED, BatcherError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -84,7 +78,11 @@ def main() -> None:
 @click.option("--concurrency", type=int, help="Requests in flight at once.  [default: 16; embeddings: 4]")
 @click.option("--rpm", type=float, help="Requests per minute to stay under.")
 @click.option("--tpm", type=float, help="Tokens per minute to stay under (prompt + max_tokens).")
-@click.option("--max-retries", type=int, help="Retries per row for 429, 5xx, timeouts.  [default: 8]")
+@click.option(
+    "--max-retries",
+    type=int,
+    help="Retries per row for 5xx, timeouts, bad answers (429s use none).  [default: 8]",
+)
 @click.option("--timeout", type=float, help="Seconds per request.  [default: 600]")
 @click.option(
     "--output-format",
@@ -257,9 +255,9 @@ def run(source: str | None, dry_run: bool, quiet: bool, verbose: bool, **options
             return
         outcome = asyncio.run(_run(job, quiet))
     except BatcherError as e:
-        _fail(f"error: {e}", e.exit_code)
+        fail(f"error: {e}", e.exit_code)
     except KeyboardInterrupt:  # before the run's own handlers were in place: nothing was sent
-        _fail("interrupted before sending anything", EXIT_INTERRUPTED)
+        fail("interrupted before sending anything", EXIT_INTERRUPTED)
     tell_run_ended(job, outcome, quiet)
     sys.exit(outcome.exit_code)
 
@@ -289,114 +287,5 @@ def _price_option(text: str, model: object) -> dict:
     return {model: {"input": prompt, "output": completion}}
 
 
-@main.command()
-@click.argument("directory")
-@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
-def status(directory: str, as_json: bool) -> None:
-    """Show a run directory's progress: rows, tokens, cost.
-
-    Works on finished, interrupted and still-running directories and changes nothing.
-
-    \b
-    Example:
-      batcher status runs/classify-reviews
-    """
-    from batcher.store.checkpoint import inspect
-    from batcher.store.mirror import readable
-    from batcher.transports.batchapi.parts import batches_of
-
-    try:
-        with readable(directory) as (path, held):
-            info = inspect(path)
-            info["batches"] = batches_of(path)
-        if held is not None:  # a copy of a run directory in an object store
-            info.update(directory=directory, running=held)
-    except BatcherError as e:
-        _fail(f"error: {e}", e.exit_code)
-    if as_json:
-        click.echo(json.dumps(info, indent=2))
-        return
-    click.echo(status_text(info))
-
-
-@main.command()
-@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
-@click.option(
-    "--api-key-env",
-    default="OPENAI_API_KEY",
-    show_default=True,
-    help="The environment variable holding the key the batches were made with.",
-)
-@click.option(
-    "--header", "headers", multiple=True, help="'Name: value' sent on every call, as the run sent it."
-)
-@click.option(
-    "--query", multiple=True, help="name=value added to every URL (Azure's api-version), as the run's."
-)
-def cancel(directory: Path, api_key_env: str, headers: tuple[str, ...], query: tuple[str, ...]) -> None:
-    """Cancel a batch-api run's batches that are still running at the provider.
-
-    What they answered before stopping is kept: run the same `batcher run`
-    command again to collect it (it sends the rest again in new batches).
-    A run made through a gateway needs its --header / --query here too.
-
-    \b
-    Example:
-      batcher cancel runs/summaries
-      batcher cancel runs/azure --query api-version=2024-10-21 --header 'api-key: env:AZURE_OPENAI_API_KEY'
-    """
-    from batcher.job.gateway import Gateway, merged, openai_headers, parse_headers, parse_query
-    from batcher.transports.batchapi.cancel import cancel_batches
-
-    try:
-        api_key = os.environ.get(api_key_env)
-        sent = merged(openai_headers(os.environ), parse_headers(headers, "--header"))
-        gateway = Gateway.of(api_key, sent, parse_query(query, "--query"))
-        cancelled = asyncio.run(cancel_batches(directory, api_key, gateway=gateway))
-    except BatcherError as e:
-        _fail(f"error: {e}", e.exit_code)
-    if not cancelled:
-        click.echo(f"{directory}: no batch is running")
-    for part, batch in cancelled:
-        click.echo(f"part {part.number}: {batch}")
-
-
-@main.command()
-@click.argument("directory")
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Where to write the page.  [default: DIRECTORY/report.html]",
-)
-def report(directory: str, output: Path | None) -> None:
-    """Write an HTML page of a run (figures, charts, errors).
-
-    One self-contained file: requests and tokens per minute against the limits
-    over time, 429s and retries, latency, errors by type with examples, cost.
-
-    Works on finished, failed and still-running directories, and changes nothing
-    but the page it writes. It opens in any browser, offline.
-
-    \b
-    Example:
-      batcher report runs/classify-reviews
-    """
-    from batcher.outputs.report import write
-    from batcher.storage import RemoteDirectory
-    from batcher.store.mirror import readable
-
-    try:
-        with readable(directory) as (path, held):
-            page = write(path, output)
-            if held is not None and output is None:  # beside the outputs in the object store
-                RemoteDirectory(directory).put_file("report.html", page)
-                page = f"{directory.rstrip('/')}/report.html"
-    except BatcherError as e:
-        _fail(f"error: {e}", e.exit_code)
-    except OSError as e:
-        _fail(f"error: cannot write the report: {e.strerror or e}", EXIT_USAGE)
-    click.echo(str(page))
-
-
-main.add_command(simulate)
+for command in (simulate, status, report, cancel):
+    main.add_command(command)

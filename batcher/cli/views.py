@@ -13,6 +13,12 @@ import click
 from batcher.words import plural, usd
 
 
+def fail(message: str, code: int) -> None:
+    """Say `message` on stderr and exit with `code` (errors.py has the codes)."""
+    click.echo(f"batcher: {message}", err=True)
+    sys.exit(code)
+
+
 def tell_run_ended(job, outcome, quiet: bool) -> None:
     """What `batcher run` says when a session ends: the figures (unless quiet and all went well),
     answers cut at max_tokens (even when quiet: the most common silent failure), and how to go on."""
