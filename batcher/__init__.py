@@ -1,5 +1,6 @@
-"""batcher: send a dataset of prompts to an OpenAI-compatible Chat Completions API,
-rate-limited, retried and resumable.
+"""batcher: send a dataset of prompts to an OpenAI-compatible API (Chat Completions or embeddings,
+online or through the provider's Batch API, on one machine or a Ray cluster), rate-limited,
+retried and resumable.
 
     import batcher
     table = batcher.run("reviews.jsonl", model="gpt-4o-mini", prompt="Classify: {text}", output="runs/r")

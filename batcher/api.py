@@ -1,7 +1,7 @@
 """The Python API: `run`, `arun` and `iter_results`, the CLI's engine for scripts and notebooks.
 
 Sources are paths, lists of dicts or strings, pyarrow Tables or pandas DataFrames; in-memory data
-is written once into the run directory so calls resume. See the README's "Python API".
+is written once into the run directory so calls resume. See docs/python-api.md.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def run(
     directory that is removed afterwards (nothing to resume). `options` are the
     job-file settings: system, id_column, keep_columns, max_tokens,
     temperature, top_p, api_key_env, concurrency, rpm, tpm, max_retries,
-    timeout, output_format, retry_failed, force, ... (see the README).
+    timeout, output_format, retry_failed, force, ... (see docs/reference.md).
     The key is read from the environment variable `api_key_env` names.
 
     `parse(row, answer) -> dict` turns each answer into columns of your own
@@ -226,7 +226,7 @@ def _input_file(source: Any, directory: Path) -> tuple[Path, dict[str, Any]]:
     pa, pq = arrow()
     if type(source).__module__.split(".")[0] == "pandas":
         source = pa.Table.from_pandas(source, preserve_index=False)
-    # Rows without an `id` are named by their position, from 1, as a file's are (sources.py).
+    # Rows without an `id` are named by their position, from 1, as a file's are (inputs/sources.py).
     if isinstance(source, pa.Table):
         sink = pa.BufferOutputStream()
         pq.write_table(source, sink)
@@ -332,7 +332,7 @@ def _kept_types(job: Job, checkpoint: Checkpoint) -> dict[str, Any]:
         return {name: set(kept.get(name) or ()) for name in (tuple(kept) if names == (KEEP_ALL,) else names)}
     _, pq = arrow()  # a Parquet input: its own column types
     schema = pq.read_schema(job.input.open_random() if is_remote(job.input) else job.input)
-    if names == (KEEP_ALL,):  # as session._columns_kept chose them
+    if names == (KEEP_ALL,):  # as prepare._columns_kept chose them
         answers = job.answer_format.columns if job.answer_format else ()
         taken = {*RESERVED_COLUMNS, *answers, recorded.get("id_column")}
         names = tuple(name for name in schema.names if name not in taken)

@@ -9,7 +9,7 @@ One root, split by who must act::
     ├── RunAborted               exit 3: the run cannot go on; nothing is marked failed
     │   ├── BudgetReached        --max-cost / --max-total-tokens reached
     │   └── NoEndpointLeft       every endpoint retired (keys refused, nothing there)
-    └── RequestFailed            one attempt at one row failed (see retry.py)
+    └── RequestFailed            one attempt at one row failed (see transports/online/retry.py)
         ├── Retryable            timeouts, dropped connections, 408/409/5xx
         │   ├── RateLimited      429: the run slows down; never a row's failure
         │   └── Unreachable      no connection at all; never a row's failure
@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from typing import Any
 
-#: Exit codes, stable and documented in the README.
+#: Exit codes, stable and documented in docs/reference.md.
 EXIT_OK = 0
 EXIT_FAILED_ROWS = 1
 EXIT_USAGE = 2

@@ -1,5 +1,5 @@
 """A job made ready to run, before its run directory is touched: the checks that need no input read
-(keys, extras, a model, a budget's prices; preflight.py), the input opened (`-` spooled first), the
+(keys, extras, a model, a budget's prices; job/preflight.py), the input opened (`-` spooled first), the
 request kind chosen, and the job record a run directory keeps of it (`identity_of`), with the scan
 skipped where that record says the input is unchanged since it was scanned.
 """
@@ -66,7 +66,7 @@ def _refuse_keys_in_clear(job: Job) -> None:
 
 
 def _open_input(job: Job) -> Source:
-    """The job's input (`-`: standard input, copied to a file first: stdin.py)."""
+    """The job's input (`-`: standard input, copied to a file first: store/stdin.py)."""
     keep_all = KEEP_ALL in job.keep_columns
     if keep_all and len(job.keep_columns) > 1:
         raise ConfigError("keep_columns '*' keeps every column: give it alone, not with other names")
@@ -82,7 +82,7 @@ def _open_input(job: Job) -> Source:
 
 
 def identity_of(job: Job, source: Source, fingerprint: str, scan: Scan | None = None) -> dict[str, Any]:
-    """The job record of this job on this input (see checkpoint.py), with the scan's figures once known."""
+    """The job record of this job on this input (store/checkpoint.py), with the scan's figures once known."""
     identity = {**job.identity(), "input_kind": source.kind, "input_fingerprint": fingerprint}
     identity["id_column"] = source.id_column  # (None: rows named by position, the file having no ids)
     if scan is not None:

@@ -7,7 +7,7 @@
 
 Each batch of rows goes through batcher's own online pool (retries, 429s,
 answer checks, packing for embeddings) in one of `workers` actors, all drawing
-on one budget held by a named actor (raylimits.py), and comes back with the
+on one budget held by a named actor (transports/ray/limits.py), and comes back with the
 result columns added: `content`, `finish_reason`, `usage_*`, `cost_usd`,
 `error` (and `embedding` for embeddings). A row that fails has its error and
 nulls. The stage keeps no journal: resuming a pipeline is the pipeline's

@@ -1,10 +1,10 @@
 """A session of a job, assembled: check the job and its input, open the run directory, run, finish.
 
-The order is that of the README's guarantees: everything that can be found wrong
+The order is that of the guarantees in docs/reliability.md: everything that can be found wrong
 before sending (the job, the input, the run directory) raises before the first
 request; the input is scanned once (not again on resume when its bytes are
 unchanged; prepare.py); the run directory is locked and its journal read; the endpoints,
-the sink and the answer cache are opened; the transport (transport.py) sends
+the sink and the answer cache are opened; the transport (transports/base.py) sends
 what is left; and whatever happens, the outputs are closed and summary.json written.
 """
 

@@ -1,6 +1,6 @@
 """What a run's requests are expected to use, and at most: the dry run's tokens and cost.
 
-Prompts count at the estimator's characters a token (tokens.py: measured with OpenAI's
+Prompts count at the estimator's characters a token (kinds/tokens.py: measured with OpenAI's
 tokenizers); completions are expected at `tokens.expected_completion` of each request's
 max_tokens, and at most at max_tokens. In a run directory holding at least CALIBRATE_AFTER
 answers of earlier sessions (a `--limit 20` run, say), both come from those answers instead: their

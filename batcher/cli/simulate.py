@@ -1,6 +1,6 @@
 """`batcher simulate`: the embedded OpenAI-compatible server, served on its own for tries and tests.
 
-Kept apart from cli.py for its many knobs (the simulator's settings, SimulatorConfig);
+Kept apart from commands.py for its many knobs (the simulator's settings, SimulatorConfig);
 the server itself is imported only when the command runs, so `batcher --help` stays quick.
 """
 

@@ -1,6 +1,6 @@
 """What the commands print: the line that ends a run, its warnings and the command that resumes it,
 the dry run's plan, a run directory's status. Figures are said through words.py; a header's value
-is never shown (gateway.py), only its name.
+is never shown (job/gateway.py), only its name.
 """
 
 from __future__ import annotations

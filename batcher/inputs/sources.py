@@ -116,7 +116,7 @@ class Source:
         self.id_column = self._id_column(id_column, first)
 
     def _detect(self, has_template: bool) -> tuple[str, Any]:
-        """The input kind (prompts.py), and the first row of a JSONL file."""
+        """The input kind (kinds/prompts.py), and the first row of a JSONL file."""
         if self.tabular:
             if not has_template:
                 raise ConfigError(
@@ -291,7 +291,7 @@ class Source:
     ) -> Iterator[InputRow | None]:
         """Every row, in file order, for sending (after a clean `scan`).
 
-        Rows marked in `done` (a byte per line or row number, see checkpoint.py)
+        Rows marked in `done` (a byte per line or row number, see store/progress.py)
         are passed over without being parsed, long runs of them by counting
         newlines: resume's hot path. Rows whose id `skip` accepts are passed over
         after parsing. A None comes now and then while rows are passed over, so a

@@ -56,7 +56,7 @@ class Job:
     """A validated run: what to read, how to ask, where to write, how fast."""
 
     input: Path | RemotePath
-    #: The run directory; in an object store, worked on in a local staging copy (mirror.py).
+    #: The run directory; in an object store, worked on in a local staging copy (store/mirror.py).
     output: Path | RemotePath
     model: str | None = None
     prompt: str | None = None
@@ -94,10 +94,10 @@ class Job:
     parse_retries: int = 2
     #: USD per million tokens by model, over the built-in table: {"model": {"input": .., "output": ..}}.
     prices: dict | None = None
-    #: Budgets over every session of the run directory (see costs.py).
+    #: Budgets over every session of the run directory (see limits/costs.py).
     max_cost: float | None = None
     max_total_tokens: int | None = None
-    #: Send identical requests of a session once (see reuse.py); off for independent samples.
+    #: Send identical requests of a session once (see kinds/reuse.py); off for independent samples.
     dedupe: bool = True
     #: Directory of an answer cache shared across runs (requests at temperature 0).
     cache: str | None = None
@@ -112,7 +112,7 @@ class Job:
     no_wait: bool = False
     #: What rows are sent to: "chat" (/chat/completions) or "embeddings" (/embeddings, rows packed
     #: into requests of at most `inputs_per_request` inputs and `tokens_per_request` tokens, each
-    #: input at most `tokens_per_input`; see embeddings.py).
+    #: input at most `tokens_per_input`; see kinds/embeddings.py).
     endpoint: str = CHAT
     dimensions: int | None = None
     encoding_format: str = "base64"
@@ -120,12 +120,12 @@ class Job:
     tokens_per_request: int = 300_000
     tokens_per_input: int = 8192
     #: Where the requests are sent from: this process ("local"), or workers on a Ray cluster ("ray",
-    #: raytransport.py) found at `ray_address` (None: the running one, or a new local one).
+    #: transports/ray/transport.py) found at `ray_address` (None: the running one, or a new local one).
     executor: str = "local"
     ray_address: str | None = None
     workers: int = 2
     #: With the output in an object store: seconds between commits of the journal's new lines to it
-    #: (mirror.py). A crash sends again what was answered since the last commit.
+    #: (store/mirror.py). A crash sends again what was answered since the last commit.
     commit_seconds: float = 5.0
     #: Send only the first `limit` rows of the input (in input order; not part of the job's identity,
     #: so the same job without it continues with the rest).

@@ -1,7 +1,7 @@
 """What a run needs from the machine it runs on, checked before anything is read, written or sent.
 
 A model named (rows filled into a prompt name none), the extras the job uses installed
-(extras.py), a model priced where a budget in USD must count it (costs.py), and the key: each
+(extras.py), a model priced where a budget in USD must count it (limits/costs.py), and the key: each
 endpoint's variable set, unless the endpoint is the embedded simulator, a server on this machine
 (vLLM, llama.cpp, Ollama run without keys, so a missing key there is only a note), or a header of
 the user's carries the credential (Azure's `api-key`). A missing key to any other server is

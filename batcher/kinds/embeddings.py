@@ -7,7 +7,7 @@ A row estimated over the per-input limit is a row error before anything is
 sent. The answer's vectors are split back to the rows in order (`unpack`),
 each with its share of the usage and the cost; vectors travel as base64
 (little-endian float32, a quarter of the bytes of JSON floats) and are kept as
-bytes, journaled beside the results (vectors.py), never as JSON numbers.
+bytes, journaled beside the results (store/vectors.py), never as JSON numbers.
 A packed request the server refuses (400) is split in halves by the pool until
 the rows at fault stand alone, so one bad row never fails its neighbours.
 See docs/embeddings.md.

@@ -1,5 +1,5 @@
 """Result records: the lines of results.jsonl and errors.jsonl (the journal), from which every other
-output is derived (sinks.py). A result's first keys (id, row_number, usage, cost_usd) keep their
+output is derived (outputs/sinks.py). A result's first keys (id, row_number, usage, cost_usd) keep their
 order: resume reads them fast.
 """
 

@@ -52,7 +52,7 @@ class Transport(Protocol):
 class SkipIds:
     """Which rows to pass over by id: those done (when done is known by id, not by position) and
     those failed, unless the job retries them. A class, not a lambda, so it can travel to the Ray
-    tasks that read the input (rayinput.py)."""
+    tasks that read the input (ray/inputs.py)."""
 
     def __init__(self, done: IdSet | None, failed: set[str] | None):
         self.done, self.failed = done, failed
@@ -67,7 +67,7 @@ class RowsLeft:
     """The rows this session sends: all but those done, and those failed unless retried.
 
     An iterator of them for a transport that reads them here; what it is made of (the source, the
-    done positions, the ids passed over) for one that has them read elsewhere (rayinput.py)."""
+    done positions, the ids passed over) for one that has them read elsewhere (ray/inputs.py)."""
 
     def __init__(self, job: Job, source: Source, builder: RequestBuilder, progress: Progress):
         self.source, self.builder = source, builder

@@ -28,7 +28,7 @@ from batcher.kinds.completion import MAX_BODY_BYTES, Completion, error_for_statu
 
 
 class ApiClient:
-    """Posts one kind of request (kinds.py) to `{base_url}{kind.path}` on one aiohttp session."""
+    """Posts one kind of request (kinds/__init__.py) to `{base_url}{kind.path}` on one aiohttp session."""
 
     def __init__(
         self,
@@ -40,7 +40,7 @@ class ApiClient:
         connections: int,
         gateway: Gateway | None = None,
     ):
-        """`gateway`: the endpoint's headers and query (gateway.py); None: the key as a Bearer only."""
+        """`gateway`: the endpoint's headers and query (job/gateway.py); None: the key as a Bearer only."""
         self.url = base_url.rstrip("/") + kind.path  # (without the query: it is shown in messages)
         self._gateway = gateway if gateway is not None else Gateway.of(api_key)
         # parsed once, not by aiohttp for every request

@@ -45,7 +45,7 @@ FIND_SLACK_SECONDS = 300
 
 
 class BatchTransport:
-    """Sends rows as batches and collects their answers (transport.Transport)."""
+    """Sends rows as batches and collects their answers (transports.base.Transport)."""
 
     def __init__(
         self,

@@ -53,7 +53,7 @@ _SPLIT = -1.0
 
 
 class Runner:
-    """The online transport (transport.py): a pool of workers sending rows under the limits."""
+    """The online transport (transports/base.py): a pool of workers sending rows under the limits."""
 
     def __init__(
         self,
@@ -66,7 +66,7 @@ class Runner:
         reuse: Reuse | None = None,
         answers: Answers | None = None,
     ):
-        """`answers`: what makes an answer columns (answers.answers_of)."""
+        """`answers`: what makes an answer columns (`Answers`, job/answers.py)."""
         self.job = job
         self.kind = kind
         self._record = kind.record

@@ -14,7 +14,7 @@ they are read:
   starts cannot be found without reading every row before it.
 
 Each range goes to a Ray Data read task with its slice of the done set (a byte a number, as
-checkpoint.py keeps it) and the ids to pass over, so done rows are passed over where they are
+store/progress.py keeps it) and the ids to pass over, so done rows are passed over where they are
 read, without being parsed; a range wholly done is not read at all. A read task yields its rows in
 batches of `BATCH_ROWS`, each batch one record of one block (the rows pickled), so that Ray Data's
 block shaping, which goes by bytes, keeps every batch a block of its own and deals it to one worker.
@@ -176,7 +176,7 @@ def datasource(reader: Reader, ranges: list[Range], done: bytearray | None) -> A
 @dataclass(frozen=True)
 class Reader:
     """What every read task of a run has: the input, the columns it reads (Parquet), the ids to pass
-    over (transport.SkipIds, or an object reference to them: one copy for the cluster) or None, and
+    over (transports.base.SkipIds, or an object reference to them: one copy for the cluster) or None, and
     a callable saying the run is stopping, asked before each batch is yielded."""
 
     source: Source

@@ -1,18 +1,18 @@
 """One rate limit for many processes on a Ray cluster: a named actor that hands out capacity in leases.
 
 Ray Data's own LLM stage paces each actor on its own, so N actors send N times
-the limit. Here every worker's `RayLimiter` (a `limits.Limiter`) draws from one
+the limit. Here every worker's `RayLimiter` (a `limits.ratelimits.Limiter`) draws from one
 `LimitsKeeper`, held by a named Ray actor (`num_cpus=0`), in **leases**: a block
 of requests and tokens (a tenth of a second of the rate, shared out), not a
 round trip per request. Capacity a worker leaves unused for that tenth of a
 second lapses: saved up, it would join a later lease's requests in a burst the
 server would refuse. The keeper paces the leases with the same GCRA pacers
-as one process does (pacing.py), so the cluster as a whole sends at the rate
+as one process does (limits/pacing.py), so the cluster as a whole sends at the rate
 with at most one burst. A 429 anywhere pauses every worker for its retry-after
 and drops the capacity they hold; a lower limit any worker reads in
 `x-ratelimit-limit-*` headers becomes everyone's.
 
-A limit nobody announced is found from the 429s as in one process (adaptive.py),
+A limit nobody announced is found from the 429s as in one process (limits/adaptive.py),
 by the keeper for the cluster: workers tell it their answers with their next
 lease and their 429s at once. Where no request rate is known, the cluster's
 rate starts at `RAMP_START` a second and, once answers come, doubles every
@@ -66,7 +66,7 @@ class Lease:
     rpm: float | None
     tpm: float | None
     #: On the keeper's clock: when it was issued, and when the rate was last cut (answers to
-    #: requests leased before the cut say nothing of the new rate; adaptive.py).
+    #: requests leased before the cut say nothing of the new rate; limits/adaptive.py).
     issued_at: float = 0.0
     last_cut: float = -math.inf
 
@@ -89,7 +89,7 @@ class LimitsKeeper:
         self._pacers: dict[str, Pacer | None] = {"requests": None, "tokens": None}
         self._paused_until = -math.inf
         self.generation = 0
-        #: The rate the 429s allow (adaptive.py), on the keeper's clock.
+        #: The rate the 429s allow (limits/adaptive.py), on the keeper's clock.
         self.control = AdaptiveRate(max_window=1)
         self._first_answer: float | None = None
         self._update()
@@ -203,7 +203,7 @@ def keeper_actor(name: str, rpm: float | None, tpm: float | None, *, namespace: 
 
 
 class RayLimiter:
-    """A worker's limiter (limits.Limiter): it spends capacity leased from the cluster's keeper."""
+    """A worker's limiter (limits.ratelimits.Limiter): it spends capacity leased from the cluster's keeper."""
 
     def __init__(self, keeper: Any):
         """`keeper`: the keeper's Ray actor handle (or anything whose methods have `.remote`)."""

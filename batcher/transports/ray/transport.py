@@ -1,12 +1,12 @@
 """`--executor ray`: a job's rows read and sent on a Ray cluster, under one limit, journaled once.
 
-A Ray Data pipeline: the input is read by Ray Data tasks on the cluster (rayinput.py: ranges
+A Ray Data pipeline: the input is read by Ray Data tasks on the cluster (inputs.py: ranges
 planned on the driver, done rows passed over where they are read), in batches of 64 rows dealt to
-`--workers` actors. Each actor runs batcher's own online pool (runner.py) on its batch, with its
-own connections and a `RayLimiter` drawing on the cluster's one budget (raylimits.py), and the
-finished rows come back to the driver (this process), which alone writes the run directory,
-through the session's Recorder: results, errors, summary, status, report and resume are those of
-a local run, and a row is written once.
+`--workers` actors. Each actor runs batcher's own online pool (transports/online/runner.py) on
+its batch, with its own connections and a `RayLimiter` drawing on the cluster's one budget
+(limits.py), and the finished rows come back to the driver (this process), which alone writes the
+run directory, through the session's Recorder: results, errors, summary, status, report and
+resume are those of a local run, and a row is written once.
 
 Stopping (Ctrl-C, SIGTERM, a fatal answer such as a 401): a `Switch` actor is turned off; read
 tasks yield no more batches and workers send none they have not begun, the batches being sent are
@@ -47,7 +47,7 @@ from batcher.transports.stops import Stop
 
 log = logging.getLogger("batcher")
 
-#: Batches a worker sends at once (rayinput.BATCH_ROWS rows each), and batches it holds: those
+#: Batches a worker sends at once (inputs.BATCH_ROWS rows each), and batches it holds: those
 #: waiting their turn are ready when one ends (Ray Data's dispatch is a round trip through the
 #: driver) and are not begun if the run stops, so they cost nothing twice.
 IN_FLIGHT = 2
@@ -187,7 +187,7 @@ class SendBatches:
         self._keys, self._switch = keys, switch
 
     async def __call__(self, batch: Any) -> Any:
-        (rows,) = payloads(batch)  # one batch a block (rayinput.py)
+        (rows,) = payloads(batch)  # one batch a block (inputs.py)
         if isinstance(rows, BatcherError):  # the input no longer reads as it did at the scan
             self._switch.stop.remote()
             return block(([], {}, rows))
@@ -200,7 +200,7 @@ class SendBatches:
 
 
 class RayTransport:
-    """Runs the job's Ray Data pipeline and journals what comes back (transport.Transport)."""
+    """Runs the job's Ray Data pipeline and journals what comes back (transports.base.Transport)."""
 
     def __init__(self, *, job: Job, input_kind: str, recorder: Recorder, endpoints: list[Endpoint]):
         self.job, self.input_kind, self.recorder = job, input_kind, recorder
