@@ -27,6 +27,7 @@ from batcher.kinds.records import RESERVED_COLUMNS
 from batcher.outputs.sinks import Schemas
 from batcher.storage import is_remote, location
 from batcher.store.checkpoint import STATE_DIR, Checkpoint
+from batcher.store.jobrecord import recorded_job
 from batcher.store.journal import iter_journal, write_atomically
 from batcher.store.vectors import VectorFile
 
@@ -326,7 +327,7 @@ def _with_vectors(table: Any, records: list[Record], checkpoint: Checkpoint, dim
 
 def _kept_types(job: Job, checkpoint: Checkpoint) -> dict[str, Any]:
     """The kept columns and their types, as the run recorded them (`*`: every column it kept)."""
-    recorded = checkpoint.recorded_job() or {}
+    recorded = recorded_job(checkpoint.directory) or {}
     kept, names = recorded.get("kept_types"), job.keep_columns
     if isinstance(kept, dict):
         return {name: set(kept.get(name) or ()) for name in (tuple(kept) if names == (KEEP_ALL,) else names)}

@@ -24,6 +24,7 @@ from batcher.kinds.records import RESERVED_COLUMNS
 from batcher.limits.costs import PricedRows
 from batcher.store import stdin
 from batcher.store.checkpoint import Checkpoint
+from batcher.store.jobrecord import recorded_job, same_job
 
 log = logging.getLogger("batcher")
 
@@ -96,10 +97,10 @@ def identity_of(job: Job, source: Source, fingerprint: str, scan: Scan | None = 
 def scan_unless_recorded(job: Job, source: Source, builder: RequestBuilder, checkpoint: Checkpoint) -> Scan:
     """Scan the input, unless this directory recorded a scan of the very same job and bytes."""
     fingerprint = source.fingerprint()
-    recorded = checkpoint.recorded_job()
+    recorded = recorded_job(checkpoint.directory)
     identity = identity_of(job, source, fingerprint)
     # (rows checked for priced models under a max_cost are scanned again: the budget may be new)
-    unchanged = checkpoint.same_job(identity, recorded) and isinstance(recorded.get("rows"), int)
+    unchanged = same_job(identity, recorded) and isinstance(recorded.get("rows"), int)
     if unchanged and not isinstance(builder, PricedRows):
         if source.is_parquet:
             kept = source.parquet_types(source.kept_names(job.keep_columns) or [])

@@ -25,7 +25,7 @@ from typing import Any
 from batcher.inputs.sources import InputRow
 from batcher.job import build_job
 from batcher.transports.ray.limits import keeper_actor
-from batcher.transports.ray.transport import RowWorker
+from batcher.transports.ray.worker import RowWorker
 
 
 def process(

@@ -113,7 +113,11 @@ async def _run_session(
                 on_progress=hooks.on_progress,
                 on_record=hooks.on_record,
             )
-            transport = await _open_transport(clients, job, kind, router, recorder, hooks.parse, opened.cache)
+            # (a run directory staged from an object store: no worker keeps a part on this disk)
+            parts_dir = checkpoint.parts_dir if mirror is None else None
+            transport = await _open_transport(
+                clients, job, kind, router, recorder, hooks.parse, opened.cache, parts_dir
+            )
             if hooks.on_start is not None:
                 hooks.on_start(transport)
             rows = RowsLeft(job, source, kind.builder, progress)
@@ -246,6 +250,7 @@ async def _open_transport(
     recorder: Recorder,
     parse: Callable[[dict[str, Any], str | None], dict[str, Any]] | None,
     cache: AnswerCache | None,
+    parts_dir: Path | None = None,
 ) -> Transport:
     """The job's transport, its connections opened in `stack`: the online pool, or the Batch API."""
     parts = PartsLog(recorder.checkpoint.directory / STATE_DIR)
@@ -286,7 +291,11 @@ async def _open_transport(
         from batcher.transports.ray.transport import RayTransport
 
         return RayTransport(
-            job=job, input_kind=kind.builder.kind, recorder=recorder, endpoints=router.endpoints
+            job=job,
+            input_kind=kind.builder.kind,
+            recorder=recorder,
+            endpoints=router.endpoints,
+            parts_dir=parts_dir,
         )
     for endpoint in router.endpoints:
         await stack.enter_async_context(endpoint.client)

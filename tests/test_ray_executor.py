@@ -116,7 +116,9 @@ def test_a_killed_worker_loses_no_row_and_the_run_ends_complete(
     results = read_jsonl(run_dir / "results.jsonl")
     assert len(results) == len({r["id"] for r in results}) == 600  # none lost, none written twice
     paid_twice = sum(simulator.completions_for(prompt_for(r)) - 1 for r in rows)
-    assert paid_twice <= 64 * 2  # at most the batches the dead worker held
+    # At most the dead worker's requests in flight (--concurrency 4): the rows it finished are in its
+    # journal part, taken from there by the worker handed its batches again.
+    assert paid_twice <= 4, paid_twice
 
 
 @pytest.mark.slow
@@ -162,7 +164,9 @@ def test_a_ray_run_stopped_by_ctrl_c_then_killed_is_finished_by_the_same_command
     assert len(results) == len({r["id"] for r in results}) == 800  # none lost, none written twice
     by_id = {r["id"]: r for r in rows}
     assert all(simulator.completions_for(prompt_for(by_id[i])) == 1 for i in done_at_kill)
-    assert paid() - 800 <= 2 * 2 * 64  # the bound of docs/ray.md: workers x batches out x 64
+    # The bound of docs/ray.md: the requests in flight, workers x --concurrency (each row finished
+    # was in a worker's journal part, which the next session takes).
+    assert paid() - 800 <= 2 * 8, paid() - 800
     assert TEST_KEY not in err + out
 
 

@@ -23,6 +23,7 @@ from batcher.kinds.tokens import DEFAULT_COMPLETION_TOKENS
 from batcher.prepare import identity_of, prepare
 from batcher.storage import is_remote
 from batcher.store.checkpoint import STATE_DIR, Checkpoint
+from batcher.store.jobrecord import recorded_job, refusal
 from batcher.store.mirror import read_run
 from batcher.store.progress import DoneRows
 from batcher.transports.batchapi.parts import MAX_BYTES, batch_line, split
@@ -112,11 +113,11 @@ def _plan(job: Job, directory: Path) -> Plan:
     source, kind = prepare(job)
     _check_writable(directory)
     checkpoint = Checkpoint.of_run(directory, job.output_format, job.endpoint)
-    recorded = checkpoint.recorded_job()
+    recorded = recorded_job(directory)
     done, failed, progress = DoneRows(by_position=True), {}, None
     if recorded is not None:
         identity = identity_of(job, source, source.fingerprint())
-        if not job.force and (refused := checkpoint.refusal(identity, recorded)):
+        if not job.force and (refused := refusal(directory, identity, recorded)):
             raise refused
         progress = checkpoint.load(by_position=checkpoint.positions_hold(identity, recorded), repair=False)
         done, failed = progress.done, progress.failed

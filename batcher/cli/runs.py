@@ -29,7 +29,7 @@ def status(directory: str, as_json: bool) -> None:
     Example:
       batcher status runs/classify-reviews
     """
-    from batcher.store.checkpoint import inspect
+    from batcher.store.figures import inspect
     from batcher.store.mirror import readable
     from batcher.transports.batchapi.parts import batches_of
 

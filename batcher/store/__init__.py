@@ -1,7 +1,10 @@
 """The store: what is done, durably, in a run directory (on disk, or mirrored to an object store).
 
-- `checkpoint`: the run directory (`Checkpoint`: journal, lock, job record); `inspect` reads a
-  run's figures without touching it;
+- `checkpoint`: the run directory (`Checkpoint`: journal, lock, what is done); `figures` reads a
+  run's figures without touching it (`inspect`, `read_progress`); `jobrecord`: the job a run
+  directory holds (`job.json`), so that a resume of another is refused;
+- `parts`: journal parts, the rows other processes (a Ray run's workers) finished, taken into the
+  journal when the run directory is opened; `locks`: a directory held by a living process;
 - `progress`: what a run directory holds done (`DoneRows`, by position or by id) and spent
   (`Progress`);
 - `journal`: append-only JSONL that survives a kill, read back with repair (`Journal`);

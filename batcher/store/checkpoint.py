@@ -15,28 +15,23 @@ in `.batcher/` and derive their files from it. See docs/checkpoints.md.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from batcher.errors import ConfigError, WriteFailed
 from batcher.jsoncodec import dumps
-from batcher.store.journal import FastLine, Journal, read_journal, write_atomically
+from batcher.store.jobrecord import POSITIONS, recorded_job, refusal, write_job
+from batcher.store.journal import FastLine, Journal, iter_journal, read_journal, write_atomically
+from batcher.store.locks import try_lock
+from batcher.store.parts import PARTS_DIR, parts_in, remove, writer_gone
 from batcher.store.progress import DoneRows, Progress, Unplaced, add_spend
 from batcher.store.vectors import VECTORS_FILE, VectorFile, cut_lines_beyond
 
 SYNC_ROWS = 4096
 SYNC_SECONDS = 0.2
-JOB_FILE = "job.json"
-#: The job record's word that every journal line's row number points into the input as it is.
-POSITIONS = "row_numbers_match_input"
-#: Job record fields shown for information but not compared on resume: the
-#: input is recognised by its fingerprint, wherever the file now lives.
-_INFORMATIONAL = ("input", "rows", "kept_types", POSITIONS)
-LOCK_FILE = ".lock"
 STATE_DIR = ".batcher"
 
 
@@ -53,6 +48,8 @@ class Checkpoint:
         self.errors = Journal(self.errors_path)
         self.vectors_path = directory / STATE_DIR / VECTORS_FILE if vectors else None
         self.vectors: VectorFile | None = None
+        #: Where other processes (a Ray run's workers) journal the rows they finish (parts.py).
+        self.parts_dir = directory / STATE_DIR / PARTS_DIR
         self._lock_fd: int | None = None
         #: Records added this loop turn, not yet handed to the OS.
         self._unwritten: list[tuple[bool, dict[str, Any]]] = []
@@ -67,6 +64,11 @@ class Checkpoint:
         .batcher/ (embeddings keep their vectors beside it, and derive even results.jsonl)."""
         embeddings = endpoint == "embeddings"
         return cls(directory, hidden_journal=output_format != "jsonl" or embeddings, vectors=embeddings)
+
+    @classmethod
+    def of_part(cls, directory: Path) -> Checkpoint:
+        """A journal part's (parts.py): the files of a hidden journal, vectors beside them."""
+        return cls(directory, hidden_journal=True, vectors=True)
 
     # -- opening -------------------------------------------------------------
 
@@ -86,15 +88,11 @@ class Checkpoint:
             raise
 
     def _lock(self) -> None:
-        fd = os.open(self.directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
+        self._lock_fd = try_lock(self.directory)  # released by close(), or by the OS at death
+        if self._lock_fd is None:
             raise ConfigError(
                 f"{self.directory} is in use by another batcher run; wait for it to finish or stop it first"
-            ) from None
-        self._lock_fd = fd  # released by close(), or by the OS when the process dies
+            )
 
     def positions_hold(self, identity: dict[str, Any], recorded: dict[str, Any] | None) -> bool:
         """Whether every journal line's row number points into the input `identity` names."""
@@ -105,44 +103,13 @@ class Checkpoint:
             recorded.get(k) == identity.get(k) for k in ("input_kind", "input_fingerprint")
         )
 
-    def recorded_job(self) -> dict[str, Any] | None:
-        """The job record of an earlier session, if there is a readable one."""
-        try:
-            recorded = json.loads((self.directory / JOB_FILE).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-        return recorded if isinstance(recorded, dict) else None
-
-    def same_job(self, identity: dict[str, Any], recorded: dict[str, Any] | None) -> bool:
-        return recorded is not None and all(
-            recorded.get(k) == v for k, v in identity.items() if k not in _INFORMATIONAL
-        )
-
-    def refusal(self, identity: dict[str, Any], recorded: dict[str, Any] | None) -> ConfigError | None:
-        """Why this directory cannot take `identity` without --force, if it cannot."""
-        path = self.directory / JOB_FILE
-        if not path.exists():
-            return None
-        if recorded is None:
-            return ConfigError(f"{path} is damaged; re-run with --force to replace it")
-        changed = [k for k in identity if k not in _INFORMATIONAL and recorded.get(k) != identity[k]]
-        if not changed:
-            return None
-        lines = "\n  ".join(f"{k}: was {recorded.get(k)!r}, now {identity[k]!r}" for k in changed)
-        return ConfigError(
-            f"{self.directory} holds a different job, so resuming into it is refused:\n  {lines}\n"
-            "Use another --output directory, or --force to continue this one anyway "
-            "(rows already done are kept and not sent again)."
-        )
-
     def _check_job(self, identity: dict[str, Any], force: bool) -> bool:
         """Refuse a different job (unless forced); record this one; say whether row numbers hold."""
-        path = self.directory / JOB_FILE
-        recorded = self.recorded_job()
-        if not force and (refused := self.refusal(identity, recorded)):
+        recorded = recorded_job(self.directory)
+        if not force and (refused := refusal(self.directory, identity, recorded)):
             raise refused
         by_position = self.positions_hold(identity, recorded)
-        write_atomically(path, json.dumps({**identity, POSITIONS: by_position}, indent=2) + "\n")
+        write_job(self.directory, identity, by_position)
         return by_position
 
     def load(self, *, by_position: bool = True, repair: bool = True) -> Progress:
@@ -159,6 +126,7 @@ class Checkpoint:
         except Unplaced:  # a line from before row numbers: go by ids
             progress = Progress(done=DoneRows(by_position=False))
             broken = self._load_results(progress, repair)
+        unwritten = self._take_parts(progress, write=repair)
         progress.done.freeze()
         done, failed = progress.done, progress.failed
         errors_seen = 0
@@ -170,6 +138,8 @@ class Checkpoint:
                 failed[record["id"]] = record
 
         broken += read_journal(self.errors_path, on_error, repair=repair)
+        for record in unwritten:  # (the parts' failures, where the parts were only read)
+            on_error(record)
         for record in failed.values():  # answers that did not parse were paid for too
             add_spend(progress, record.get("usage"), record.get("cost_usd"))
         progress.repaired_lines = broken + unbacked
@@ -200,6 +170,64 @@ class Checkpoint:
 
         return read_journal(self.results_path, on_record, on_lines, repair=repair)
 
+    def _take_parts(self, progress: Progress, *, write: bool) -> list[dict[str, Any]]:
+        """The rows other processes finished (parts.py) and the journal lacks: appended to it (with
+        `write`; then the parts whose writers are gone are deleted) and counted done. The failures
+        among them, when they were only read, to count as failed; else none."""
+        taken: list[tuple[bool, dict[str, Any]]] = []
+        done = progress.done
+        for part in parts_in(self.parts_dir):
+            gone = writer_gone(part)
+            for ok, record in Checkpoint.of_part(part).records():
+                if done.has(record["id"], record.get("row_number")):
+                    continue
+                if ok:
+                    done.add(record["id"], record.get("row_number"))
+                    add_spend(progress, record.get("usage"), record.get("cost_usd"))
+                taken.append((ok, record))
+            if gone and write:
+                self._absorb(taken)
+                taken = []
+                remove(part)
+        if write:
+            self._absorb(taken)  # (the rows of parts still being written: their parts stay)
+            return []
+        return [record for ok, record in taken if not ok]
+
+    def _absorb(self, rows: list[tuple[bool, dict[str, Any]]]) -> None:
+        """Append finished rows to the journal and make them durable now (no event loop needed)."""
+        if not rows:
+            return
+        for ok, record in rows:
+            self._append(ok, record)
+        self._write()
+        if self._write_failed is not None:
+            raise self._write_failed
+        try:
+            for fd in self._fds():
+                os.fsync(fd)
+        except OSError as e:
+            raise _write_failed(self.directory, e) from None
+        self._pending.clear()
+
+    def records(self) -> Iterator[tuple[bool, dict[str, Any]]]:
+        """Every line of the journal as the record it was added as (results first; a vector read
+        back from the vector file), read without repair. (A worker's part is read so: parts.py.)"""
+        vectors = VectorFile(self.vectors_path) if self.vectors_path and self.vectors_path.exists() else None
+        try:
+            for record in iter_journal(self.results_path):
+                if "vector_at" in record:
+                    try:  # (a vector that never reached the file: the row is sent again)
+                        record["embedding"] = vectors.read(record.pop("vector_at"), record.pop("dims"))
+                    except (WriteFailed, AttributeError):
+                        continue
+                yield True, record
+            for record in iter_journal(self.errors_path):
+                yield False, record
+        finally:
+            if vectors is not None:
+                vectors.close()
+
     def _rewrite_errors(self, failed: dict[str, dict[str, Any]]) -> None:
         """Keep one line per row that still stands failed (its latest)."""
         self.errors.close()
@@ -216,6 +244,11 @@ class Checkpoint:
             raise self._write_failed
         if not self._unwritten:
             asyncio.get_running_loop().call_soon(self._write)
+        self._append(ok, record)
+        if len(self._pending) + len(self._unwritten) >= SYNC_ROWS:
+            self._wake.set()
+
+    def _append(self, ok: bool, record: dict[str, Any]) -> None:
         vector = record.get("embedding")
         if vector is None:
             (self.results if ok else self.errors).append(record)
@@ -225,8 +258,6 @@ class Checkpoint:
             line.update(self._vector_at(vector))
             self.results.append(line)
         self._unwritten.append((ok, record))
-        if len(self._pending) + len(self._unwritten) >= SYNC_ROWS:
-            self._wake.set()
 
     def _vector_at(self, vector: bytes) -> dict[str, int]:
         if self.vectors is None:
@@ -267,9 +298,7 @@ class Checkpoint:
         if not count:
             return []
         try:
-            files = (self.vectors, self.results, self.errors)  # vectors first: lines point into them
-            fds = [fd for fd in (f.fileno() for f in files if f is not None) if fd is not None]
-            for fd in fds:
+            for fd in self._fds():
                 await asyncio.to_thread(os.fsync, fd)
         except OSError as e:
             raise WriteFailed(
@@ -280,6 +309,11 @@ class Checkpoint:
         batch = self._pending[:count]
         del self._pending[:count]
         return batch
+
+    def _fds(self) -> list[int]:
+        """The journal's open files, vectors first (lines point into them)."""
+        files = (self.vectors, self.results, self.errors)
+        return [fd for fd in (f.fileno() for f in files if f is not None) if fd is not None]
 
     async def keep_syncing(self, on_durable: Callable[[list], None]) -> None:
         """Sync every `SYNC_SECONDS`, or sooner when `SYNC_ROWS` rows wait; until cancelled."""
@@ -327,60 +361,8 @@ def _write_failed(directory: Path, error: OSError) -> WriteFailed:
     )
 
 
-def read_progress(directory: Path) -> tuple[dict[str, Any], Progress]:
-    """A run directory's job record and progress, read without changing or locking anything."""
-    job_path = directory / JOB_FILE
-    if not job_path.exists():
-        raise ConfigError(f"{directory} is not a batcher run directory (no {JOB_FILE})")
-    try:
-        job = json.loads(job_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"{job_path} cannot be read: {e}") from None
-    if not isinstance(job, dict):
-        raise ConfigError(f"{job_path} cannot be read: not a JSON object")
-    checkpoint = Checkpoint.of_run(directory, job.get("output_format", "jsonl"), job.get("endpoint", "chat"))
-    return job, checkpoint.load(by_position=job.get(POSITIONS) is True, repair=False)
-
-
-def inspect(directory: Path, read: tuple[dict[str, Any], Progress] | None = None) -> dict[str, Any]:
-    """A run directory's progress in figures (`read`: what `read_progress` returned, if at hand)."""
-    job, progress = read or read_progress(directory)
-    done, failed = progress.done, progress.failed
-    prompt_tokens, completion_tokens = progress.prompt_tokens, progress.completion_tokens
-    total = job.get("rows") or 0
-    return {
-        "directory": str(directory),
-        "running": is_locked(directory),
-        "input": job.get("input"),
-        "model": job.get("model"),
-        "rows_total": total,
-        "rows_ok": len(done),
-        "rows_failed": len(failed),
-        "rows_remaining": max(0, total - len(done) - len(failed)),
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens,
-        "total_tokens": prompt_tokens + completion_tokens,
-        "cost_usd": round(progress.cost_usd, 6),
-        "answers_unpriced": progress.unpriced,
-    }
-
-
 def _has_lines(path: Path) -> bool:
     try:
         return path.stat().st_size > 0
     except FileNotFoundError:
         return False
-
-
-def is_locked(directory: Path) -> bool:
-    try:
-        fd = os.open(directory / LOCK_FILE, os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        return False
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)

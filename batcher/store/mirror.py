@@ -53,6 +53,7 @@ from pathlib import Path
 
 from batcher.errors import ConfigError, WriteFailed
 from batcher.storage import RemoteDirectory, is_remote, location
+from batcher.store.jobrecord import JOB_FILE
 
 log = logging.getLogger("batcher")
 
@@ -60,7 +61,6 @@ log = logging.getLogger("batcher")
 LEASE_SECONDS = 60.0
 COMMITS = ".batcher/commits"
 LEASE = ".batcher/lease.json"
-JOB_FILE = "job.json"
 
 
 @dataclass

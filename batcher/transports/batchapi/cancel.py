@@ -12,7 +12,8 @@ from pathlib import Path
 
 from batcher.errors import ConfigError, RequestFailed
 from batcher.job.gateway import Gateway
-from batcher.store.checkpoint import STATE_DIR, is_locked
+from batcher.store.checkpoint import STATE_DIR
+from batcher.store.locks import is_locked
 from batcher.transports.batchapi.parts import Part, PartsLog, PartState
 from batcher.transports.batchapi.provider import BatchProvider
 from batcher.transports.batchapi.transport import FIND_SLACK_SECONDS

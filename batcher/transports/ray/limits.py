@@ -205,9 +205,11 @@ def keeper_actor(name: str, rpm: float | None, tpm: float | None, *, namespace: 
 class RayLimiter:
     """A worker's limiter (limits.ratelimits.Limiter): it spends capacity leased from the cluster's keeper."""
 
-    def __init__(self, keeper: Any):
-        """`keeper`: the keeper's Ray actor handle (or anything whose methods have `.remote`)."""
+    def __init__(self, keeper: Any, *, window: asyncio.Semaphore | None = None):
+        """`keeper`: the keeper's Ray actor handle (or anything whose methods have `.remote`).
+        `window`: the worker's places for requests in flight (shared by its endpoints), if bounded."""
         self._keeper = keeper
+        self._window = window
         self._requests = 0
         self._tokens = 0
         self._generation = 0
@@ -227,6 +229,16 @@ class RayLimiter:
         self._expires = -math.inf
 
     async def acquire(self, tokens: int) -> Permit:
+        if self._window is not None:
+            await self._window.acquire()
+        try:
+            return await self._acquire(tokens)
+        except BaseException:
+            if self._window is not None:
+                self._window.release()
+            raise
+
+    async def _acquire(self, tokens: int) -> Permit:
         async with self._leasing:  # one lease in flight for the worker's coroutines, taken in turn
             if time.monotonic() > self._expires:  # unused too long: it may not join a later lease's
                 self._requests = self._tokens = 0  # requests in a burst the server would refuse
@@ -268,6 +280,8 @@ class RayLimiter:
             self._owed += used_tokens - permit.tokens  # told with the next lease, not a call a request
         if headers:
             self._tell_announced(headers)
+        if self._window is not None:
+            self._window.release()
 
     def _tell_announced(self, headers: Mapping[str, str]) -> None:
         known = {"requests": self._rpm, "tokens": self._tpm}
@@ -282,6 +296,8 @@ class RayLimiter:
                     self._tpm = limit
 
     def has_room(self, tokens: int) -> bool:
+        if self._window is not None and self._window.locked():
+            return False
         return self._requests >= 1 and (self._tpm is None or self._tokens >= tokens)
 
     def limits(self) -> tuple[float | None, float | None]:

@@ -26,22 +26,23 @@ import contextlib
 import logging
 import math
 import os
+import shutil
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from batcher.errors import BatcherError, RunAborted
-from batcher.inputs.sources import InputRow
 from batcher.job import Job
-from batcher.job.endpoints import EndpointConfig
 from batcher.outcome import RunOutcome
-from batcher.outputs.stats import RunStats
+from batcher.store.parts import write_token
 from batcher.transports.base import RowsLeft
-from batcher.transports.online.endpoints import Endpoint, Router
-from batcher.transports.ray.inputs import block, payloads
-from batcher.transports.ray.limits import RayLimiter, keeper_actor
+from batcher.transports.online.endpoints import Endpoint
+from batcher.transports.ray.inputs import payloads
+from batcher.transports.ray.limits import keeper_actor
+from batcher.transports.ray.worker import SendBatches
 from batcher.transports.recording import Recorder
 from batcher.transports.stops import Stop
 
@@ -55,90 +56,6 @@ QUEUED = 2
 #: Ray Data's target block size for the run: below one batch's, so that a batch is a block.
 BLOCK_BYTES = 1024
 _END, _ABANDON = object(), object()
-#: Counters a worker's pool keeps that the driver adds to its own.
-COUNTERS = ("requests", "answers", "connection_failures", "never_connected", "retries", "rate_limited")
-
-
-class Collected:
-    """A worker's row store (recording.RowStore): finished rows kept to hand back to the driver,
-    whose journal makes them durable."""
-
-    def __init__(self) -> None:
-        self.records: list[tuple[bool, dict[str, Any]]] = []
-
-    def add(self, ok: bool, record: dict[str, Any]) -> None:
-        self.records.append((ok, record))
-
-    def check(self) -> None:
-        pass
-
-    async def sync(self) -> list[tuple[bool, dict[str, Any]]]:
-        return []  # the driver's journal makes them durable
-
-    async def keep_syncing(self, on_durable: Callable[[list[tuple[bool, dict[str, Any]]]], None]) -> None:
-        await asyncio.Event().wait()
-
-
-class RowWorker:
-    """A Ray actor: batcher's online pool for the batches it is handed (made by `RayTransport`)."""
-
-    def __init__(self, job: Job, input_kind: str, endpoints: list[tuple[EndpointConfig, str, str]]):
-        """`endpoints`: each endpoint's config, the base URL it answers at, and its keeper (its
-        actor's name, or the actor's handle)."""
-        from batcher.kinds import kind_of
-
-        self.job, self.kind = job, kind_of(job, input_kind)
-        self._endpoints = endpoints
-        self._router: Router | None = None
-        self._reuse: Any = None
-
-    async def _open(self) -> Router:
-        import ray
-
-        endpoints = []
-        for config, base_url, keeper in self._endpoints:
-            job = self.job
-            endpoint = Endpoint(
-                config, base_url, kind=self.kind, timeout=job.timeout, connections=job.concurrency
-            )
-            handle = ray.get_actor(keeper, namespace="batcher") if isinstance(keeper, str) else keeper
-            endpoint.limits = RayLimiter(handle)
-            await endpoint.client.__aenter__()
-            endpoints.append(endpoint)
-        return Router(endpoints)
-
-    async def process(
-        self, rows: list[InputRow], keys: dict[str, str]
-    ) -> tuple[list[tuple[bool, dict[str, Any]]], dict, Any]:
-        """Send `rows`; (their records, the pool's counters, the error that stopped it or None).
-
-        `keys`: the endpoints' API keys by the environment variable each is read from. They come
-        with the work, in Ray's memory: never in its runtime_env (which its dashboard shows), a
-        file or a log; a worker keeps them in its own environment, as a local run has them."""
-        os.environ.update(keys)
-        from batcher.store.progress import DoneRows, Progress
-        from batcher.transports.online.runner import Runner
-
-        if self._router is None:
-            self._router = await self._open()
-            if self.job.dedupe:  # identical requests sent once a worker (not yet once a cluster)
-                from batcher.kinds.reuse import InputReuse, Reuse
-
-                within = {"within_run": True, "cache": None}
-                self._reuse = InputReuse(**within) if self.job.embeddings else Reuse(**within)
-        collected = Collected()
-        stats = RunStats(total=len(rows))
-        recorder = Recorder(collected, Progress(done=DoneRows(by_position=False)), stats)
-        runner = Runner(
-            job=self.job,
-            kind=self.kind,
-            router=self._router,
-            recorder=recorder,
-            answers=self.job.answer_format,
-            reuse=self._reuse,
-        )
-        outcome = await runner.run(iter(rows))
-        return collected.records, {name: getattr(stats, name) for name in COUNTERS}, outcome.error
 
 
 class Switch:
@@ -177,35 +94,26 @@ class Asking:
         return self._stopped
 
 
-class SendBatches:
-    """A Ray Data actor of a run: its RowWorker sends each batch it is handed, unless the run stops."""
-
-    def __init__(self, job: Job, input_kind: str, endpoints: list, keys: dict[str, str], switch: Any):
-        """`keys`: the endpoints' API keys by the variable each is read from. They come with the
-        work, in Ray's memory: never in its runtime_env (which its dashboard shows), a file or a log."""
-        self._worker = RowWorker(job, input_kind, endpoints)
-        self._keys, self._switch = keys, switch
-
-    async def __call__(self, batch: Any) -> Any:
-        (rows,) = payloads(batch)  # one batch a block (inputs.py)
-        if isinstance(rows, BatcherError):  # the input no longer reads as it did at the scan
-            self._switch.stop.remote()
-            return block(([], {}, rows))
-        if await self._switch.stopped.remote():
-            return block(([], {}, None))  # not sent: the run is stopping; the next session sends them
-        records, counters, error = await self._worker.process(rows, self._keys)
-        if error is not None:
-            self._switch.stop.remote()
-        return block((records, counters, error))
-
-
 class RayTransport:
     """Runs the job's Ray Data pipeline and journals what comes back (transports.base.Transport)."""
 
-    def __init__(self, *, job: Job, input_kind: str, recorder: Recorder, endpoints: list[Endpoint]):
+    def __init__(
+        self,
+        *,
+        job: Job,
+        input_kind: str,
+        recorder: Recorder,
+        endpoints: list[Endpoint],
+        parts_dir: Path | None = None,
+    ):
+        """`parts_dir`: where the workers journal the rows they finish (store/parts.py), or None
+        (a run directory in an object store, staged on the driver's disk: no worker part)."""
         self.job, self.input_kind, self.recorder = job, input_kind, recorder
         self.stats = recorder.stats
         self._endpoints = endpoints
+        self._parts_dir = parts_dir
+        #: Whether every batch came back (and so every row in the parts is in the run's journal).
+        self._all_back = False
         self._switch: Any = None
         self._results: asyncio.Queue = asyncio.Queue()
         self.stop = Stop(on_stop=self._stop_workers, on_force=lambda: self._results.put_nowait(_ABANDON))
@@ -235,11 +143,15 @@ class RayTransport:
             self._stop_workers()
         # (the keys, and the variables `env:` headers and query read: EndpointConfig.environment)
         keys = {name: value for e in self._endpoints for name, value in e.config.environment().items()}
+        parts = None
+        if self._parts_dir is not None:
+            parts = (str(self._parts_dir), run_id)
+            write_token(self._parts_dir, run_id)
         syncer = asyncio.create_task(self.recorder.keep_syncing())
         try:
             with _blocks_of_one_batch():
                 # Planning reads the Parquet footer or counts the JSONL's lines: off the event loop.
-                dataset = await asyncio.to_thread(self._pipeline, rows, endpoints, keys)
+                dataset = await asyncio.to_thread(self._pipeline, rows, endpoints, keys, parts)
                 if dataset is not None:
                     await self._collect(dataset)
         except BatcherError as e:
@@ -247,11 +159,15 @@ class RayTransport:
         finally:
             if (error := await self.recorder.stop_syncing(syncer)) is not None:
                 self.stop.fail(error)
+            elif self._all_back and self._parts_dir is not None:
+                shutil.rmtree(self._parts_dir, ignore_errors=True)  # every row in them is journaled
             for actor in [*keepers, self._switch]:
                 ray.kill(actor)
         return self.stop.outcome(self.stats)
 
-    def _pipeline(self, rows: RowsLeft, endpoints: list, keys: dict[str, str]) -> Any:
+    def _pipeline(
+        self, rows: RowsLeft, endpoints: list, keys: dict[str, str], parts: tuple[str, str] | None
+    ) -> Any:
         """The job as a Ray Data dataset: the input's ranges read, their batches sent by the workers.
         None when no range holds a row left."""
         import ray.data
@@ -271,7 +187,7 @@ class RayTransport:
         dataset = ray.data.read_datasource(datasource(reader, ranges, rows.done))
         return dataset.map_batches(
             SendBatches,
-            fn_constructor_args=(self.job, self.input_kind, endpoints, keys, self._switch),
+            fn_constructor_args=(self.job, self.input_kind, endpoints, keys, self._switch, parts),
             compute=ray.data.ActorPoolStrategy(
                 size=self.job.workers,
                 max_tasks_in_flight_per_actor=IN_FLIGHT + QUEUED,
@@ -303,6 +219,7 @@ class RayTransport:
                 log.debug("the Ray pipeline failed", exc_info=item)
                 raise RunAborted(f"the Ray cluster stopped the run: {_cause(item)}")
             self._journal(*item)
+        self._all_back = item is _END
 
     def _journal(self, records: list[tuple[bool, dict[str, Any]]], counters: dict, error: Any) -> None:
         for ok, record in records:
