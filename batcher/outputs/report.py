@@ -18,7 +18,7 @@ from typing import Any
 from batcher.outputs import timeline
 from batcher.outputs.charts import GREY, RED, duration, histogram, line_chart
 from batcher.outputs.stats import LatencyHistogram
-from batcher.store.checkpoint import inspect, read_progress
+from batcher.store.figures import inspect, read_progress
 from batcher.words import usd
 
 #: Points per chart at most: longer runs are summed into wider intervals.
