@@ -55,7 +55,8 @@ def process(
     if job.uses_simulator:
         raise ValueError("a pipeline stage needs a server's base_url (the embedded simulator lives in a run)")
     config = job.endpoint_configs[0]
-    keeper = keeper_actor(f"batcher-stage-{uuid.uuid4().hex[:12]}", config.rpm, config.tpm)
+    name, in_flight = f"batcher-stage-{uuid.uuid4().hex[:12]}", workers * job.concurrency
+    keeper = keeper_actor(name, config.rpm, config.tpm, max_window=in_flight)
     return ds.map_batches(
         _Stage,
         # (the key, and the variables `env:` headers read, travel with the work: never a runtime_env)

@@ -66,7 +66,10 @@ def run_cases(cases: dict[str, Case], doc: str | None) -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.cases or cases:
-            rows += cases[name](Path(tmp), args.quick)
+            found = cases[name](Path(tmp), args.quick)
+            for row in found:  # as each case ends too: a later case that fails loses nothing
+                print("  " + " | ".join(row), file=sys.stderr, flush=True)
+            rows += found
     print("| case | measure | figure |\n|---|---|---|")
     for row in rows:
         print("| " + " | ".join(row) + " |")

@@ -121,6 +121,20 @@ class Outcome:
         return self.rejected / self.requests
 
 
+async def send_rows(todo, limits, server: Server, pause: bool = False) -> None:
+    """One worker: each row of `todo` sent through `limits` until answered (pausing `retry_after`)."""
+    for _ in todo:
+        while True:
+            permit = await limits.acquire(1)
+            status, headers = await server.post()
+            if status == 200:
+                limits.settle(permit, Verdict.ANSWERED, headers=headers)
+                break
+            limits.settle(permit, Verdict.THROTTLED, headers=headers, retry_after=server.retry_after)
+            if pause:
+                await asyncio.sleep(server.retry_after or 1.0)
+
+
 def simulate(
     server: Server,
     rows: int,
@@ -140,18 +154,7 @@ def simulate(
         if plateau is not None:
             limits.control.plateau = plateau
         todo = iter(range(rows))
-
-        async def worker() -> None:
-            for _ in todo:
-                while True:
-                    permit = await limits.acquire(1)
-                    status, headers = await server.post()
-                    if status == 200:
-                        limits.settle(permit, Verdict.ANSWERED, headers=headers)
-                        break
-                    limits.settle(permit, Verdict.THROTTLED, headers=headers, retry_after=server.retry_after)
-
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        await asyncio.gather(*(send_rows(todo, limits, server) for _ in range(concurrency)))
         return Outcome(rows, server.requests, server.rejected, loop.time(), server.rpm)
 
     return run_virtual(go())

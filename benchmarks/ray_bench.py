@@ -1,26 +1,31 @@
-"""Benchmarks of `--executor ray` against the simulator, each side a process of its own.
+"""Benchmarks of `--executor ray` against one process, each side a process of its own (issue 23).
 
-    python benchmarks/ray_bench.py                  # every case (about 13 minutes)
-    python benchmarks/ray_bench.py limit            # chosen cases
+    python benchmarks/ray_bench.py                  # every case (about 10 minutes)
+    python benchmarks/ray_bench.py found proxy      # chosen cases
     python benchmarks/ray_bench.py --quick          # tiny sizes
 
-Cases:
-  limit       4 workers, server 3,000 RPM with a 1 s burst (no headers), 6,000 rows, --rpm 3000:
-              requests/min as the server counts them, share of 429s
-  found       the same server and rows, no --rpm: the limit found from 429s, 4 workers together and
-              one local process: requests/min as the server counts them, share of 429s
-  overhead    zero-latency server, 100,000 rows: rows/s of the local executor and of Ray (2 workers)
-  driver-kill 3,000 RPM, 6,000 rows, the driver killed with SIGKILL after 20 s, then the same
-              command: rows lost, written twice, and paid twice against the bound (workers x 2 x 64)
-Each run starts its own local Ray cluster (a few seconds, counted in the whole-run figures).
+Cases (3 workers, 2,000 rows, a server of 1,800 RPM with a 1 s burst, 200 ms +-50% latency):
+  found       the simulator announcing no limit, no --rpm: requests/min as the server counts them,
+              share of 429s, rows failed; Ray and one local process
+  proxy       the same rows behind nginx's limit_req (30 r/s, burst 30, 429, no headers) in front of a
+              simulator without limits: as found
+  known       --rpm 1800 given: as found
+  driver-kill 6,000 RPM, --concurrency 16, the driver killed with SIGKILL mid-run, then the same
+              command: rows lost, written twice, paid twice (bound: 3 workers x 16 in flight = 48)
+  budget      --max-cost: what the cluster pays against what one process pays
+  overhead    zero-latency server, 50,000 rows: rows/s of the local executor and of Ray (3 workers)
+Each Ray run starts its own local Ray cluster (a few seconds, counted in the whole-run figures).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -28,6 +33,8 @@ from common import SimulatorProcess, batcher, run_cases
 
 PROMPT = "Classify the sentiment of this review: {text}"
 ENV = {**os.environ, "OPENAI_API_KEY": "sk-bench", "RAY_USAGE_STATS_ENABLED": "0"}
+RAY = ("--executor", "ray", "--workers", 3)
+LIMIT = 1800
 
 
 def write_rows(path: Path, n: int) -> Path:
@@ -43,83 +50,150 @@ def run(path: Path, out: Path, base_url: str, *flags: object) -> list[str]:
     )
 
 
-def against_3000_rpm(tmp: Path, rows: int, name: str, *flags: object) -> tuple[float, dict]:
-    """A run against a server of 3,000 RPM with a 1 s burst and no headers: its seconds, the ledger."""
-    path = write_rows(tmp / "limit.jsonl", rows)
-    sim = SimulatorProcess("--rpm", 3000, "--rate-limit-headers", "none", "--latency-ms", 200)
-    try:
-        started = time.perf_counter()
-        code = subprocess.run(run(path, tmp / name, sim.base_url, *flags), env=ENV).returncode
-        seconds = time.perf_counter() - started
-        ledger = sim.ledger()
-    finally:
-        sim.stop()
-    assert code == 0, f"{name}: exit {code}"
-    return seconds, ledger
+def timed(command: list[str]) -> float:
+    started = time.perf_counter()
+    code = subprocess.run(command, env=ENV).returncode
+    assert code == 0, f"exit {code}: {' '.join(command)}"
+    return time.perf_counter() - started
 
 
-def rate_figures(case: str, ledger: dict) -> list[tuple[str, str, str]]:
+def summary(out: Path) -> dict:
+    return json.loads((out / "summary.json").read_text())
+
+
+def rate_figures(case: str, ledger: dict, out: Path, seconds: float) -> list[tuple[str, str, str]]:
+    """Requests a minute as the server counts them (first to last arrival), 429s, rows failed."""
     span = ledger["last_arrival"] - ledger["first_arrival"]
     per_minute = (ledger["requests"] - 1) / span * 60
     throttled = ledger["statuses"].get("429", 0)
     return [
-        (case, "requests/min as the server counts them", f"{per_minute:,.0f} ({per_minute / 30:.1f}%)"),
+        (case, "requests/min as the server counts them", f"{per_minute:,.0f} ({per_minute / LIMIT:.1%})"),
         (case, "429s / requests", f"{throttled / ledger['requests']:.2%} ({throttled})"),
+        (case, "rows failed; whole run", f"{summary(out)['rows_failed']}; {seconds:.1f} s"),
     ]
 
 
-def case_limit(tmp: Path, quick: bool) -> list[tuple[str, str, str]]:
-    rows = 1_000 if quick else 6_000
-    seconds, ledger = against_3000_rpm(tmp, rows, "limit", "--executor", "ray", "--workers", 4, "--rpm", 3000)
-    whole = ("limit", f"{rows:,} rows, 4 workers, whole run (Ray start-up included)", f"{seconds:.1f} s")
-    return [whole, *rate_figures("limit", ledger)]
-
-
-def case_found(tmp: Path, quick: bool) -> list[tuple[str, str, str]]:
-    rows = 1_000 if quick else 6_000
+def against_the_limit(tmp: Path, rows: int, label: str, *flags: object) -> list[tuple[str, str, str]]:
+    """Ray and one process against the simulator at 1,800 RPM (no headers), `flags` added."""
+    path = write_rows(tmp / f"{label}.jsonl", rows)
     figures = []
-    for name, flags in (("ray, 4 workers", ("--executor", "ray", "--workers", 4)), ("local", ())):
-        seconds, ledger = against_3000_rpm(tmp, rows, f"found-{len(flags)}", *flags)
-        figures.append((f"found: {name}", f"{rows:,} rows, no --rpm, whole run", f"{seconds:.1f} s"))
-        figures += rate_figures(f"found: {name}", ledger)
+    for side, executor in (("ray, 3 workers", RAY), ("local", ())):
+        sim = SimulatorProcess("--rpm", LIMIT, "--rate-limit-headers", "none", "--latency-ms", 200)
+        out = tmp / f"{label}-{len(executor)}"
+        try:
+            seconds = timed(run(path, out, sim.base_url, *executor, *flags))
+            ledger = sim.ledger()
+        finally:
+            sim.stop()
+        figures += rate_figures(f"{label}: {side}", ledger, out, seconds)
     return figures
 
 
-def case_overhead(tmp: Path, quick: bool) -> list[tuple[str, str, str]]:
-    rows = 10_000 if quick else 100_000
-    path = write_rows(tmp / "overhead.jsonl", rows)
-    sim = SimulatorProcess()
+def case_found(tmp: Path, quick: bool) -> list[tuple[str, str, str]]:
+    return against_the_limit(tmp, 500 if quick else 2_000, "found")
+
+
+def case_known(tmp: Path, quick: bool) -> list[tuple[str, str, str]]:
+    return against_the_limit(tmp, 500 if quick else 2_000, "known", "--rpm", LIMIT)
+
+
+class Nginx:
+    """nginx (Debian's package) on a free port: limit_req at 30 r/s with a burst of 30, refusals
+    answered 429 with no rate-limit header, in front of `upstream`."""
+
+    CONFIG = """
+worker_processes 1;
+daemon off;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    limit_req_zone $server_name zone=api:1m rate={rate}r/s;
+    upstream simulator {{ server {upstream}; keepalive 64; }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            limit_req zone=api burst={burst} nodelay;
+            limit_req_status 429;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_pass http://simulator;
+        }}
+    }}
+}}
+"""
+
+    def __init__(self, upstream: str, rate: int = 30, burst: int = 30):
+        binary = shutil.which("nginx") or "/usr/sbin/nginx"
+        self.dir = tempfile.mkdtemp(prefix="nginx-")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        config = Path(self.dir) / "nginx.conf"
+        settings = {"dir": self.dir, "rate": rate, "burst": burst, "upstream": upstream, "port": port}
+        config.write_text(self.CONFIG.format(**settings))
+        self.process = subprocess.Popen([binary, "-c", str(config), "-p", self.dir])
+        self.base_url = f"http://127.0.0.1:{port}/v1"
+        for _ in range(100):
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    return
+            time.sleep(0.05)
+        raise RuntimeError("nginx did not start")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def case_proxy(tmp: Path, quick: bool) -> list[tuple[str, str, str]]:
+    rows = 500 if quick else 2_000
+    path = write_rows(tmp / "proxy.jsonl", rows)
     figures = []
-    try:
-        for name, flags in (("local", ()), ("ray, 2 workers", ("--executor", "ray", "--workers", 2))):
-            started = time.perf_counter()
-            code = subprocess.run(
-                run(path, tmp / f"overhead-{len(flags)}", sim.base_url, *flags), env=ENV
-            ).returncode
-            assert code == 0, f"{name}: exit {code}"
-            figures.append((name, rows / (time.perf_counter() - started)))
-    finally:
-        sim.stop()
-    return [
-        ("overhead", f"{name}: {rows:,} rows, zero latency, whole run", f"{rate:,.0f} rows/s")
-        for name, rate in figures
-    ]
+    for side, executor in (("ray, 3 workers", RAY), ("local", ())):
+        sim = SimulatorProcess("--latency-ms", 200)
+        proxy = Nginx(sim.base_url.removeprefix("http://").removesuffix("/v1"))
+        out = tmp / f"proxy-{len(executor)}"
+        try:
+            seconds = timed(run(path, out, proxy.base_url, *executor))
+            ledger = sim.ledger()  # what got through: the 429s are the proxy's, counted by the client
+        finally:
+            proxy.stop()
+            sim.stop()
+        stats = summary(out)["session"]
+        span = ledger["last_arrival"] - ledger["first_arrival"]
+        per_minute = (ledger["requests"] - 1) / span * 60
+        sent, refused = stats["requests_sent"], stats["rate_limited_429"]
+        figures += [
+            (f"proxy: {side}", "requests/min through", f"{per_minute:,.0f} ({per_minute / LIMIT:.1%})"),
+            (f"proxy: {side}", "429s / requests", f"{refused / sent:.2%} ({refused})"),
+            (f"proxy: {side}", "rows failed; whole run", f"{summary(out)['rows_failed']}; {seconds:.1f} s"),
+        ]
+    return figures
 
 
 def case_driver_kill(tmp: Path, quick: bool) -> list[tuple[str, str, str]]:
-    rows, after = (1_000, 12.0) if quick else (6_000, 20.0)
+    rows, after = (1_500, 10.0) if quick else (3_000, 14.0)
     path = write_rows(tmp / "kill.jsonl", rows)
     out = tmp / "kill"
-    sim = SimulatorProcess("--rpm", 3000, "--latency-ms", 200)
-    command = run(path, out, sim.base_url, "--executor", "ray", "--workers", 4, "--rpm", 3000)
+    sim = SimulatorProcess("--rpm", 6000, "--latency-ms", 200)
+    command = run(path, out, sim.base_url, *RAY, "--rpm", 6000, "--concurrency", 16)
     try:
         driver = subprocess.Popen(command, env=ENV)
         time.sleep(after)
         driver.send_signal(signal.SIGKILL)
         driver.wait()
-        lines = (out / "results.jsonl").read_bytes().split(b"\n")[:-1]
-        done_at_kill = len(lines)
-        time.sleep(2)  # its workers die with it
+        journaled = (out / "results.jsonl").read_bytes().count(b"\n")
+        time.sleep(3)  # its workers die with it
+        parts = (out / ".batcher" / "parts").glob("*/.batcher/results.jsonl")
+        in_parts = sum(part.stat().st_size > 0 for part in parts)
         code = subprocess.run(command, env=ENV).returncode
         ledger = sim.ledger()
     finally:
@@ -129,13 +203,63 @@ def case_driver_kill(tmp: Path, quick: bool) -> list[tuple[str, str, str]]:
     ids = [r["id"] for r in results]
     paid_twice = sum(n - 1 for n in ledger["completions"].values())
     return [
-        ("driver-kill", f"{rows:,} rows; killed with {done_at_kill:,} done", "then the same command: exit 0"),
+        (
+            "driver-kill",
+            f"{rows:,} rows, killed after {after:g} s with {journaled:,} journaled ({in_parts} worker parts)",
+            "then the same command: exit 0",
+        ),
         ("driver-kill", "rows lost / written twice", f"{rows - len(set(ids))} / {len(ids) - len(set(ids))}"),
-        ("driver-kill", "rows paid twice (bound: 4 workers x 2 x 64 = 512)", f"{paid_twice}"),
+        ("driver-kill", "rows paid twice (bound: 3 workers x 16 = 48)", f"{paid_twice}"),
     ]
 
 
-CASES = {"limit": case_limit, "found": case_found, "overhead": case_overhead, "driver-kill": case_driver_kill}
+def case_budget(tmp: Path, quick: bool) -> list[tuple[str, str, str]]:
+    rows = 1_000 if quick else 2_000
+    path = write_rows(tmp / "budget.jsonl", rows)
+    prices = ("--price", "1000,1000", "--max-cost", 5)
+    figures = []
+    for side, executor in (("ray, 3 workers", RAY), ("local", ())):
+        sim = SimulatorProcess("--latency-ms", 200)
+        out = tmp / f"budget-{len(executor)}"
+        try:
+            code = subprocess.run(run(path, out, sim.base_url, *executor, *prices), env=ENV).returncode
+        finally:
+            sim.stop()
+        stats = summary(out)
+        spent = f"{code}; {stats['rows_ok']}; ${stats['cost_usd']:.6f}"
+        figures.append((f"budget: {side}", "exit; rows ok; spent of --max-cost $5", spent))
+    return figures
+
+
+def case_overhead(tmp: Path, quick: bool) -> list[tuple[str, str, str]]:
+    rows = 10_000 if quick else 50_000
+    path = write_rows(tmp / "overhead.jsonl", rows)
+    sim = SimulatorProcess()
+    figures = []
+    try:
+        for side, executor in (("local", ()), ("ray, 3 workers", RAY)):
+            seconds = timed(run(path, tmp / f"overhead-{len(executor)}", sim.base_url, *executor))
+            figures.append((side, rows / seconds))
+    finally:
+        sim.stop()
+    ratio = figures[1][1] / figures[0][1]
+    return [
+        *(
+            ("overhead", f"{side}: {rows:,} rows, zero latency, whole run", f"{rate:,.0f} rows/s")
+            for side, rate in figures
+        ),
+        ("overhead", "Ray / local", f"{ratio:.0%}"),
+    ]
+
+
+CASES = {
+    "found": case_found,
+    "proxy": case_proxy,
+    "known": case_known,
+    "driver-kill": case_driver_kill,
+    "budget": case_budget,
+    "overhead": case_overhead,
+}
 
 
 if __name__ == "__main__":

@@ -73,9 +73,10 @@ def test_three_workers_find_a_limit_nobody_announced_together_and_no_row_fails(
     assert result.exit_code == 0, result.output
     assert len(read_jsonl(run_dir / "results.jsonl")) == 400 and read_jsonl(run_dir / "errors.jsonl") == []
     statuses = simulator.server.ledger.statuses
-    # One process on this case: 11% 429s; the three workers each unpaced (before the keeper found
-    # the rate for all): 69%. Together they measured 11-18%; the bound is loose for a loaded machine.
-    assert statuses.get("429", 0) / simulator.requests <= 0.25, dict(statuses)
+    # One process on this case: 11% 429s. Three workers, each with a rate of its own: 69%; with
+    # one rate kept per worker by the limits actor: 11-18%; with one rate and one window for the
+    # cluster, cut once per congestion event: 1-7.4% (three runs). Bound: one process's figure.
+    assert statuses.get("429", 0) / simulator.requests <= 0.12, dict(statuses)
 
 
 def ray_worker_pids() -> list[int]:

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from batcher.limits.ratelimits import Verdict
-from batcher.transports.ray.limits import LimitsKeeper, RayLimiter
+from batcher.transports.ray.limits import SLOW_START_POLL, LimitsKeeper, RayLimiter
 
 
 class Clock:
@@ -47,44 +47,62 @@ def test_a_429_anywhere_pauses_every_worker_and_voids_what_they_hold():
     assert after.wait >= 2.0  # nobody goes before the retry-after
 
 
-def test_where_no_limit_is_known_the_cluster_starts_slow_and_doubles_after_the_first_answer():
+def test_where_no_limit_is_known_one_window_holds_the_clusters_requests_in_flight_and_grows():
     clock = Clock()
-    keeper = LimitsKeeper(None, None, clock=clock)
+    keeper = LimitsKeeper(None, None, clock=clock, max_window=48)
 
-    first = keeper.lease()
-    second = keeper.lease()  # before any answer: slow start's first rate, two a second
+    first = keeper.lease()  # a session's first request goes alone, whoever asks
+    second = keeper.lease()
     clock.now += 1.0
-    keeper.lease(answered=1)
-    rates = []
+    answered = keeper.lease(answered=1, returned=1, leased_at=first.issued_at)  # its answer: room again
+    windows = []
     for _ in range(4):
         clock.now += 0.25
-        rates.append(keeper.request_rate(clock.now))
+        windows.append(keeper.control.window_at(clock.now))
 
-    assert (first.requests, first.wait, second.requests, second.wait) == (1, 0.0, 1, 0.5)
-    assert rates == [8.0, 16.0, 32.0, 64.0]
+    assert (first.requests, first.wait) == (1, 0.0)
+    assert (second.requests, second.wait) == (0, SLOW_START_POLL)  # no room: ask again shortly
+    assert answered.requests == 2  # the window grew by the answer (1 + 1), and one place came back
+    assert windows == [4, 8, 16, 32]  # then doubles every 0.25 s, as one process's does
+    assert keeper.request_rate(clock.now) is None  # no rate yet: the window alone paces slow start
 
 
-def test_the_first_429_sets_the_cluster_rate_from_what_came_back_and_answers_climb_it_back():
+def test_the_first_429_sets_the_rate_from_what_was_sent_and_the_event_cuts_once():
     clock = Clock()
-    keeper = LimitsKeeper(None, None, clock=clock)
+    keeper = LimitsKeeper(None, None, clock=clock, max_window=48)
     keeper.lease(answered=1)
-    clock.now += 0.9
-    leased_at = keeper.lease(answered=100).issued_at  # 100 answers reported over the last second
+    clock.now += 0.5
+    before = keeper.lease(sent=40).issued_at  # the workers told of 40 sent over the last second
     clock.now += 0.01
 
-    keeper.throttled(retry_after=0.5, leased_at=leased_at)
+    keeper.throttled(retry_after=0.5, leased_at=before)
     cut = keeper.request_rate(clock.now)
-    keeper.throttled(retry_after=0.5, leased_at=leased_at)  # leased before the cut: no second cut
-    keeper.lease(answered=500, leased_at=leased_at)  # answers to requests leased before it: ignored
-    after_both = keeper.request_rate(clock.now)
-    clock.now += 1.0
-    for _ in range(15):  # 150 answers, three quarters of a plateau (200)
-        keeper.lease(answered=10, leased_at=clock.now)
-    climbed = keeper.request_rate(clock.now)
+    keeper.throttled(retry_after=0.5, leased_at=before)  # leased before the cut: nothing more
+    after = keeper.lease(answered=5, leased_at=before).issued_at  # answers to the old rate: ignored
+    keeper.throttled(retry_after=0.5, leased_at=after)  # leased after it, before any answer to it
+    unchanged = keeper.request_rate(clock.now)
 
-    assert cut == pytest.approx(0.9 * 101, rel=0.01)  # (the 429 counts as sent)
-    assert after_both == cut
-    assert cut < climbed <= 101  # near the peak the 429 marked, flat as it nears it, not past it
+    assert cut == pytest.approx(0.9 * 40)
+    assert unchanged == cut  # one congestion event, one cut
+
+
+def test_a_later_event_cuts_to_what_the_server_let_through_not_to_the_rate_that_overshot():
+    clock = Clock()
+    keeper = LimitsKeeper(None, None, clock=clock, max_window=48)
+    keeper.lease(answered=1)
+    keeper.throttled(retry_after=0.1, leased_at=keeper.lease(sent=40).issued_at)  # rate 36
+    clock.now += 0.5
+    lease = keeper.lease(answered=1, leased_at=clock.now)  # the new rate answered: the event is over
+    for _ in range(10):  # 30 answers a second over the last second
+        clock.now += 0.1
+        keeper.lease(answered=3, leased_at=lease.issued_at)
+    rate = keeper.request_rate(clock.now)
+
+    keeper.throttled(retry_after=0.1, leased_at=clock.now)
+    through = keeper.request_rate(clock.now)
+
+    assert rate > 30  # (the climb back to the first peak)
+    assert through == pytest.approx(0.9 * max(30, 0.9 * rate))  # what came back, never below cut^2
 
 
 def test_a_lower_limit_one_worker_read_in_headers_holds_for_all():

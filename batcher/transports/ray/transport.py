@@ -135,7 +135,8 @@ class RayTransport:
         keepers, endpoints = [], []
         for n, endpoint in enumerate(self._endpoints):
             name = f"batcher-{run_id}-{n}"
-            keepers.append(keeper_actor(name, endpoint.config.rpm, endpoint.config.tpm))
+            config, in_flight = endpoint.config, self.job.workers * self.job.concurrency
+            keepers.append(keeper_actor(name, config.rpm, config.tpm, max_window=in_flight))
             endpoints.append((endpoint.config, endpoint.base_url, name))
         self._switch = ray.remote(num_cpus=0)(Switch).remote()
         ray.get([actor.__ray_ready__.remote() for actor in [*keepers, self._switch]])
