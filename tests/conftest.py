@@ -7,7 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import TEST_KEY, Cli, RunningSimulator, S3Server, review_rows, write_jsonl
+from tests.helpers import (
+    RAY_ENV,
+    TEST_KEY,
+    Cli,
+    RayNodes,
+    RunningSimulator,
+    S3Server,
+    review_rows,
+    write_jsonl,
+)
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -33,31 +42,31 @@ def s3(s3_server, monkeypatch):
 
 
 @pytest.fixture(scope="session")
-def ray_cluster(s3_server):
-    """One local Ray cluster for the whole test session (started on first use, about 3 s), its
-    workers' environment pointing at the test session's S3 server, as a real cluster's nodes have
-    their own credentials (batcher never sends them)."""
-    # Set before Ray is imported: bind to 127.0.0.1 only, no token file in ~/.ray, no usage report.
-    os.environ.update(
-        RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
-        RAY_AUTH_MODE="disabled",
-        RAY_USAGE_STATS_ENABLED="0",
-        RAY_DATA_DISABLE_PROGRESS_BARS="1",
-    )
+def ray_cluster(s3_server, tmp_path_factory):
+    """One Ray cluster for the whole test session, as a user's is: a head node and a second node
+    joined to it by address (`ray start --head`, `ray start --address`), two processes of their own
+    on this machine, one CPU each; this test process joins it as a driver (about 10 s, once). The
+    nodes' environment points at the test session's S3 server, as a real cluster's nodes have their
+    own credentials (batcher never sends them)."""
+    os.environ.update(RAY_ENV)  # (before Ray is imported)
+    nodes = RayNodes(tmp_path_factory.mktemp("ray"), s3_server.env)
     import ray
 
     root = str(Path(__file__).resolve().parent.parent)
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        log_to_driver=False,
-        object_store_memory=256 * 1024 * 1024,
-        # Workers import the tests' helpers as pytest does, and hold the test key (a real cluster's
-        # workers get the key from their own environment: it is never sent to them).
-        runtime_env={"env_vars": {"PYTHONPATH": root, "OPENAI_API_KEY": TEST_KEY, **s3_server.env}},
-    )
-    yield ray
-    ray.shutdown()
+    try:
+        ray.init(
+            address=nodes.address,
+            log_to_driver=False,
+            # Workers import the tests' helpers as pytest does, and hold the test key for the tests
+            # that send from this process (a run's workers get the key with their work).
+            runtime_env={"env_vars": {"PYTHONPATH": root, "OPENAI_API_KEY": TEST_KEY}},
+        )
+        nodes.wait_joined(ray)
+        ray.nodes_started = nodes  # (for the tests that look at where the work ran)
+        yield ray
+    finally:
+        ray.shutdown()
+        nodes.stop()
 
 
 @pytest.fixture

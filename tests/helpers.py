@@ -7,8 +7,10 @@ which works under every pytest import mode, where importing from conftest does n
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -145,6 +147,87 @@ def wait_for_results(run_dir, at_least: int, process, timeout: float = 30) -> No
             raise AssertionError(f"run ended early: {process.communicate()}")
         time.sleep(0.02)
     raise AssertionError("no results in time")
+
+
+# -- a Ray cluster of two node processes joined by address, as a user's is ----------------------------
+
+#: The environment of the test session's Ray nodes and drivers: more than one node (the nodes are
+#: given 127.0.0.1 to bind to), no token file in ~/.ray, no usage report, Ray Data's bars off.
+RAY_ENV = {
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1",
+    "RAY_AUTH_MODE": "disabled",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_DATA_DISABLE_PROGRESS_BARS": "1",
+}
+
+
+class RayNodes:
+    """`ray start --head` and `ray start --address` in processes of their own (`--block`: each
+    lives, and takes its node's processes with it, until stopped), one CPU each."""
+
+    def __init__(self, logs: Path, extra_env: dict[str, str]):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        self.address = f"127.0.0.1:{port}"
+        self.env = {**os.environ, **RAY_ENV, **extra_env}
+        ray = str(Path(sys.executable).parent / "ray")
+        common = ["--num-cpus", "1", "--object-store-memory", str(200 * 1024 * 1024), "--block"]
+        here = ["--node-ip-address", "127.0.0.1"]
+        head = [ray, "start", "--head", *here, "--port", str(port), "--include-dashboard", "false", *common]
+        self.head = self._start(logs / "head.log", head)
+        wait_for_port(port, self.head, "the Ray head node")
+        worker = [ray, "start", "--address", self.address, *here, *common]
+        self.worker = self._start(logs / "worker.log", worker)
+
+    def _start(self, log: Path, command: list[str]) -> subprocess.Popen:
+        with log.open("wb") as out:  # (a process group of its own: the node's processes, stopped together)
+            return subprocess.Popen(
+                command, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+
+    def wait_joined(self, ray, timeout: float = 60) -> None:
+        """Until the driver `ray` sees both nodes alive."""
+        deadline = time.monotonic() + timeout
+        while sum(node["Alive"] for node in ray.nodes()) < 2:
+            if self.worker.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the second Ray node did not join the head")
+            time.sleep(0.2)
+
+    def raylet_pids(self) -> set[int]:
+        """The raylets of the two nodes (the parents of their worker processes)."""
+        pids = set()
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    if b"raylet" in (entry / "cmdline").read_bytes().split(b"\0")[0]:
+                        pids.add(int(entry.name))
+                except OSError:
+                    pass
+        return pids
+
+    def stop(self) -> None:
+        """Each node's processes stopped, then killed if any is left (its agents outlive `ray start`)."""
+        for node in (self.worker, self.head):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(node.pid, signal.SIGTERM)
+        for node in (self.worker, self.head):
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                node.wait(timeout=20)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(node.pid, signal.SIGKILL)
+
+
+def wait_for_port(port: int, process: subprocess.Popen, what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{what} did not start") from None
+            time.sleep(0.1)
 
 
 # -- an S3-compatible server on 127.0.0.1 (moto's server mode: the real S3 protocol over HTTP) ------

@@ -347,9 +347,7 @@ def _check_executor(job: Job) -> None:
         return
     unsupported = {
         "mode batch-api": job.mode == BATCH_API,
-        "max_cost": job.max_cost is not None,
-        "max_total_tokens": job.max_total_tokens is not None,
-        "cache": job.cache is not None,
+        "cache for embeddings": job.cache is not None and job.embeddings,
     }
     given = [name for name, set_ in unsupported.items() if set_]
     if given:

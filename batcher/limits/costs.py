@@ -202,6 +202,10 @@ class Budget:
         self._reserved_cost += cost
         return True
 
+    async def reserve_async(self, tokens: int, cost: float | None) -> bool:
+        """`reserve`, as a budget held elsewhere (a Ray run's) is asked."""
+        return self.reserve(tokens, cost)
+
     def hold(self, tokens: int, cost: float | None) -> None:
         """Hold what is already committed (a batch that runs), whether or not it fits."""
         self._reserved_tokens += tokens

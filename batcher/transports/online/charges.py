@@ -28,6 +28,8 @@ class Charges:
     """A run's requests charged against their endpoints' limits and the run's budget."""
 
     def __init__(self, job: Job, kind: RequestKind, router: Router, budget: Budget):
+        """`budget`: the run's (limits.costs.Budget), or one that stands for it (a Ray run's
+        transports/ray/budget.py: the same methods, `reserve_async` asking the cluster's)."""
         self.router, self.budget = router, budget
         self.estimator = kind.estimator
         self._prices = job.price_table
@@ -36,14 +38,16 @@ class Charges:
         #: The server charges this kind's requests their input alone: a high estimate is given back.
         self._exact = kind.charges_input_only
 
-    def reserve(self, body: dict[str, Any], prompt_chars: int, estimate: int) -> float | None | object:
-        """The cost set aside for a request under a budget (None without one); OVER_BUDGET when it
-        would not fit."""
-        if not self._budgeted:
-            return None
+    @property
+    def budgeted(self) -> bool:
+        return self._budgeted
+
+    async def reserve(self, body: dict[str, Any], prompt_chars: int, estimate: int) -> float | None | object:
+        """The cost set aside for a request under the budget (a budget is set: `budgeted`);
+        OVER_BUDGET when it would not fit. Awaited: a cluster's budget is another process's."""
         prompt, most = self.estimator.parts(body, prompt_chars)
         reserved = self._prices.cost(body.get("model"), {"prompt_tokens": prompt, "completion_tokens": most})
-        return reserved if self.budget.reserve(estimate, reserved) else OVER_BUDGET
+        return reserved if await self.budget.reserve_async(estimate, reserved) else OVER_BUDGET
 
     def settle(
         self,

@@ -65,8 +65,10 @@ class Runner:
         retry: RetryPolicy | None = None,
         reuse: Reuse | None = None,
         answers: Answers | None = None,
+        budget: Budget | None = None,
     ):
-        """`answers`: what makes an answer columns (`Answers`, job/answers.py)."""
+        """`answers`: what makes an answer columns (`Answers`, job/answers.py). `budget`: the run's
+        budget, if not the job's against the recorder's figures (a Ray run's: the cluster's)."""
         self.job = job
         self.kind = kind
         self._record = kind.record
@@ -81,7 +83,7 @@ class Runner:
         self.reuse = reuse
         #: What makes an answer columns: a parse function, a JSON Schema or labels, or nothing.
         self.answers = answers
-        self.charges = Charges(job, kind, router, Budget.of_run(job, stats))
+        self.charges = Charges(job, kind, router, budget or Budget.of_run(job, stats))
         self.stop = Stop()
         self._in_request: set[asyncio.Task] = set()
         #: Failures held back while they all look alike (see _fail_rows).
@@ -259,11 +261,12 @@ class Runner:
         except NoEndpointLeft as error:
             self.stop.fail(error)
             return None
-        reserved = (
-            OVER_BUDGET
-            if self.stop.stopping
-            else self.charges.reserve(item.body, item.prompt_chars, estimate)
-        )
+        if self.stop.stopping:
+            reserved: float | None | object = OVER_BUDGET
+        elif self.charges.budgeted:
+            reserved = await self.charges.reserve(item.body, item.prompt_chars, estimate)
+        else:
+            reserved = None
         if reserved is OVER_BUDGET:
             if not self.stop.stopping:
                 self.stop.fail(BudgetReached(self.charges.budget.exhausted_message()))

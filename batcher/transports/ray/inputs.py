@@ -16,8 +16,9 @@ they are read:
 Each range goes to a Ray Data read task with its slice of the done set (a byte a number, as
 store/progress.py keeps it) and the ids to pass over, so done rows are passed over where they are
 read, without being parsed; a range wholly done is not read at all. A read task yields its rows in
-batches of `BATCH_ROWS`, each batch one record of one block (the rows pickled), so that Ray Data's
-block shaping, which goes by bytes, keeps every batch a block of its own and deals it to one worker.
+batches (`Reader.batch_rows`), each batch one record of one block (the rows pickled), so that Ray
+Data's block shaping, which goes by bytes, keeps every batch a block of its own and deals it to one
+worker.
 
 A local input is read on the driver's node (the only one that has the file); an object store's
 anywhere in the cluster, each task making its filesystem from its own machine's credentials.
@@ -38,8 +39,11 @@ from batcher.inputs.jsonl import parse_json_line, without_bom
 from batcher.inputs.sources import InputRow, Source
 from batcher.storage import is_remote
 
-#: Rows a worker is handed at a time.
-BATCH_ROWS = 64
+#: Rows a worker is handed at a time, where its workers keep journal parts (what a kill re-pays is
+#: then the requests in flight, whatever the batch: the larger batch costs less a row) ...
+BATCH_ROWS = 256
+#: ... and where they keep none (a run directory in an object store: a kill re-pays the batches out).
+BATCH_ROWS_WITHOUT_PARTS = 64
 #: A JSONL input is counted and read in spans of about this many bytes a worker ...
 _SPANS_A_WORKER = 4
 #: ... none smaller or larger than these.
@@ -185,6 +189,8 @@ class Reader:
     stopped: Callable[[], bool]
     #: The position of the last row to read (--limit), or None: every row.
     until: int | None = None
+    #: Rows a batch.
+    batch_rows: int = BATCH_ROWS
 
     def read(self, r: Range, done: bytes) -> Iterator[Any]:
         """A read task: the range's rows not done, a block of one batch at a time (or, where the
@@ -207,7 +213,7 @@ class Reader:
         try:
             for row in rows:
                 batch.append(row)
-                if len(batch) == BATCH_ROWS:
+                if len(batch) == self.batch_rows:
                     if self.stopped():
                         return
                     yield block(batch)

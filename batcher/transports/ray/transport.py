@@ -1,22 +1,23 @@
 """`--executor ray`: a job's rows read and sent on a Ray cluster, under one limit, journaled once.
 
 A Ray Data pipeline: the input is read by Ray Data tasks on the cluster (inputs.py: ranges
-planned on the driver, done rows passed over where they are read), in batches of 64 rows dealt to
-`--workers` actors. Each actor runs batcher's own online pool (transports/online/runner.py) on
-its batch, with its own connections and a `RayLimiter` drawing on the cluster's one budget
-(limits.py), and the finished rows come back to the driver (this process), which alone writes the
-run directory, through the session's Recorder: results, errors, summary, status, report and
-resume are those of a local run, and a row is written once.
+planned on the driver, done rows passed over where they are read), in batches of 256 rows (64
+without journal parts) dealt to `--workers` actors. Each actor runs batcher's own online pool
+(transports/online/runner.py) on its batch, with its own connections and a `RayLimiter` drawing on
+the cluster's one budget (limits.py), and the finished rows come back to the driver (this
+process), which alone writes the run directory, through the session's Recorder: results, errors,
+summary, status, report and resume are those of a local run, and a row is written once.
 
 Stopping (Ctrl-C, SIGTERM, a fatal answer such as a 401): a `Switch` actor is turned off; read
-tasks yield no more batches and workers send none they have not begun, the batches being sent are
-finished and journaled. A second Ctrl-C stops waiting for them.
+tasks yield no more batches, workers begin none, and the batches being sent send no more rows
+(worker.py asks the switch every 0.2 s): their requests on the wire are answered and journaled. A
+second Ctrl-C stops waiting for them.
 
-What a crash costs (docs/ray.md): a worker that dies has its batches sent again by a new worker: the
-rows of those batches it had already sent are paid twice. A driver that dies takes its workers with
-it; the same command then sends every row not yet journaled: at most the rows of the batches out
-at workers (`workers x IN_FLIGHT x BATCH_ROWS`) and of finished batches not yet taken by the driver
-are paid twice.
+What a crash costs (docs/ray.md): each worker journals the rows it finishes in a part of its own
+(store/parts.py), so a killed worker or driver re-pays the requests it had in flight. Without parts
+(a run directory in an object store), the rows of the batches being sent (`workers x IN_FLIGHT x
+inputs.BATCH_ROWS_WITHOUT_PARTS`) and of finished batches not yet taken by the
+driver are paid twice.
 """
 
 from __future__ import annotations
@@ -36,12 +37,16 @@ from typing import Any
 
 from batcher.errors import BatcherError, RunAborted
 from batcher.job import Job
+from batcher.limits.costs import Budget
 from batcher.outcome import RunOutcome
 from batcher.store.parts import write_token
 from batcher.transports.base import RowsLeft
 from batcher.transports.online.endpoints import Endpoint
+from batcher.transports.ray.budget import budget_actor
 from batcher.transports.ray.inputs import payloads
 from batcher.transports.ray.limits import keeper_actor
+from batcher.transports.ray.quiet import without_false_alarms
+from batcher.transports.ray.reuse import reuse_actor
 from batcher.transports.ray.worker import SendBatches
 from batcher.transports.recording import Recorder
 from batcher.transports.stops import Stop
@@ -115,6 +120,8 @@ class RayTransport:
         #: Whether every batch came back (and so every row in the parts is in the run's journal).
         self._all_back = False
         self._switch: Any = None
+        self._budget: Any = None
+        self._reuse: Any = None
         self._results: asyncio.Queue = asyncio.Queue()
         self.stop = Stop(on_stop=self._stop_workers, on_force=lambda: self._results.put_nowait(_ABANDON))
 
@@ -132,13 +139,7 @@ class RayTransport:
 
         connect(self.job)
         run_id = uuid.uuid4().hex[:12]
-        keepers, endpoints = [], []
-        for n, endpoint in enumerate(self._endpoints):
-            name = f"batcher-{run_id}-{n}"
-            config, in_flight = endpoint.config, self.job.workers * self.job.concurrency
-            keepers.append(keeper_actor(name, config.rpm, config.tpm, max_window=in_flight))
-            endpoints.append((endpoint.config, endpoint.base_url, name))
-        self._switch = ray.remote(num_cpus=0)(Switch).remote()
+        keepers, endpoints = self._start_actors(run_id)
         ray.get([actor.__ray_ready__.remote() for actor in [*keepers, self._switch]])
         if self.stop.stopping:  # (asked before the switch was there)
             self._stop_workers()
@@ -150,7 +151,7 @@ class RayTransport:
             write_token(self._parts_dir, run_id)
         syncer = asyncio.create_task(self.recorder.keep_syncing())
         try:
-            with _blocks_of_one_batch():
+            with _blocks_of_one_batch(), without_false_alarms():
                 # Planning reads the Parquet footer or counts the JSONL's lines: off the event loop.
                 dataset = await asyncio.to_thread(self._pipeline, rows, endpoints, keys, parts)
                 if dataset is not None:
@@ -162,9 +163,34 @@ class RayTransport:
                 self.stop.fail(error)
             elif self._all_back and self._parts_dir is not None:
                 shutil.rmtree(self._parts_dir, ignore_errors=True)  # every row in them is journaled
+            if self._reuse is not None:  # (the cache's last answers committed)
+                ray.get(self._reuse.close.remote())
             for actor in [*keepers, self._switch]:
                 ray.kill(actor)
         return self.stop.outcome(self.stats)
+
+    def _start_actors(self, run_id: str) -> tuple[list[Any], list[tuple[Any, str, str]]]:
+        """The run's actors but the switch (made here too): a limits keeper an endpoint, the budget's
+        and the cache's if set; and each endpoint's (config, base URL, keeper's name)."""
+        import ray
+
+        keepers, endpoints = [], []
+        for n, endpoint in enumerate(self._endpoints):
+            name = f"batcher-{run_id}-{n}"
+            config, in_flight = endpoint.config, self.job.workers * self.job.concurrency
+            keepers.append(keeper_actor(name, config.rpm, config.tpm, max_window=in_flight))
+            endpoints.append((endpoint.config, endpoint.base_url, name))
+        self._switch = ray.remote(num_cpus=0)(Switch).remote()
+        budget = Budget.of_run(self.job, self.stats)
+        if budget.limited:
+            self._budget = budget_actor(budget)
+            keepers.append(self._budget)
+        if (self.job.cache or self.job.dedupe) and not self.job.embeddings:
+            # (a path of the driver's, whose working directory the actor does not share)
+            cache = str(Path(self.job.cache).resolve()) if self.job.cache else None
+            self._reuse = reuse_actor(cache, self.job.dedupe)
+            keepers.append(self._reuse)
+        return keepers, endpoints
 
     def _pipeline(
         self, rows: RowsLeft, endpoints: list, keys: dict[str, str], parts: tuple[str, str] | None
@@ -173,22 +199,27 @@ class RayTransport:
         None when no range holds a row left."""
         import ray.data
 
-        from batcher.transports.ray.inputs import Reader, datasource, plan
+        from batcher.transports.ray import inputs
 
         for handler in logging.getLogger("ray.data").handlers:  # its console: errors only (the rest
             if handler.name == "console":  # stays in the Ray session's ray-data.log)
                 handler.setLevel(logging.ERROR)
 
         source = rows.source
-        ranges = plan(source, rows.done, self.job.workers, rows.until)
+        ranges = inputs.plan(source, rows.done, self.job.workers, rows.until)
         if not ranges:
             return None
         skip = ray.put(rows.skip) if rows.skip is not None else None
-        reader = Reader(source, source.columns(rows.builder), skip, Asking(self._switch), rows.until)
-        dataset = ray.data.read_datasource(datasource(reader, ranges, rows.done))
+        batch_rows = inputs.BATCH_ROWS if parts is not None else inputs.BATCH_ROWS_WITHOUT_PARTS
+        columns, asking = source.columns(rows.builder), Asking(self._switch)
+        reader = inputs.Reader(source, columns, skip, asking, rows.until, batch_rows)
+        dataset = ray.data.read_datasource(inputs.datasource(reader, ranges, rows.done))
         return dataset.map_batches(
             SendBatches,
-            fn_constructor_args=(self.job, self.input_kind, endpoints, keys, self._switch, parts),
+            fn_constructor_args=(
+                *(self.job, self.input_kind, endpoints, keys),
+                *(self._switch, parts, self._budget, self._reuse),
+            ),
             compute=ray.data.ActorPoolStrategy(
                 size=self.job.workers,
                 max_tasks_in_flight_per_actor=IN_FLIGHT + QUEUED,
@@ -262,6 +293,9 @@ def connect(job: Job) -> None:
         # A cluster of this run's own: on this machine's loopback only, and no usage report sent.
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        # Ray's default for a new cluster, token authentication, without its warning that it is on
+        # (RAY_AUTH_MODE, which would say so, is read when Ray is imported: too early for a run).
+        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")  # batcher's own bar counts the rows
     ray.init(
         address=job.ray_address,

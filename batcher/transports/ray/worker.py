@@ -29,10 +29,14 @@ from batcher.store.checkpoint import Checkpoint
 from batcher.store.locks import try_lock
 from batcher.store.parts import parts_in, reachable, writer_gone
 from batcher.transports.online.endpoints import Endpoint, Router
+from batcher.transports.ray.budget import ClusterBudget
 from batcher.transports.ray.inputs import block, payloads
 from batcher.transports.ray.limits import RayLimiter
+from batcher.transports.ray.reuse import ClusterReuse
 
 Row = tuple[bool, dict[str, Any]]
+#: A worker asks the run's switch this often whether the run is stopping (a batch being sent stops then).
+SWITCH_SECONDS = 0.2
 #: Counters a worker's pool keeps that the driver adds to its own.
 COUNTERS = ("requests", "answers", "connection_failures", "never_connected", "retries", "rate_limited")
 
@@ -122,19 +126,35 @@ class RowWorker:
         input_kind: str,
         endpoints: list[tuple[EndpointConfig, str, Any]],
         parts: tuple[str, str] | None = None,
+        budget: Any = None,
+        reuse: Any = None,
     ):
         """`endpoints`: each endpoint's config, the base URL it answers at, and its keeper (its
         actor's name, or the actor's handle). `parts`: the run's parts directory and the session's
-        token (store/parts.py), or None to keep no part."""
+        token (store/parts.py), or None to keep no part. `budget`: the run's budget actor
+        (budget.py), if a budget is set; `reuse`: its cache and de-duplication actor (reuse.py),
+        if `--cache` or `--dedupe` is set (for chat)."""
         from batcher.kinds import kind_of
 
         self.job, self.kind = job, kind_of(job, input_kind)
         self._endpoints = endpoints
         self._parts = parts
+        self._budget = ClusterBudget(budget) if budget is not None else None
+        self._reuse_keeper = reuse
         self._router: Router | None = None
         self._reuse: Any = None
         self._part: Part | None = None
         self._gone: GoneParts | None = None
+        #: The pools sending a batch now, and whether the run is stopping (none begun then).
+        self._runners: set[Any] = set()
+        self._stopping = False
+
+    def stop(self) -> None:
+        """The run is stopping: the batches being sent send no more rows; their requests on the
+        wire are answered and kept (the rows not sent go to the next session)."""
+        self._stopping = True
+        for runner in self._runners:
+            runner.request_stop()
 
     async def _open(self) -> Router:
         import ray
@@ -169,11 +189,13 @@ class RowWorker:
 
         if self._router is None:
             self._router = await self._open()
-            if self.job.dedupe:  # identical requests sent once a worker (not yet once a cluster)
-                from batcher.kinds.reuse import InputReuse, Reuse
+            if self._reuse_keeper is not None:  # identical requests once a cluster, and the cache
+                cache = self.job.cache is not None
+                self._reuse = ClusterReuse(self._reuse_keeper, within_run=self.job.dedupe, cache=cache)
+            elif self.job.dedupe:  # embeddings: identical inputs sent once a worker
+                from batcher.kinds.reuse import InputReuse
 
-                within = {"within_run": True, "cache": None}
-                self._reuse = InputReuse(**within) if self.job.embeddings else Reuse(**within)
+                self._reuse = InputReuse(within_run=True, cache=None)
         store = BatchRows(self._part)
         rows = self._left(rows, store)
         stats = RunStats(total=len(rows))
@@ -185,8 +207,20 @@ class RowWorker:
             recorder=recorder,
             answers=self.job.answer_format,
             reuse=self._reuse,
+            budget=self._budget,
         )
-        outcome = await runner.run(iter(rows))
+        if self._stopping:
+            runner.request_stop()
+        clustered = isinstance(self._reuse, ClusterReuse)
+        if clustered:
+            await self._reuse.prefetch([self.kind.builder.build(row.row) for row in rows])
+        self._runners.add(runner)
+        try:
+            outcome = await runner.run(iter(rows))
+        finally:
+            self._runners.discard(runner)
+        if clustered:
+            await self._reuse.hand_over()
         return store.records, {name: getattr(stats, name) for name in COUNTERS}, outcome.error
 
     def _left(self, rows: list[InputRow], store: BatchRows) -> list[InputRow]:
@@ -215,20 +249,36 @@ class SendBatches:
         keys: dict[str, str],
         switch: Any,
         parts: tuple[str, str] | None = None,
+        budget: Any = None,
+        reuse: Any = None,
     ):
         """`keys`: the endpoints' API keys by the variable each is read from. They come with the
         work, in Ray's memory: never in its runtime_env (which its dashboard shows), a file or a log."""
-        self._worker = RowWorker(job, input_kind, endpoints, parts)
+        self._worker = RowWorker(job, input_kind, endpoints, parts, budget, reuse)
         self._keys, self._switch = keys, switch
+        self._watch: asyncio.Task | None = None
 
     async def __call__(self, batch: Any) -> Any:
         (rows,) = payloads(batch)  # one batch a block (inputs.py)
         if isinstance(rows, BatcherError):  # the input no longer reads as it did at the scan
             self._switch.stop.remote()
             return block(([], {}, rows))
+        if self._watch is None:
+            self._watch = asyncio.create_task(self._watch_switch())
         if await self._switch.stopped.remote():
             return block(([], {}, None))  # not sent: the run is stopping; the next session sends them
         records, counters, error = await self._worker.process(rows, self._keys)
         if error is not None:
             self._switch.stop.remote()
         return block((records, counters, error))
+
+    async def _watch_switch(self) -> None:
+        """Ask the switch every `SWITCH_SECONDS`; once the run stops, stop the batches being sent."""
+        from ray.exceptions import RayActorError
+
+        try:
+            while not await self._switch.stopped.remote():
+                await asyncio.sleep(SWITCH_SECONDS)
+        except RayActorError:
+            pass  # the switch is gone: the run has ended
+        self._worker.stop()
