@@ -192,10 +192,11 @@ class RowWorker:
             if self._reuse_keeper is not None:  # identical requests once a cluster, and the cache
                 cache = self.job.cache is not None
                 self._reuse = ClusterReuse(self._reuse_keeper, within_run=self.job.dedupe, cache=cache)
-            elif self.job.dedupe:  # embeddings: identical inputs sent once a worker
-                from batcher.kinds.reuse import InputReuse
+            elif self.job.dedupe:  # embeddings, or a pipeline stage: identical requests once a worker
+                from batcher.kinds.reuse import InputReuse, Reuse
 
-                self._reuse = InputReuse(within_run=True, cache=None)
+                within = {"within_run": True, "cache": None}
+                self._reuse = InputReuse(**within) if self.job.embeddings else Reuse(**within)
         store = BatchRows(self._part)
         rows = self._left(rows, store)
         stats = RunStats(total=len(rows))
