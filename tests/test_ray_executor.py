@@ -99,6 +99,15 @@ def start_on_the_cluster(ray_cluster, command: list[str]) -> subprocess.Popen:
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def start_rows_on_the_cluster(ray_cluster, simulator, tmp_path, run_dir, n: int):
+    """`n` review rows sent by 3 workers of `--concurrency 4`, in a `batcher run` process of its own;
+    (the process, the rows)."""
+    rows = review_rows(n)
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+    command = batcher_command(*run_args(path, run_dir, simulator.base_url, *RAY, "--concurrency", "4"))
+    return start_on_the_cluster(ray_cluster, command), rows
+
+
 def wait_for_rows_in_parts(run_dir: Path, at_least: int, process, timeout: float = 60) -> None:
     """Until the workers of a running process have journaled `at_least` rows in their parts."""
     deadline = time.monotonic() + timeout
@@ -124,10 +133,7 @@ def test_a_job_on_a_cluster_of_two_nodes_joined_by_address_is_sent_by_its_worker
     ray_cluster, simulator_factory, tmp_path, run_dir
 ):
     simulator = simulator_factory(latency_ms=20)
-    rows = review_rows(900)
-    path = write_jsonl(tmp_path / "in.jsonl", rows)
-    command = batcher_command(*run_args(path, run_dir, simulator.base_url, *RAY, "--concurrency", "4"))
-    run = start_on_the_cluster(ray_cluster, command)
+    run, _ = start_rows_on_the_cluster(ray_cluster, simulator, tmp_path, run_dir, 900)
     raylets, nodes_used = ray_cluster.nodes_started.raylet_pids(), set()
     while run.poll() is None:  # which node's raylet started each worker of the run
         nodes_used |= {parent_of(pid) for pid in ray_worker_pids()} & raylets
@@ -149,10 +155,7 @@ def test_a_killed_worker_loses_no_row_and_the_run_ends_complete(
     ray_cluster, simulator_factory, tmp_path, run_dir
 ):
     simulator = simulator_factory(latency_ms=30)
-    rows = review_rows(600)
-    path = write_jsonl(tmp_path / "in.jsonl", rows)
-    command = batcher_command(*run_args(path, run_dir, simulator.base_url, *RAY, "--concurrency", "4"))
-    run = start_on_the_cluster(ray_cluster, command)
+    run, rows = start_rows_on_the_cluster(ray_cluster, simulator, tmp_path, run_dir, 600)
     wait_for_results(run_dir, 100, run, timeout=60)
     victims = ray_worker_pids()
     assert victims, "no worker process found"

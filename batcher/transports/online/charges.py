@@ -34,13 +34,9 @@ class Charges:
         self.estimator = kind.estimator
         self._prices = job.price_table
         #: Whether a budget is set (asked twice a request; the job's limits never change in a run).
-        self._budgeted = budget.limited
+        self.budgeted = budget.limited
         #: The server charges this kind's requests their input alone: a high estimate is given back.
         self._exact = kind.charges_input_only
-
-    @property
-    def budgeted(self) -> bool:
-        return self._budgeted
 
     async def reserve(self, body: dict[str, Any], prompt_chars: int, estimate: int) -> float | None | object:
         """The cost set aside for a request under the budget (a budget is set: `budgeted`);
@@ -79,7 +75,7 @@ class Charges:
             )
         else:
             endpoint.limits.settle(permit, Verdict.FAILED, headers=failure.headers if failure else None)
-        if self._budgeted:
+        if self.budgeted:
             used = (usage.get("prompt_tokens") or 0) + (usage.get("completion_tokens") or 0)
             cost = completion.cost if completion is not None else None
             self.budget.settle(estimate, reserved, used_tokens=used, used_cost=cost)

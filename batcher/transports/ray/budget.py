@@ -30,9 +30,6 @@ class BudgetKeeper:
     def settle(self, tokens: int, cost: float | None, used_tokens: int, used_cost: float | None) -> None:
         self._budget.settle(tokens, cost, used_tokens=used_tokens, used_cost=used_cost)
 
-    def spent(self) -> tuple[float, int]:
-        return self._budget.spent_cost, self._budget.spent_tokens
-
 
 def budget_actor(budget: Budget) -> Any:
     """The actor holding `budget` (the driver's, with every earlier session's spend), for one run."""

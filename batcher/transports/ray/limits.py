@@ -194,20 +194,13 @@ class LimitsKeeper:
 
     def _sent_rate(self, now: float) -> float:
         """Requests a second the workers told they sent over the last `THROUGHPUT_SECONDS`."""
-        sent = self._sent
-        while sent and sent[0][0] <= now - THROUGHPUT_SECONDS:
-            sent.popleft()
-        return sum(count for _, count in sent) / THROUGHPUT_SECONDS
+        return _per_second(self._sent, now)
 
     def throughput(self, now: float) -> float | None:
         """Answers a second over the last `THROUGHPUT_SECONDS` (since the first, if sooner): what
         the server lets through. None before any answer."""
-        answers = self._answers
-        while answers and answers[0][0] <= now - THROUGHPUT_SECONDS:
-            answers.popleft()
-        if self._first_answer is None:
-            return None
-        return sum(count for _, count in answers) / THROUGHPUT_SECONDS
+        rate = _per_second(self._answers, now)
+        return None if self._first_answer is None else rate
 
     def throttled(self, retry_after: float | None, leased_at: float | None = None) -> None:
         """A 429 somewhere: every worker waits out its retry-after, then goes at the rate, not a burst.
@@ -246,6 +239,13 @@ class LimitsKeeper:
         pacer = self._pacers["tokens"]
         if pacer is not None and tokens > 0:
             pacer.charge(tokens, self._clock())
+
+
+def _per_second(counts: deque[tuple[float, int]], now: float) -> float:
+    """The counts told over the last `THROUGHPUT_SECONDS` (older ones dropped), a second."""
+    while counts and counts[0][0] <= now - THROUGHPUT_SECONDS:
+        counts.popleft()
+    return sum(count for _, count in counts) / THROUGHPUT_SECONDS
 
 
 def keeper_actor(
