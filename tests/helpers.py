@@ -10,10 +10,12 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -174,7 +176,12 @@ class RayNodes:
         ray = str(Path(sys.executable).parent / "ray")
         common = ["--num-cpus", "1", "--object-store-memory", str(200 * 1024 * 1024), "--block"]
         here = ["--node-ip-address", "127.0.0.1"]
-        head = [ray, "start", "--head", *here, "--port", str(port), "--include-dashboard", "false", *common]
+        # A temp directory of the cluster's own (short: Ray's socket paths must fit in 107 bytes), so
+        # that /tmp/ray/ray_current_cluster, which a later `ray.init()` with no address joins, is not
+        # left naming this cluster once it is stopped.
+        self.temp_dir = tempfile.mkdtemp(prefix="ray-")
+        head = [ray, "start", "--head", *here, "--port", str(port), "--temp-dir", self.temp_dir]
+        head += ["--include-dashboard", "false", *common]
         self.head = self._start(logs / "head.log", head)
         wait_for_port(port, self.head, "the Ray head node")
         worker = [ray, "start", "--address", self.address, *here, *common]
@@ -216,6 +223,7 @@ class RayNodes:
                 node.wait(timeout=20)
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(node.pid, signal.SIGKILL)
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 
 def wait_for_port(port: int, process: subprocess.Popen, what: str, timeout: float = 60) -> None:
