@@ -21,15 +21,16 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
-import tempfile
+import sys
 import time
 from pathlib import Path
 
 from common import SimulatorProcess, batcher, run_cases
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.nginx import Nginx  # noqa: E402
 
 PROMPT = "Classify the sentiment of this review: {text}"
 ENV = {**os.environ, "OPENAI_API_KEY": "sk-bench", "RAY_USAGE_STATS_ENABLED": "0"}
@@ -95,62 +96,6 @@ def case_found(tmp: Path, quick: bool) -> list[tuple[str, str, str]]:
 
 def case_known(tmp: Path, quick: bool) -> list[tuple[str, str, str]]:
     return against_the_limit(tmp, 500 if quick else 2_000, "known", "--rpm", LIMIT)
-
-
-class Nginx:
-    """nginx (Debian's package) on a free port: limit_req at 30 r/s with a burst of 30, refusals
-    answered 429 with no rate-limit header, in front of `upstream`."""
-
-    CONFIG = """
-worker_processes 1;
-daemon off;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    client_body_temp_path {dir}/body;
-    proxy_temp_path {dir}/proxy;
-    fastcgi_temp_path {dir}/fastcgi;
-    uwsgi_temp_path {dir}/uwsgi;
-    scgi_temp_path {dir}/scgi;
-    limit_req_zone $server_name zone=api:1m rate={rate}r/s;
-    upstream simulator {{ server {upstream}; keepalive 64; }}
-    server {{
-        listen 127.0.0.1:{port};
-        location / {{
-            limit_req zone=api burst={burst} nodelay;
-            limit_req_status 429;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_pass http://simulator;
-        }}
-    }}
-}}
-"""
-
-    def __init__(self, upstream: str, rate: int = 30, burst: int = 30):
-        binary = shutil.which("nginx") or "/usr/sbin/nginx"
-        self.dir = tempfile.mkdtemp(prefix="nginx-")
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        config = Path(self.dir) / "nginx.conf"
-        settings = {"dir": self.dir, "rate": rate, "burst": burst, "upstream": upstream, "port": port}
-        config.write_text(self.CONFIG.format(**settings))
-        self.process = subprocess.Popen([binary, "-c", str(config), "-p", self.dir])
-        self.base_url = f"http://127.0.0.1:{port}/v1"
-        for _ in range(100):
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    return
-            time.sleep(0.05)
-        raise RuntimeError("nginx did not start")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=10)
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def case_proxy(tmp: Path, quick: bool) -> list[tuple[str, str, str]]:

@@ -214,15 +214,18 @@ class RayNodes:
         return pids
 
     def stop(self) -> None:
-        """Each node's processes stopped, then killed if any is left (its agents outlive `ray start`)."""
+        """Each node's processes stopped, then killed if any is left (its agents outlive `ray start`;
+        `ray start --block` itself takes 13-20 s to end on SIGTERM: it is given 3 s)."""
         for node in (self.worker, self.head):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(node.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 3
         for node in (self.worker, self.head):
             with contextlib.suppress(subprocess.TimeoutExpired):
-                node.wait(timeout=20)
+                node.wait(timeout=max(0.1, deadline - time.monotonic()))
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(node.pid, signal.SIGKILL)
+            node.wait()
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 

@@ -25,6 +25,7 @@ from tests.helpers import (
     wait_for_results,
     write_jsonl,
 )
+from tests.nginx import Nginx, nginx_binary
 from tests.test_object_stores import parquet_bytes
 
 RAY = ("--executor", "ray", "--workers", "3")
@@ -78,6 +79,45 @@ def test_three_workers_find_a_limit_nobody_announced_together_and_no_row_fails(
     # one rate kept per worker by the limits actor: 11-18%; with one rate and one window for the
     # cluster, cut once per congestion event: 1-7.4% (three runs). Bound: one process's figure.
     assert statuses.get("429", 0) / simulator.requests <= 0.12, dict(statuses)
+
+
+@pytest.fixture
+def nginx_proxy():
+    """Start nginx (Debian's nginx-light, installed if missing) as a rate-limiting proxy."""
+    if nginx_binary() is None:
+        pytest.skip("nginx is missing and cannot be installed here (needs root and apt-get)")
+    started = []
+
+    def start(upstream: str, rate: int, burst: int) -> Nginx:
+        started.append(Nginx(upstream, rate=rate, burst=burst))
+        return started[-1]
+
+    yield start
+    for proxy in started:
+        proxy.stop()
+
+
+@pytest.mark.slow  # about 20 s: 400 rows at 40 a second, after the run starts its Ray workers
+def test_three_workers_behind_a_rate_limiting_proxy_that_sends_no_headers_keep_to_its_rate(
+    ray_cluster, cli, simulator_factory, nginx_proxy, tmp_path, run_dir
+):
+    simulator = simulator_factory(latency_ms=50)  # no limit of its own: the proxy's is the limit
+    proxy = nginx_proxy(simulator.base_url.removeprefix("http://").removesuffix("/v1"), rate=40, burst=40)
+    rows = review_rows(400)
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+
+    result = cli(*run_args(path, run_dir, proxy.base_url, *RAY))  # no --rpm, no headers: found
+
+    assert result.exit_code == 0, result.output
+    assert len(read_jsonl(run_dir / "results.jsonl")) == 400 and read_jsonl(run_dir / "errors.jsonl") == []
+    assert all(simulator.completions_for(prompt_for(r)) == 1 for r in rows)  # the proxy let each once
+    session = json.loads((run_dir / "summary.json").read_text())["session"]
+    arrivals = sorted(simulator.server.ledger.arrivals)
+    through = (len(arrivals) - 1) / (arrivals[-1] - arrivals[0])
+    # The 429s are the proxy's: the client counts them. Here: 1 of 401 in three runs; benchmark
+    # (2,000 rows at 30 r/s): 1.8% for Ray, 1.0% for one process. Bound: the issue's target, 3%.
+    assert session["rate_limited_429"] / session["requests_sent"] <= 0.03, (session, through)
+    assert through >= 0.7 * 40, (through, session)  # a second, slow start included (here 32-38)
 
 
 def ray_worker_pids() -> list[int]:
