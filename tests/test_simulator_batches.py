@@ -251,6 +251,24 @@ def test_cancel_keeps_the_answered_requests_and_returns_the_rest_as_batch_cancel
         sdk.batches.cancel(created.id)
 
 
+def test_a_batch_goes_on_answering_while_cancelling_for_the_configured_seconds_then_stops(client):
+    sdk = client(batch_requests_per_second=20, batch_cancelling_seconds=0.5)
+    created = submit(sdk, lines(60))  # 3 s of work
+    while sdk.batches.retrieve(created.id).request_counts.completed < 5:
+        time.sleep(0.03)
+
+    asked = sdk.batches.cancel(created.id).request_counts.completed
+    time.sleep(0.25)
+    still = sdk.batches.retrieve(created.id)
+    cancelled = wait(sdk, created.id)
+
+    assert still.status == "cancelling" and still.request_counts.completed > asked  # answering on
+    assert cancelled.status == "cancelled"
+    answered = len(download(sdk, cancelled.output_file_id))
+    assert asked + 5 <= answered <= asked + 0.5 * 20 + 2  # half a second more at 20 a second
+    assert answered < 60 and sum(sdk.simulator.server.completions.values()) == answered
+
+
 def test_cancel_while_validating_runs_nothing(client):
     sdk = client(batch_validating_seconds=0.5)
     created = submit(sdk, lines(3))

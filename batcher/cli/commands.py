@@ -158,6 +158,12 @@ def main() -> None:
     help="batch-api mode: submit the batches and exit 4; the same command later collects them.",
 )
 @click.option(
+    "--deadline",
+    metavar="WHEN",
+    help="batch-api mode: have every row answered by WHEN (90s, 45m, 8h, or 2026-12-07T07:00+01:00); what"
+    " the batches have not answered in time goes online (docs/batch-api.md, Deadlines).",
+)
+@click.option(
     "--patience",
     type=float,
     help="Seconds of nothing but 429s or an unreachable server before the run stops, resumably."

@@ -96,6 +96,13 @@ def _fail(message: str, code: int) -> None:
     show_default=True,
     help="Seconds a batch spends finalizing or cancelling.",
 )
+@click.option(
+    "--batch-cancelling-seconds",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Seconds a batch goes on answering once asked to cancel.",
+)
 @click.option("--batch-expire-after", type=int, help="A batch expires after answering this many requests.")
 @click.option(
     "--batch-expire-fraction", type=float, help="A batch expires after this fraction of its requests."

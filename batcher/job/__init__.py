@@ -25,6 +25,7 @@ from typing import Any
 
 from batcher.errors import ConfigError
 from batcher.job.answers import AnswerFormat
+from batcher.job.deadline import parse_deadline
 from batcher.job.endpoints import EndpointConfig, endpoint_configs
 from batcher.job.gateway import NO_PAIRS, Pairs, check_variables, job_settings
 from batcher.limits.costs import Prices
@@ -110,6 +111,9 @@ class Job:
     poll_interval: float = 60.0
     #: In batch-api mode, submit the batches and exit (EXIT_SUBMITTED) instead of waiting for them.
     no_wait: bool = False
+    #: In batch-api mode, when every row must be answered by (job/deadline.py): the rows the batches
+    #: have not answered in time go online then, at the online price.
+    deadline: str | None = None
     #: What rows are sent to: "chat" (/chat/completions) or "embeddings" (/embeddings, rows packed
     #: into requests of at most `inputs_per_request` inputs and `tokens_per_request` tokens, each
     #: input at most `tokens_per_input`; see kinds/embeddings.py).
@@ -357,6 +361,14 @@ def _check_executor(job: Job) -> None:
         )
 
 
+def _check_deadline(job: Job) -> None:
+    parse_deadline(job.deadline)
+    if job.mode != BATCH_API:
+        raise ConfigError("deadline is for batch-api mode: an online run sends every row at once anyway")
+    if job.no_wait:
+        raise ConfigError("deadline needs the run to wait for its batches: leave out no_wait")
+
+
 def _check_mode(job: Job) -> None:
     if job.mode not in MODES:
         raise ConfigError(f"mode must be one of {', '.join(MODES)}, got {job.mode!r}")
@@ -369,6 +381,8 @@ def _check_mode(job: Job) -> None:
         raise ConfigError(f"poll_interval must be a positive number of seconds, got {job.poll_interval}")
     if job.no_wait and job.mode != BATCH_API:
         raise ConfigError("no_wait is for batch-api mode: an online run waits for its answers")
+    if job.deadline is not None:
+        _check_deadline(job)
     if not math.isfinite(job.commit_seconds) or job.commit_seconds <= 0:
         raise ConfigError(f"commit_seconds must be a positive number of seconds, got {job.commit_seconds}")
     if job.mode == BATCH_API and is_remote(job.output):

@@ -42,6 +42,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "batch_size": (int,),
     "poll_interval": (int, float),
     "no_wait": (bool,),
+    "deadline": (str,),
     "allow_insecure_http": (bool,),
     "json_schema": (str, dict),
     "labels": (list, str),

@@ -3,8 +3,9 @@
 `validating` (the input file read and checked, the enqueued-token limit applied) -> `in_progress`
 (each request answered by the code that answers it online: its endpoint's `check`, then its
 `answer`, counted in the ledger) -> `finalizing` -> `completed`; or `failed`, `expired`
-(part-way, when the config says so) and `cancelling` -> `cancelled`. A request not answered when a
-batch expires or is cancelled gets a `batch_expired` / `batch_cancelled` line in the error file.
+(part-way, when the config says so) and `cancelling` (answering on for `batch_cancelling_seconds`)
+-> `cancelled`. A request not answered when a batch expires or is cancelled gets a `batch_expired`
+/ `batch_cancelled` line in the error file.
 Success lines go to the output file, every other line to the error file, as at OpenAI; request
 counts leave out requests never answered, so `completed + failed < total` says some were not run.
 """
@@ -71,10 +72,14 @@ class Batch:
     #: Tokens it holds of the enqueued-token limit while live (0 until validated).
     enqueued_tokens: int = 0
     task: asyncio.Task | None = None
+    #: When it was asked to cancel (time.monotonic()), or None.
+    cancelling_since: float | None = None
 
     def move(self, status: str) -> None:
         self.status = status
         self.stamps.setdefault(status, int(time.time()))
+        if status == "cancelling":
+            self.cancelling_since = time.monotonic()
 
     def fail(self, errors: list[dict[str, Any]]) -> None:
         self.errors = errors
@@ -192,7 +197,7 @@ class BatchRunner:
         loop = asyncio.get_running_loop()
         started = loop.time()
         for request in requests:
-            if batch.status == "cancelling" or lines.answered == stop_after:
+            if self._stopped_cancelling(batch) or lines.answered == stop_after:
                 break
             if failing.random() < self.config.batch_line_error_rate:
                 status, body = self.config.error_status, _server_error()
@@ -203,6 +208,11 @@ class BatchRunner:
                 max(0.0, started + lines.answered / self.config.batch_requests_per_second - loop.time())
             )
         return lines
+
+    def _stopped_cancelling(self, batch: Batch) -> bool:
+        """Asked to cancel, and done answering since (`batch_cancelling_seconds`)."""
+        since = batch.cancelling_since
+        return since is not None and time.monotonic() >= since + self.config.batch_cancelling_seconds
 
     def _expires_after(self, batch: Batch) -> int | None:
         """How many requests a batch answers before it expires (None: it does not expire)."""

@@ -67,6 +67,9 @@ class SimulatorConfig:
     batch_validating_seconds: float = 0.2
     batch_requests_per_second: float = 200.0
     batch_finalizing_seconds: float = 0.1
+    #: Seconds a batch in progress goes on answering once asked to cancel (as a provider's batch
+    #: does for up to minutes while "cancelling"), before it stops and finalizes.
+    batch_cancelling_seconds: float = 0.0
     #: A batch expires once it has answered this many of its requests, or this fraction of them;
     #: only the first `batch_expiring_batches` batches created do (None: every batch).
     batch_expire_after: int | None = None
@@ -141,6 +144,7 @@ class SimulatorConfig:
         for name in (
             "batch_validating_seconds",
             "batch_finalizing_seconds",
+            "batch_cancelling_seconds",
             "batch_create_delay_ms",
             "files_delay_ms",
         ):
