@@ -263,25 +263,7 @@ async def _open_transport(
     elif job.dedupe or cache:
         reuse = Reuse(within_run=job.dedupe, cache=cache, keep_body=job.output_format == BATCH_OUTPUT)
     if job.mode == BATCH_API:
-        from batcher.transports.batchapi.provider import BatchProvider
-        from batcher.transports.batchapi.transport import BatchTransport
-
-        if not router.single:
-            raise ConfigError("batch-api mode takes one endpoint: its batches live there")
-        endpoint = router.endpoints[0]
-        provider = BatchProvider(
-            endpoint.base_url, endpoint.api_key, timeout=job.timeout, gateway=endpoint.gateway
-        )
-        await stack.enter_async_context(provider)
-        return BatchTransport(
-            job=job,
-            kind=kind,
-            recorder=recorder,
-            provider=provider,
-            log_=parts,
-            answers=answers,
-            reuse=reuse,
-        )
+        return await _batch_transport(stack, job, kind, router, recorder, parts, answers, reuse)
     if any(part.state != PartState.COLLECTED for part in parts.load().values()):
         raise ConfigError(
             f"{job.output} has batches at the provider not yet collected: run it with --mode batch-api "
@@ -300,6 +282,54 @@ async def _open_transport(
     for endpoint in router.endpoints:
         await stack.enter_async_context(endpoint.client)
     return Runner(job=job, kind=kind, router=router, recorder=recorder, answers=answers, reuse=reuse)
+
+
+async def _batch_transport(
+    stack: contextlib.AsyncExitStack,
+    job: Job,
+    kind: RequestKind,
+    router: Router,
+    recorder: Recorder,
+    parts: PartsLog,
+    answers: Any,
+    reuse: Reuse | InputReuse | None,
+) -> Transport:
+    """The Batch API transport; with a deadline (given, or kept by the run), the online pool after it."""
+    from batcher.job.deadline import parse_deadline
+    from batcher.transports.batchapi.deadline import DeadlineWatch, RunDeadline
+    from batcher.transports.batchapi.provider import BatchProvider
+    from batcher.transports.batchapi.transport import BatchTransport
+
+    if not router.single:
+        raise ConfigError("batch-api mode takes one endpoint: its batches live there")
+    endpoint = router.endpoints[0]
+    provider = BatchProvider(
+        endpoint.base_url, endpoint.api_key, timeout=job.timeout, gateway=endpoint.gateway
+    )
+    await stack.enter_async_context(provider)
+    state_dir = recorder.checkpoint.directory / STATE_DIR
+    given = parse_deadline(job.deadline) if job.deadline else None
+    deadline = await asyncio.to_thread(RunDeadline.open, state_dir, given)
+    watch = DeadlineWatch(job, deadline, state_dir, recorder.stats) if deadline is not None else None
+    batch = BatchTransport(
+        job=job,
+        kind=kind,
+        recorder=recorder,
+        provider=provider,
+        log_=parts,
+        answers=answers,
+        reuse=reuse,
+        deadline=watch,
+    )
+    if watch is None:
+        return batch
+    from batcher.transports.deadline import DeadlineTransport
+
+    await stack.enter_async_context(endpoint.client)  # (the online pool's, should it go online)
+    return DeadlineTransport(
+        batch,
+        lambda: Runner(job=job, kind=kind, router=router, recorder=recorder, answers=answers, reuse=reuse),
+    )
 
 
 async def _endpoints(job: Job, kind: RequestKind, simulators: list[Any]) -> list[Endpoint]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 
 import pytest
@@ -10,6 +11,9 @@ from batcher.errors import ConfigError
 from batcher.job import Job, SimulatorConfig, build_job
 from batcher.job.deadline import parse_deadline
 from batcher.transports.batchapi.deadline import MARGIN_SECONDS, MARGIN_SHARE, RunDeadline, estimate
+from tests.helpers import prompt_for, read_jsonl, review_rows, run_args, write_jsonl
+
+BATCH = ("--mode", "batch-api", "--poll-interval", "0.1")
 
 
 def test_a_duration_counts_from_the_runs_first_start():
@@ -92,3 +96,54 @@ def test_the_moment_to_go_online_leaves_the_online_time_and_a_margin_before_the_
 def test_the_simulator_setting_for_cancelling_batches_is_checked():
     with pytest.raises(ConfigError, match="batch_cancelling_seconds must not be negative"):
         SimulatorConfig(batch_cancelling_seconds=-1)
+
+
+# -- runs with a deadline, on the simulator ----------------------------------------------------
+
+
+def run_rows(n: int, tmp_path):
+    rows = review_rows(n)
+    return rows, write_jsonl(tmp_path / "in.jsonl", rows)
+
+
+def by_way(run_dir) -> tuple[list[dict], list[dict]]:
+    results = read_jsonl(run_dir / "results.jsonl")
+    return [r for r in results if r.get("batch_id")], [r for r in results if not r.get("batch_id")]
+
+
+@pytest.mark.slow  # about 20 s: the batch waits, then the rows go online in time
+def test_rows_a_slow_batch_has_not_answered_go_online_in_time_each_row_once(
+    cli, simulator_factory, tmp_path, run_dir
+):
+    # The batch would need 30 s (4 lines a second); online, 20 a second; 25 s to do it in.
+    simulator = simulator_factory(
+        rpm=1200, batch_requests_per_second=4, batch_validating_seconds=1, batch_cancelling_seconds=1
+    )
+    rows, path = run_rows(120, tmp_path)
+    started = time.monotonic()
+
+    result = cli(*run_args(path, run_dir, simulator.base_url, *BATCH, "--rpm", "1200", "--deadline", "25s"))
+
+    took = time.monotonic() - started
+    assert result.exit_code == 0, result.output
+    assert took < 25, took
+    batch, online = by_way(run_dir)
+    assert sorted(r["id"] for r in batch + online) == sorted(r["id"] for r in rows)  # each once
+    assert len(batch) >= 0.15 * 120 and online  # some at the batch price, the rest online
+    assert all(simulator.completions_for(prompt_for(row)) == 1 for row in rows)  # none paid twice
+    assert simulator.requests == len(online)  # online requests: only the rows the batch did not answer
+    kept = RunDeadline.read(run_dir / ".batcher")
+    assert kept.online_since is not None and kept.estimate["go_online_at"] <= kept.at
+
+
+def test_a_deadline_the_batch_meets_sends_nothing_online(cli, simulator_factory, tmp_path, run_dir):
+    simulator = simulator_factory(rpm=1200)
+    rows, path = run_rows(30, tmp_path)
+
+    result = cli(*run_args(path, run_dir, simulator.base_url, *BATCH, "--rpm", "1200", "--deadline", "10m"))
+
+    assert result.exit_code == 0, result.output
+    batch, online = by_way(run_dir)
+    assert len(batch) == 30 and online == [] and simulator.requests == 0
+    kept = RunDeadline.read(run_dir / ".batcher")
+    assert kept.online_since is None and kept.text == "10m"

@@ -90,6 +90,8 @@ class RunStats:
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
     #: Per-endpoint figures of this session, when a job has several endpoints.
     endpoints: dict[str, Any] | None = None
+    #: A Batch API run's deadline and its latest estimate (transports/batchapi/deadline.py).
+    deadline: dict[str, Any] | None = None
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
 

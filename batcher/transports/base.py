@@ -16,6 +16,7 @@ for the job's mode.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import logging
 from collections.abc import Iterator
@@ -78,6 +79,21 @@ class RowsLeft:
         #: The position of the last row to send (`--limit`: the first N rows of the input), or None.
         self.until = source.position_of_row(job.limit) if job.limit is not None else None
         self._rows: Iterator[InputRow | None] | None = None
+        self._made_of = job, progress
+
+    def after_batches(self, finished: list[tuple[str, int]]) -> RowsLeft:
+        """The rows still left once a deadline's batches have answered what they could: the rows
+        `finished` in this session (id, row number) passed over as done, and those the batches
+        failed for good too (not sent again online)."""
+        job, progress = self._made_of
+        done = progress.done
+        if done.ids is not None:
+            for row_id, _ in finished:
+                done.ids.add(row_id)
+            done.ids.freeze()
+        else:
+            done.mark_all([number for _, number in finished])
+        return RowsLeft(dataclasses.replace(job, retry_failed=False), self.source, self.builder, progress)
 
     def __iter__(self) -> Iterator[InputRow | None]:
         """The rows themselves (a transport takes them from this iterator: no frame of ours a row)."""

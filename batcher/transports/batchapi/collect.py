@@ -118,6 +118,9 @@ class Collector:
     ):
         self.job, self.kind, self.recorder, self.answers, self.reuse = job, kind, recorder, answers, reuse
         self._with_response = job.output_format == BATCH_OUTPUT
+        #: The rows journaled in this session (id, row number), kept when a deadline's online rows
+        #: are to leave them (transports/deadline.py); None: not kept.
+        self.finished_here: list[tuple[str, int]] | None = None
 
     def journal(self, part: Part, rows: list[Row], fates: Fates) -> list[tuple[Row, RequestFailed]]:
         """Add the answered and failed rows (and copies) not already finished; the rows to send again."""
@@ -199,7 +202,7 @@ class Collector:
             **({"reused_from": reused_from} if reused_from else {}),
         )
         record["batch_id"] = part.batch_id if part else None
-        self.recorder.add(True, record)
+        self._add(True, row, record)
 
     def _parse(self, completion: Completion, row: Row) -> dict[str, Any]:
         if self.answers is None:
@@ -216,4 +219,9 @@ class Collector:
             cost=getattr(failure, "cost", None),
         )
         record["batch_id"] = part.batch_id
-        self.recorder.add(False, record)
+        self._add(False, row, record)
+
+    def _add(self, ok: bool, row: Row, record: dict[str, Any]) -> None:
+        self.recorder.add(ok, record)
+        if self.finished_here is not None:
+            self.finished_here.append((row["id"], row["row_number"]))

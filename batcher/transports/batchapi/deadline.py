@@ -19,14 +19,20 @@ cancelling the batches and collecting what they finished (a provider goes on ans
 from __future__ import annotations
 
 import json
+import logging
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from batcher.job import Job
 from batcher.job.deadline import Deadline
+from batcher.outputs.stats import RunStats
 from batcher.store.journal import write_atomically
+from batcher.transports.batchapi.parts import Part, PartState
+
+log = logging.getLogger("batcher")
 
 DEADLINE_FILE = "deadline.json"
 #: A request's time on the wire when no limit says how fast requests may go (the online estimate).
@@ -86,6 +92,7 @@ class RunDeadline:
             return None
 
     def save(self, state_dir: Path) -> None:
+        state_dir.mkdir(parents=True, exist_ok=True)
         write_atomically(state_dir / DEADLINE_FILE, (json.dumps(asdict(self)) + "\n").encode())
 
     def went_online(self, state_dir: Path, now: float | None = None) -> None:
@@ -111,3 +118,89 @@ def estimate(job: Job, deadline: RunDeadline, requests: int, tokens: int) -> Est
         seconds = max(seconds, tokens / tokens_per_second)
     margin = MARGIN_SECONDS + MARGIN_SHARE * seconds if requests else 0.0
     return Estimate(seconds, margin, deadline.at - seconds - margin, assumed)
+
+
+class DeadlineWatch:
+    """A run's deadline while its batches run: the estimate each pass, and the moment to go online."""
+
+    def __init__(self, job: Job, deadline: RunDeadline, state_dir: Path, stats: RunStats):
+        self.job, self.deadline, self.state_dir, self.stats = job, deadline, state_dir, stats
+        self.latest: Estimate | None = None
+        #: When this session cancelled the batches (time.monotonic()), or None.
+        self._cancelled_at: float | None = None
+
+    @property
+    def online(self) -> bool:
+        """The run has gone online: no part is created or planned again; live batches are cancelled."""
+        return self.deadline.online_since is not None
+
+    def due(self, parts: Iterable[Part]) -> bool:
+        """The estimate made again for the rows the batches have not answered; whether it is time."""
+        requests, tokens = unanswered(parts)
+        first = self.latest is None
+        self.latest = estimate(self.job, self.deadline, requests, tokens)
+        self._show()
+        now = time.time()
+        if first and requests and self.latest.go_online_at < now:
+            late = now + self.latest.online_seconds + self.latest.margin - self.deadline.at
+            log.warning(
+                "the deadline (%s) cannot be met online alone: %d requests need about %.0f s online "
+                "and a margin of %.0f s, %.0f s more than is left; going online now to finish as early "
+                "as the limits allow",
+                self.deadline.text,
+                requests,
+                self.latest.online_seconds,
+                self.latest.margin,
+                late,
+            )
+        return bool(requests) and now >= self.latest.go_online_at
+
+    def capped(self, wait: float) -> float:
+        """A wait between passes, cut short to end at the moment to go online."""
+        if self.online or self.latest is None:
+            return wait
+        return min(wait, max(0.1, self.latest.go_online_at - time.time()))
+
+    def go_online(self) -> None:
+        """Kept before the first batch is cancelled, so that a resumed run goes on from here."""
+        if self.deadline.online_since is None:
+            self.deadline.went_online(self.state_dir)
+            log.info("deadline %s: the batches are cancelled and the rows left go online", self.deadline.text)
+        self._cancelled_at = time.monotonic()
+        self._show()
+
+    def waited_for_cancelling(self) -> bool:
+        """The batches asked to cancel have had the margin's fixed part to end in."""
+        return self._cancelled_at is not None and time.monotonic() - self._cancelled_at >= MARGIN_SECONDS
+
+    def _show(self) -> None:
+        """The deadline and the estimate, for the progress line and (kept) `batcher status`."""
+        shown = {
+            "deadline": self.deadline.text,
+            "at": self.deadline.at,
+            "online_since": self.deadline.online_since,
+        }
+        if self.latest is not None:
+            shown.update(
+                go_online_at=self.latest.go_online_at,
+                online_seconds=round(self.latest.online_seconds, 1),
+                margin_seconds=round(self.latest.margin, 1),
+                rate_assumed=self.latest.rate_assumed,
+            )
+        self.stats.deadline = shown
+        self.deadline.estimate = shown
+        self.deadline.save(self.state_dir)
+
+
+def unanswered(parts: Iterable[Part]) -> tuple[int, int]:
+    """The requests of parts not collected that their batches have not answered, and their tokens
+    at most (each part's worst case, in the share of its requests left)."""
+    requests, tokens = 0, 0
+    for part in parts:
+        if part.state == PartState.COLLECTED or not part.requests:
+            continue
+        counts = (part.batch or {}).get("request_counts") or {}
+        left = max(0, part.requests - (counts.get("completed") or 0) - (counts.get("failed") or 0))
+        requests += left
+        tokens += part.worst_tokens * left // part.requests
+    return requests, tokens

@@ -18,15 +18,16 @@ import uuid
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from batcher.errors import BatcherError, BudgetReached, RequestFailed, RunAborted, WriteFailed
+from batcher.errors import BatcherError, RequestFailed, RunAborted, WriteFailed
 from batcher.inputs.sources import InputRow
 from batcher.job import Job
 from batcher.job.answers import Answers
 from batcher.kinds import RequestKind
 from batcher.kinds.reuse import Reuse
-from batcher.limits.costs import Budget
 from batcher.outcome import RunOutcome, Status
 from batcher.transports.batchapi.collect import Collector, read_fates
+from batcher.transports.batchapi.deadline import DeadlineWatch
+from batcher.transports.batchapi.holds import Holds
 from batcher.transports.batchapi.parts import Part, PartsLog, PartState
 from batcher.transports.batchapi.plan import Planned, Planner
 from batcher.transports.batchapi.provider import BatchProvider
@@ -38,6 +39,8 @@ log = logging.getLogger("batcher")
 
 #: A batch in one of these states has ended: its files hold all it will ever answer.
 ENDED_STATUSES = ("completed", "failed", "expired", "cancelled")
+#: A batch in one of these states may be cancelled.
+LIVE_STATUSES = ("validating", "in_progress", "finalizing")
 #: The first wait between passes; each next one is twice as long, up to the job's poll_interval.
 FIRST_WAIT_SECONDS = 1.0
 #: How far back, before a creation was asked for, a lost creation is looked for (clock skew).
@@ -57,9 +60,12 @@ class BatchTransport:
         log_: PartsLog,
         answers: Answers | None = None,
         reuse: Reuse | None = None,
+        deadline: DeadlineWatch | None = None,
     ):
-        """`answers`: what makes an answer columns (a parse function, a schema, labels) or None."""
+        """`answers`: what makes an answer columns (a parse function, a schema, labels) or None;
+        `deadline`: the run's deadline (--deadline), when it has one."""
         self.job, self.recorder, self.provider, self.log = job, recorder, provider, log_
+        self.deadline = deadline
         self.stats = recorder.stats
         self.collector = Collector(job=job, kind=kind, recorder=recorder, answers=answers, reuse=reuse)
         self.planner = Planner(
@@ -81,7 +87,7 @@ class BatchTransport:
         #: Parts refused for the enqueued-token limit, created again only when no other part runs.
         self._waiting_for_room: set[int] = set()
         #: Parts not sent because their worst case would go over a budget (--max-cost, --max-total-tokens).
-        self._held: set[int] = set()
+        self.holds = Holds(job, self.stats, lambda: self.parts.values())
         self._waits = 0
 
     def request_stop(self) -> None:
@@ -92,13 +98,10 @@ class BatchTransport:
         syncer = asyncio.create_task(self.recorder.keep_syncing())
         try:
             self.parts = await asyncio.to_thread(self.log.load)
-            claimed = await asyncio.to_thread(self._claimed)
-            await self._plan(
-                self.planner.requests(r for r in rows if r is not None and r.row_id not in claimed), 0
-            )
+            await self._plan_rows(rows)
             await self._passes()
-            if self._held:
-                self.stop.fail(self._budget_reached())
+            if self.holds.held:
+                self.stop.fail(self.holds.reached())
         except BatcherError as e:
             self.stop.fail(e)
         except OSError as e:  # the parts journal or a part's files could not be written or read
@@ -118,6 +121,11 @@ class BatchTransport:
             )
         return outcome
 
+    @property
+    def online(self) -> bool:
+        """Gone online for a deadline: no part made a batch or planned again; live ones cancelled."""
+        return self.deadline is not None and self.deadline.online
+
     # -- planning ----------------------------------------------------------------------
 
     def _claimed(self, besides: Part | None = None) -> set[str]:
@@ -133,30 +141,20 @@ class BatchTransport:
             for member in (row, *row.get("copies", ()))
         }
 
+    async def _plan_rows(self, rows: Iterator[InputRow | None]) -> None:
+        """The session's rows not in a part yet, planned (none once gone online for a deadline)."""
+        if self.online:
+            return
+        claimed = await asyncio.to_thread(self._claimed)
+        await self._plan(
+            self.planner.requests(r for r in rows if r is not None and r.row_id not in claimed), 0
+        )
+
     async def _plan(self, requests: Iterable[Planned], round_: int) -> None:
         """Write the parts of `requests`, each whole (the rows are read and built on the loop, as online)."""
         for group in self.planner.groups(requests):
             number = max(self.parts, default=0) + 1
             self.parts[number] = await asyncio.to_thread(self.planner.write, number, round_, group)
-
-    def _budget(self) -> Budget:
-        """The budgets, against what every session spent and the worst case of every batch that may run."""
-        budget = Budget.of_run(self.job, self.stats)
-        for part in self.parts.values():
-            if part.state in (PartState.CREATING, PartState.CREATED, PartState.ENDED):
-                budget.hold(part.worst_tokens, part.worst_cost)
-        return budget
-
-    def _fits(self, part: Part) -> bool:
-        """The part's batch can be made without a budget going over, its worst case counted as online."""
-        budget = self._budget()
-        return not budget.limited or budget.reserve(part.worst_tokens, part.worst_cost)
-
-    def _budget_reached(self) -> BudgetReached:
-        first = min(self._held)
-        return BudgetReached(
-            self._budget().exhausted_message(f"the batch of part {first}, at its worst case,")
-        )
 
     # -- the passes --------------------------------------------------------------------
 
@@ -167,30 +165,48 @@ class BatchTransport:
                 for p in sorted(self.parts.values(), key=lambda p: p.number)
                 if p.state != PartState.COLLECTED
             ]
-            if not open_parts or self._only_held(open_parts):
+            if self._nothing_to_wait_for(open_parts):
                 return
             for part in open_parts:
                 if self.stop.stopping:
                     return
                 await self._advance(part)
-            if self.job.no_wait and all(
-                p.state in (PartState.CREATED, PartState.COLLECTED) or p.number in self._held
-                for p in self.parts.values()
-            ):
-                self._submitted = any(p.state == PartState.CREATED for p in self.parts.values())
+            if self.job.no_wait and self._all_submitted():
                 return  # submitted: the batches run on, and the same command collects them
+            if self.deadline is not None and not self.online and self.deadline.due(self.parts.values()):
+                await asyncio.to_thread(self.deadline.go_online)
+                self._waits = 0  # (cancelled batches end in seconds: looked at soon)
+                continue
             if any(p.state != PartState.COLLECTED for p in self.parts.values()):
                 await self._wait(self._next_wait())
+
+    async def collect_cancelled(self) -> int:
+        """Gone online: the batches still cancelling, collected if they end within the margin's
+        fixed part from now; how many parts are left open."""
+        await asyncio.to_thread(self.deadline.go_online)  # (the wait counted from now)
+        await self._passes()
+        return sum(p.state != PartState.COLLECTED for p in self.parts.values())
+
+    def _nothing_to_wait_for(self, open_parts: list[Part]) -> bool:
+        """No part open, or only parts held for a budget, or cancelled batches given their time."""
+        if not open_parts or self.holds.only_held(open_parts):
+            return True
+        return self.online and self.deadline.waited_for_cancelling()
+
+    def _all_submitted(self) -> bool:
+        """Every part has its batch (or is held for a budget); `_submitted`: some batch runs."""
+        parts, held = self.parts.values(), self.holds.held
+        if not all(p.state in (PartState.CREATED, PartState.COLLECTED) or p.number in held for p in parts):
+            return False
+        self._submitted = any(p.state == PartState.CREATED for p in parts)
+        return True
 
     def _next_wait(self) -> float:
         """1 s after the first pass, then twice as long each time, up to `poll_interval`: small batches
         are collected in seconds, long ones cost a GET a batch every `poll_interval`."""
         self._waits += 1
-        return min(self.job.poll_interval, FIRST_WAIT_SECONDS * 2 ** (self._waits - 1))
-
-    def _only_held(self, open_parts: list[Part]) -> bool:
-        """Every part left is held for a budget, with nothing running that could free it."""
-        return all(p.number in self._held and not self._fits(p) for p in open_parts)
+        wait = min(self.job.poll_interval, FIRST_WAIT_SECONDS * 2 ** (self._waits - 1))
+        return wait if self.deadline is None else self.deadline.capped(wait)
 
     async def _wait(self, seconds: float) -> None:
         """`seconds`, or less if a stop comes (no wait_for: on 3.11 it can swallow a cancellation)."""
@@ -216,10 +232,11 @@ class BatchTransport:
                     return  # refused for the enqueued-token limit: not asked again while others run
                 self._waiting_for_room.discard(part.number)
             if part.state in (PartState.PLANNED, PartState.UPLOADED):
-                if not self._fits(part):
-                    self._held.add(part.number)  # not sent; looked at again as batches end
+                if self.online:  # never made a batch: its rows go online
+                    await self._record(part, PartState.COLLECTED)
                     return
-                self._held.discard(part.number)
+                if not self.holds.admit(part):
+                    return
             while part.state in steps and not self.stop.stopping:
                 state = part.state
                 await steps[state](part)
@@ -280,7 +297,7 @@ class BatchTransport:
         found = await self.provider.find(self._metadata(part), since=part.asked_at - FIND_SLACK_SECONDS)
         if found is not None:
             await self._record(part, PartState.CREATED, batch_id=found["id"], batch=found)
-        elif create:
+        elif create and not self.online:
             await self._create(part)
 
     def _metadata(self, part: Part) -> dict[str, str]:
@@ -288,6 +305,8 @@ class BatchTransport:
 
     async def _poll(self, part: Part) -> None:
         batch = await self.provider.get(part.batch_id)
+        if self.online and batch.get("status") in LIVE_STATUSES:  # (asked again after a resume)
+            batch = await self.provider.cancel(part.batch_id)
         part.batch = batch
         if batch.get("status") in ENDED_STATUSES:
             await self._record(part, PartState.ENDED, batch=batch)
@@ -313,8 +332,9 @@ class BatchTransport:
         return await self.provider.content(file_id) if file_id else b""
 
     async def _plan_again(self, part: Part, again: list[tuple[dict[str, Any], RequestFailed]]) -> None:
-        """Rows the provider did not answer: a new part, unless their rounds are spent (then errors)."""
-        if not again:
+        """Rows the provider did not answer: a new part, unless their rounds are spent (then errors).
+        Gone online for a deadline: none (they go online)."""
+        if not again or self.online:
             return
         claimed = await asyncio.to_thread(self._claimed, part)
         again = [(row, failure) for row, failure in again if row["id"] not in claimed]
@@ -333,9 +353,8 @@ class BatchTransport:
         codes = {error.get("code") for error in errors}
         if codes == {"token_limit_exceeded"}:
             if not part.crowded:  # nothing else was running when it was made: it is too big alone
-                await self._record(
-                    part, PartState.COLLECTED
-                )  # its rows go free, to be planned smaller next run
+                # Its rows go free, to be planned smaller next run.
+                await self._record(part, PartState.COLLECTED)
                 raise RunAborted(
                     f"part {part.number} alone is over the provider's enqueued-token limit "
                     f"({'; '.join(str(e.get('message')) for e in errors)}): run again with a smaller "
@@ -348,9 +367,7 @@ class BatchTransport:
         named = {error.get("line") for error in errors if isinstance(error.get("line"), int)}
         if not named:
             message = "; ".join(str(error.get("message")) for error in errors) or "no reason given"
-            await self._record(
-                part, PartState.COLLECTED
-            )  # it answered nothing: its rows go free for the next run
+            await self._record(part, PartState.COLLECTED)  # answered nothing: its rows go free
             raise RunAborted(
                 f"the provider failed batch {part.batch_id} of part {part.number}: {message}. "
                 "Nothing was marked failed: fix it and run the same command again."
