@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from typing import Any
 
 from batcher.outputs.stats import RunStats
@@ -31,7 +32,9 @@ class ProgressBar:
         tokens = stats.prompt_tokens + stats.completion_tokens
         cost = f" cost={usd(stats.cost_usd)}" if stats.cost_usd else ""
         self._bar.set_postfix_str(
-            f"tokens={_short(tokens)}{cost} errors={stats.failed} 429s={stats.rate_limited}", refresh=False
+            f"tokens={_short(tokens)}{cost} errors={stats.failed} 429s={stats.rate_limited}"
+            + _deadline(stats.deadline),
+            refresh=False,
         )
         done = stats.ok + stats.failed
         # Counts can go down (a failed row retried to success); tqdm's update takes deltas.
@@ -60,6 +63,22 @@ class Watch:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def _deadline(shown: dict[str, Any] | None) -> str:
+    """A deadline run's words on the bar: when its rows go online (and the margin kept), or that they have."""
+    if not shown:
+        return ""
+    due = f" deadline={_clock(shown['at'])}"
+    if shown.get("online_since"):
+        return f"{due} online"
+    if shown.get("go_online_at") is None:
+        return due
+    return f"{due} online-at={_clock(shown['go_online_at'])} margin={shown['margin_seconds']:.0f}s"
+
+
+def _clock(epoch: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(epoch))
 
 
 def _short(n: int) -> str:

@@ -348,6 +348,15 @@ async def _endpoints(job: Job, kind: RequestKind, simulators: list[Any]) -> list
     return endpoints
 
 
+def _deadline_bill(job: Job, checkpoint: Checkpoint, stats: RunStats) -> dict[str, Any]:
+    """A deadline run's summary: the deadline, met or not, and the bill by way (outputs/bill.py)."""
+    from batcher.outputs.bill import bill, deadline_summary
+
+    told = deadline_summary(stats.deadline, time.time(), stats.remaining)
+    told.update(bill(checkpoint.records(), job.price_table, job.model), rows_paid_twice=stats.paid_twice)
+    return told
+
+
 def _finish(
     job: Job,
     checkpoint: Checkpoint,
@@ -371,7 +380,10 @@ def _finish(
             sink.close(progress.failed.values())
         checkpoint.close(progress)
         status = outcome.status if outcome is not None else Status.FAILED
-        summary = json.dumps(stats.summary(status), indent=2) + "\n"
+        summary = stats.summary(status)
+        if stats.deadline is not None:
+            summary["deadline"] = _deadline_bill(job, checkpoint, stats)
+        summary = json.dumps(summary, indent=2) + "\n"
         write_atomically(job.output / "summary.json", summary)
     except OSError as e:
         checkpoint.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import UTC, datetime
 
@@ -122,7 +123,8 @@ def test_rows_a_slow_batch_has_not_answered_go_online_in_time_each_row_once(
     rows, path = run_rows(120, tmp_path)
     started = time.monotonic()
 
-    result = cli(*run_args(path, run_dir, simulator.base_url, *BATCH, "--rpm", "1200", "--deadline", "25s"))
+    flags = (*BATCH, "--rpm", "1200", "--deadline", "25s")
+    result = cli(*run_args(path, run_dir, simulator.base_url, *flags, model="gpt-4o-mini"))
 
     took = time.monotonic() - started
     assert result.exit_code == 0, result.output
@@ -134,6 +136,15 @@ def test_rows_a_slow_batch_has_not_answered_go_online_in_time_each_row_once(
     assert simulator.requests == len(online)  # online requests: only the rows the batch did not answer
     kept = RunDeadline.read(run_dir / ".batcher")
     assert kept.online_since is not None and kept.estimate["go_online_at"] <= kept.at
+    told = json.loads((run_dir / "summary.json").read_text())["deadline"]
+    assert told["met"] is True and told["went_online_at"] is not None
+    assert (told["rows_batch"], told["rows_online"], told["rows_paid_twice"]) == (len(batch), len(online), 0)
+    batch_cost = sum(r["cost_usd"] for r in batch)
+    assert told["cost_batch_usd"] == pytest.approx(batch_cost, abs=1e-6)
+    assert told["saving_usd"] == pytest.approx(batch_cost, rel=0.01)  # half price: saved as much again
+    status = cli("status", run_dir)
+    assert "deadline:  25s" in status.output and "online:    since" in status.output, status.output
+    assert f"{len(batch)} rows by batch" in status.output and "0 paid twice" in status.output
 
 
 def test_a_deadline_the_batch_meets_sends_nothing_online(cli, simulator_factory, tmp_path, run_dir):
@@ -147,3 +158,24 @@ def test_a_deadline_the_batch_meets_sends_nothing_online(cli, simulator_factory,
     assert len(batch) == 30 and online == [] and simulator.requests == 0
     kept = RunDeadline.read(run_dir / ".batcher")
     assert kept.online_since is None and kept.text == "10m"
+    told = json.loads((run_dir / "summary.json").read_text())["deadline"]
+    assert told["met"] is True and (told["rows_batch"], told["rows_online"]) == (30, 0)
+    assert told["went_online_at"] is None and told["cost_online_usd"] == 0
+
+
+def test_a_resumed_run_keeps_its_deadline_and_dry_run_shows_it_with_the_estimate(
+    cli, simulator, tmp_path, run_dir
+):
+    rows, path = run_rows(30, tmp_path)
+    args = run_args(path, run_dir, simulator.base_url, *BATCH, "--rpm", "600")
+
+    assert cli(*args, "--deadline", "2h").exit_code == 0
+    dry = cli(*args, "--deadline", "3h", "--dry-run")  # shown, not kept
+    again = cli(*args)  # resumed without it: kept
+
+    assert "deadline: 3h (" in dry.output and "goes online" in dry.output, dry.output
+    assert again.exit_code == 0 and RunDeadline.read(run_dir / ".batcher").text == "2h"
+    impossible = cli(
+        *run_args(path, tmp_path / "other", simulator.base_url, *BATCH, "--deadline", "1s", "--dry-run")
+    )
+    assert "cannot be met online alone" in impossible.output, impossible.output

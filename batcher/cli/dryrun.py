@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,6 +91,8 @@ class Plan:
             sizes = ", ".join(f"{n:,} requests in {_size(size)}" for n, size in self.parts[:5])
             more = f", and {len(self.parts) - 5} more" if len(self.parts) > 5 else ""
             lines.append(f"batches:  {len(self.parts):,} ({sizes}{more})")
+            if job.deadline:
+                lines.append(f"deadline: {self._deadline()}")
         if estimate.unpriced:
             models = ", ".join(estimate.unpriced_models[:3])
             cost += (
@@ -98,6 +101,28 @@ class Plan:
             )
         lines.append(f"cost:     {cost}")
         return lines
+
+    def _deadline(self) -> str:
+        """When the deadline falls, and the estimate: the latest moment every request could go online."""
+        from batcher.job.deadline import parse_deadline
+        from batcher.transports.batchapi.deadline import RunDeadline, estimate
+
+        kept = RunDeadline.read(self.job.output / STATE_DIR) if not is_remote(self.job.output) else None
+        now = time.time()
+        given = parse_deadline(self.job.deadline)
+        at = given.moment(kept.first_start if kept is not None else now)
+        tokens = self.estimate.prompt_tokens + self.estimate.completion_at_most
+        est = estimate(self.job, RunDeadline(given.text, at, now), self.requests, tokens)
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
+        text = (
+            f"{given.text} ({when}); every request online would take about {est.online_seconds:,.0f} s"
+            f" and a margin of {est.margin:,.0f} s"
+            + (" (the online rate assumed from --concurrency: give --rpm)" if est.rate_assumed else "")
+        )
+        if est.go_online_at < now:
+            return text + ": it cannot be met online alone; the run will do its best"
+        latest = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(est.go_online_at))
+        return text + f": what the batches have not answered by {latest} goes online"
 
 
 def plan(job: Job) -> Plan:

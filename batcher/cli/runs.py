@@ -31,12 +31,14 @@ def status(directory: str, as_json: bool) -> None:
     """
     from batcher.store.figures import inspect
     from batcher.store.mirror import readable
+    from batcher.transports.batchapi.deadline import deadline_of
     from batcher.transports.batchapi.parts import batches_of
 
     try:
         with readable(directory) as (path, held):
             info = inspect(path)
             info["batches"] = batches_of(path)
+            info["deadline"] = deadline_of(path)
         if held is not None:  # a copy of a run directory in an object store
             info.update(directory=directory, running=held)
     except BatcherError as e:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shlex
 import sys
+import time
 
 import click
 
@@ -157,11 +158,39 @@ def status_text(info: dict) -> str:
         f"= {info['total_tokens']}"
     )
     lines.append(f"  cost:      {_cost_text(info['cost_usd'], info['answers_unpriced'])}")
+    if info.get("deadline"):
+        lines.extend(_deadline_lines(info["deadline"]))
     for batch in info["batches"]:
         lines.append(
             f"  part {batch['part']}:{' ' * max(1, 5 - len(str(batch['part'])))}{_batch_line(batch)}"
         )
     return "\n".join(lines)
+
+
+def _deadline_lines(deadline: dict) -> list[str]:
+    """A deadline run: when, the estimate of when its rows go online (or when they went), the bill."""
+    at = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(deadline["at"]))
+    lines = [f"  deadline:  {deadline['text']} ({at})"]
+    estimate = deadline.get("estimate") or {}
+    if deadline.get("online_since"):
+        went = time.strftime("%H:%M:%S", time.localtime(deadline["online_since"]))
+        lines.append(f"  online:    since {went}: the batches cancelled, the rows left sent online")
+    elif estimate.get("go_online_at"):
+        when = time.strftime("%H:%M:%S", time.localtime(estimate["go_online_at"]))
+        assumed = ", the online rate assumed: give --rpm" if estimate.get("rate_assumed") else ""
+        lines.append(
+            f"  online at: {when} at the latest (about {estimate['online_seconds']:.0f} s online and a "
+            f"margin of {estimate['margin_seconds']:.0f} s{assumed})"
+        )
+    bill = deadline.get("bill")
+    if bill:
+        met = "met" if bill["met"] else "not met"
+        lines.append(
+            f"  bill:      {met}; {bill['rows_batch']} rows by batch {usd(bill['cost_batch_usd'])}, "
+            f"{bill['rows_online']} online {usd(bill['cost_online_usd'])}; saved "
+            f"{usd(bill['saving_usd'])} against all online; {bill['rows_paid_twice']} paid twice"
+        )
+    return lines
 
 
 def _batch_line(batch: dict) -> str:

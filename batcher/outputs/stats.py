@@ -92,6 +92,8 @@ class RunStats:
     endpoints: dict[str, Any] | None = None
     #: A Batch API run's deadline and its latest estimate (transports/batchapi/deadline.py).
     deadline: dict[str, Any] | None = None
+    #: Rows of this session a batch answered while cancelling that were answered online too.
+    paid_twice: int = 0
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
 

@@ -23,6 +23,7 @@ class DeadlineTransport:
     def __init__(self, batch: BatchTransport, online: Callable[[], Runner]):
         self.batch, self._online = batch, online
         batch.collector.finished_here = []  # (the rows its batches finish: the online rows leave them)
+        batch.collector.gone_online = lambda: batch.online
         self.stats, self.stop = batch.stats, batch.stop
         self._sending: BatchTransport | Runner = batch
         self._stopping = False

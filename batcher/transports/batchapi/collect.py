@@ -12,6 +12,7 @@ again.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -121,6 +122,8 @@ class Collector:
         #: The rows journaled in this session (id, row number), kept when a deadline's online rows
         #: are to leave them (transports/deadline.py); None: not kept.
         self.finished_here: list[tuple[str, int]] | None = None
+        #: Whether a deadline sent the run online: a batch's answer to a row done is then paid twice.
+        self.gone_online: Callable[[], bool] = lambda: False
 
     def journal(self, part: Part, rows: list[Row], fates: Fates) -> list[tuple[Row, RequestFailed]]:
         """Add the answered and failed rows (and copies) not already finished; the rows to send again."""
@@ -128,6 +131,8 @@ class Collector:
         for row in rows:
             members = self.unfinished(part, row)
             if not members:
+                if self.finished_here is not None and self.gone_online() and row["id"] in fates.answered:
+                    self.recorder.stats.paid_twice += 1  # answered while cancelling, and online
                 continue
             row_id = row["id"]
             self.recorder.stats.requests += 1

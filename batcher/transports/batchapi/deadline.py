@@ -29,6 +29,7 @@ from typing import Any
 from batcher.job import Job
 from batcher.job.deadline import Deadline
 from batcher.outputs.stats import RunStats
+from batcher.store.checkpoint import STATE_DIR
 from batcher.store.journal import write_atomically
 from batcher.transports.batchapi.parts import Part, PartState
 
@@ -128,6 +129,7 @@ class DeadlineWatch:
         self.latest: Estimate | None = None
         #: When this session cancelled the batches (time.monotonic()), or None.
         self._cancelled_at: float | None = None
+        self._show()
 
     @property
     def online(self) -> bool:
@@ -204,3 +206,16 @@ def unanswered(parts: Iterable[Part]) -> tuple[int, int]:
         requests += left
         tokens += part.worst_tokens * left // part.requests
     return requests, tokens
+
+
+def deadline_of(directory: Path) -> dict[str, Any] | None:
+    """`batcher status`: a run's deadline, its latest estimate, and the last session's bill."""
+    kept = RunDeadline.read(directory / STATE_DIR)
+    if kept is None:
+        return None
+    told = asdict(kept)
+    try:
+        told["bill"] = json.loads((directory / "summary.json").read_text()).get("deadline")
+    except (OSError, ValueError):
+        told["bill"] = None
+    return told
