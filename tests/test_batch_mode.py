@@ -569,3 +569,48 @@ def test_a_failed_row_sent_again_in_a_later_run_is_kept_when_it_is_answered(
     assert rows[1]["id"] in {r["id"] for r in read_jsonl(run_dir / "results.jsonl")}
     assert summary(run_dir)["rows_failed"] == 0 and once_more.exit_code == 0
     assert lenient.completions_for(prompt_for(rows[1])) == 1  # answered once, kept, not asked again
+
+
+def _input_files(simulator) -> list:
+    sdk = openai.OpenAI(base_url=simulator.base_url, api_key=TEST_KEY, max_retries=0)
+    return [f for f in sdk.files.list(purpose="batch") if f.filename.startswith("part-")]
+
+
+@pytest.mark.slow
+def test_a_kill_during_an_upload_leaves_no_unused_file_at_the_provider(simulator_factory, tmp_path, run_dir):
+    simulator = simulator_factory(files_delay_ms=500)  # the file stored, its answer slow
+    rows = review_rows(30)
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+    flags = (*BATCH, "--batch-size", "15")
+
+    killed = start_subprocess_run(path, run_dir, simulator.base_url, *flags)
+    stored = lambda: len(_input_files(simulator)) >= 1 and "uploaded" not in _latest_states(run_dir)  # noqa: E731
+    assert _kill_when(killed, stored), "the run ended before an upload"
+    final = start_subprocess_run(path, run_dir, simulator.base_url, *flags)
+    _, stderr = final.communicate(timeout=60)
+
+    assert final.returncode == 0, stderr
+    assert_each_row_answered_once(simulator, rows, run_dir)
+    files = _input_files(simulator)
+    assert len(files) == len(parts(run_dir)) == 2  # the killed upload's file adopted, not left unused
+    assert {p["file_id"] for p in parts(run_dir).values()} == {f.id for f in files}
+
+
+@pytest.mark.slow
+def test_a_creation_in_doubt_is_not_made_again_while_the_providers_list_lags_behind_it(
+    simulator_factory, tmp_path, run_dir
+):
+    # Each batch made at once, its answer 1 s late, and listed only 3 s after it was made.
+    simulator = simulator_factory(batch_create_delay_ms=1000, batch_list_lag_seconds=3)
+    rows = review_rows(20)
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+
+    killed = start_subprocess_run(path, run_dir, simulator.base_url, *BATCH)
+    assert _kill_when(killed, lambda: simulator.server.batches.made == 1), "no batch was asked for"
+    assert _latest_states(run_dir) == {"creating"}  # the batch made, its id never heard of
+    final = start_subprocess_run(path, run_dir, simulator.base_url, *BATCH)
+    _, stderr = final.communicate(timeout=60)
+
+    assert final.returncode == 0, stderr
+    assert_each_row_answered_once(simulator, rows, run_dir)
+    assert simulator.server.batches.made == 1  # found once listed, not made a second time

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import time
 from datetime import UTC, datetime
 
@@ -12,7 +13,7 @@ from batcher.errors import ConfigError
 from batcher.job import Job, SimulatorConfig, build_job
 from batcher.job.deadline import parse_deadline
 from batcher.transports.batchapi.deadline import MARGIN_SECONDS, MARGIN_SHARE, RunDeadline, estimate
-from tests.helpers import prompt_for, read_jsonl, review_rows, run_args, write_jsonl
+from tests.helpers import prompt_for, read_jsonl, review_rows, run_args, start_subprocess_run, write_jsonl
 
 BATCH = ("--mode", "batch-api", "--poll-interval", "0.1")
 
@@ -179,3 +180,66 @@ def test_a_resumed_run_keeps_its_deadline_and_dry_run_shows_it_with_the_estimate
         *run_args(path, tmp_path / "other", simulator.base_url, *BATCH, "--deadline", "1s", "--dry-run")
     )
     assert "cannot be met online alone" in impossible.output, impossible.output
+
+
+def _states(run_dir) -> set[str]:
+    latest = {}
+    path = run_dir / ".batcher" / "parts.jsonl"
+    for line in path.read_text().splitlines() if path.exists() else ():
+        part = json.loads(line)
+        latest[part["number"]] = part["state"]
+    return set(latest.values())
+
+
+def _gone_online(run_dir) -> bool:
+    kept = RunDeadline.read(run_dir / ".batcher")
+    return kept is not None and kept.online_since is not None
+
+
+def _online_rows(run_dir) -> int:
+    results = run_dir / "results.jsonl"
+    lines = results.read_text().splitlines() if results.exists() else []
+    return sum(1 for line in lines if not json.loads(line).get("batch_id"))
+
+
+def _stop_when(process, reached, sig, timeout: float = 40) -> None:
+    deadline = time.monotonic() + timeout
+    while not reached():
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"the run ended first: {process.communicate()}")
+        time.sleep(0.01)
+    process.send_signal(sig)
+    process.wait(timeout=30)
+
+
+@pytest.mark.slow  # about 25 s: one run stopped in each phase, then finished by the same command
+def test_ctrl_c_and_kill_9_in_each_phase_then_the_same_command_keeps_the_deadline_each_row_once(
+    simulator_factory, tmp_path, run_dir
+):
+    simulator = simulator_factory(
+        rpm=1200, batch_requests_per_second=3, batch_validating_seconds=1, batch_cancelling_seconds=3
+    )
+    rows, path = run_rows(120, tmp_path)
+    flags = (*BATCH, "--rpm", "1200", "--deadline", "30s")  # the batch would need 40 s
+    phases = [
+        ("waiting (Ctrl-C)", lambda: "created" in _states(run_dir), signal.SIGINT),
+        ("cancelling", lambda: _gone_online(run_dir), signal.SIGKILL),
+        ("online", lambda: _online_rows(run_dir) >= 5, signal.SIGKILL),
+    ]
+    for _phase, reached, sig in phases:
+        _stop_when(start_subprocess_run(path, run_dir, simulator.base_url, *flags), reached, sig)
+    final = start_subprocess_run(path, run_dir, simulator.base_url, *flags)
+    _, stderr = final.communicate(timeout=60)
+
+    assert final.returncode == 0, stderr
+    results = read_jsonl(run_dir / "results.jsonl")
+    assert sorted(r["id"] for r in results) == sorted(r["id"] for r in rows)  # nothing lost or twice
+    paid = [simulator.completions_for(prompt_for(row)) for row in rows]
+    # Paid twice: at most the online requests on the wire when the kill came (--concurrency 16),
+    # as in any online run; none from the batch (it was collected before the rows went online).
+    assert min(paid) == 1 and max(paid) <= 2 and paid.count(2) <= 16, paid
+    kept = RunDeadline.read(run_dir / ".batcher")
+    told = json.loads((run_dir / "summary.json").read_text())["deadline"]
+    assert told["met"] is True and told["deadline"] == "30s"  # the first start's 30 s, kept throughout
+    assert kept.at - kept.first_start == 30 and told["rows_batch"] > 0 and told["rows_online"] > 0
+    assert _states(run_dir) == {"collected"}

@@ -97,6 +97,13 @@ def _fail(message: str, code: int) -> None:
     help="Seconds a batch spends finalizing or cancelling.",
 )
 @click.option(
+    "--batch-list-lag-seconds",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Seconds before a new batch shows in the list of batches.",
+)
+@click.option(
     "--batch-cancelling-seconds",
     type=float,
     default=0.0,

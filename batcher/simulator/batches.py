@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import time
 import uuid
 from typing import Any
 
@@ -88,11 +89,20 @@ class Batches:
         batch, refused = self._find(request)
         return refused or web.json_response(batch.to_json())
 
+    @property
+    def made(self) -> int:
+        """Batches made so far, listed yet or not."""
+        return len(self._batches)
+
     async def list(self, request: web.Request) -> web.Response:
         refused = self._authorize(request)
         if refused is not None:
             return refused
-        return page_response([b.to_json() for b in reversed(self._batches.values())], request)
+        # A batch made in the last `batch_list_lag_seconds` is not listed yet, as a provider's list can
+        # lag behind its creates (it is found by id all the same).
+        listed_before = time.monotonic() - self.config.batch_list_lag_seconds
+        listed = [b for b in reversed(self._batches.values()) if b.made_at <= listed_before]
+        return page_response([b.to_json() for b in listed], request)
 
     async def cancel(self, request: web.Request) -> web.Response:
         batch, refused = self._find(request)

@@ -74,6 +74,8 @@ class Batch:
     task: asyncio.Task | None = None
     #: When it was asked to cancel (time.monotonic()), or None.
     cancelling_since: float | None = None
+    #: When it was made (time.monotonic()): the list shows it `batch_list_lag_seconds` later.
+    made_at: float = field(default_factory=time.monotonic)
 
     def move(self, status: str) -> None:
         self.status = status

@@ -85,6 +85,8 @@ class SimulatorConfig:
     batch_token_limit: int | None = None
     #: Milliseconds a batch creation waits, the batch already made, before it is answered.
     batch_create_delay_ms: float = 0.0
+    #: Seconds after its creation before a batch shows in the list of batches (a lagging list).
+    batch_list_lag_seconds: float = 0.0
     #: Milliseconds an upload waits, the file already stored, before it is answered; and a
     #: download before its bytes are sent.
     files_delay_ms: float = 0.0
@@ -145,6 +147,7 @@ class SimulatorConfig:
             "batch_validating_seconds",
             "batch_finalizing_seconds",
             "batch_cancelling_seconds",
+            "batch_list_lag_seconds",
             "batch_create_delay_ms",
             "files_delay_ms",
         ):

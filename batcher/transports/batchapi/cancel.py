@@ -16,7 +16,7 @@ from batcher.store.checkpoint import STATE_DIR
 from batcher.store.locks import is_locked
 from batcher.transports.batchapi.parts import Part, PartsLog, PartState
 from batcher.transports.batchapi.provider import BatchProvider
-from batcher.transports.batchapi.transport import FIND_SLACK_SECONDS
+from batcher.transports.batchapi.submit import FIND_SLACK_SECONDS
 
 
 async def cancel_batches(

@@ -73,6 +73,8 @@ class Part:
     #: The nonce of the latest creation asked for (in the batch's metadata), and how many there were.
     nonce: str | None = None
     creations: int = 0
+    #: When its file's upload was last asked for (time.time()), or 0: a killed one is looked for.
+    upload_asked_at: float = 0.0
     #: When the latest creation was asked for (time.time()): a lost one is looked for from then on.
     asked_at: float = 0.0
     #: Other parts' batches were live when it was made (an enqueued-token refusal then means "wait").

@@ -8,7 +8,7 @@ retries, and nothing here knows about parts.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -71,20 +71,39 @@ class BatchProvider:
 
     async def find(self, metadata: Mapping[str, str], *, since: float) -> dict[str, Any] | None:
         """The newest batch whose metadata holds all of `metadata`, created at `since` or later."""
+
+        def holds(batch: dict[str, Any]) -> bool:
+            found = batch.get("metadata") or {}
+            return all(found.get(k) == v for k, v in metadata.items())
+
+        return await self._newest("/batches", {}, holds, since)
+
+    async def find_file(self, name: str, size: int, *, since: float) -> dict[str, Any] | None:
+        """The newest batch input file named `name` of `size` bytes, made at `since` or later."""
+
+        def same(file: dict[str, Any]) -> bool:
+            return file.get("filename") == name and file.get("bytes") == size
+
+        return await self._newest("/files", {"purpose": "batch", "order": "desc"}, same, since)
+
+    async def _newest(
+        self, path: str, params: dict[str, Any], matches: Callable[[dict[str, Any]], bool], since: float
+    ) -> dict[str, Any] | None:
+        """The newest object of a list (a page at a time, newest first) that `matches`, made at
+        `since` or later."""
         after = None
         while True:
             page = await self._call(
-                "GET", "/batches", params={"limit": PAGE, **({"after": after} if after else {})}
+                "GET", path, params={"limit": PAGE, **params, **({"after": after} if after else {})}
             )
-            batches = page.get("data") or []
-            for batch in batches:
-                found = batch.get("metadata") or {}
-                if all(found.get(k) == v for k, v in metadata.items()):
-                    return batch
-            older = [b for b in batches if (b.get("created_at") or 0) < since]
-            if older or not page.get("has_more") or not batches:
+            items = page.get("data") or []
+            for item in items:
+                if matches(item):
+                    return item
+            older = [i for i in items if (i.get("created_at") or 0) < since]
+            if older or not page.get("has_more") or not items:
                 return None  # (listed newest first: the rest are older still)
-            after = batches[-1].get("id")
+            after = items[-1].get("id")
 
     async def content(self, file_id: str) -> bytes:
         """A file's bytes (an output or error file)."""

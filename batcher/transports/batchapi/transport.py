@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-import uuid
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -31,6 +29,7 @@ from batcher.transports.batchapi.holds import Holds
 from batcher.transports.batchapi.parts import Part, PartsLog, PartState
 from batcher.transports.batchapi.plan import Planned, Planner
 from batcher.transports.batchapi.provider import BatchProvider
+from batcher.transports.batchapi.submit import Submitter
 from batcher.transports.client import job_level_cause
 from batcher.transports.recording import Recorder
 from batcher.transports.stops import FAST_STOP_SECONDS, Patience, Stop, never_answered
@@ -43,8 +42,6 @@ ENDED_STATUSES = ("completed", "failed", "expired", "cancelled")
 LIVE_STATUSES = ("validating", "in_progress", "finalizing")
 #: The first wait between passes; each next one is twice as long, up to the job's poll_interval.
 FIRST_WAIT_SECONDS = 1.0
-#: How far back, before a creation was asked for, a lost creation is looked for (clock skew).
-FIND_SLACK_SECONDS = 300
 
 
 class BatchTransport:
@@ -80,6 +77,9 @@ class BatchTransport:
         )
         #: The endpoint of its batches, as the Batches API names it.
         self.endpoint = "/v1" + kind.path
+        self.submitter = Submitter(
+            provider, self.endpoint, self._record, lambda part: asyncio.to_thread(self.log.read_lines, part)
+        )
         self.parts: dict[int, Part] = {}
         self.stop = Stop()
         self.patience = Patience(job.patience)
@@ -220,7 +220,7 @@ class BatchTransport:
         """Take `part` as far as it goes without waiting on the provider; a failure another try
         may mend waits for the next pass."""
         steps = {
-            PartState.PLANNED: self._upload,
+            PartState.PLANNED: self.submitter.upload,
             PartState.UPLOADED: self._create,
             PartState.CREATING: self._find_or_create,
             PartState.CREATED: self._poll,
@@ -265,43 +265,15 @@ class BatchTransport:
     async def _record(self, part: Part, state: PartState, **changes: Any) -> None:
         await asyncio.to_thread(self.log.record, part, state, **changes)
 
-    async def _upload(self, part: Part) -> None:
-        data = b"".join(await asyncio.to_thread(self.log.read_lines, part))
-        uploaded = await self.provider.upload(part.file, data)
-        await self._record(part, PartState.UPLOADED, file_id=uploaded["id"], provider=self.provider.base_url)
-
     async def _create(self, part: Part) -> None:
-        """Ask for the part's batch, the intent (a new nonce) on disk first."""
         crowded = any(other.live for other in self.parts.values() if other is not part)
-        await self._record(
-            part,
-            PartState.CREATING,
-            nonce=uuid.uuid4().hex,
-            creations=part.creations + 1,
-            asked_at=time.time(),
-            crowded=crowded,
-        )
-        try:
-            batch = await self.provider.create(part.file_id, self.endpoint, self._metadata(part))
-        except RequestFailed as failure:
-            if not failure.retryable:
-                raise
-            await self._find_or_create(part, create=False)  # the answer is lost, not the batch: it may exist
-            if part.state != PartState.CREATED:
-                raise
-            return
-        await self._record(part, PartState.CREATED, batch_id=batch["id"], batch=batch)
+        await self.submitter.create(part, crowded=crowded)
 
-    async def _find_or_create(self, part: Part, *, create: bool = True) -> None:
-        """Adopt the batch a creation in doubt made, if the provider has it; create it otherwise."""
-        found = await self.provider.find(self._metadata(part), since=part.asked_at - FIND_SLACK_SECONDS)
-        if found is not None:
-            await self._record(part, PartState.CREATED, batch_id=found["id"], batch=found)
-        elif create and not self.online:
+    async def _find_or_create(self, part: Part) -> None:
+        """A creation in doubt: its batch adopted once listed; asked for again only when the
+        provider's list has had its time to show it (submit.py), and not once gone online."""
+        if await self.submitter.find(part) and part.state == PartState.CREATING and not self.online:
             await self._create(part)
-
-    def _metadata(self, part: Part) -> dict[str, str]:
-        return {"batcher_part": str(part.number), "batcher_nonce": part.nonce or ""}
 
     async def _poll(self, part: Part) -> None:
         batch = await self.provider.get(part.batch_id)
