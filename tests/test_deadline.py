@@ -146,6 +146,9 @@ def test_rows_a_slow_batch_has_not_answered_go_online_in_time_each_row_once(
     status = cli("status", run_dir)
     assert "deadline:  25s" in status.output and "online:    since" in status.output, status.output
     assert f"{len(batch)} rows by batch" in status.output and "0 paid twice" in status.output
+    assert cli("report", run_dir).exit_code == 0
+    page = (run_dir / "report.html").read_text()
+    assert 'data-deadline-met="True"' in page and f"<td>{len(batch):,} (" in page
 
 
 def test_a_deadline_the_batch_meets_sends_nothing_online(cli, simulator_factory, tmp_path, run_dir):

@@ -48,6 +48,14 @@ def summarized_overnight(run: Path) -> None:
     assert json.loads((run / "summary.json").read_text())["status"] == "completed"
 
 
+def summarized_by_deadline(run: Path) -> None:
+    table = pq.read_table(run / "results.parquet")
+    by_batch = table.num_rows - table.column("batch_id").null_count
+    assert table.num_rows == 120 and 0 < by_batch < 120  # some at half price, the rest online in time
+    told = json.loads((run / "summary.json").read_text())["deadline"]
+    assert told["met"] is True and (told["rows_batch"], told["rows_online"]) == (by_batch, 120 - by_batch)
+
+
 def summarized_in_a_batch(run: Path) -> None:
     table = pq.read_table(run / "results.parquet")
     assert table.num_rows == 120 and len(set(table.column("batch_id").to_pylist())) == 1
@@ -70,6 +78,12 @@ SHIPPED_JOBS = [
     pytest.param("summarize-articles", summarized_articles, marks=pytest.mark.slow, id="summarize-articles"),
     pytest.param("summarize-articles-overnight", summarized_overnight, id="summarize-articles-overnight"),
     pytest.param("embed-articles", embedded_articles, id="embed-articles"),
+    pytest.param(
+        "summarize-articles-by-deadline",
+        summarized_by_deadline,
+        marks=pytest.mark.slow,
+        id="summarize-articles-by-deadline",
+    ),
     # any job goes through the Batch API by a flag, and its batch is collected in seconds
     pytest.param(
         "summarize-articles --mode batch-api", summarized_in_a_batch, id="summarize-articles-batch-api"

@@ -54,6 +54,8 @@ class Report:
     latency: list[tuple[float, float, int]]
     errors: list[dict[str, Any]]
     endpoints: dict[str, Any] | None
+    #: A Batch API run's deadline and its bill (summary.json's `deadline`), or None.
+    deadline: dict[str, Any] | None = None
 
 
 def build(directory: Path) -> Report:
@@ -95,6 +97,7 @@ def build(directory: Path) -> Report:
         latency=latency,
         errors=_errors(progress.failed),
         endpoints=(summary.get("session") or {}).get("endpoints"),
+        deadline=summary.get("deadline"),
     )
 
 
@@ -252,6 +255,7 @@ code {{ font-size: 12px; }}
 <h2>Errors by type</h2>
 {_errors_table(report.errors)}
 {_endpoints_table(report.endpoints)}
+{_deadline_table(report.deadline)}
 </body></html>
 """
 
@@ -289,3 +293,21 @@ def _endpoints_table(endpoints: dict[str, Any] | None) -> str:
         "<h2>Endpoints (last session)</h2><table><tr><th>endpoint</th><th>requests</th><th>answered</th>"
         f"<th>failures</th><th>429s</th><th>tokens</th><th>rests</th><th>retired</th></tr>{rows}</table>"
     )
+
+
+def _deadline_table(told: dict[str, Any] | None) -> str:
+    """A deadline run's deadline, met or not, and its bill by way (outputs/bill.py)."""
+    if not told:
+        return ""
+    rows = [
+        ("deadline", f"{told['deadline']} ({told['at']})"),
+        ("met", "yes" if told["met"] else "no"),
+        ("went online", told["went_online_at"] or "no: the batches answered every row"),
+        ("rows by batch, at the Batch price", f"{told['rows_batch']:,} ({usd(told['cost_batch_usd'])})"),
+        ("rows online, at the online price", f"{told['rows_online']:,} ({usd(told['cost_online_usd'])})"),
+        ("all online would have cost", usd(told["cost_all_online_usd"])),
+        ("saved", usd(told["saving_usd"])),
+        ("rows paid twice", f"{told['rows_paid_twice']:,}"),
+    ]
+    cells = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
+    return f'<h2>Deadline (last session)</h2><table data-deadline-met="{told["met"]}">{cells}</table>'
