@@ -246,3 +246,16 @@ def test_ctrl_c_and_kill_9_in_each_phase_then_the_same_command_keeps_the_deadlin
     assert told["met"] is True and told["deadline"] == "30s"  # the first start's 30 s, kept throughout
     assert kept.at - kept.first_start == 30 and told["rows_batch"] > 0 and told["rows_online"] > 0
     assert _states(run_dir) == {"collected"}
+
+
+def test_rows_of_batches_still_cancelling_go_online_last_from_the_end_of_their_files():
+    from batcher.inputs.sources import InputRow
+    from batcher.transports.deadline import last_the_rows_of
+
+    rows = [InputRow(f"r{n}", n, {}) for n in range(1, 8)]
+    running = ["r2", "r3", "r5", "r6"]  # a batch still cancelling, answering r2 first
+
+    sent = list(last_the_rows_of(iter([*rows[:3], None, *rows[3:]]), running))
+
+    assert [row.row_id if row else None for row in sent] == ["r1", None, "r4", "r7", "r6", "r5", "r3", "r2"]
+    assert [row.row_id for row in last_the_rows_of(iter(rows), [])] == [f"r{n}" for n in range(1, 8)]

@@ -9,8 +9,10 @@ counted, never written twice: the journal takes a row once). docs/batch-api.md, 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Callable, Iterable, Iterator
 
+from batcher.inputs.sources import InputRow
 from batcher.outcome import RunOutcome
 from batcher.transports.base import RowsLeft
 from batcher.transports.batchapi.transport import BatchTransport
@@ -38,14 +40,36 @@ class DeadlineTransport:
             return outcome
         runner = self._sending = self._online()
         self.stop = runner.stop
-        outcome = await runner.run(rows.after_batches(self.batch.collector.finished_here))
+        left = rows.after_batches(self.batch.collector.finished_here)
+        running = await asyncio.to_thread(self.batch.rows_still_running)
+        outcome = await runner.run(last_the_rows_of(left, running))
         if self._stopping or outcome.error is not None:
             return outcome
         self._sending, self.stop = self.batch, self.batch.stop
-        left = await self.batch.collect_cancelled()
-        if left:
+        still = await self.batch.collect_cancelled()
+        if still:
             outcome.note = (
-                f"{left} cancelled batch(es) had not ended at the provider: the same command collects "
+                f"{still} cancelled batch(es) had not ended at the provider: the same command collects "
                 "them (what they answered is counted, not written: the rows are done)"
             )
         return outcome
+
+
+def last_the_rows_of(rows: Iterable[InputRow | None], running: list[str]) -> Iterator[InputRow | None]:
+    """`rows`, but those of batches still cancelling (`running`: their ids, in their files' order)
+    held back and sent last, from the end of their files: the rows a batch that answers in order
+    reaches last, so the fewest are answered by it and online both (held in memory meanwhile:
+    at most the rows of the batches still cancelling)."""
+    if not running:
+        yield from rows
+        return
+    wanted = set(running)
+    held: dict[str, InputRow] = {}
+    for row in rows:
+        if row is not None and row.row_id in wanted:
+            held[row.row_id] = row
+        else:
+            yield row
+    for row_id in reversed(running):
+        if (row := held.pop(row_id, None)) is not None:
+            yield row

@@ -133,13 +133,18 @@ class BatchTransport:
 
         (A crash between planning a part's unanswered rows and marking it collected leaves them claimed.)
         """
-        return {
+        return set(self.rows_still_running(besides))
+
+    def rows_still_running(self, besides: Part | None = None) -> list[str]:
+        """The ids of the rows (and copies) of parts not yet collected, part by part in file order."""
+        open_parts = sorted(self.parts.values(), key=lambda p: p.number)
+        return [
             member["id"]
-            for part in self.parts.values()
+            for part in open_parts
             if part.state != PartState.COLLECTED and part is not besides
             for row in self.log.read_rows(part)
             for member in (row, *row.get("copies", ()))
-        }
+        ]
 
     async def _plan_rows(self, rows: Iterator[InputRow | None]) -> None:
         """The session's rows not in a part yet, planned (none once gone online for a deadline)."""
