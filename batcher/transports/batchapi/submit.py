@@ -25,7 +25,7 @@ from batcher.transports.batchapi.provider import BatchProvider
 #: How far back, before a creation or an upload was asked for, it is looked for (clock skew).
 FIND_SLACK_SECONDS = 300
 #: How long a creation in doubt is looked for in the provider's list before it is asked for again.
-LIST_LAG_SECONDS = 30.0
+LIST_LAG_SECONDS = 10.0
 
 Record = Callable[..., Awaitable[None]]
 
