@@ -130,6 +130,7 @@ def test_rows_a_slow_batch_has_not_answered_go_online_in_time_each_row_once(
     took = time.monotonic() - started
     assert result.exit_code == 0, result.output
     assert took < 25, took
+    assert "deadline 25s: met; " in result.output and " paid twice" in result.output, result.output
     batch, online = by_way(run_dir)
     assert sorted(r["id"] for r in batch + online) == sorted(r["id"] for r in rows)  # each once
     assert len(batch) >= 0.15 * 120 and online  # some at the batch price, the rest online

@@ -5,6 +5,7 @@ is never shown (job/gateway.py), only its name.
 
 from __future__ import annotations
 
+import json
 import shlex
 import sys
 import time
@@ -26,6 +27,8 @@ def tell_run_ended(job, outcome, quiet: bool) -> None:
     stats = outcome.stats
     if not quiet or outcome.exit_code:
         _report(job, outcome)
+        if stats.deadline is not None and (bill := _summary_deadline(job.output)) is not None:
+            click.echo(f"deadline {bill['deadline']}: {bill_text(bill)}", err=True)
     if stats.cut:
         click.echo(
             f"batcher: warning: {plural(stats.cut, 'answer was', 'answers were')} cut at max_tokens"
@@ -44,6 +47,14 @@ def tell_run_ended(job, outcome, quiet: bool) -> None:
             " or name that file in place of -)",
             err=True,
         )
+
+
+def _summary_deadline(output) -> dict | None:
+    """The deadline section of the summary.json the session just wrote (a local run directory)."""
+    try:
+        return json.loads((output / "summary.json").read_text()).get("deadline")
+    except (OSError, ValueError, TypeError):
+        return None
 
 
 def _report(job, outcome) -> None:
@@ -184,13 +195,17 @@ def _deadline_lines(deadline: dict) -> list[str]:
         )
     bill = deadline.get("bill")
     if bill:
-        met = "met" if bill["met"] else "not met"
-        lines.append(
-            f"  bill:      {met}; {bill['rows_batch']} rows by batch {usd(bill['cost_batch_usd'])}, "
-            f"{bill['rows_online']} online {usd(bill['cost_online_usd'])}; saved "
-            f"{usd(bill['saving_usd'])} against all online; {bill['rows_paid_twice']} paid twice"
-        )
+        lines.append(f"  bill:      {bill_text(bill)}")
     return lines
+
+
+def bill_text(bill: dict) -> str:
+    """A deadline run's bill in a line: met or not, rows and USD by way, the saving, paid twice."""
+    return (
+        f"{'met' if bill['met'] else 'NOT met'}; {bill['rows_batch']} rows by batch "
+        f"{usd(bill['cost_batch_usd'])}, {bill['rows_online']} online {usd(bill['cost_online_usd'])}; "
+        f"saved {usd(bill['saving_usd'])} against all online; {bill['rows_paid_twice']} paid twice"
+    )
 
 
 def _batch_line(batch: dict) -> str:
