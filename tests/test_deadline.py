@@ -260,3 +260,24 @@ def test_rows_of_batches_still_cancelling_go_online_last_from_the_end_of_their_f
 
     assert [row.row_id if row else None for row in sent] == ["r1", None, "r4", "r7", "r6", "r5", "r3", "r2"]
     assert [row.row_id for row in last_the_rows_of(iter(rows), [])] == [f"r{n}" for n in range(1, 8)]
+
+
+def test_rows_the_provider_will_not_queue_go_online_early_while_the_other_batch_runs_on(
+    cli, simulator_factory, tmp_path, run_dir
+):
+    # Room at the provider for one part's tokens at a time (each part about 1,200: 30 rows of a
+    # prompt and 20 max_tokens); the first part's batch takes about 3 s.
+    simulator = simulator_factory(rpm=1200, batch_token_limit=1500, batch_requests_per_second=10)
+    rows, path = run_rows(60, tmp_path)
+    flags = (*BATCH, "--batch-size", "30", "--max-tokens", "20", "--rpm", "1200", "--deadline", "10m")
+
+    result = cli(*run_args(path, run_dir, simulator.base_url, *flags))
+
+    assert result.exit_code == 0, result.output
+    batch, online = by_way(run_dir)
+    assert sorted(r["id"] for r in batch + online) == sorted(r["id"] for r in rows)  # each once
+    assert {r["id"] for r in batch} == {r["id"] for r in rows[:30]}  # the part that was queued
+    assert {r["id"] for r in online} == {r["id"] for r in rows[30:]}  # the one refused: online, early
+    assert simulator.requests == 30 and all(simulator.completions_for(prompt_for(r)) == 1 for r in rows)
+    assert RunDeadline.read(run_dir / ".batcher").online_since is None  # no batch was cancelled
+    assert json.loads((run_dir / "summary.json").read_text())["deadline"]["met"] is True

@@ -36,6 +36,8 @@ class DeadlineTransport:
 
     async def run(self, rows: RowsLeft) -> RunOutcome:
         outcome = await self.batch.run(rows)
+        while self.batch.early and not self._stopping and outcome.error is None:
+            outcome = await self._send_early(rows)
         if not self.batch.online or self._stopping or outcome.error is not None:
             return outcome
         runner = self._sending = self._online()
@@ -53,6 +55,28 @@ class DeadlineTransport:
                 "them (what they answered is counted, not written: the rows are done)"
             )
         return outcome
+
+    async def _send_early(self, rows: RowsLeft) -> RunOutcome:
+        """The rows the provider would not queue, online now; then the batches' passes go on (one
+        journal writer at a time: the batch passes wait meanwhile, the batches do not)."""
+        early, self.batch.early = set(self.batch.early), []
+        finished = self.batch.collector.finished_here
+        sent: list[tuple[str, int]] = []
+
+        def only_early(left: Iterable[InputRow | None]) -> Iterator[InputRow | None]:
+            for row in left:
+                if row is not None and row.row_id in early:
+                    sent.append((row.row_id, row.number))
+                    yield row
+
+        runner = self._sending = self._online()
+        self.stop = runner.stop
+        outcome = await runner.run(only_early(rows.after_batches(finished)))
+        finished += sent  # (done or failed for good, unless stopped: then the run ends here)
+        if self._stopping or outcome.error is not None:
+            return outcome
+        self._sending, self.stop = self.batch, self.batch.stop
+        return await self.batch.run(iter(()))
 
 
 def last_the_rows_of(rows: Iterable[InputRow | None], running: list[str]) -> Iterator[InputRow | None]:

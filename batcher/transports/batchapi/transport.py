@@ -86,6 +86,9 @@ class BatchTransport:
         self._submitted = False
         #: Parts refused for the enqueued-token limit, created again only when no other part runs.
         self._waiting_for_room: set[int] = set()
+        #: With a deadline, the ids of rows the provider would not queue (the enqueued-token limit):
+        #: the run sends them online before its batches' passes go on (transports/deadline.py).
+        self.early: list[str] = []
         #: Parts not sent because their worst case would go over a budget (--max-cost, --max-total-tokens).
         self.holds = Holds(job, self.stats, lambda: self.parts.values())
         self._waits = 0
@@ -193,7 +196,10 @@ class BatchTransport:
         return sum(p.state != PartState.COLLECTED for p in self.parts.values())
 
     def _nothing_to_wait_for(self, open_parts: list[Part]) -> bool:
-        """No part open, or only parts held for a budget, or cancelled batches given their time."""
+        """No part open, or only parts held for a budget, or cancelled batches given their time, or
+        rows to send online early (`early`)."""
+        if self.early:
+            return True
         if not open_parts or self.holds.only_held(open_parts):
             return True
         return self.online and self.deadline.waited_for_cancelling()
@@ -329,17 +335,7 @@ class BatchTransport:
         errors = (part.batch.get("errors") or {}).get("data") or []
         codes = {error.get("code") for error in errors}
         if codes == {"token_limit_exceeded"}:
-            if not part.crowded:  # nothing else was running when it was made: it is too big alone
-                # Its rows go free, to be planned smaller next run.
-                await self._record(part, PartState.COLLECTED)
-                raise RunAborted(
-                    f"part {part.number} alone is over the provider's enqueued-token limit "
-                    f"({'; '.join(str(e.get('message')) for e in errors)}): run again with a smaller "
-                    "--batch-size. Nothing was marked failed."
-                )
-            log.info("part %d: over the enqueued-token limit; created again once others finish", part.number)
-            self._waiting_for_room.add(part.number)
-            await self._record(part, PartState.UPLOADED, batch_id=None, batch={})
+            await self._over_token_limit(part, rows, errors)
             return
         named = {error.get("line") for error in errors if isinstance(error.get("line"), int)}
         if not named:
@@ -350,6 +346,26 @@ class BatchTransport:
                 "Nothing was marked failed: fix it and run the same command again."
             )
         await self._fail_named_lines(part, rows, errors)
+
+    async def _over_token_limit(self, part: Part, rows: list[dict[str, Any]], errors: list[dict]) -> None:
+        """A batch refused for the enqueued-token limit: created again once others end (or, with a
+        deadline, its rows sent online now); alone, too big: the run stops."""
+        if not part.crowded:  # nothing else was running when it was made: it is too big alone
+            # Its rows go free, to be planned smaller next run.
+            await self._record(part, PartState.COLLECTED)
+            raise RunAborted(
+                f"part {part.number} alone is over the provider's enqueued-token limit "
+                f"({'; '.join(str(e.get('message')) for e in errors)}): run again with a smaller "
+                "--batch-size. Nothing was marked failed."
+            )
+        if self.deadline is not None:  # not queued: with a deadline, its rows go online now
+            log.info("part %d: over the enqueued-token limit; its rows go online", part.number)
+            await self._record(part, PartState.COLLECTED)
+            self.early += [member["id"] for row in rows for member in (row, *row.get("copies", ()))]
+            return
+        log.info("part %d: over the enqueued-token limit; created again once others finish", part.number)
+        self._waiting_for_room.add(part.number)
+        await self._record(part, PartState.UPLOADED, batch_id=None, batch={})
 
     async def _fail_named_lines(self, part: Part, rows: list[dict[str, Any]], errors: list[dict]) -> None:
         """A batch that failed for lines its errors name: those rows fail, the others are sent again."""
