@@ -329,6 +329,7 @@ async def _batch_transport(
     return DeadlineTransport(
         batch,
         lambda: Runner(job=job, kind=kind, router=router, recorder=recorder, answers=answers, reuse=reuse),
+        endpoint.client,  # (to ask the server its limits, when the job gives none)
     )
 
 

@@ -281,3 +281,20 @@ def test_rows_the_provider_will_not_queue_go_online_early_while_the_other_batch_
     assert simulator.requests == 30 and all(simulator.completions_for(prompt_for(r)) == 1 for r in rows)
     assert RunDeadline.read(run_dir / ".batcher").online_since is None  # no batch was cancelled
     assert json.loads((run_dir / "summary.json").read_text())["deadline"]["met"] is True
+
+
+@pytest.mark.parametrize("headers, rpm", [("all", 600), ("none", 16 / 2.0 * 60)])
+def test_with_no_rpm_given_the_estimate_takes_the_limit_the_server_announces(
+    headers, rpm, cli, simulator_factory, tmp_path, run_dir
+):
+    simulator = simulator_factory(rpm=600, rate_limit_headers=headers)
+    rows, path = run_rows(30, tmp_path)
+
+    result = cli(*run_args(path, run_dir, simulator.base_url, *BATCH, "--deadline", "10m"))
+
+    assert result.exit_code == 0, result.output
+    estimate = RunDeadline.read(run_dir / ".batcher").estimate
+    # Announced: its RPM; announced nowhere: --concurrency (16) at an assumed 2 s a request.
+    assert (estimate["online_rpm"], estimate["rate_assumed"]) == (rpm, headers == "none")
+    assert simulator.requests == 1  # one request of one token asked the server its limits
+    assert len(by_way(run_dir)[0]) == 30  # and every row went by batch

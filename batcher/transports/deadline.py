@@ -10,20 +10,26 @@ counted, never written twice: the journal takes a row once). docs/batch-api.md, 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Iterable, Iterator
 
+from batcher.errors import RequestFailed
 from batcher.inputs.sources import InputRow
 from batcher.outcome import RunOutcome
 from batcher.transports.base import RowsLeft
 from batcher.transports.batchapi.transport import BatchTransport
+from batcher.transports.client import ApiClient
 from batcher.transports.online.runner import Runner
+
+log = logging.getLogger("batcher")
 
 
 class DeadlineTransport:
     """The Batch API transport, then the online pool for what is left (transports.base.Transport)."""
 
-    def __init__(self, batch: BatchTransport, online: Callable[[], Runner]):
-        self.batch, self._online = batch, online
+    def __init__(self, batch: BatchTransport, online: Callable[[], Runner], client: ApiClient | None = None):
+        """`client`: the endpoint's, to ask the server its limits when the job gives none."""
+        self.batch, self._online, self._client = batch, online, client
         batch.collector.finished_here = []  # (the rows its batches finish: the online rows leave them)
         batch.collector.gone_online = lambda: batch.online
         self.stats, self.stop = batch.stats, batch.stop
@@ -35,6 +41,7 @@ class DeadlineTransport:
         self._sending.request_stop()
 
     async def run(self, rows: RowsLeft) -> RunOutcome:
+        await self._ask_limits()
         outcome = await self.batch.run(rows)
         while self.batch.early and not self._stopping and outcome.error is None:
             outcome = await self._send_early(rows)
@@ -55,6 +62,18 @@ class DeadlineTransport:
                 "them (what they answered is counted, not written: the rows are done)"
             )
         return outcome
+
+    async def _ask_limits(self) -> None:
+        """With no --rpm or --tpm, one chat request of one token, for the rate-limit headers of its
+        answer: the estimate's online rate (a server that announces none leaves it assumed)."""
+        job, watch = self.batch.job, self.batch.deadline
+        if self._client is None or not watch.needs_rate or job.embeddings or not job.model:
+            return
+        body = {"model": job.model, "messages": [{"role": "user", "content": "Say OK."}], "max_tokens": 1}
+        try:
+            watch.learn((await self._client.send(body)).headers)
+        except RequestFailed as failure:
+            log.info("deadline: the server's limits could not be asked (%s)", failure.message)
 
     async def _send_early(self, rows: RowsLeft) -> RunOutcome:
         """The rows the provider would not queue, online now; then the batches' passes go on (one

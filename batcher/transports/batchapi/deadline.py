@@ -10,10 +10,12 @@ unanswered rows can go online and still be done by the deadline:
     online time  = the longer of (unanswered requests / the online RPM) and (their tokens / the TPM)
     margin       = MARGIN_SECONDS + MARGIN_SHARE x online time
 
-The RPM and TPM are the job's (`--rpm`, `--tpm`, or the endpoint's); with neither, a request is
-taken to hold one of the `--concurrency` places for ASSUMED_SECONDS_A_REQUEST. The margin pays for
-cancelling the batches and collecting what they finished (a provider goes on answering while
-"cancelling"), and for the online pool's start and its retries. See docs/batch-api.md, Deadlines.
+The RPM and TPM are the job's (`--rpm`, `--tpm`, or the endpoint's), else what the server
+announces in its rate-limit headers (asked once, with a one-token request, at the start); with
+none, a request is taken to hold one of the `--concurrency` places for ASSUMED_SECONDS_A_REQUEST.
+The margin pays for cancelling the batches and collecting what they finished (a provider goes on
+answering while "cancelling"), and for the online pool's start and its retries. See
+docs/batch-api.md, Deadlines.
 """
 
 from __future__ import annotations
@@ -21,19 +23,22 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from batcher.job import Job
 from batcher.job.deadline import Deadline
+from batcher.limits.headers import announced, is_per_minute
 from batcher.outputs.stats import RunStats
 from batcher.store.checkpoint import STATE_DIR
 from batcher.store.journal import write_atomically
 from batcher.transports.batchapi.parts import Part, PartState
 
 log = logging.getLogger("batcher")
+#: Requests and tokens a minute (None: not known).
+Limits = tuple[float | None, float | None]
 
 DEADLINE_FILE = "deadline.json"
 #: A request's time on the wire when no limit says how fast requests may go (the online estimate).
@@ -52,6 +57,8 @@ class Estimate:
     go_online_at: float
     #: No limit was known: the online rate is assumed from --concurrency.
     rate_assumed: bool = False
+    #: The online requests a minute it counts on (None: only a TPM is known).
+    rpm: float | None = None
 
 
 @dataclass
@@ -102,23 +109,27 @@ class RunDeadline:
         self.save(state_dir)
 
 
-def online_rate(job: Job) -> tuple[float | None, float | None, bool]:
-    """Requests and tokens a second online (None: no such limit), and whether the rate is assumed."""
+def online_rate(job: Job, learned: Limits = (None, None)) -> tuple[float | None, float | None, bool]:
+    """Requests and tokens a second online (None: no such limit), and whether the rate is assumed.
+    `learned`: the RPM and TPM the server announced, for the limits the job does not give."""
     config = job.endpoint_configs[0]  # (batch-api mode takes one endpoint)
-    rpm, tpm = config.rpm, config.tpm
+    rpm, tpm = config.rpm or learned[0], config.tpm or learned[1]
     if rpm is None and tpm is None:
         return job.concurrency / ASSUMED_SECONDS_A_REQUEST, None, True
     return (rpm / 60 if rpm else None), (tpm / 60 if tpm else None), False
 
 
-def estimate(job: Job, deadline: RunDeadline, requests: int, tokens: int) -> Estimate:
+def estimate(
+    job: Job, deadline: RunDeadline, requests: int, tokens: int, learned: Limits = (None, None)
+) -> Estimate:
     """The latest moment `requests` (of `tokens` at most) can go online and be done by the deadline."""
-    per_second, tokens_per_second, assumed = online_rate(job)
+    per_second, tokens_per_second, assumed = online_rate(job, learned)
     seconds = requests / per_second if per_second else 0.0
     if tokens_per_second:
         seconds = max(seconds, tokens / tokens_per_second)
     margin = MARGIN_SECONDS + MARGIN_SHARE * seconds if requests else 0.0
-    return Estimate(seconds, margin, deadline.at - seconds - margin, assumed)
+    rpm = per_second * 60 if per_second else None
+    return Estimate(seconds, margin, deadline.at - seconds - margin, assumed, rpm)
 
 
 class DeadlineWatch:
@@ -127,6 +138,8 @@ class DeadlineWatch:
     def __init__(self, job: Job, deadline: RunDeadline, state_dir: Path, stats: RunStats):
         self.job, self.deadline, self.state_dir, self.stats = job, deadline, state_dir, stats
         self.latest: Estimate | None = None
+        #: The RPM and TPM the server announced (`learn`), for what the job does not say.
+        self.learned: Limits = (None, None)
         #: When this session cancelled the batches (time.monotonic()), or None.
         self._cancelled_at: float | None = None
         self._show()
@@ -140,7 +153,7 @@ class DeadlineWatch:
         """The estimate made again for the rows the batches have not answered; whether it is time."""
         requests, tokens = unanswered(parts)
         first = self.latest is None
-        self.latest = estimate(self.job, self.deadline, requests, tokens)
+        self.latest = estimate(self.job, self.deadline, requests, tokens, self.learned)
         self._show()
         now = time.time()
         if first and requests and self.latest.go_online_at < now:
@@ -156,6 +169,23 @@ class DeadlineWatch:
                 late,
             )
         return bool(requests) and now >= self.latest.go_online_at
+
+    @property
+    def needs_rate(self) -> bool:
+        """Neither the job nor the endpoint says how fast rows may go online."""
+        return not self.online and online_rate(self.job, self.learned)[2]
+
+    def learn(self, headers: Mapping[str, str] | None) -> None:
+        """The per-minute limits a server's answer announces (x-ratelimit-limit-*), if any."""
+        if not headers:
+            return
+        found = []
+        for kind in ("requests", "tokens"):
+            limit, remaining, reset = announced(headers, kind)
+            found.append(limit if limit and is_per_minute(limit, remaining, reset) else None)
+        self.learned = (found[0], found[1])
+        if any(found):
+            log.info("deadline: the server announces %s RPM and %s TPM", found[0], found[1])
 
     def capped(self, wait: float) -> float:
         """A wait between passes, cut short to end at the moment to go online."""
@@ -188,6 +218,7 @@ class DeadlineWatch:
                 online_seconds=round(self.latest.online_seconds, 1),
                 margin_seconds=round(self.latest.margin, 1),
                 rate_assumed=self.latest.rate_assumed,
+                online_rpm=self.latest.rpm,
             )
         self.stats.deadline = shown
         self.deadline.estimate = shown
