@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import sys
-import time
 from typing import Any
 
 from batcher.outputs.stats import RunStats
-from batcher.words import usd
+from batcher.words import clock, usd
 
 
 class ProgressBar:
@@ -69,16 +68,12 @@ def _deadline(shown: dict[str, Any] | None) -> str:
     """A deadline run's words on the bar: when its rows go online (and the margin kept), or that they have."""
     if not shown:
         return ""
-    due = f" deadline={_clock(shown['at'])}"
+    due = f" deadline={clock(shown['at'])}"
     if shown.get("online_since"):
         return f"{due} online"
     if shown.get("go_online_at") is None:
         return due
-    return f"{due} online-at={_clock(shown['go_online_at'])} margin={shown['margin_seconds']:.0f}s"
-
-
-def _clock(epoch: float) -> str:
-    return time.strftime("%H:%M:%S", time.localtime(epoch))
+    return f"{due} online-at={clock(shown['go_online_at'])} margin={shown['margin_seconds']:.0f}s"
 
 
 def _short(n: int) -> str:

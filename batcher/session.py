@@ -355,6 +355,7 @@ def _deadline_bill(job: Job, checkpoint: Checkpoint, stats: RunStats) -> dict[st
 
     told = deadline_summary(stats.deadline, time.time(), stats.remaining)
     told.update(bill(checkpoint.records(), job.price_table, job.model), rows_paid_twice=stats.paid_twice)
+    stats.deadline_bill = told  # (for the run's last line)
     return told
 
 

@@ -28,7 +28,7 @@ from batcher.store.jobrecord import recorded_job, refusal
 from batcher.store.mirror import read_run
 from batcher.store.progress import DoneRows
 from batcher.transports.batchapi.parts import MAX_BYTES, batch_line, split
-from batcher.words import plural, usd
+from batcher.words import clock, plural, usd
 
 #: How many request bodies a dry run shows.
 SAMPLES = 3
@@ -113,15 +113,14 @@ class Plan:
         at = given.moment(kept.first_start if kept is not None else now)
         tokens = self.estimate.prompt_tokens + self.estimate.completion_at_most
         est = estimate(self.job, RunDeadline(given.text, at, now), self.requests, tokens)
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
         text = (
-            f"{given.text} ({when}); every request online would take about {est.online_seconds:,.0f} s"
-            f" and a margin of {est.margin:,.0f} s"
+            f"{given.text} ({clock(at, date=True)}); every request online would take about"
+            f" {est.online_seconds:,.0f} s and a margin of {est.margin:,.0f} s"
             + (" (the online rate assumed from --concurrency: give --rpm)" if est.rate_assumed else "")
         )
         if est.go_online_at < now:
             return text + ": it cannot be met online alone; the run will do its best"
-        latest = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(est.go_online_at))
+        latest = clock(est.go_online_at, date=True)
         return text + f": what the batches have not answered by {latest} goes online"
 
 

@@ -5,14 +5,12 @@ is never shown (job/gateway.py), only its name.
 
 from __future__ import annotations
 
-import json
 import shlex
 import sys
-import time
 
 import click
 
-from batcher.words import plural, usd
+from batcher.words import clock, plural, usd
 
 
 def fail(message: str, code: int) -> None:
@@ -27,7 +25,7 @@ def tell_run_ended(job, outcome, quiet: bool) -> None:
     stats = outcome.stats
     if not quiet or outcome.exit_code:
         _report(job, outcome)
-        if stats.deadline is not None and (bill := _summary_deadline(job.output)) is not None:
+        if (bill := stats.deadline_bill) is not None:
             click.echo(f"deadline {bill['deadline']}: {bill_text(bill)}", err=True)
     if stats.cut:
         click.echo(
@@ -47,14 +45,6 @@ def tell_run_ended(job, outcome, quiet: bool) -> None:
             " or name that file in place of -)",
             err=True,
         )
-
-
-def _summary_deadline(output) -> dict | None:
-    """The deadline section of the summary.json the session just wrote (a local run directory)."""
-    try:
-        return json.loads((output / "summary.json").read_text()).get("deadline")
-    except (OSError, ValueError, TypeError):
-        return None
 
 
 def _report(job, outcome) -> None:
@@ -180,14 +170,13 @@ def status_text(info: dict) -> str:
 
 def _deadline_lines(deadline: dict) -> list[str]:
     """A deadline run: when, the estimate of when its rows go online (or when they went), the bill."""
-    at = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(deadline["at"]))
-    lines = [f"  deadline:  {deadline['text']} ({at})"]
+    lines = [f"  deadline:  {deadline['text']} ({clock(deadline['at'], date=True)})"]
     estimate = deadline.get("estimate") or {}
     if deadline.get("online_since"):
-        went = time.strftime("%H:%M:%S", time.localtime(deadline["online_since"]))
+        went = clock(deadline["online_since"])
         lines.append(f"  online:    since {went}: the batches cancelled, the rows left sent online")
     elif estimate.get("go_online_at"):
-        when = time.strftime("%H:%M:%S", time.localtime(estimate["go_online_at"]))
+        when = clock(estimate["go_online_at"])
         assumed = ", the online rate assumed: give --rpm" if estimate.get("rate_assumed") else ""
         lines.append(
             f"  online at: {when} at the latest (about {estimate['online_seconds']:.0f} s online and a "

@@ -94,6 +94,8 @@ class RunStats:
     deadline: dict[str, Any] | None = None
     #: Rows of this session a batch answered while cancelling that were answered online too.
     paid_twice: int = 0
+    #: The deadline as summary.json tells it, with the bill (outputs/bill.py), once the session ends.
+    deadline_bill: dict[str, Any] | None = None
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
 

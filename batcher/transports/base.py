@@ -83,8 +83,8 @@ class RowsLeft:
 
     def after_batches(self, finished: list[tuple[str, int]]) -> RowsLeft:
         """The rows still left once a deadline's batches have answered what they could: the rows
-        `finished` in this session (id, row number) passed over as done, and those the batches
-        failed for good too (not sent again online)."""
+        `finished` since the last call (id, row number) marked done (the marks stay), and those the
+        batches failed for good passed over too (not sent again online)."""
         job, progress = self._made_of
         done = progress.done
         if done.ids is not None:

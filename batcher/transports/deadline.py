@@ -47,14 +47,11 @@ class DeadlineTransport:
             outcome = await self._send_early(rows)
         if not self.batch.online or self._stopping or outcome.error is not None:
             return outcome
-        runner = self._sending = self._online()
-        self.stop = runner.stop
-        left = rows.after_batches(self.batch.collector.finished_here)
+        left = rows.after_batches(self.batch.collector.take_finished())
         running = await asyncio.to_thread(self.batch.rows_still_running)
-        outcome = await runner.run(last_the_rows_of(left, running))
+        outcome = await self._send_online(last_the_rows_of(left, running))
         if self._stopping or outcome.error is not None:
             return outcome
-        self._sending, self.stop = self.batch, self.batch.stop
         still = await self.batch.collect_cancelled()
         if still:
             outcome.note = (
@@ -62,6 +59,15 @@ class DeadlineTransport:
                 "them (what they answered is counted, not written: the rows are done)"
             )
         return outcome
+
+    async def _send_online(self, rows: Iterator[InputRow | None]) -> RunOutcome:
+        """`rows` sent by a new online pool, the stops going to it meanwhile."""
+        runner = self._sending = self._online()
+        self.stop = runner.stop
+        try:
+            return await runner.run(rows)
+        finally:
+            self._sending, self.stop = self.batch, self.batch.stop
 
     async def _ask_limits(self) -> None:
         """With no --rpm or --tpm, one chat request of one token, for the rate-limit headers of its
@@ -79,22 +85,17 @@ class DeadlineTransport:
         """The rows the provider would not queue, online now; then the batches' passes go on (one
         journal writer at a time: the batch passes wait meanwhile, the batches do not)."""
         early, self.batch.early = set(self.batch.early), []
-        finished = self.batch.collector.finished_here
-        sent: list[tuple[str, int]] = []
+        collector = self.batch.collector
 
         def only_early(left: Iterable[InputRow | None]) -> Iterator[InputRow | None]:
             for row in left:
                 if row is not None and row.row_id in early:
-                    sent.append((row.row_id, row.number))
+                    collector.finished_here.append((row.row_id, row.number))  # (done or failed for good)
                     yield row
 
-        runner = self._sending = self._online()
-        self.stop = runner.stop
-        outcome = await runner.run(only_early(rows.after_batches(finished)))
-        finished += sent  # (done or failed for good, unless stopped: then the run ends here)
+        outcome = await self._send_online(only_early(rows.after_batches(collector.take_finished())))
         if self._stopping or outcome.error is not None:
             return outcome
-        self._sending, self.stop = self.batch, self.batch.stop
         return await self.batch.run(iter(()))
 
 

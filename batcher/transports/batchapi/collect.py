@@ -131,7 +131,7 @@ class Collector:
         for row in rows:
             members = self.unfinished(part, row)
             if not members:
-                if self.finished_here is not None and self.gone_online() and row["id"] in fates.answered:
+                if self.gone_online() and row["id"] in fates.answered:
                     self.recorder.stats.paid_twice += 1  # answered while cancelling, and online
                 continue
             row_id = row["id"]
@@ -225,6 +225,11 @@ class Collector:
         )
         record["batch_id"] = part.batch_id
         self._add(False, row, record)
+
+    def take_finished(self) -> list[tuple[str, int]]:
+        """The rows journaled since the last call (id, row number), taken from the list."""
+        finished, self.finished_here = self.finished_here or [], []
+        return finished
 
     def _add(self, ok: bool, row: Row, record: dict[str, Any]) -> None:
         self.recorder.add(ok, record)

@@ -94,9 +94,7 @@ class RunDeadline:
         path = state_dir / DEADLINE_FILE
         try:
             return cls(**json.loads(path.read_text()))
-        except FileNotFoundError:
-            return None
-        except (ValueError, TypeError):  # (written atomically: only a hand-edited file gets here)
+        except (FileNotFoundError, ValueError, TypeError):  # none, or (written atomically) hand-edited
             return None
 
     def save(self, state_dir: Path) -> None:
@@ -221,8 +219,9 @@ class DeadlineWatch:
                 online_rpm=self.latest.rpm,
             )
         self.stats.deadline = shown
-        self.deadline.estimate = shown
-        self.deadline.save(self.state_dir)
+        if shown != self.deadline.estimate:  # (it changes as the batches answer, not every pass)
+            self.deadline.estimate = shown
+            self.deadline.save(self.state_dir)
 
 
 def unanswered(parts: Iterable[Part]) -> tuple[int, int]:

@@ -33,8 +33,7 @@ class Holds:
 
     def admit(self, part: Part) -> bool:
         """Whether the part's batch can be made without a budget going over; held if not."""
-        budget = self.budget()
-        if not budget.limited or budget.reserve(part.worst_tokens, part.worst_cost):
+        if self._fits(part):
             self.held.discard(part.number)
             return True
         self.held.add(part.number)  # not sent; looked at again as batches end

@@ -73,19 +73,21 @@ class Submitter:
         except RequestFailed as failure:
             if not failure.retryable:
                 raise
-            await self.find(part)  # the answer is lost, not the batch: it may exist
-            if part.state != PartState.CREATED:
+            if not await self.find(part):  # the answer is lost, not the batch: it may exist
                 raise
             return
         await self._record(part, PartState.CREATED, batch_id=batch["id"], batch=batch)
 
     async def find(self, part: Part) -> bool:
-        """Adopt the batch a creation in doubt made, if the provider lists it; whether to give up
-        looking (the list has had `LIST_LAG_SECONDS` to show it)."""
+        """Adopt the batch a creation in doubt made, if the provider lists it; whether it did."""
         found = await self.provider.find(self.metadata(part), since=part.asked_at - FIND_SLACK_SECONDS)
         if found is not None:
             await self._record(part, PartState.CREATED, batch_id=found["id"], batch=found)
-            return True
+        return found is not None
+
+    @staticmethod
+    def may_ask_again(part: Part) -> bool:
+        """A creation in doubt not listed: the list has had `LIST_LAG_SECONDS` to show it."""
         return time.time() >= part.asked_at + LIST_LAG_SECONDS
 
     @staticmethod

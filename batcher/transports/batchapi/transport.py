@@ -283,8 +283,9 @@ class BatchTransport:
     async def _find_or_create(self, part: Part) -> None:
         """A creation in doubt: its batch adopted once listed; asked for again only when the
         provider's list has had its time to show it (submit.py), and not once gone online."""
-        if await self.submitter.find(part) and part.state == PartState.CREATING and not self.online:
-            await self._create(part)
+        if await self.submitter.find(part) or self.online or not self.submitter.may_ask_again(part):
+            return
+        await self._create(part)
 
     async def _poll(self, part: Part) -> None:
         batch = await self.provider.get(part.batch_id)
