@@ -165,8 +165,11 @@ def parent_of(pid: int) -> int | None:
         return None
 
 
-#: A line Ray writes at warning or error level: its Python logger's, or its core's (`[date ... E pid tid]`).
-RAY_COMPLAINT = re.compile(r"\b(WARNING|ERROR)\b|^\[[\d-]+ [\d:,]+ [WEF] \d+ \d+\]", re.MULTILINE)
+#: A line Ray writes at warning or error level: its Python logger's, its core's (`[date ... E pid tid]`),
+#: or a Python warning of Ray Data's (`...: UserWarning: ...`).
+RAY_COMPLAINT = re.compile(
+    r"\b(WARNING|ERROR)\b|^\[[\d-]+ [\d:,]+ [WEF] \d+ \d+\]|\w+Warning: ", re.MULTILINE
+)
 
 
 def test_a_job_on_a_cluster_of_two_nodes_joined_by_address_is_sent_by_its_workers_and_ray_says_nothing(
@@ -191,6 +194,24 @@ def test_a_job_on_a_cluster_of_two_nodes_joined_by_address_is_sent_by_its_worker
 
 
 @pytest.mark.slow
+def test_a_job_of_one_batch_starts_one_worker_of_three_and_ray_says_nothing(
+    ray_cluster, simulator_factory, tmp_path, run_dir
+):
+    simulator = simulator_factory()
+    before, started = set(ray_worker_pids()), set()
+    run, _ = start_rows_on_the_cluster(ray_cluster, simulator, tmp_path, run_dir, 10)
+    while run.poll() is None:
+        started |= set(ray_worker_pids()) - before
+        time.sleep(0.05)
+    _, stderr = run.communicate()
+
+    assert run.returncode == 0, stderr
+    assert len(read_jsonl(run_dir / "results.jsonl")) == 10
+    assert len(started) == 1, started  # 10 rows are one batch: two more workers would only idle
+    # Ray Data warned of the idle workers ("The minimum number of concurrent actors ... is set to 3").
+    assert not RAY_COMPLAINT.search(stderr), stderr
+
+
 def test_a_killed_worker_loses_no_row_and_the_run_ends_complete(
     ray_cluster, simulator_factory, tmp_path, run_dir
 ):

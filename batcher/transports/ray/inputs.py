@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import math
 import pickle
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -93,8 +94,10 @@ def _jsonl_ranges(source: Source, workers: int) -> list[Range]:
         raise InputError(f"cannot be read: {e.strerror or e}", path=source.path) from None
     span = min(_MAX_SPAN, max(_MIN_SPAN, size // max(1, workers * _SPANS_A_WORKER)))
     edges = [*range(0, size, span), size]
-    if len(edges) <= 2:
-        return [Range(1, None, 0, size)] if size else []
+    if len(edges) <= 2:  # one span: counted if here (a small file; it sizes the workers' pool)
+        if not size or is_remote(source.path):
+            return [Range(1, None, 0, size)] if size else []
+        return [Range(1, _newlines(source.path, 0, size - 1) + 1, 0, size)]
     # The lines that start in [a, b) are those after a newline in [a - 1, b - 1) (and the first line).
     spans = list(zip(edges, edges[1:], strict=False))
     if is_remote(source.path):  # counted where the store is near, in parallel
@@ -142,6 +145,18 @@ def block(payload: Any) -> Any:
 def payloads(batch: Any) -> list[Any]:
     """The payloads of a block (or of a batch of blocks), in order."""
     return [pickle.loads(value) for value in batch[PAYLOAD].to_pylist()]
+
+
+def most_batches(ranges: list[Range], done: bytearray | None, batch_rows: int) -> int | None:
+    """The most batches `ranges` can be read in (a read task batches its own range), or None where
+    a range is not counted: more workers than that would never be handed a batch."""
+    most = 0
+    for r in ranges:
+        if r.count is None:
+            return None
+        done_in = done[r.first : r.first + r.count].count(1) if done is not None else 0
+        most += math.ceil((r.count - done_in) / batch_rows)
+    return most
 
 
 def _all_done(done: bytearray | None, r: Range) -> bool:

@@ -31,6 +31,7 @@ import shutil
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -214,6 +215,11 @@ class RayTransport:
         columns, asking = source.columns(rows.builder), Asking(self._switch)
         reader = inputs.Reader(source, columns, skip, asking, rows.until, batch_rows)
         dataset = ray.data.read_datasource(inputs.datasource(reader, ranges, rows.done))
+        # No more workers than batches (a small job starts no process that would idle); fewer
+        # batches than workers (rows passed over by id, --limit, a stop) is no fault of the user's.
+        most = inputs.most_batches(ranges, rows.done, batch_rows)
+        workers = max(1, min(self.job.workers, most)) if most is not None else self.job.workers
+        warnings.filterwarnings("ignore", "The minimum number of concurrent actors", UserWarning)
         return dataset.map_batches(
             SendBatches,
             fn_constructor_args=(
@@ -221,7 +227,7 @@ class RayTransport:
                 *(self._switch, parts, self._budget, self._reuse),
             ),
             compute=ray.data.ActorPoolStrategy(
-                size=self.job.workers,
+                size=workers,
                 max_tasks_in_flight_per_actor=IN_FLIGHT + QUEUED,
                 max_concurrent_calls_per_actor=IN_FLIGHT,
             ),
