@@ -138,6 +138,20 @@ def start_subprocess_run(path, run_dir, base_url, *extra) -> subprocess.Popen:
     )
 
 
+def signal_when(process, reached, sig: int = signal.SIGKILL, timeout: float = 40) -> None:
+    """Send `sig` to a running process as soon as `reached()` and wait for it to end; fail (and
+    kill it) if it ends or `timeout` passes first, since the moment the test is about never came."""
+    deadline = time.monotonic() + timeout
+    while not reached():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            _, stderr = process.communicate(timeout=10)
+            raise AssertionError(f"the run ended, or {timeout} s passed, before the moment came: {stderr}")
+        time.sleep(0.01)
+    process.send_signal(sig)
+    process.wait(timeout=30)
+
+
 def wait_for_results(run_dir, at_least: int, process, timeout: float = 30) -> None:
     """Wait until a running process has written `at_least` result lines (failing if it ends first)."""
     deadline = time.monotonic() + timeout

@@ -15,6 +15,7 @@ from tests.helpers import (
     read_jsonl,
     review_rows,
     run_args,
+    signal_when,
     start_subprocess_run,
     write_jsonl,
 )
@@ -361,20 +362,6 @@ def _batch_files(simulator) -> int:
     return len(list(sdk.files.list(purpose="batch")))
 
 
-def _kill_when(process, reached, timeout: float = 30) -> bool:
-    """SIGKILL the process as soon as `reached()`; whether it was reached before the run ended."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and process.poll() is None:
-        if reached():
-            process.send_signal(signal.SIGKILL)
-            process.wait(timeout=10)
-            return True
-        time.sleep(0.01)
-    process.kill()
-    process.wait(timeout=10)
-    return False
-
-
 #: Where a kill -9 lands, the simulator that holds the run there long enough, and how to see it.
 KILL_PHASES = {
     # the file stored at the provider, its id not yet on disk: uploaded again, the first left unused
@@ -407,7 +394,7 @@ def test_kill_9_at_each_phase_then_the_same_command_answers_every_row_once(
     flags = (*BATCH, "--batch-size", "15")
 
     killed = start_subprocess_run(path, run_dir, simulator.base_url, *flags)
-    assert _kill_when(killed, lambda: reached(simulator, run_dir)), f"the run ended before {phase}"
+    signal_when(killed, lambda: reached(simulator, run_dir))
     assert reached(simulator, run_dir), f"the kill came after {phase}"  # the run directory as left
     final = start_subprocess_run(path, run_dir, simulator.base_url, *flags)
     _, stderr = final.communicate(timeout=60)
@@ -591,7 +578,7 @@ def test_a_kill_during_an_upload_leaves_no_unused_file_at_the_provider(simulator
 
     killed = start_subprocess_run(path, run_dir, simulator.base_url, *flags)
     stored = lambda: len(_input_files(simulator)) >= 1 and "uploaded" not in _latest_states(run_dir)  # noqa: E731
-    assert _kill_when(killed, stored), "the run ended before an upload"
+    signal_when(killed, stored)
     final = start_subprocess_run(path, run_dir, simulator.base_url, *flags)
     _, stderr = final.communicate(timeout=60)
 
@@ -612,7 +599,7 @@ def test_a_creation_in_doubt_is_not_made_again_while_the_providers_list_lags_beh
     path = write_jsonl(tmp_path / "in.jsonl", rows)
 
     killed = start_subprocess_run(path, run_dir, simulator.base_url, *BATCH)
-    assert _kill_when(killed, lambda: simulator.server.batches.made == 1), "no batch was asked for"
+    signal_when(killed, lambda: simulator.server.batches.made == 1)
     assert _latest_states(run_dir) == {"creating"}  # the batch made, its id never heard of
     final = start_subprocess_run(path, run_dir, simulator.base_url, *BATCH)
     _, stderr = final.communicate(timeout=60)

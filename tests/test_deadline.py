@@ -13,7 +13,15 @@ from batcher.errors import ConfigError
 from batcher.job import Job, SimulatorConfig, build_job
 from batcher.job.deadline import parse_deadline
 from batcher.transports.batchapi.deadline import MARGIN_SECONDS, MARGIN_SHARE, RunDeadline, estimate
-from tests.helpers import prompt_for, read_jsonl, review_rows, run_args, start_subprocess_run, write_jsonl
+from tests.helpers import (
+    prompt_for,
+    read_jsonl,
+    review_rows,
+    run_args,
+    signal_when,
+    start_subprocess_run,
+    write_jsonl,
+)
 
 BATCH = ("--mode", "batch-api", "--poll-interval", "0.1")
 
@@ -206,16 +214,6 @@ def _online_rows(run_dir) -> int:
     return sum(1 for line in lines if not json.loads(line).get("batch_id"))
 
 
-def _stop_when(process, reached, sig, timeout: float = 40) -> None:
-    deadline = time.monotonic() + timeout
-    while not reached():
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise AssertionError(f"the run ended first: {process.communicate()}")
-        time.sleep(0.01)
-    process.send_signal(sig)
-    process.wait(timeout=30)
-
-
 @pytest.mark.slow  # about 25 s: one run stopped in each phase, then finished by the same command
 def test_ctrl_c_and_kill_9_in_each_phase_then_the_same_command_keeps_the_deadline_each_row_once(
     simulator_factory, tmp_path, run_dir
@@ -231,7 +229,7 @@ def test_ctrl_c_and_kill_9_in_each_phase_then_the_same_command_keeps_the_deadlin
         ("online", lambda: _online_rows(run_dir) >= 5, signal.SIGKILL),
     ]
     for _phase, reached, sig in phases:
-        _stop_when(start_subprocess_run(path, run_dir, simulator.base_url, *flags), reached, sig)
+        signal_when(start_subprocess_run(path, run_dir, simulator.base_url, *flags), reached, sig)
     final = start_subprocess_run(path, run_dir, simulator.base_url, *flags)
     _, stderr = final.communicate(timeout=60)
 
