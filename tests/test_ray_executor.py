@@ -198,16 +198,19 @@ def test_a_job_of_one_batch_starts_one_worker_of_three_and_ray_says_nothing(
     ray_cluster, simulator_factory, tmp_path, run_dir
 ):
     simulator = simulator_factory()
-    before, started = set(ray_worker_pids()), set()
+    before, started, most = set(ray_worker_pids()), set(), 0
     run, _ = start_rows_on_the_cluster(ray_cluster, simulator, tmp_path, run_dir, 10)
     while run.poll() is None:
-        started |= set(ray_worker_pids()) - before
+        alive = set(ray_worker_pids()) - before
+        started, most = started | alive, max(most, len(alive))
         time.sleep(0.05)
     _, stderr = run.communicate()
 
     assert run.returncode == 0, stderr
     assert len(read_jsonl(run_dir / "results.jsonl")) == 10
-    assert len(started) == 1, started  # 10 rows are one batch: two more workers would only idle
+    # 10 rows are one batch: two more workers would only idle. (Counted alive at once: on a loaded
+    # machine Ray has been seen to put the one worker in a second process after the first ended.)
+    assert most == 1, started
     # Ray Data warned of the idle workers ("The minimum number of concurrent actors ... is set to 3").
     assert not RAY_COMPLAINT.search(stderr), stderr
 
